@@ -1,0 +1,39 @@
+"""procpool: a process pool that never hangs, says why a worker died, and keeps serving.
+
+The public names live here; everything else is private (underscored modules). ``procpool.Pool``
+is a drop-in for ``multiprocessing.Pool``.
+"""
+
+from ._errors import (
+    InitializerFailed,
+    PoolBroken,
+    PoolTerminated,
+    ProcpoolError,
+    RemoteError,
+    ResultSerializationError,
+    SerializationError,
+    TimeoutError,
+    WorkerDied,
+)
+from ._pool import Pool
+from ._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
+
+__all__ = [
+    "ApplyResult",
+    "AsyncResult",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "InitializerFailed",
+    "MapResult",
+    "Pool",
+    "PoolBroken",
+    "PoolTerminated",
+    "ProcpoolError",
+    "RemoteError",
+    "ResultSerializationError",
+    "SerializationError",
+    "TimeoutError",
+    "WorkerDied",
+]
+
+__version__ = "0.1.0"

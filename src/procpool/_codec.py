@@ -1,0 +1,100 @@
+"""Serialization of everything that crosses a process boundary: functions, data, exceptions.
+
+Owns the choice between plain pickle (protocol 5, fast, by reference) and cloudpickle (by value,
+for lambdas, closures and interactively defined code). Imported by the worker, so it must stay
+small: cloudpickle is imported only when it is needed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import traceback
+import types
+from typing import Any
+
+from ._errors import RemoteError
+
+PROTOCOL = 5
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj``, falling back to cloudpickle for what plain pickle cannot carry.
+
+    Raises whatever cloudpickle raises when neither can pickle it.
+    """
+    try:
+        return pickle.dumps(obj, PROTOCOL)
+    except Exception:  # pickle raises PicklingError, TypeError, AttributeError, ...
+        import cloudpickle
+
+        return bytes(cloudpickle.dumps(obj, PROTOCOL))
+
+
+loads = pickle.loads
+
+
+def _main_module_is_importable() -> bool:
+    # Under spawn and forkserver multiprocessing re-imports the parent's main *file* in each
+    # child; code typed at a prompt, piped to stdin or passed with -c exists nowhere to import.
+    main = sys.modules.get("__main__")
+    return bool(getattr(main, "__file__", None))
+
+
+def dumps_callable(fn: Any, *, inherits_memory: bool) -> tuple[bytes, bool]:
+    """Pickle a task function; return the payload and whether it went by reference.
+
+    ``inherits_memory`` is true when workers are forked copies of this process (they can look
+    up anything defined in ``__main__``). A by-reference payload names an importable object, so
+    it may be cached across calls; a by-value one is a snapshot and must not be.
+    """
+    by_reference_ok = (
+        inherits_memory
+        or getattr(fn, "__module__", None) != "__main__"
+        or _main_module_is_importable()
+    )
+    if by_reference_ok:
+        try:
+            return pickle.dumps(fn, PROTOCOL), isinstance(fn, _NAMED_CALLABLES)
+        except Exception:
+            pass
+    import cloudpickle
+
+    return bytes(cloudpickle.dumps(fn, PROTOCOL)), False
+
+
+# Objects that plain pickle stores as "module.qualname" (it fails for anything it cannot look
+# up), so two pickles of the same object are interchangeable.
+_NAMED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, type)
+
+
+def describe_pickle_failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def short_repr(obj: Any, limit: int = 120) -> str:
+    """A repr that is safe to put in an error message: bounded, and never raises."""
+    try:
+        text = repr(obj)
+    except Exception as exc:
+        text = f"<{type(obj).__qualname__} object; repr() failed: {exc!r}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def portable_exception(exc: BaseException) -> BaseException:
+    """Return ``exc`` if it survives a pickle round trip, else a RemoteError that stands in.
+
+    The round trip is checked in the worker because an exception whose class cannot be rebuilt
+    (cpython gh-79492: an ``__init__`` that needs more than ``args``) would otherwise fail in the
+    parent, where the stdlib pool hangs on it.
+    """
+    try:
+        pickle.loads(dumps(exc))
+    except Exception:
+        tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return RemoteError(type(exc).__qualname__, short_repr(str(exc), 500), tb_text)
+    return exc
+
+
+def format_remote_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

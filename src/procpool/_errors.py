@@ -1,0 +1,213 @@
+"""Every exception procpool defines, and the stdlib classes it deliberately reuses.
+
+Owns the error vocabulary and the wording of each message; raises nothing itself. Every class
+pickles with its attributes intact (tests/test_errors.py checks), so errors survive crossing
+a process boundary or a results file.
+
+    Exception
+     +-- ProcpoolError                         base of everything procpool raises itself
+          +-- WorkerDied  (+ BrokenProcessPool) the worker running this task died: pid, exit
+          |                                     code or signal, the likely cause
+          +-- PoolBroken  (+ BrokenProcessPool) the pool cannot run anything any more
+          |    +-- InitializerFailed            ... because the worker initializer failed
+          +-- PoolTerminated                    the task was dropped by terminate()
+          +-- SerializationError (+ pickle.PicklingError)
+          |    |                                a function or arguments could not be pickled
+          |    +-- ResultSerializationError (+ multiprocessing.pool.MaybeEncodingError)
+          |                                     a result could not travel back
+          +-- RemoteError                       stand-in for a task exception that could not be
+                                                pickled or unpickled; keeps type, text, traceback
+
+``procpool.TimeoutError`` *is* ``multiprocessing.TimeoutError``: waiting timeouts raise the class
+that code written for the stdlib already catches.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import TimeoutError as TimeoutError  # noqa: A004 - stdlib drop-in
+from multiprocessing.pool import MaybeEncodingError
+from typing import Any
+
+__all__ = [
+    "InitializerFailed",
+    "PoolBroken",
+    "PoolTerminated",
+    "ProcpoolError",
+    "RemoteError",
+    "ResultSerializationError",
+    "SerializationError",
+    "TimeoutError",
+    "WorkerDied",
+    "describe_exit",
+]
+
+
+class ProcpoolError(Exception):
+    """Base class of every error procpool raises on its own account."""
+
+    __module__ = "procpool"
+
+
+def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
+    """Name the signal (if any) behind a process exit code and say what most likely caused it."""
+    if exitcode is None:
+        return None, "the process could not be reaped, its exit status is unknown"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        causes = {
+            "SIGKILL": "killed by SIGKILL: most often the kernel's OOM killer (check `dmesg` "
+            "and the task's memory use) or an external `kill -9`",
+            "SIGSEGV": "segmentation fault: a crash in native code (a C extension, ctypes, "
+            "or memory corruption)",
+            "SIGBUS": "bus error: a crash in native code, or a memory-mapped file that shrank",
+            "SIGABRT": "aborted: a failed assertion or fatal error in native code",
+            "SIGFPE": "floating-point exception in native code",
+            "SIGILL": "illegal instruction in native code (a build for another CPU?)",
+            "SIGTERM": "terminated by SIGTERM from outside the pool",
+            "SIGINT": "interrupted by SIGINT",
+        }
+        return name, causes.get(name, f"killed by {name}")
+    if exitcode == 0:
+        return None, "the worker exited normally in the middle of a task (sys.exit(0)?)"
+    return None, (
+        f"the worker exited with code {exitcode}: the task (or a library it called) ran "
+        "sys.exit() or os._exit()"
+    )
+
+
+class WorkerDied(ProcpoolError, BrokenProcessPool):
+    """The worker running a task died before the task finished.
+
+    Only the work that worker held fails with this error; the pool starts a new worker and keeps
+    serving. Subclasses ``concurrent.futures.process.BrokenProcessPool`` so handlers written for
+    the stdlib executor still catch it.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(
+        self,
+        pid: int | None,
+        exitcode: int | None,
+        task: str = "",
+        peak_rss: int | None = None,
+    ) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal_name, self.likely_cause = describe_exit(exitcode)
+        self.task = task
+        self.peak_rss = peak_rss
+        how = f"killed by {self.signal_name}" if self.signal_name else f"exit code {exitcode}"
+        text = f"worker (pid {pid}) died while running {task or 'a task'} ({how}): "
+        text += self.likely_cause
+        if peak_rss is not None:
+            text += f"; its peak resident memory was {peak_rss / 2**20:.0f} MiB"
+        text += ". The pool replaced the worker; other tasks are not affected."
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pid, self.exitcode, self.task, self.peak_rss))
+
+
+class PoolBroken(ProcpoolError, BrokenProcessPool):
+    """The pool can no longer run tasks; every pending and later task fails with this."""
+
+    __module__ = "procpool"
+
+
+class InitializerFailed(PoolBroken):
+    """The ``initializer`` raised or crashed in a worker, so no worker can be started.
+
+    Raised for every task the pool held and every later submission, instead of respawning
+    workers forever as ``multiprocessing.Pool`` does. The worker's exception is ``__cause__``.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(
+            f"the pool's initializer failed in a worker ({detail}); the pool is broken. "
+            "Fix the initializer, then create a new pool."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.detail,))
+
+
+class PoolTerminated(ProcpoolError):
+    """The pool was terminated before this task could finish."""
+
+    __module__ = "procpool"
+
+
+class SerializationError(ProcpoolError, pickle.PicklingError):
+    """A function or its arguments could not be pickled, so the task never ran.
+
+    ``what`` names the object ("function", "arguments", ...); the pickling error is ``__cause__``.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(
+            f"cannot send the {what} to a worker process: {reason}. Pass picklable objects "
+            "(module-level functions, plain data), or create the resource inside the task "
+            "or the pool initializer."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.what, self.reason))
+
+
+class ResultSerializationError(SerializationError, MaybeEncodingError):
+    """A task's result could not be pickled in the worker or unpickled in the parent.
+
+    Also a ``multiprocessing.pool.MaybeEncodingError`` with the stdlib's ``exc`` and ``value``
+    attributes (both as text), so code written for the stdlib keeps working.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(self, value_repr: str, reason: str) -> None:
+        self.exc = reason
+        self.value = value_repr
+        SerializationError.__init__(self, "result", f"{reason} (result: {value_repr})")
+        self.args = (reason, value_repr)
+
+    def __str__(self) -> str:
+        return (
+            f"cannot send the result {self.value} back from the worker: {self.exc}. "
+            "Return picklable data from the task."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.value, self.exc))
+
+
+class RemoteError(ProcpoolError):
+    """Stands in for an exception raised by a task that could not cross the process boundary.
+
+    Its class could not be pickled or rebuilt (for example an ``__init__`` with required
+    arguments that ``args`` does not hold). Carries what can be kept: the type's qualified name,
+    its message and the formatted remote traceback.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+        super().__init__(f"{type_name}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.message, self.traceback_text))

@@ -1,0 +1,415 @@
+"""``procpool.Pool``: the ``multiprocessing.Pool`` API, translated into chunks for the dispatcher.
+
+Owns argument checking, chunking, pickling of functions and arguments (in the caller's thread, so
+a bad argument fails its own task at once), the feeder threads that read imap input lazily, and
+the pool's lifecycle state. Scheduling, workers and failures belong to the dispatcher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from ._codec import describe_pickle_failure, dumps, dumps_callable, short_repr
+from ._dispatcher import Dispatcher, next_id
+from ._errors import SerializationError
+from ._results import (
+    ApplyResult,
+    CallbackRunner,
+    IMapIterator,
+    IMapUnorderedIterator,
+    MapResult,
+    StreamJob,
+    Window,
+)
+from ._task import CallMode, Chunk, ChunkSink, TaskFunction
+from .backends import create_backend
+
+T = TypeVar("T")
+
+# multiprocessing.get_context is bound now, never looked up later: programs that replace
+# multiprocessing.Pool with procpool.Pool must not send us into our own constructor.
+_get_context = multiprocessing.get_context
+
+# A stream may run this many chunks per worker ahead of its consumer (imap's default bound).
+STREAM_CHUNKS_PER_WORKER = 4
+
+# How many by-reference task functions keep their pickle cached across calls.
+_FUNCTION_CACHE_SIZE = 256
+
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"  # the stdlib's state names
+
+
+class Pool:
+    """A process pool with the ``multiprocessing.Pool`` API that survives worker deaths.
+
+    ``Pool(processes=None, initializer=None, initargs=(), maxtasksperchild=None, context=None)``
+    behaves as the stdlib's, except that a dying worker fails only the task it held (with
+    :class:`procpool.WorkerDied`) and is replaced, nothing ever hangs, callables that pickle
+    cannot carry go through cloudpickle, and ``imap``/``imap_unordered`` read their input lazily
+    with a bounded read-ahead (``buffersize``).
+
+    ``backend="inline"`` runs workers as threads of this process (for debugging).
+    As in the stdlib, leaving a ``with Pool() as pool:`` block calls ``terminate()``.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        *,
+        backend: str = "local",
+    ) -> None:
+        # Set first: __del__ must work even if a check below raises.
+        self._state = TERMINATE
+        if processes is None:
+            processes = _cpu_count()
+        if not isinstance(processes, int) or isinstance(processes, bool):
+            raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if context is None or isinstance(context, str):
+            context = _get_context(context)
+        self._ctx = context
+        self._processes = processes
+        self._callbacks = CallbackRunner()
+        self._streams: weakref.WeakSet[Window] = weakref.WeakSet()
+        self._state_lock = threading.Lock()
+        self._function_cache: OrderedDict[Any, TaskFunction] = OrderedDict()
+        self._dispatcher = Dispatcher(
+            create_backend(backend, context),
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+        )
+        self._state = RUN
+
+    # ---- single calls ------------------------------------------------------------------------
+
+    def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
+              kwds: Mapping[str, Any] | None = None) -> T:
+        """Call ``func(*args, **kwds)`` in a worker and return its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> ApplyResult[T]:
+        """Start ``func(*args, **kwds)`` in a worker; return an AsyncResult at once."""
+        self._check_running()
+        result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback)
+        item = (tuple(args), dict(kwds or {}))
+        function = self._task_function(func)
+        chunk = self._make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
+                                 f"{_name(func)}()")
+        if chunk is not None:
+            self._dispatcher.submit([chunk])
+        return result
+
+    # ---- eager maps --------------------------------------------------------------------------
+
+    def map(self, func: Callable[[Any], T], iterable: Iterable[Any],
+            chunksize: int | None = None) -> list[T]:
+        """Apply ``func`` to every item; return the results in order (like the builtin map)."""
+        return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, None, None).get()
+
+    def map_async(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[T]:
+        return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, callback,
+                               error_callback)
+
+    def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+                chunksize: int | None = None) -> list[T]:
+        """Like map, but each item is unpacked as the arguments: ``func(*item)``."""
+        return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, None, None).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> MapResult[T]:
+        return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, callback,
+                               error_callback)
+
+    def _map_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Any],
+        mode: CallMode,
+        chunksize: int | None,
+        callback: Callable[[list[T]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> MapResult[T]:
+        self._check_running()
+        items = iterable if isinstance(iterable, list) else list(iterable)
+        if chunksize is None:
+            # The stdlib's rule: about four chunks per worker.
+            chunksize, extra = divmod(len(items), self._processes * 4)
+            chunksize += bool(extra)
+        else:
+            _check_chunksize(chunksize)
+        result: MapResult[T] = MapResult(len(items), self._callbacks, callback, error_callback)
+        if not items:
+            return result
+        function = self._task_function(func)
+        chunks = []
+        for start in range(0, len(items), chunksize):
+            batch = items[start : start + chunksize]
+            chunk = self._make_chunk(function, batch, mode, start, result,
+                                     _describe(func, start, len(batch)))
+            if chunk is None:
+                return result  # an argument could not be pickled: the map has failed already
+            chunks.append(chunk)
+        self._dispatcher.submit(chunks)
+        return result
+
+    # ---- streaming maps ----------------------------------------------------------------------
+
+    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1,
+             buffersize: int | None = None) -> IMapIterator[T]:
+        """Like map, but returns an iterator, reads the input lazily, and yields in order.
+
+        At most ``buffersize`` chunks (default: 4 per worker) are submitted ahead of the
+        consumer, so an endless generator streams in bounded memory.
+        """
+        return self._imap(func, iterable, chunksize, buffersize, ordered=True)
+
+    def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
+                       chunksize: int = 1, buffersize: int | None = None) -> IMapIterator[T]:
+        """Like imap, but yields results as they finish."""
+        return self._imap(func, iterable, chunksize, buffersize, ordered=False)
+
+    def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int,
+              buffersize: int | None, *, ordered: bool) -> IMapIterator[T]:
+        self._check_running()
+        _check_chunksize(chunksize)
+        if buffersize is None:
+            buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
+        elif not isinstance(buffersize, int) or buffersize < 1:
+            raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
+        window = Window(buffersize * chunksize)
+        job = StreamJob(ordered, window)
+        function = self._task_function(func)
+        iterator = iter(iterable)
+        self._streams.add(window)
+        self._dispatcher.stream_opened()
+        if self._state != RUN:
+            window.lift()  # close() raced with us: the input must still be read to the end
+        threading.Thread(
+            target=self._feed,
+            args=(function, iterator, chunksize, job, _name(func)),
+            name="procpool-feeder",
+            daemon=True,
+        ).start()
+        cls = IMapIterator if ordered else IMapUnorderedIterator
+        return cls(job)
+
+    def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int,
+              job: StreamJob, name: str) -> None:
+        """The feeder thread of one stream: read, pickle, submit, as credit allows."""
+        index = 0
+        try:
+            while True:
+                batch = list(itertools.islice(iterator, chunksize))
+                if not batch or not job.window.acquire(len(batch)):
+                    break
+                chunk = self._make_chunk(function, batch, CallMode.ONE_ARG, index, job,
+                                         f"{name}() items {index}-{index + len(batch) - 1}")
+                if chunk is not None:
+                    self._dispatcher.submit([chunk])
+                index += len(batch)
+        except Exception as exc:  # the input iterator raised
+            job.input_finished(index, exc)
+        else:
+            job.input_finished(index)
+        finally:
+            self._dispatcher.stream_closed()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Accept no more work; workers exit once everything submitted has finished."""
+        with self._state_lock:
+            if self._state != RUN:
+                return
+            self._state = CLOSE
+        for window in list(self._streams):
+            window.lift()  # join() must be able to read every stream's input to the end
+        self._dispatcher.close()
+
+    def terminate(self) -> None:
+        """Stop now: kill the workers; every unfinished task fails with PoolTerminated."""
+        with self._state_lock:
+            self._state = TERMINATE
+        for window in list(self._streams):
+            window.cancel()
+        self._dispatcher.terminate()
+        self._dispatcher.join()
+        self._callbacks.stop(wait=True)
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call close() or terminate() first."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        self._dispatcher.join()
+        self._callbacks.stop(wait=True)
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.terminate()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running procpool.Pool {self!r}", ResourceWarning, source=self)
+            self._dispatcher.terminate()
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled"
+        )
+
+    def __repr__(self) -> str:
+        return f"<procpool.Pool state={self._state} processes={self._processes}>"
+
+    @property
+    def _pool(self) -> list[Any]:
+        # Some stdlib-era code counts workers with len(pool._pool).
+        return [_WorkerView(pid) for pid in self._dispatcher.worker_pids()]
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            raise ValueError("Pool not running")
+        broken = self._dispatcher.broken
+        if broken is not None:
+            raise broken
+
+    def _task_function(self, func: Callable[..., Any]) -> TaskFunction:
+        """The pickled function, reused while it names the same importable object."""
+        try:
+            with self._state_lock:
+                cached = self._function_cache.get(func)
+                if cached is not None:
+                    self._function_cache.move_to_end(func)
+                    return cached
+        except TypeError:
+            pass  # unhashable callable: pickle it every time
+        try:
+            payload, by_reference = dumps_callable(
+                func, inherits_memory=self._dispatcher.inherits_memory
+            )
+        except Exception as exc:
+            raise SerializationError(
+                f"function {short_repr(func)}", describe_pickle_failure(exc)
+            ) from exc
+        function = TaskFunction(next_id(), payload)
+        if by_reference:
+            with self._state_lock:
+                self._function_cache[func] = function
+                if len(self._function_cache) > _FUNCTION_CACHE_SIZE:
+                    self._function_cache.popitem(last=False)
+        return function
+
+    def _make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
+                    first_index: int, sink: ChunkSink, description: str) -> Chunk | None:
+        """Pickle the items into a chunk; if they cannot be pickled, fail the sink and say so."""
+        try:
+            payload = dumps(items)
+        except Exception as exc:
+            payload = b""
+            error: BaseException | None = _argument_error(items, first_index, exc)
+        else:
+            error = None
+        chunk = Chunk(next_id(), function, payload, mode, first_index, len(items), sink,
+                      description)
+        if error is not None:
+            sink.chunk_failed(chunk, error)
+            return None
+        return chunk
+
+
+class _WorkerView:
+    """What ``pool._pool`` entries offer: a pid."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        return self.pid is not None
+
+
+def _argument_error(items: list[Any], first_index: int, exc: Exception) -> SerializationError:
+    for offset, item in enumerate(items):
+        try:
+            dumps(item)
+        except Exception as item_exc:
+            error = SerializationError(
+                f"arguments of item {first_index + offset} ({short_repr(item)})",
+                describe_pickle_failure(item_exc),
+            )
+            error.__cause__ = item_exc
+            return error
+    error = SerializationError("arguments", describe_pickle_failure(exc))
+    error.__cause__ = exc
+    return error
+
+
+def _check_chunksize(chunksize: object) -> None:
+    if not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+
+
+def _cpu_count() -> int:
+    import os
+
+    if hasattr(os, "process_cpu_count"):  # 3.13+: honours the CPU affinity mask
+        return os.process_cpu_count() or 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or type(func).__qualname__
+
+
+def _describe(func: Callable[..., Any], start: int, size: int) -> str:
+    if size == 1:
+        return f"{_name(func)}() item {start}"
+    return f"{_name(func)}() items {start}-{start + size - 1}"

@@ -1,0 +1,352 @@
+"""Result objects of the Pool face, and the two helpers they need: callbacks and credit.
+
+Owns: ApplyResult / MapResult (the stdlib's AsyncResult API), IMapIterator and
+IMapUnorderedIterator (streaming), the CallbackRunner (the one thread that runs user callbacks,
+so the dispatcher never does) and the Window (how many items a stream may have submitted but not
+yet handed to its consumer). Chunk outcomes arrive from the dispatcher thread; waiting happens
+in caller threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from ._errors import TimeoutError
+from ._task import Chunk
+
+T = TypeVar("T")
+logger = logging.getLogger("procpool")
+
+
+class CallbackRunner:
+    """Runs user callbacks in order on one thread of their own.
+
+    A callback that blocks or raises cannot stall or kill the dispatcher; its exception is
+    logged. Started on first use; ``stop()`` lets queued callbacks finish.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def post(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="procpool-callbacks", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(job)
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            job()
+
+    def stop(self, wait: bool) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(None)
+        if wait and thread is not threading.current_thread():
+            thread.join()
+
+
+def _call_user_callback(callback: Callable[[Any], object], argument: Any) -> None:
+    try:
+        callback(argument)
+    except Exception:
+        logger.exception("a result callback raised; the pool carries on")
+
+
+class _AsyncResultBase(Generic[T]):
+    """The stdlib's AsyncResult API: get, wait, ready, successful, and callbacks."""
+
+    def __init__(
+        self,
+        callbacks: CallbackRunner,
+        callback: Callable[[T], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        self._event = threading.Event()
+        self._callbacks = callbacks
+        self._callback = callback
+        self._error_callback = error_callback
+        self._lock = threading.Lock()
+        self._settled = False
+        self._success = False
+        self._value: Any = None
+
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> T:
+        if not self._event.wait(timeout):
+            raise TimeoutError(f"the result was not ready within {timeout} s")
+        if self._success:
+            return self._value  # type: ignore[no-any-return]
+        raise self._value
+
+    def _settle(self, success: bool, value: Any) -> None:
+        """Record the outcome once; later outcomes (other chunks of a failed map) are ignored."""
+        with self._lock:
+            if self._settled:
+                return
+            self._settled = True
+            self._success, self._value = success, value
+        callback = self._callback if success else self._error_callback
+        if callback is None:
+            self._event.set()
+            return
+
+        def run_callback_then_release() -> None:
+            # The stdlib runs the callback before get() returns; so do we.
+            _call_user_callback(callback, value)
+            self._event.set()
+
+        self._callbacks.post(run_callback_then_release)
+
+    def __repr__(self) -> str:
+        state = "pending" if not self.ready() else ("ok" if self._success else "failed")
+        return f"<procpool.{type(self).__name__} {state}>"
+
+
+class ApplyResult(_AsyncResultBase[T]):
+    """The result of ``apply_async``: one item."""
+
+    __module__ = "procpool"
+
+    def chunk_done(
+        self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
+    ) -> None:
+        if failures:
+            self._settle(False, failures[0])
+        else:
+            self._settle(True, values[0])
+
+    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        self._settle(False, error)
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(_AsyncResultBase[list[T]]):
+    """The result of ``map_async`` and ``starmap_async``: a list, or the first error."""
+
+    __module__ = "procpool"
+
+    def __init__(
+        self,
+        length: int,
+        callbacks: CallbackRunner,
+        callback: Callable[[list[T]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+    ) -> None:
+        super().__init__(callbacks, callback, error_callback)
+        self._values: list[Any] = [None] * length
+        self._items_left = length
+        if length == 0:
+            self._settle(True, self._values)
+
+    def chunk_done(
+        self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
+    ) -> None:
+        if failures:
+            self._settle(False, failures[min(failures)])
+            return
+        with self._lock:
+            start = chunk.first_index
+            self._values[start : start + chunk.size] = values
+            self._items_left -= chunk.size
+            complete = self._items_left == 0
+        if complete:
+            self._settle(True, self._values)
+
+    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        self._settle(False, error)
+
+
+class Window:
+    """Credit for a stream: how many items may be submitted but not yet consumed.
+
+    ``acquire`` blocks the feeding thread; every way out is explicit: the consumer takes items
+    (``release``), the pool closes (``lift``: join() must be able to finish the input), or the
+    stream is abandoned or terminated (``cancel``).
+    """
+
+    def __init__(self, capacity: int | None) -> None:
+        self._capacity = capacity
+        self._in_use = 0
+        self._cancelled = False
+        self._condition = threading.Condition()
+
+    def acquire(self, count: int) -> bool:
+        """Wait for ``count`` credits; False if the stream was cancelled meanwhile."""
+        with self._condition:
+            while not self._cancelled and self._capacity is not None and (
+                self._in_use > 0 and self._in_use + count > self._capacity
+            ):
+                self._condition.wait()
+            self._in_use += count
+            return not self._cancelled
+
+    def release(self, count: int) -> None:
+        with self._condition:
+            self._in_use -= count
+            self._condition.notify_all()
+
+    def lift(self) -> None:
+        with self._condition:
+            self._capacity = None
+            self._condition.notify_all()
+
+    def cancel(self) -> None:
+        with self._condition:
+            self._cancelled = True
+            self._condition.notify_all()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+
+class StreamJob:
+    """The shared state of one imap / imap_unordered call: what arrived, what was consumed.
+
+    Filled by the dispatcher thread (chunk outcomes) and the feeder thread (input length, input
+    error); drained by the consumer through an iterator. Kept apart from the iterator so that
+    dropping the iterator can be noticed (and the feeder stopped) while chunks still point here.
+    """
+
+    def __init__(self, ordered: bool, window: Window) -> None:
+        self.ordered = ordered
+        self.window = window
+        self._condition = threading.Condition()
+        self._arrived: dict[int, tuple[bool, Any]] = {}  # ordered: index -> outcome
+        self._arrival_order: deque[tuple[bool, Any]] = deque()  # unordered
+        self._next_index = 0  # ordered: next index to hand out
+        self._handed_out = 0
+        self._length: int | None = None  # known once the input is exhausted
+        self._abandoned = False
+
+    # ---- producers (dispatcher and feeder threads) ----
+
+    def chunk_done(
+        self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
+    ) -> None:
+        outcomes = [
+            (False, failures[pos]) if pos in failures else (True, value)
+            for pos, value in enumerate(values)
+        ]
+        self._arrive(chunk.first_index, outcomes)
+
+    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        self._arrive(chunk.first_index, [(False, error)] * chunk.size)
+
+    def _arrive(self, first_index: int, outcomes: list[tuple[bool, Any]]) -> None:
+        with self._condition:
+            if self._abandoned:
+                return
+            if self.ordered:
+                for offset, outcome in enumerate(outcomes):
+                    self._arrived[first_index + offset] = outcome
+            else:
+                self._arrival_order.extend(outcomes)
+            self._condition.notify_all()
+
+    def input_finished(self, length: int, error: BaseException | None = None) -> None:
+        """The feeder read ``length`` items; ``error`` is what the input iterator raised."""
+        with self._condition:
+            if error is not None:
+                # Like the stdlib: the input's exception surfaces at its position in the stream.
+                self._arrive_unlocked(length, (False, error))
+                length += 1
+            self._length = length
+            self._condition.notify_all()
+
+    def _arrive_unlocked(self, index: int, outcome: tuple[bool, Any]) -> None:
+        if self.ordered:
+            self._arrived[index] = outcome
+        else:
+            self._arrival_order.append(outcome)
+
+    # ---- the consumer ----
+
+    def next(self, timeout: float | None) -> Any:
+        with self._condition:
+            if not self._condition.wait_for(self._can_hand_out, timeout):
+                raise TimeoutError(f"no result within {timeout} s")
+            if self._length is not None and self._handed_out >= self._length:
+                raise StopIteration
+            if self.ordered:
+                success, value = self._arrived.pop(self._next_index)
+                self._next_index += 1
+            else:
+                success, value = self._arrival_order.popleft()
+            self._handed_out += 1
+        self.window.release(1)
+        if success:
+            return value
+        raise value
+
+    def _can_hand_out(self) -> bool:
+        if self._length is not None and self._handed_out >= self._length:
+            return True
+        if self.ordered:
+            return self._next_index in self._arrived
+        return bool(self._arrival_order)
+
+    def abandon(self) -> None:
+        """Nobody will read this stream any more: stop feeding it and drop what arrives."""
+        with self._condition:
+            self._abandoned = True
+            self._arrived.clear()
+            self._arrival_order.clear()
+        self.window.cancel()
+
+
+class IMapIterator(Generic[T]):
+    """The iterator returned by ``imap`` (ordered) and ``imap_unordered``.
+
+    ``next(timeout)`` raises ``procpool.TimeoutError`` (``multiprocessing.TimeoutError``) when no
+    result arrives in time; the iterator stays usable. Dropping the iterator stops reading the
+    input.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(self, job: StreamJob) -> None:
+        self._job = job
+        weakref.finalize(self, job.abandon)
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def next(self, timeout: float | None = None) -> T:
+        return self._job.next(timeout)  # type: ignore[no-any-return]
+
+    __next__ = next
+
+    def __repr__(self) -> str:
+        kind = "ordered" if self._job.ordered else "unordered"
+        return f"<procpool.IMapIterator {kind}>"
+
+
+class IMapUnorderedIterator(IMapIterator[T]):
+    __module__ = "procpool"

@@ -1,0 +1,58 @@
+"""The backend seam: how workers are started, talked to and stopped.
+
+Owns the contract every backend meets; the dispatcher depends on this protocol only, never on a
+concrete backend. A backend hands out WorkerHandles whose ``connection`` and ``sentinel`` can be
+passed to ``multiprocessing.connection.wait``: the dispatcher waits on all of them in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+__all__ = ["Backend", "WorkerHandle", "create_backend"]
+
+
+class WorkerHandle(Protocol):
+    """The parent's side of one worker."""
+
+    worker_id: int
+    pid: int | None
+    # Duplex message pipe to the worker: send_bytes / recv_bytes / fileno.
+    connection: Any
+    # Becomes ready (for multiprocessing.connection.wait) once the worker has ended.
+    sentinel: Any
+
+    def kill(self, *, force: bool) -> None:
+        """Ask the worker to end now: SIGTERM, or SIGKILL when ``force``."""
+
+    def reap(self) -> int | None:
+        """After the sentinel fired: the exit code (negative: killed by that signal)."""
+
+    def close(self) -> None:
+        """Release the parent's resources for an ended worker."""
+
+
+class Backend(Protocol):
+    name: str
+    # True when workers are forked copies of the parent (they see everything in __main__).
+    inherits_memory: bool
+
+    def start_worker(
+        self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
+    ) -> WorkerHandle:
+        """Start a worker. ``parent_fds`` are the parent's private descriptors (other workers'
+        pipes, wake-up pipe) that a forked child must close."""
+
+
+def create_backend(name: str, context: Any) -> Backend:
+    """Build a backend by name; each lives in its own module, imported only when chosen."""
+    if name == "local":
+        from .local import LocalBackend
+
+        return LocalBackend(context)
+    if name == "inline":
+        from .inline import InlineBackend
+
+        return InlineBackend()
+    raise ValueError(f"unknown backend {name!r}: choose 'local' (processes) or 'inline' (threads)")

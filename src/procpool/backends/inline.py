@@ -1,0 +1,62 @@
+"""Workers as threads of the calling process, speaking the same pipe protocol.
+
+For tests and debugging: a breakpoint in a task works, nothing is forked. Tasks still go through
+pickle, so what runs inline also runs in processes. A thread cannot be killed: kill() closes its
+pipe, and the thread ends after its current task.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+
+from .._worker import worker_main
+
+
+class InlineWorker:
+    def __init__(self, worker_id: int, init_payload: bytes | None) -> None:
+        self.worker_id = worker_id
+        self.pid: int | None = os.getpid()
+        self.connection, child_end = Pipe(duplex=True)
+        # A pipe whose write end closes when the thread ends: a sentinel like a process's.
+        self.sentinel, done_write = os.pipe()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(child_end, init_payload, done_write),
+            name=f"procpool-inline-worker-{worker_id}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @staticmethod
+    def _run(child_end: Connection, init_payload: bytes | None, done_write: int) -> None:
+        try:
+            worker_main(child_end, init_payload)
+        finally:
+            child_end.close()
+            os.close(done_write)
+
+    def kill(self, *, force: bool) -> None:
+        self.connection.close()
+
+    def reap(self) -> int | None:
+        self._thread.join()
+        return 0
+
+    def close(self) -> None:
+        if not self.connection.closed:
+            self.connection.close()
+        os.close(self.sentinel)
+
+
+class InlineBackend:
+    name = "inline"
+    inherits_memory = True
+
+    def start_worker(
+        self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
+    ) -> InlineWorker:
+        return InlineWorker(worker_id, init_payload)
