@@ -91,9 +91,17 @@ def portable_exception(exc: BaseException) -> BaseException:
     try:
         pickle.loads(dumps(exc))
     except Exception:
-        tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        return RemoteError(type(exc).__qualname__, short_repr(str(exc), 500), tb_text)
+        tb_text = format_remote_traceback(exc)
+        message = _safe_str(exc)
+        return RemoteError(type(exc).__qualname__, message[:500], tb_text)
     return exc
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<str() of the {type(exc).__qualname__} failed>"
 
 
 def format_remote_traceback(exc: BaseException) -> str:

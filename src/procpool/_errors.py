@@ -61,24 +61,22 @@ def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
         except ValueError:
             name = f"signal {-exitcode}"
         causes = {
-            "SIGKILL": "killed by SIGKILL: most often the kernel's OOM killer (check `dmesg` "
-            "and the task's memory use) or an external `kill -9`",
-            "SIGSEGV": "segmentation fault: a crash in native code (a C extension, ctypes, "
-            "or memory corruption)",
-            "SIGBUS": "bus error: a crash in native code, or a memory-mapped file that shrank",
-            "SIGABRT": "aborted: a failed assertion or fatal error in native code",
-            "SIGFPE": "floating-point exception in native code",
-            "SIGILL": "illegal instruction in native code (a build for another CPU?)",
-            "SIGTERM": "terminated by SIGTERM from outside the pool",
-            "SIGINT": "interrupted by SIGINT",
+            "SIGKILL": "most often the kernel's OOM killer (check `dmesg` and the task's "
+            "memory use), or an external `kill -9`",
+            "SIGSEGV": "a segmentation fault: a crash in native code (a C extension, "
+            "ctypes, or memory corruption)",
+            "SIGBUS": "a bus error: a crash in native code, or a memory-mapped file that "
+            "shrank",
+            "SIGABRT": "an abort: a failed assertion or fatal error in native code",
+            "SIGFPE": "a floating-point exception in native code",
+            "SIGILL": "an illegal instruction in native code (a build for another CPU?)",
+            "SIGTERM": "a SIGTERM sent from outside the pool",
+            "SIGINT": "an interrupt (Ctrl-C) sent to the worker",
         }
-        return name, causes.get(name, f"killed by {name}")
+        return name, causes.get(name, f"a {name} sent from outside the pool")
     if exitcode == 0:
-        return None, "the worker exited normally in the middle of a task (sys.exit(0)?)"
-    return None, (
-        f"the worker exited with code {exitcode}: the task (or a library it called) ran "
-        "sys.exit() or os._exit()"
-    )
+        return None, "the task (or a library it called) ended the process with sys.exit(0)"
+    return None, "the task (or a library it called) ran sys.exit() or os._exit()"
 
 
 class WorkerDied(ProcpoolError, BrokenProcessPool):
@@ -104,8 +102,8 @@ class WorkerDied(ProcpoolError, BrokenProcessPool):
         self.task = task
         self.peak_rss = peak_rss
         how = f"killed by {self.signal_name}" if self.signal_name else f"exit code {exitcode}"
-        text = f"worker (pid {pid}) died while running {task or 'a task'} ({how}): "
-        text += self.likely_cause
+        text = f"worker (pid {pid}) died while running {task or 'a task'}: {how}, "
+        text += f"likely cause: {self.likely_cause}"
         if peak_rss is not None:
             text += f"; its peak resident memory was {peak_rss / 2**20:.0f} MiB"
         text += ". The pool replaced the worker; other tasks are not affected."
@@ -158,10 +156,13 @@ class SerializationError(ProcpoolError, pickle.PicklingError):
     def __init__(self, what: str, reason: str) -> None:
         self.what = what
         self.reason = reason
-        super().__init__(
+        # Exception.__init__ directly: in ResultSerializationError the next class in the MRO
+        # is MaybeEncodingError, whose __init__ wants other arguments.
+        Exception.__init__(
+            self,
             f"cannot send the {what} to a worker process: {reason}. Pass picklable objects "
             "(module-level functions, plain data), or create the resource inside the task "
-            "or the pool initializer."
+            "or the pool initializer.",
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -178,10 +179,11 @@ class ResultSerializationError(SerializationError, MaybeEncodingError):
     __module__ = "procpool"
 
     def __init__(self, value_repr: str, reason: str) -> None:
+        self.what = "result"
+        self.reason = reason
         self.exc = reason
         self.value = value_repr
-        SerializationError.__init__(self, "result", f"{reason} (result: {value_repr})")
-        self.args = (reason, value_repr)
+        Exception.__init__(self, reason, value_repr)
 
     def __str__(self) -> str:
         return (

@@ -7,6 +7,7 @@ the pool's lifecycle state. Scheduling, workers and failures belong to the dispa
 
 from __future__ import annotations
 
+import copy
 import itertools
 import multiprocessing
 import threading
@@ -118,7 +119,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> ApplyResult[T]:
         """Start ``func(*args, **kwds)`` in a worker; return an AsyncResult at once."""
-        self._check_running()
+        self._check_accepting()
         result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback)
         item = (tuple(args), dict(kwds or {}))
         function = self._task_function(func)
@@ -171,7 +172,7 @@ class Pool:
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
     ) -> MapResult[T]:
-        self._check_running()
+        self._check_accepting()
         items = iterable if isinstance(iterable, list) else list(iterable)
         if chunksize is None:
             # The stdlib's rule: about four chunks per worker.
@@ -212,7 +213,7 @@ class Pool:
 
     def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int,
               buffersize: int | None, *, ordered: bool) -> IMapIterator[T]:
-        self._check_running()
+        self._check_accepting()
         _check_chunksize(chunksize)
         if buffersize is None:
             buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
@@ -315,9 +316,16 @@ class Pool:
     def _check_running(self) -> None:
         if self._state != RUN:
             raise ValueError("Pool not running")
+
+    def _check_accepting(self) -> None:
+        """Before a submission: the pool must be running and not broken."""
+        self._check_running()
         broken = self._dispatcher.broken
         if broken is not None:
-            raise broken
+            # A fresh instance each time: re-raising one stored instance grows its traceback.
+            error = copy.copy(broken)
+            error.__cause__ = broken.__cause__
+            raise error
 
     def _task_function(self, func: Callable[..., Any]) -> TaskFunction:
         """The pickled function, reused while it names the same importable object."""

@@ -122,7 +122,8 @@ def _is_process_main() -> bool:
 
 def _run_initializer(conn: Connection, init_payload: bytes) -> bool:
     try:
-        initializer, initargs = loads(init_payload)
+        function_payload, initargs = loads(init_payload)
+        initializer = loads(function_payload)
         initializer(*initargs)
     except Exception as exc:
         error = portable_exception(exc)
@@ -154,7 +155,14 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
 def _run_chunk(message: RunChunk, functions: FunctionCache) -> list[Any]:
     try:
         function = _load_function(message, functions)
-        items = loads(message.items_payload)
+        try:
+            items = loads(message.items_payload)
+        except Exception as exc:
+            raise SerializationError(
+                "arguments",
+                "they were pickled, but the worker could not unpickle them "
+                f"({describe_pickle_failure(exc)})",
+            ) from exc
     except Exception as exc:
         # Cannot run any item: report it once per item so every waiter gets an answer.
         failure = ItemFailure(portable_exception(exc), format_remote_traceback(exc))

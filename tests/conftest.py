@@ -1,0 +1,112 @@
+"""Fixtures shared by every test: start methods, and a guard against leaked resources.
+
+Every test runs under pytest-timeout (pyproject.toml), which dumps all stacks on expiry. The
+autouse ``no_leaks`` fixture fails a test that leaves a child process, a procpool thread or a
+shared-memory segment behind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+START_METHODS = ["fork", "spawn"]
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["fork", "spawn", "forkserver"])
+def any_start_method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _shm_segments() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir()} if shm.is_dir() else set()
+
+
+def _children() -> set[int]:
+    me = psutil.Process()
+    # The forkserver and resource tracker are long-lived helpers of multiprocessing itself.
+    return {
+        child.pid
+        for child in me.children(recursive=True)
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    }
+
+
+def _helper_pids() -> set[int]:
+    pids = set()
+    try:
+        from multiprocessing import forkserver, resource_tracker
+
+        for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
+            pid = getattr(helper, "_forkserver_pid", None) or getattr(helper, "_pid", None)
+            if pid:
+                pids.add(pid)
+    except ImportError:
+        pass
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    children_before = _children()
+    shm_before = _shm_segments()
+    yield
+    threads = [t for t in threading.enumerate() if t.name.startswith("procpool-")]
+    for thread in threads:
+        thread.join(5)  # a feeder may still be returning from a generator
+    leaked_threads = [t.name for t in threads if t.is_alive()]
+    leaked_children = _children() - children_before - _helper_pids()
+    for pid in leaked_children:  # do not let one leak cascade into every later test
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+    leaked_shm = _shm_segments() - shm_before
+    assert not leaked_children, f"test leaked child processes: {sorted(leaked_children)}"
+    assert not leaked_threads, f"test leaked procpool threads: {leaked_threads}"
+    assert not leaked_shm, f"test leaked shared-memory segments: {sorted(leaked_shm)}"
+
+
+class Fifos:
+    """Named pipes a test and its tasks synchronise on (see misbehaving.announce_then_block)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.started = str(directory / "started")
+        self.release = str(directory / "release")
+        os.mkfifo(self.started)
+        os.mkfifo(self.release)
+
+    def wait_started(self) -> str:
+        with open(self.started) as fifo:
+            return fifo.read()
+
+    def release_task(self, text: str = "released") -> None:
+        with open(self.release, "w") as fifo:
+            fifo.write(text)
+
+
+@pytest.fixture
+def fifos(tmp_path: Path) -> Fifos:
+    return Fifos(tmp_path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Workers started by tests must find the tests' helper modules under spawn/forkserver.
+    here = str(Path(__file__).parent)
+    if here not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (here, os.environ.get("PYTHONPATH")) if p
+        )
+    multiprocessing.set_forkserver_preload([])

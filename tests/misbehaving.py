@@ -1,0 +1,136 @@
+"""A vocabulary of tasks that misbehave, for the failure tests.
+
+Module-level functions, so that spawn and forkserver workers can import them. Each does one
+thing wrong, and is named after it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def pid_of_worker(_: object = None) -> int:
+    return os.getpid()
+
+
+def exit_with_code(code: int) -> None:
+    os._exit(code)
+
+
+def sys_exit(code: int) -> None:
+    sys.exit(code)
+
+
+def kill_self(signum: int = signal.SIGKILL) -> None:
+    os.kill(os.getpid(), signum)
+
+
+def segfault(_: object = None) -> None:
+    ctypes.string_at(0)
+
+
+def raise_value_error(x: object = None) -> None:
+    raise ValueError(f"bad value {x!r}")
+
+
+def return_lock(_: object = None) -> threading.Lock:
+    return threading.Lock()
+
+
+class ExceptionHoldingLock(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable_exception(_: object = None) -> None:
+    raise ExceptionHoldingLock("holds a lock")
+
+
+class ExceptionWithTwoArgs(Exception):
+    """Pickles fine, but cannot be rebuilt: args holds one value, __init__ wants two
+    (cpython gh-79492, which hangs multiprocessing.Pool)."""
+
+    def __init__(self, a: object, b: object) -> None:
+        super().__init__(a)
+        self.b = b
+
+
+def raise_unrebuildable_exception(_: object = None) -> None:
+    raise ExceptionWithTwoArgs("first", "second")
+
+
+def _fail_to_unpickle() -> None:
+    raise RuntimeError("this object refuses to be unpickled")
+
+
+class FailsToUnpickle:
+    """Pickles fine, raises when unpickled."""
+
+    def __reduce__(self) -> Any:
+        return (_fail_to_unpickle, ())
+
+
+def return_unloadable(_: object = None) -> FailsToUnpickle:
+    return FailsToUnpickle()
+
+
+def crash_if(x: int, bad: int = 3, how: str = "exit") -> int:
+    """Return x, but crash the worker on item ``bad``."""
+    if x == bad:
+        {"exit": lambda: os._exit(7), "kill": lambda: kill_self(), "segv": segfault}[how]()
+    return x
+
+
+def raise_if(x: int, bad: int = 3) -> int:
+    if x == bad:
+        raise ValueError(f"item {x} is bad")
+    return x
+
+
+def announce_then_block(started_fifo: str, release_fifo: str) -> str:
+    """Say "started" on one FIFO, then block until the test writes to the other.
+
+    Opening a FIFO blocks until the other side opens it: synchronisation without sleeps.
+    """
+    with open(started_fifo, "w") as fifo:
+        fifo.write("started")
+    with open(release_fifo) as fifo:
+        return fifo.read()
+
+
+def initializer_that_raises(message: str = "initializer failed") -> None:
+    raise RuntimeError(message)
+
+
+def initializer_that_crashes() -> None:
+    os._exit(3)
+
+
+_initialized_value: Any = None
+
+
+def initializer_sets(value: Any) -> None:
+    global _initialized_value
+    _initialized_value = value
+
+
+def read_initialized(_: object = None) -> Any:
+    return _initialized_value

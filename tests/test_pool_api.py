@@ -1,0 +1,434 @@
+"""The multiprocessing.Pool API and its semantics, as code written for the stdlib expects them."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import textwrap
+from typing import Any
+
+import misbehaving as mb
+import pytest
+
+import procpool
+
+
+@pytest.fixture
+def pool() -> Any:
+    with procpool.Pool(2) as pool:
+        yield pool
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+
+def test_every_call_returns_what_the_builtin_would(pool: procpool.Pool) -> None:
+    data = list(range(-50, 50))
+    assert pool.map(abs, data) == [abs(x) for x in data]
+    assert pool.map_async(abs, data).get(30) == [abs(x) for x in data]
+    assert list(pool.imap(abs, data)) == [abs(x) for x in data]
+    assert sorted(pool.imap_unordered(abs, data)) == sorted(abs(x) for x in data)
+    pairs = [(x, 2) for x in range(10)]
+    assert pool.starmap(pow, pairs) == [x**2 for x in range(10)]
+    assert pool.starmap_async(pow, pairs).get(30) == [x**2 for x in range(10)]
+    assert pool.apply(pow, (2, 8)) == 256
+    assert pool.apply(int, ("ff",), {"base": 16}) == 255
+    assert pool.apply_async(divmod, (17, 5)).get(30) == (3, 2)
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 2, 7, 1000])
+def test_chunksizes_keep_order(pool: procpool.Pool, chunksize: int | None) -> None:
+    data = list(range(103))
+    assert pool.map(mb.square, data, chunksize=chunksize) == [x * x for x in data]
+    if chunksize is not None:
+        assert list(pool.imap(mb.square, data, chunksize)) == [x * x for x in data]
+        assert sorted(pool.imap_unordered(mb.square, data, chunksize)) == [x * x for x in data]
+
+
+def test_empty_inputs(pool: procpool.Pool) -> None:
+    assert pool.map(mb.square, []) == []
+    assert pool.starmap(mb.add, []) == []
+    assert list(pool.imap(mb.square, [])) == []
+    assert list(pool.imap_unordered(mb.square, iter([]))) == []
+    assert pool.map_async(mb.square, []).get(1) == []
+
+
+def test_map_accepts_any_iterable(pool: procpool.Pool) -> None:
+    assert pool.map(mb.square, (x for x in range(5))) == [0, 1, 4, 9, 16]
+    assert pool.map(mb.square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_lambdas_and_closures_work_on_every_start_method(any_start_method: str) -> None:
+    offset = 10
+    with procpool.Pool(2, context=any_start_method) as pool:
+        assert pool.map(lambda x: x + offset, range(3)) == [10, 11, 12]
+        assert pool.apply(lambda: offset) == 10
+        assert list(pool.imap_unordered(lambda x: -x, [1])) == [-1]
+
+
+def test_user_exception_is_reraised_as_itself_with_remote_traceback(pool: procpool.Pool) -> None:
+    with pytest.raises(ValueError, match="bad value 5") as info:
+        pool.apply(mb.raise_value_error, (5,))
+    cause = info.value.__cause__
+    assert isinstance(cause, multiprocessing.pool.RemoteTraceback)
+    assert "raise_value_error" in str(cause)
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        pool.map(mb.raise_if, range(6))
+
+
+def test_imap_raises_at_the_failing_item_and_goes_on(pool: procpool.Pool) -> None:
+    iterator = pool.imap(mb.raise_if, range(6))
+    assert [next(iterator) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        next(iterator)
+    assert list(iterator) == [4, 5]
+
+
+def test_an_exception_from_the_input_surfaces_at_its_position(pool: procpool.Pool) -> None:
+    def numbers() -> Any:
+        yield from range(3)
+        raise OSError("input broke")
+
+    iterator = pool.imap(mb.square, numbers())
+    assert [next(iterator) for _ in range(3)] == [0, 1, 4]
+    with pytest.raises(OSError, match="input broke"):
+        next(iterator)
+    assert list(iterator) == []
+    with pytest.raises(OSError, match="input broke"):
+        pool.map(mb.square, numbers())
+
+
+# ---- waiting -----------------------------------------------------------------------------------
+
+
+def test_timeouts_raise_the_stdlib_timeout_error(pool: procpool.Pool, fifos: Any) -> None:
+    assert procpool.TimeoutError is multiprocessing.TimeoutError
+    result = pool.apply_async(mb.announce_then_block, (fifos.started, fifos.release))
+    fifos.wait_started()
+    with pytest.raises(multiprocessing.TimeoutError):
+        result.get(timeout=0.01)
+    assert not result.ready()
+    with pytest.raises(ValueError, match="not ready"):
+        result.successful()
+    result.wait(0.01)
+    fifos.release_task("done")
+    assert result.get(timeout=30) == "done"
+    assert result.ready() and result.successful()
+
+
+def test_imap_next_timeout_leaves_the_iterator_usable(pool: procpool.Pool, fifos: Any) -> None:
+    task = functools.partial(mb.announce_then_block, release_fifo=fifos.release)
+    iterator = pool.imap(task, [fifos.started], 1)
+    with pytest.raises(procpool.TimeoutError):
+        # The task cannot finish before the test releases it.
+        iterator.next(timeout=0.01)
+    fifos.wait_started()
+    fifos.release_task("late")
+    assert iterator.next(timeout=30) == "late"
+    with pytest.raises(StopIteration):
+        iterator.next(timeout=30)
+
+
+# ---- callbacks ---------------------------------------------------------------------------------
+
+
+def test_callbacks_run_before_get_returns(pool: procpool.Pool) -> None:
+    seen: list[Any] = []
+    assert pool.apply_async(mb.square, (3,), callback=seen.append).get(30) == 9
+    assert seen == [9]
+    assert pool.map_async(mb.square, [1, 2], callback=seen.append).get(30) == [1, 4]
+    assert seen[-1] == [1, 4]
+    errors: list[BaseException] = []
+    result = pool.apply_async(mb.raise_value_error, (1,), error_callback=errors.append)
+    with pytest.raises(ValueError):
+        result.get(30)
+    assert isinstance(errors[0], ValueError)
+    result = pool.map_async(mb.raise_if, range(5), error_callback=errors.append)
+    with pytest.raises(ValueError):
+        result.get(30)
+    assert isinstance(errors[1], ValueError)
+
+
+def test_a_failing_callback_does_not_break_the_pool(
+    pool: procpool.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bad_callback(_: object) -> None:
+        raise RuntimeError("callback bug")
+
+    assert pool.apply_async(mb.square, (2,), callback=bad_callback).get(30) == 4
+    assert "callback raised" in caplog.text
+    assert pool.map(mb.square, range(3)) == [0, 1, 4]
+
+
+def test_a_callback_may_wait_on_other_results(pool: procpool.Pool) -> None:
+    # The stdlib runs callbacks on its result thread, so this deadlocks there.
+    inner: list[Any] = []
+    outer = pool.apply_async(
+        mb.square, (2,), callback=lambda _: inner.append(pool.apply(mb.square, (3,)))
+    )
+    assert outer.get(30) == 4
+    assert inner == [9]
+
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+
+def test_closed_pool_refuses_work_and_join_needs_close() -> None:
+    pool = procpool.Pool(1)
+    with pytest.raises(ValueError, match="still running"):
+        pool.join()
+    pool.close()
+    for call in (
+        lambda: pool.apply_async(mb.square, (1,)),
+        lambda: pool.map(mb.square, [1]),
+        lambda: pool.imap(mb.square, [1]),
+        lambda: pool.__enter__(),
+    ):
+        with pytest.raises(ValueError, match="Pool not running"):
+            call()
+    pool.join()
+
+
+def test_close_then_join_finishes_all_submitted_work() -> None:
+    pool = procpool.Pool(2)
+    results = [pool.apply_async(mb.square, (i,)) for i in range(50)]
+    mapped = pool.map_async(mb.square, range(100), chunksize=3)
+    streamed = pool.imap(mb.square, range(100))  # bounded read-ahead, not yet consumed
+    pool.close()
+    pool.join()
+    assert [r.get(0) for r in results] == [i * i for i in range(50)]
+    assert mapped.get(0) == [i * i for i in range(100)]
+    assert list(streamed) == [i * i for i in range(100)]
+
+
+def test_terminate_fails_unfinished_work_and_kills_workers(fifos: Any) -> None:
+    pool = procpool.Pool(1)
+    running = pool.apply_async(mb.announce_then_block, (fifos.started, fifos.release))
+    queued = pool.apply_async(mb.square, (2,))
+    fifos.wait_started()
+    pids = [w.pid for w in pool._pool]
+    pool.terminate()
+    with pytest.raises(procpool.PoolTerminated):
+        running.get(timeout=30)
+    with pytest.raises(procpool.PoolTerminated):
+        queued.get(timeout=30)
+    for pid in pids:
+        assert not _alive(pid)
+    pool.join()
+
+
+def test_context_manager_terminates_like_the_stdlib() -> None:
+    with procpool.Pool(2) as pool:
+        assert pool.map(mb.square, [3]) == [9]
+    with pytest.raises(ValueError):
+        pool.apply(mb.square, (1,))
+
+
+def test_unclosed_pool_warns_and_cleans_up() -> None:
+    pool = procpool.Pool(1)
+    pool.map(mb.square, [1])
+    dispatcher = pool._dispatcher
+    with pytest.warns(ResourceWarning, match="unclosed running procpool.Pool"):
+        del pool
+        import gc
+
+        gc.collect()
+    assert dispatcher.join(30)
+
+
+def test_interpreter_exit_with_an_open_pool_does_not_hang(tmp_path: Any) -> None:
+    script = tmp_path / "open_pool.py"
+    script.write_text(textwrap.dedent("""
+        import procpool
+        pool = procpool.Pool(2)
+        print(pool.map(abs, [-1, -2]))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 2]"
+
+
+def test_invalid_arguments_are_rejected_clearly() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        procpool.Pool(0)
+    with pytest.raises(ValueError, match="at least 1"):
+        procpool.Pool(-1)
+    with pytest.raises(ValueError, match="maxtasksperchild"):
+        procpool.Pool(1, maxtasksperchild=0)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        procpool.Pool(1, initializer=3)  # type: ignore[arg-type]
+    with procpool.Pool(1) as pool:
+        with pytest.raises(ValueError, match="Chunksize"):
+            pool.imap(mb.square, [1], chunksize=0)
+        with pytest.raises(ValueError, match="Chunksize"):
+            pool.map(mb.square, [1], chunksize=0)
+        with pytest.raises(ValueError, match="buffersize"):
+            pool.imap(mb.square, [1], buffersize=0)
+        with pytest.raises(TypeError):
+            pool.map(mb.square, 5)  # type: ignore[arg-type]
+        assert pool.map(mb.square, [2]) == [4]
+
+
+def test_processes_defaults_to_the_cpu_count() -> None:
+    with procpool.Pool() as pool:
+        assert pool._processes == len(os.sched_getaffinity(0))
+
+
+def test_repr_is_a_one_line_summary() -> None:
+    with procpool.Pool(2) as pool:
+        assert repr(pool) == "<procpool.Pool state=RUN processes=2>"
+
+
+# ---- workers -----------------------------------------------------------------------------------
+
+
+def test_initializer_runs_in_every_worker(any_start_method: str) -> None:
+    with procpool.Pool(2, mb.initializer_sets, ("ready",), context=any_start_method) as pool:
+        assert set(pool.map(mb.read_initialized, range(8), chunksize=1)) == {"ready"}
+
+
+@pytest.mark.parametrize(
+    "initializer, match",
+    [(mb.initializer_that_raises, "RuntimeError: initializer failed"),
+     (mb.initializer_that_crashes, "died during start-up, exit code 3")],
+)
+def test_a_failing_initializer_breaks_the_pool_instead_of_looping(
+    start_method: str, initializer: Any, match: str
+) -> None:
+    with procpool.Pool(2, initializer, context=start_method) as pool:
+        with pytest.raises(procpool.InitializerFailed, match=match):
+            pool.map(mb.square, range(10))
+        with pytest.raises(procpool.InitializerFailed):
+            pool.apply_async(mb.square, (1,))
+
+
+def test_maxtasksperchild_recycles_workers(start_method: str) -> None:
+    with procpool.Pool(2, maxtasksperchild=2, context=start_method) as pool:
+        pids = pool.map(mb.pid_of_worker, range(20), chunksize=1)
+        # Each worker runs at most two chunks, so at least ten distinct workers ran them.
+        assert len(set(pids)) >= 10
+        assert all(pids.count(pid) <= 2 for pid in set(pids))
+        assert pool.map(mb.square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_submission_is_thread_safe() -> None:
+    with procpool.Pool(2) as pool:
+        results: dict[int, list[int]] = {}
+
+        def submit_many(thread_index: int) -> None:
+            asyncs = [pool.apply_async(mb.add, (thread_index, i)) for i in range(50)]
+            results[thread_index] = [r.get(30) for r in asyncs]
+            assert pool.map(mb.square, range(thread_index)) == [i * i for i in range(thread_index)]
+
+        threads = [threading.Thread(target=submit_many, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert results == {t: [t + i for i in range(50)] for t in range(8)}
+
+
+def test_inline_backend_runs_the_same_protocol_in_threads() -> None:
+    with procpool.Pool(2, backend="inline") as pool:
+        assert pool.map(mb.square, range(10)) == [x * x for x in range(10)]
+        assert set(pool.map(mb.pid_of_worker, range(4))) == {os.getpid()}
+        with pytest.raises(ValueError, match="bad value"):
+            pool.apply(mb.raise_value_error, (1,))
+        with pytest.raises(procpool.ResultSerializationError):
+            pool.apply(mb.return_lock)
+    with pytest.raises(ValueError, match="unknown backend"):
+        procpool.Pool(1, backend="nope")
+
+
+def test_main_module_functions_work_under_spawn_from_a_prompt() -> None:
+    # `python -c` has no file for spawn to re-import: the function must travel by value.
+    code = textwrap.dedent("""
+        import procpool
+        def triple(x):
+            return 3 * x
+        if __name__ == "__main__":
+            with procpool.Pool(2, context="spawn") as pool:
+                print(pool.map(triple, [1, 2]), pool.apply(triple, (5,)))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[3, 6] 15"
+
+
+def test_main_script_globals_set_by_initializer_are_seen_by_tasks(tmp_path: Any) -> None:
+    # A __main__ *file* is re-imported by spawn, so its functions go by reference and share
+    # the module's globals, as with the stdlib.
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import procpool
+        value = None
+        def init(v):
+            global value
+            value = v
+        def read(_):
+            return value
+        if __name__ == "__main__":
+            for method in ("fork", "spawn", "forkserver"):
+                with procpool.Pool(2, init, ("set",), context=method) as pool:
+                    print(method, set(pool.map(read, range(4))))
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["fork {'set'}", "spawn {'set'}", "forkserver {'set'}"]
+
+
+# ---- streaming ---------------------------------------------------------------------------------
+
+
+class _CountingInput:
+    """An endless input that records how many items were pulled from it."""
+
+    def __init__(self) -> None:
+        self.pulled = 0
+        self.lock = threading.Lock()
+
+    def __iter__(self) -> _CountingInput:
+        return self
+
+    def __next__(self) -> int:
+        with self.lock:
+            self.pulled += 1
+            return self.pulled - 1
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_imap_reads_an_endless_input_lazily(ordered: bool) -> None:
+    source = _CountingInput()
+    with procpool.Pool(2) as pool:
+        call = pool.imap if ordered else pool.imap_unordered
+        iterator = call(mb.square, source, chunksize=2, buffersize=3)
+        taken = list(itertools.islice(iterator, 20))
+        if ordered:
+            assert taken == [x * x for x in range(20)]
+        # The consumer took 20 items; at most buffersize chunks (3 x 2 items) more were read,
+        # plus the one batch the feeder holds while it waits for credit.
+        assert 20 <= source.pulled <= 20 + 3 * 2 + 2
+        # Dropping the iterator stops the feeder, so close() + join() finish.
+        del iterator
+        pool.close()
+        pool.join()
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): it has exited but nobody has reaped it.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
