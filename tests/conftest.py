@@ -7,6 +7,7 @@ shared-memory segment behind.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -69,10 +70,8 @@ def no_leaks() -> Iterator[None]:
     leaked_threads = [t.name for t in threads if t.is_alive()]
     leaked_children = _children() - children_before - _helper_pids()
     for pid in leaked_children:  # do not let one leak cascade into every later test
-        try:
+        with contextlib.suppress(psutil.Error):
             psutil.Process(pid).kill()
-        except psutil.Error:
-            pass
     leaked_shm = _shm_segments() - shm_before
     assert not leaked_children, f"test leaked child processes: {sorted(leaked_children)}"
     assert not leaked_threads, f"test leaked procpool threads: {leaked_threads}"

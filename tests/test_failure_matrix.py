@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 from typing import Any
 
-import misbehaving as mb
 import pytest
 
 import procpool
+
+import misbehaving as mb
 
 
 @dataclass(frozen=True)

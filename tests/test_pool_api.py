@@ -8,14 +8,15 @@ import multiprocessing
 import os
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 from typing import Any
 
-import misbehaving as mb
 import pytest
 
 import procpool
+
+import misbehaving as mb
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ go to sinks, which hand callbacks to another thread.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
 import os
@@ -26,9 +27,10 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from multiprocessing.pool import RemoteTraceback
+from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
 
+from ._backends import Backend, WorkerHandle
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
 from ._errors import (
     InitializerFailed,
@@ -48,7 +50,6 @@ from ._scheduler import (
 )
 from ._task import Chunk, ChunkDone, InitFailed, ItemFailure, Ready, RunChunk, Stop
 from ._worker import FunctionCache
-from .backends import Backend, WorkerHandle
 
 logger = logging.getLogger("procpool")
 
@@ -402,10 +403,10 @@ class Dispatcher:
             chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode,
             chunk.size,
         )
-        try:
+        # If the worker is dying the send fails; its sentinel then fails the chunk with the
+        # exit status, which says far more than a broken pipe.
+        with contextlib.suppress(OSError):
             handle.connection.send_bytes(dumps(message))
-        except OSError:
-            pass  # the worker is dying; its sentinel fails the chunk with the exit status
 
 
 def _initializer_payload(

@@ -27,9 +27,14 @@ from __future__ import annotations
 import pickle
 import signal
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import TimeoutError as TimeoutError  # noqa: A004 - stdlib drop-in
-from multiprocessing.pool import MaybeEncodingError
-from typing import Any
+from multiprocessing import TimeoutError as TimeoutError
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # typeshed does not declare it; at run time it is the stdlib's class.
+    MaybeEncodingError = Exception
+else:
+    from multiprocessing.pool import MaybeEncodingError
 
 __all__ = [
     "InitializerFailed",

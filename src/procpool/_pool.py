@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from ._backends import create_backend
 from ._codec import describe_pickle_failure, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher, next_id
 from ._errors import SerializationError
@@ -30,7 +31,6 @@ from ._results import (
     Window,
 )
 from ._task import CallMode, Chunk, ChunkSink, TaskFunction
-from .backends import create_backend
 
 T = TypeVar("T")
 

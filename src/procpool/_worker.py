@@ -8,6 +8,7 @@ the process, and the parent reads that from the exit status.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -86,10 +87,8 @@ def worker_main(
     for fd in fds_to_close:
         # Forked workers inherit the parent's ends of the other workers' pipes; holding them
         # would keep those workers from ever seeing EOF when the parent dies.
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
     if fds_to_close or _is_process_main():
         # Ctrl-C in a terminal reaches the whole process group; the parent decides what a
         # KeyboardInterrupt means, workers must not print a traceback for it.
