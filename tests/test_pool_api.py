@@ -234,7 +234,7 @@ def test_unclosed_pool_warns_and_cleans_up() -> None:
     pool = procpool.Pool(1)
     pool.map(mb.square, [1])
     dispatcher = pool._dispatcher
-    with pytest.warns(ResourceWarning, match="unclosed running procpool.Pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         del pool
         import gc
 

@@ -68,6 +68,17 @@ def dumps_callable(fn: Any, *, inherits_memory: bool) -> tuple[bytes, bool]:
 _NAMED_CALLABLES = (types.FunctionType, types.BuiltinFunctionType, type)
 
 
+def add_note(exc: BaseException, note: str) -> BaseException:
+    """Attach ``note`` to ``exc`` where Python supports notes (3.11+); return ``exc``.
+
+    Used where the stdlib raises the pickler's own exception: code that catches that type keeps
+    working, and the traceback still says what procpool was doing and what to do about it.
+    """
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    return exc
+
+
 def describe_pickle_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 

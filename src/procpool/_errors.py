@@ -12,7 +12,9 @@ a process boundary or a results file.
           |    +-- InitializerFailed            ... because the worker initializer failed
           +-- PoolTerminated                    the task was dropped by terminate()
           +-- SerializationError (+ pickle.PicklingError)
-          |    |                                a function or arguments could not be pickled
+          |    |                                a worker could not unpickle a function or its
+          |    |                                arguments (pickling failures in the parent raise
+          |    |                                the pickler's own exception, as the stdlib does)
           |    +-- ResultSerializationError (+ multiprocessing.pool.MaybeEncodingError)
           |                                     a result could not travel back
           +-- RemoteError                       stand-in for a task exception that could not be
@@ -151,7 +153,7 @@ class PoolTerminated(ProcpoolError):
 
 
 class SerializationError(ProcpoolError, pickle.PicklingError):
-    """A function or its arguments could not be pickled, so the task never ran.
+    """A function or its arguments could not be moved to the worker, so the task never ran.
 
     ``what`` names the object ("function", "arguments", ...); the pickling error is ``__cause__``.
     """

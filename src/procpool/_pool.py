@@ -18,9 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ._backends import create_backend
-from ._codec import describe_pickle_failure, dumps, dumps_callable, short_repr
+from ._codec import add_note, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher, next_id
-from ._errors import SerializationError
 from ._results import (
     ApplyResult,
     CallbackRunner,
@@ -295,7 +294,9 @@ class Pool:
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_state", None) == RUN:
-            _warn(f"unclosed running procpool.Pool {self!r}", ResourceWarning, source=self)
+            # The stdlib's wording, which code and tests match on.
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning,
+                  source=self)
             self._dispatcher.terminate()
 
     def __reduce__(self) -> Any:
@@ -342,9 +343,9 @@ class Pool:
                 func, inherits_memory=self._dispatcher.inherits_memory
             )
         except Exception as exc:
-            raise SerializationError(
-                f"function {short_repr(func)}", describe_pickle_failure(exc)
-            ) from exc
+            add_note(exc, f"procpool: cannot send the function {short_repr(func)} to a worker "
+                          f"process. {_PICKLING_ADVICE}")
+            raise
         function = TaskFunction(next_id(), payload)
         if by_reference:
             with self._state_lock:
@@ -381,20 +382,23 @@ class _WorkerView:
         return self.pid is not None
 
 
-def _argument_error(items: list[Any], first_index: int, exc: Exception) -> SerializationError:
+_PICKLING_ADVICE = (
+    "Pass picklable objects (module-level functions, plain data), or create the resource "
+    "inside the task or the pool initializer."
+)
+
+
+def _argument_error(items: list[Any], first_index: int, exc: Exception) -> BaseException:
+    """The pickler's own exception (the type the stdlib raises), with a note naming the item."""
     for offset, item in enumerate(items):
         try:
             dumps(item)
         except Exception as item_exc:
-            error = SerializationError(
-                f"arguments of item {first_index + offset} ({short_repr(item)})",
-                describe_pickle_failure(item_exc),
-            )
-            error.__cause__ = item_exc
-            return error
-    error = SerializationError("arguments", describe_pickle_failure(exc))
-    error.__cause__ = exc
-    return error
+            return add_note(item_exc, f"procpool: cannot send the arguments of item "
+                                      f"{first_index + offset} ({short_repr(item)}) to a worker "
+                                      f"process. {_PICKLING_ADVICE}")
+    return add_note(exc, f"procpool: cannot send the arguments to a worker process. "
+                         f"{_PICKLING_ADVICE}")
 
 
 def _check_chunksize(chunksize: object) -> None:
