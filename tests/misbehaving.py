@@ -136,3 +136,19 @@ def initializer_sets(value: Any) -> None:
 
 def read_initialized(_: object = None) -> Any:
     return _initialized_value
+
+
+def initializer_second_fails(marker: str, started_fifo: str) -> None:
+    """The first worker to get here starts normally; the second waits until a task has
+    started on the first, then fails."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        with open(started_fifo) as fifo:
+            fifo.read()
+        raise RuntimeError("the second worker refuses to start") from None
+
+
+def announce_then_return_big(started_fifo: str, release_fifo: str) -> bytes:
+    announce_then_block(started_fifo, release_fifo)
+    return b"x" * 2**21  # far more than a pipe buffer holds

@@ -433,3 +433,25 @@ def _alive(pid: int | None) -> bool:
     # A zombie still answers kill(0): it has exited but nobody has reaped it.
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_broken_pool_kills_workers_busy_with_large_results(fifos: Any, tmp_path: Any) -> None:
+    # Without the kill, the busy worker would block writing a result nobody reads and join()
+    # would wait for it forever.
+    marker = str(tmp_path / "first-worker")
+    pool = procpool.Pool(2, mb.initializer_second_fails, (marker, fifos.started))
+    # One task per worker: whichever worker started normally runs its copy.
+    results = [pool.apply_async(mb.announce_then_return_big, (fifos.started, fifos.release))
+               for _ in range(2)]
+    for result in results:
+        with pytest.raises(procpool.InitializerFailed, match="refuses to start"):
+            result.get(timeout=30)
+    try:  # release the busy task if it is still there to release
+        fd = os.open(fifos.release, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        pass  # no reader: the worker is gone already
+    else:
+        os.write(fd, b"go")
+        os.close(fd)
+    pool.close()
+    pool.join()

@@ -56,6 +56,11 @@ def main() -> int:
         result = unittest.TextTestRunner(verbosity=2 if args.verbose else 1).run(suite)
     finally:
         globals()["tearDownModule"]()
+    not_passed = sorted(
+        getattr(test, "_testMethodName", str(test))
+        for test, _ in (*result.failures, *result.errors, *result.unexpectedSuccesses)
+    )
+    print(f"ran {result.testsRun}; not passed: {' '.join(not_passed) or 'none'}")
     return 0 if result.wasSuccessful() else 1
 
 

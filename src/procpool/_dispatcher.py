@@ -136,6 +136,7 @@ class Dispatcher:
             self._carry_out(action)
         self._thread = threading.Thread(target=self._run, name="procpool-dispatcher", daemon=True)
         self._thread.start()
+        self._owner_pid = os.getpid()
         _live_dispatchers.add(self)
 
     # ---- the faces' side (any thread) ------------------------------------------------------
@@ -204,8 +205,7 @@ class Dispatcher:
             logger.exception("procpool dispatcher crashed; failing all outstanding work")
             error = PoolBroken(f"internal error in the pool's dispatcher: {exc!r}")
             error.__cause__ = exc
-            self._break(error)
-            self._kill_all()
+            self._break(error, kill=True)
         finally:
             self._shut_down()
 
@@ -272,7 +272,7 @@ class Dispatcher:
         elif isinstance(message, InitFailed):
             error = InitializerFailed(f"{type(message.error).__qualname__}: {message.error}")
             error.__cause__ = _with_remote_traceback(message.error, message.traceback_text)
-            self._break(error)
+            self._break(error, kill=True)
 
     def _worker_ended(self, worker_id: int, handle: WorkerHandle) -> None:
         # Replies it sent before dying still count: a chunk it finished is not lost.
@@ -291,7 +291,7 @@ class Dispatcher:
             signal_name, cause = describe_exit(exitcode)
             how = f"killed by {signal_name}" if signal_name else f"exit code {exitcode}"
             self._break(InitializerFailed(f"worker pid {handle.pid} died during start-up, "
-                                          f"{how}: {cause}"))
+                                          f"{how}: {cause}"), kill=True)
         else:
             slot = self._scheduler.workers.get(worker_id)
             running = slot.running if slot else None
@@ -304,9 +304,13 @@ class Dispatcher:
             self._carry_out_all(self._scheduler.worker_lost(worker_id, error))
         self._release(handle)
 
-    def _break(self, error: BaseException) -> None:
+    def _break(self, error: BaseException, *, kill: bool = False) -> None:
+        """Fail all work now and later. With ``kill``, end the workers at once: a worker that
+        is mid-chunk would otherwise finish it and block writing a result nobody reads."""
         self.broken = error
         self._carry_out_all(self._scheduler.break_pool(error))
+        if kill:
+            self._kill_all()
 
     def _terminate_now(self) -> None:
         self._break(PoolTerminated("the pool was terminated before this task finished"))
@@ -374,7 +378,7 @@ class Dispatcher:
         except Exception as exc:
             error = PoolBroken(f"could not start a worker process: {exc!r}")
             error.__cause__ = exc
-            self._break(error)
+            self._break(error, kill=True)
             return
         self._workers[worker_id] = handle
         self._function_caches[worker_id] = FunctionCache()
@@ -390,7 +394,9 @@ class Dispatcher:
             handle.kill(force=True)
 
     def _send_chunk(self, worker_id: int, chunk: Chunk) -> None:
-        handle = self._workers[worker_id]
+        handle = self._workers.get(worker_id)
+        if handle is None:
+            return  # the pool broke while carrying out earlier actions; the chunk failed then
         cache = self._function_caches[worker_id]
         function = chunk.function
         payload: bytes | None = None
@@ -465,7 +471,9 @@ _live_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
 @atexit.register
 def _terminate_live_pools() -> None:
-    for dispatcher in list(_live_dispatchers):
+    # Only in the process that made them: a child forked by user code inherits copies.
+    mine = [d for d in list(_live_dispatchers) if d._owner_pid == os.getpid()]
+    for dispatcher in mine:
         dispatcher.terminate()
-    for dispatcher in list(_live_dispatchers):
+    for dispatcher in mine:
         dispatcher.join(KILL_WAIT + TERMINATE_GRACE + 1)
