@@ -455,3 +455,36 @@ def test_a_broken_pool_kills_workers_busy_with_large_results(fifos: Any, tmp_pat
         os.close(fd)
     pool.close()
     pool.join()
+
+
+def test_an_unpicklable_function_fails_its_result_like_the_stdlib(pool: procpool.Pool) -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    result = pool.apply_async(holds_a_lock, (1,))  # does not raise here, as with the stdlib
+    with pytest.raises(TypeError, match="lock"):
+        result.get(30)
+    with pytest.raises(TypeError, match="lock"):
+        pool.map(holds_a_lock, [1])
+    with pytest.raises(TypeError, match="lock"):
+        next(pool.imap(holds_a_lock, [1]))
+    assert pool.map(mb.square, [3]) == [9]
+
+
+def test_a_function_the_worker_cannot_import_fails_clearly() -> None:
+    # The function's module exists only in this process: a spawned worker cannot import it.
+    import types
+
+    ghost = types.ModuleType("procpool_ghost_module")
+    exec("def double(x):\n    return 2 * x\n", ghost.__dict__)
+    sys.modules["procpool_ghost_module"] = ghost
+    try:
+        with procpool.Pool(1, context="spawn") as pool:
+            with pytest.raises(procpool.SerializationError, match="importable in the worker"):
+                pool.apply(ghost.double, (2,))
+            assert pool.map(mb.square, [2]) == [4]
+    finally:
+        del sys.modules["procpool_ghost_module"]

@@ -121,3 +121,18 @@ def test_terminate_abandons_open_streams() -> None:
     scheduler.break_pool(RuntimeError())
     scheduler.close(abandon_streams=True)
     assert scheduler.is_drained()
+
+
+def test_work_arriving_after_the_workers_stopped_starts_new_ones() -> None:
+    scheduler = Scheduler(2)
+    scheduler.start()
+    stops = scheduler.close()
+    assert sorted(a.worker_id for a in stops if isinstance(a, StopWorker)) == [0, 1]
+    late = chunk(7)
+    actions = scheduler.submit([late])
+    assert actions[:2] == [StartWorker(2), StartWorker(3)]
+    assert sends(actions) == [(2, 7)]
+    assert not scheduler.is_drained()
+    _, actions = scheduler.chunk_done(2)
+    assert sorted(a.worker_id for a in actions if isinstance(a, StopWorker)) == [2, 3]
+    assert scheduler.is_drained()

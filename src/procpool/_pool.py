@@ -121,11 +121,12 @@ class Pool:
         self._check_accepting()
         result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback)
         item = (tuple(args), dict(kwds or {}))
-        function = self._task_function(func)
-        chunk = self._make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
-                                 f"{_name(func)}()")
-        if chunk is not None:
-            self._dispatcher.submit([chunk])
+        function = self._task_function(func, result)
+        if function is not None:
+            chunk = self._make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
+                                     f"{_name(func)}()")
+            if chunk is not None:
+                self._dispatcher.submit([chunk])
         return result
 
     # ---- eager maps --------------------------------------------------------------------------
@@ -180,9 +181,9 @@ class Pool:
         else:
             _check_chunksize(chunksize)
         result: MapResult[T] = MapResult(len(items), self._callbacks, callback, error_callback)
-        if not items:
-            return result
-        function = self._task_function(func)
+        function = self._task_function(func, result) if items else None
+        if function is None:
+            return result  # empty input (already complete), or the function failed it
         chunks = []
         for start in range(0, len(items), chunksize):
             batch = items[start : start + chunksize]
@@ -218,10 +219,13 @@ class Pool:
             buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
         elif not isinstance(buffersize, int) or buffersize < 1:
             raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
+        iterator = iter(iterable)
         window = Window(buffersize * chunksize)
         job = StreamJob(ordered, window)
-        function = self._task_function(func)
-        iterator = iter(iterable)
+        cls = IMapIterator if ordered else IMapUnorderedIterator
+        function = self._task_function(func, job)
+        if function is None:
+            return cls(job)  # the function cannot be sent: the stream yields that error once
         self._streams.add(window)
         self._dispatcher.stream_opened()
         if self._state != RUN:
@@ -232,7 +236,6 @@ class Pool:
             name="procpool-feeder",
             daemon=True,
         ).start()
-        cls = IMapIterator if ordered else IMapUnorderedIterator
         return cls(job)
 
     def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int,
@@ -328,8 +331,14 @@ class Pool:
             error.__cause__ = broken.__cause__
             raise error
 
-    def _task_function(self, func: Callable[..., Any]) -> TaskFunction:
-        """The pickled function, reused while it names the same importable object."""
+    def _task_function(
+        self, func: Callable[..., Any], failed: ApplyResult[Any] | MapResult[Any] | StreamJob
+    ) -> TaskFunction | None:
+        """The pickled function, reused while it names the same importable object.
+
+        If it cannot be pickled, ``failed`` gets the pickler's exception (raised from ``get()``
+        or the first ``next()``, as with the stdlib) and None is returned.
+        """
         try:
             with self._state_lock:
                 cached = self._function_cache.get(func)
@@ -345,7 +354,11 @@ class Pool:
         except Exception as exc:
             add_note(exc, f"procpool: cannot send the function {short_repr(func)} to a worker "
                           f"process. {_PICKLING_ADVICE}")
-            raise
+            if isinstance(failed, StreamJob):
+                failed.input_finished(0, exc)
+            else:
+                failed.fail(exc)
+            return None
         function = TaskFunction(next_id(), payload)
         if by_reference:
             with self._state_lock:

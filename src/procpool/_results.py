@@ -102,6 +102,10 @@ class _AsyncResultBase(Generic[T]):
             return self._value  # type: ignore[no-any-return]
         raise self._value
 
+    def fail(self, error: BaseException) -> None:
+        """Fail the whole result before anything was submitted (e.g. unpicklable function)."""
+        self._settle(False, error)
+
     def _settle(self, success: bool, value: Any) -> None:
         """Record the outcome once; later outcomes (other chunks of a failed map) are ignored."""
         with self._lock:

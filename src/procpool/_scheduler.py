@@ -164,6 +164,10 @@ class Scheduler:
 
     def _dispatch(self) -> list[Action]:
         actions: list[Action] = []
+        # Work waiting means a full complement of workers, even if they were all stopped
+        # already (a submission racing with close() from another thread).
+        while self.pending and self.broken is None and len(self.workers) < self.processes:
+            actions.append(self._new_worker())
         while self.pending and self._idle:
             worker_id = self._idle.popleft()
             chunk = self.pending.popleft()
