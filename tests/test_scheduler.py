@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from procpool._scheduler import FailChunk, Scheduler, SendChunk, StartWorker, StopWorker
+from procpool._scheduler import (
+    BreakPool,
+    Death,
+    FailChunk,
+    KillWorker,
+    Scheduler,
+    SendChunk,
+    StartWorker,
+    StopWorker,
+)
+from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
+from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._task import CallMode, Chunk, TaskFunction
 
 FUNCTION = TaskFunction(0, b"")
@@ -18,8 +29,20 @@ class _NullSink:
         pass
 
 
-def chunk(n: int) -> Chunk:
-    return Chunk(n, FUNCTION, b"", CallMode.ONE_ARG, n, 1, _NullSink(), f"chunk {n}")
+def chunk(n: int, size: int = 1, policy: TaskPolicy | None = None) -> Chunk:
+    return Chunk(n, FUNCTION, b"", CallMode.ONE_ARG, n, size, _NullSink(), f"chunk{n}",
+                 policy or TaskPolicy())
+
+
+DEATH = Death(pid=99, exitcode=-9)
+
+
+def started(scheduler: Scheduler, now: float = 0.0) -> Scheduler:
+    """Start the scheduler's workers and mark them all ready (their initializers ran)."""
+    scheduler.start(now)
+    for worker_id in list(scheduler.workers):
+        scheduler.worker_ready(worker_id, now)
+    return scheduler
 
 
 def sends(actions: list[Any]) -> list[tuple[int, int]]:
@@ -27,112 +50,200 @@ def sends(actions: list[Any]) -> list[tuple[int, int]]:
 
 
 def test_start_asks_for_one_worker_per_process() -> None:
-    assert Scheduler(3).start() == [StartWorker(0), StartWorker(1), StartWorker(2)]
+    assert Scheduler(3).start(0.0) == [StartWorker(0), StartWorker(1), StartWorker(2)]
 
 
 def test_chunks_go_out_in_order_one_per_worker() -> None:
-    scheduler = Scheduler(2)
-    scheduler.start()
-    actions = scheduler.submit([chunk(i) for i in range(5)])
+    scheduler = started(Scheduler(2))
+    actions = scheduler.submit([chunk(i) for i in range(5)], 0.0)
     assert sends(actions) == [(0, 0), (1, 1)]
-    done, actions = scheduler.chunk_done(1)
+    done, actions = scheduler.chunk_done(1, 0, 0.0)
     assert done.chunk_id == 1
     assert sends(actions) == [(1, 2)]
     assert len(scheduler.pending) == 2
 
 
 def test_a_lost_worker_fails_exactly_its_chunk_and_is_replaced() -> None:
-    scheduler = Scheduler(2)
-    scheduler.start()
+    scheduler = started(Scheduler(2))
     chunks = [chunk(i) for i in range(3)]
-    scheduler.submit(chunks)
-    error = RuntimeError("died")
-    actions = scheduler.worker_lost(0, error)
-    assert actions[0] == FailChunk(chunks[0], error)
+    scheduler.submit(chunks, 0.0)
+    actions = scheduler.worker_lost(0, DEATH, 0.0)
+    assert isinstance(actions[0], FailChunk) and actions[0].chunk is chunks[0]
+    error = actions[0].error
+    assert isinstance(error, WorkerDied) and error.pid == 99 and error.signal_name == "SIGKILL"
     assert actions[1] == StartWorker(2)
     assert sends(actions) == [(2, 2)]  # the replacement picks up the queue
     assert scheduler.running == {1: chunks[1], 2: chunks[2]}
 
 
 def test_an_idle_worker_lost_is_replaced_without_failures() -> None:
-    scheduler = Scheduler(1)
-    scheduler.start()
-    assert scheduler.worker_lost(0, RuntimeError()) == [StartWorker(1)]
+    scheduler = started(Scheduler(1))
+    assert scheduler.worker_lost(0, DEATH, 0.0) == [StartWorker(1)]
 
 
 def test_max_tasks_per_worker_retires_and_replaces() -> None:
-    scheduler = Scheduler(1, max_tasks_per_worker=2)
-    scheduler.start()
-    scheduler.submit([chunk(i) for i in range(3)])
-    _, actions = scheduler.chunk_done(0)
+    scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=2)))
+    scheduler.submit([chunk(i) for i in range(3)], 0.0)
+    _, actions = scheduler.chunk_done(0, 0, 0.0)
     assert sends(actions) == [(0, 1)]
-    _, actions = scheduler.chunk_done(0)
+    _, actions = scheduler.chunk_done(0, 0, 0.0)
     assert actions[:2] == [StopWorker(0), StartWorker(1)]
     assert sends(actions) == [(1, 2)]
 
 
 def test_close_stops_workers_only_when_all_work_and_streams_are_done() -> None:
-    scheduler = Scheduler(2)
-    scheduler.start()
-    scheduler.submit([chunk(0)])
+    scheduler = started(Scheduler(2))
+    scheduler.submit([chunk(0)], 0.0)
     scheduler.stream_opened()
-    assert scheduler.close() == []
-    _, actions = scheduler.chunk_done(0)
+    assert scheduler.close(0.0) == []
+    _, actions = scheduler.chunk_done(0, 0, 0.0)
     assert actions == []  # a stream may still submit
     assert not scheduler.is_drained()
-    actions = scheduler.stream_closed()
+    actions = scheduler.stream_closed(0.0)
     assert sorted(a.worker_id for a in actions if isinstance(a, StopWorker)) == [0, 1]
     assert scheduler.is_drained()
 
 
 def test_a_death_while_closing_with_no_work_is_not_replaced() -> None:
-    scheduler = Scheduler(2)
-    scheduler.start()
-    scheduler.submit([chunk(0)])
+    scheduler = started(Scheduler(2))
+    scheduler.submit([chunk(0)], 0.0)
     scheduler.stream_opened()
-    scheduler.close()
-    scheduler.stream_closed()
-    error = RuntimeError()
-    actions = scheduler.worker_lost(0, error)
-    assert FailChunk(scheduler_chunk := actions[0].chunk, error) == actions[0]
-    assert scheduler_chunk.chunk_id == 0
+    scheduler.close(0.0)
+    scheduler.stream_closed(0.0)
+    actions = scheduler.worker_lost(0, DEATH, 0.0)
+    assert isinstance(actions[0], FailChunk) and actions[0].chunk.chunk_id == 0
     assert not any(isinstance(a, StartWorker) for a in actions)
 
 
 def test_break_pool_fails_everything_now_and_later() -> None:
-    scheduler = Scheduler(1)
-    scheduler.start()
+    scheduler = started(Scheduler(1))
     chunks = [chunk(i) for i in range(3)]
-    scheduler.submit(chunks)
+    scheduler.submit(chunks, 0.0)
     error = RuntimeError("broken")
     actions = scheduler.break_pool(error)
     failed = [a.chunk.chunk_id for a in actions if isinstance(a, FailChunk)]
     assert sorted(failed) == [0, 1, 2]
-    assert StopWorker(0) in actions
+    assert not scheduler.workers
     late = chunk(9)
-    assert scheduler.submit([late]) == [FailChunk(late, error)]
-    assert scheduler.worker_lost(0, error) == []  # already retired
+    assert scheduler.submit([late], 0.0) == [FailChunk(late, error)]
+    assert scheduler.worker_lost(0, DEATH, 0.0) == []  # forgotten already
 
 
 def test_terminate_abandons_open_streams() -> None:
-    scheduler = Scheduler(1)
-    scheduler.start()
+    scheduler = started(Scheduler(1))
     scheduler.stream_opened()
     scheduler.break_pool(RuntimeError())
-    scheduler.close(abandon_streams=True)
+    scheduler.close(0.0, abandon_streams=True)
     assert scheduler.is_drained()
 
 
 def test_work_arriving_after_the_workers_stopped_starts_new_ones() -> None:
-    scheduler = Scheduler(2)
-    scheduler.start()
-    stops = scheduler.close()
+    scheduler = started(Scheduler(2))
+    stops = scheduler.close(0.0)
     assert sorted(a.worker_id for a in stops if isinstance(a, StopWorker)) == [0, 1]
     late = chunk(7)
-    actions = scheduler.submit([late])
+    actions = scheduler.submit([late], 0.0)
     assert actions[:2] == [StartWorker(2), StartWorker(3)]
     assert sends(actions) == [(2, 7)]
     assert not scheduler.is_drained()
-    _, actions = scheduler.chunk_done(2)
+    _, actions = scheduler.chunk_done(2, 0, 0.0)
     assert sorted(a.worker_id for a in actions if isinstance(a, StopWorker)) == [2, 3]
     assert scheduler.is_drained()
+
+
+# ---- deadlines, per-item progress, retries, recycling ------------------------------------------
+
+
+def _split(chunk_: Chunk, position: int, size: int, attempt: int) -> Chunk:
+    return chunk_.part(position, size, b"payload", attempt)
+
+
+def test_timeout_counts_from_when_the_worker_starts_the_item() -> None:
+    scheduler = Scheduler(1, split=_split)
+    scheduler.start(0.0)
+    scheduler.submit([chunk(0, policy=TaskPolicy(timeout=5.0))], 1.0)
+    assert scheduler.next_deadline() is None  # the worker is still starting up
+    scheduler.worker_ready(0, 10.0)
+    assert scheduler.next_deadline() == 15.0
+    assert scheduler.expire(14.9) == []
+    assert scheduler.expire(15.0) == [KillWorker(0)]
+    assert scheduler.next_deadline() is None  # killed once, not again
+    actions = scheduler.worker_lost(0, Death(99, -9), 15.1)
+    failure = actions[0]
+    assert isinstance(failure, FailChunk) and isinstance(failure.error, TaskTimeout)
+    assert failure.error.timeout == 5.0 and "chunk0() item 0" in str(failure.error)
+
+
+def test_each_item_gets_its_own_deadline() -> None:
+    scheduler = started(Scheduler(1, split=_split))
+    scheduler.submit([chunk(0, size=3, policy=TaskPolicy(timeout=2.0))], 0.0)
+    assert scheduler.next_deadline() == 2.0
+    assert scheduler.item_done(0, 1.5)[1] == 0
+    assert scheduler.next_deadline() == 3.5
+    assert scheduler.item_done(0, 3.0)[1] == 1
+    assert scheduler.next_deadline() == 5.0
+
+
+def test_a_death_mid_chunk_loses_one_item_and_requeues_the_rest() -> None:
+    scheduler = started(Scheduler(1, split=_split))
+    big = chunk(0, size=5, policy=TaskPolicy(timeout=60.0))
+    scheduler.submit([big], 0.0)
+    scheduler.item_done(0, 1.0)
+    scheduler.item_done(0, 2.0)  # items 0 and 1 delivered; item 2 is running
+    actions = scheduler.worker_lost(0, DEATH, 3.0)
+    failure = actions[0]
+    assert isinstance(failure, FailChunk)
+    assert (failure.chunk.first_index, failure.chunk.size) == (2, 1)
+    requeued = [a.chunk for a in actions if isinstance(a, SendChunk)]
+    assert [(c.first_index, c.size, c.attempt) for c in requeued] == [(3, 2, 1)]
+
+
+def test_retries_rerun_only_the_lost_item_and_count_attempts() -> None:
+    scheduler = started(Scheduler(1, split=_split))
+    policy = TaskPolicy(retries=1)
+    scheduler.submit([chunk(0, size=2, policy=policy)], 0.0)
+    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    resent = [a.chunk for a in actions if isinstance(a, SendChunk)]
+    assert [(c.first_index, c.size, c.attempt) for c in resent] == [(0, 1, 2)]
+    assert not any(isinstance(a, FailChunk) for a in actions)
+    scheduler.worker_ready(1, 1.5)
+    actions = scheduler.worker_lost(1, DEATH, 2.0)  # the retry dies too: no retries left
+    failure = next(a for a in actions if isinstance(a, FailChunk))
+    assert isinstance(failure.error, WorkerDied) and failure.error.attempts == 2
+
+
+def test_ordinary_exceptions_are_retried_only_when_asked() -> None:
+    scheduler = Scheduler(1)
+    default = chunk(0, policy=TaskPolicy(retries=3))
+    assert not scheduler.should_retry(default, ValueError())
+    assert scheduler.should_retry(default, WorkerDied(1, -9))
+    opted_in = chunk(1, policy=TaskPolicy(retries=3, retry_on=(ValueError,)))
+    assert scheduler.should_retry(opted_in, ValueError())
+    assert not scheduler.should_retry(opted_in, WorkerDied(1, -9))
+
+
+def test_a_worker_over_its_memory_limit_is_replaced() -> None:
+    scheduler = started(Scheduler(1, WorkerPolicy(max_memory=100)))
+    scheduler.submit([chunk(0), chunk(1)], 0.0)
+    _, actions = scheduler.chunk_done(0, 99, 1.0)
+    assert sends(actions) == [(0, 1)]
+    _, actions = scheduler.chunk_done(0, 101, 2.0)
+    assert actions[:2] == [StopWorker(0), StartWorker(1)]
+
+
+def test_a_worker_that_never_gets_ready_breaks_the_pool() -> None:
+    scheduler = Scheduler(2, WorkerPolicy(initializer_timeout=3.0))
+    scheduler.start(0.0)
+    scheduler.worker_ready(0, 1.0)
+    assert scheduler.next_deadline() == 3.0
+    (action,) = scheduler.expire(3.0)
+    assert isinstance(action, BreakPool) and isinstance(action.error, InitializerFailed)
+    assert "initializer_timeout=3" in str(action.error)
+
+
+def test_a_death_before_ready_breaks_the_pool() -> None:
+    scheduler = Scheduler(1)
+    scheduler.start(0.0)
+    (action,) = scheduler.worker_lost(0, Death(5, 3), 1.0)
+    assert isinstance(action, BreakPool) and "died during start-up, exit code 3" in str(
+        action.error)

@@ -2,24 +2,27 @@
 
     caller threads --post(command)--> inbox + wake-up pipe --+
                                                               v
-    worker pipes (replies) + worker sentinels (deaths) --> wait() --> Scheduler --> actions
+    worker pipes (replies) + worker sentinels (deaths) --> wait(timeout = next deadline)
                                                               |
-                 sinks (result objects) <-- outcomes ---------+--> send / start / stop workers
+                                                              v
+                 sinks (result objects) <-- outcomes -- Scheduler (pure) --> actions:
+                                                        send / start / stop / kill workers
 
 Caller threads only post commands and wait on result objects; workers only receive, run and
 reply. The dispatcher waits on every worker pipe, every worker sentinel and one wake-up pipe in a
-single ``multiprocessing.connection.wait`` call: no polling, no sleeps, and it always knows which
-chunk each worker holds, so a death fails exactly that chunk. It never runs user code: results
-go to sinks, which hand callbacks to another thread.
+single ``multiprocessing.connection.wait`` call whose timeout is the nearest deadline (a task
+timeout, an initializer timeout, a worker slow to exit): no polling, no sleeps. It always knows
+which chunk, and which item, each worker holds, so a death fails exactly that. It never runs
+user code: results go to sinks, which hand callbacks to another thread.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import logging
 import os
+import signal
 import threading
 import time
 import weakref
@@ -32,23 +35,20 @@ from typing import Any
 
 from ._backends import Backend, WorkerHandle
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
-from ._errors import (
-    InitializerFailed,
-    PoolBroken,
-    PoolTerminated,
-    ResultSerializationError,
-    WorkerDied,
-    describe_exit,
-)
+from ._errors import InitializerFailed, PoolBroken, PoolTerminated, ResultSerializationError
+from ._options import WorkerPolicy
 from ._scheduler import (
     Action,
+    BreakPool,
+    Death,
     FailChunk,
+    KillWorker,
     Scheduler,
     SendChunk,
     StartWorker,
     StopWorker,
 )
-from ._task import Chunk, ChunkDone, InitFailed, ItemFailure, Ready, RunChunk, Stop
+from ._task import Chunk, ChunkDone, InitFailed, ItemDone, ItemFailure, Ready, RunChunk, Stop
 from ._worker import FunctionCache
 
 logger = logging.getLogger("procpool")
@@ -57,13 +57,9 @@ logger = logging.getLogger("procpool")
 # SIGKILL before the dispatcher gives up on them (only a thread worker can outlive that).
 TERMINATE_GRACE = 1.0
 KILL_WAIT = 5.0
-
-_ids = itertools.count()
-
-
-def next_id() -> int:
-    """Process-wide unique ids for chunks and task functions (next() on count is atomic)."""
-    return next(_ids)
+# A worker asked to stop that has not exited after this long (a task left a non-daemon thread
+# running, which the interpreter waits for at exit) is killed.
+RETIRE_TIMEOUT = 5.0
 
 
 # ---- commands posted by caller threads ---------------------------------------------------
@@ -110,10 +106,10 @@ class Dispatcher:
         processes: int,
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
-        max_tasks_per_worker: int | None = None,
+        worker_policy: WorkerPolicy | None = None,
     ) -> None:
         self._backend = backend
-        self._scheduler = Scheduler(processes, max_tasks_per_worker)
+        self._scheduler = Scheduler(processes, worker_policy, split=_split_chunk)
         self._init_payload = _initializer_payload(initializer, tuple(initargs), backend)
         # --- shared with caller threads, under _lock
         self._lock = threading.Lock()
@@ -123,20 +119,20 @@ class Dispatcher:
         # --- owned by the dispatcher thread
         self._workers: dict[int, WorkerHandle] = {}
         self._retiring: dict[int, WorkerHandle] = {}
+        self._retire_deadlines: dict[int, float] = {}
         self._function_caches: dict[int, FunctionCache] = {}
-        self._ready: set[int] = set()
         self._peak_rss: dict[int, int] = {}
         self._eof: set[int] = set()  # workers whose pipe closed; only the sentinel matters now
+        self._oom_kills_seen = _oom_kill_count()
         # --- read by anyone
         self.broken: BaseException | None = None
         self.finished = threading.Event()
+        self._owner_pid = os.getpid()
         # Start the first workers before the dispatcher thread exists: a fork from a
         # single-threaded parent is the safe kind.
-        for action in self._scheduler.start():
-            self._carry_out(action)
+        self._carry_out_all(self._scheduler.start(time.monotonic()))
         self._thread = threading.Thread(target=self._run, name="procpool-dispatcher", daemon=True)
         self._thread.start()
-        self._owner_pid = os.getpid()
         _live_dispatchers.add(self)
 
     # ---- the faces' side (any thread) ------------------------------------------------------
@@ -205,7 +201,7 @@ class Dispatcher:
             logger.exception("procpool dispatcher crashed; failing all outstanding work")
             error = PoolBroken(f"internal error in the pool's dispatcher: {exc!r}")
             error.__cause__ = exc
-            self._break(error, kill=True)
+            self._break(error)
         finally:
             self._shut_down()
 
@@ -219,18 +215,41 @@ class Dispatcher:
                 waitables.append(handle.connection)
             waitables.append(handle.sentinel)
         waitables += [handle.sentinel for handle in self._retiring.values()]
-        ready = wait(waitables)
+        ready = wait(waitables, self._time_to_next_deadline())
         if self._wake_read in ready:
             self._handle_commands()
         for worker_id, handle in list(self._workers.items()):
-            if handle.connection in ready and worker_id not in self._eof:
+            if (handle.connection in ready and worker_id in self._workers
+                    and worker_id not in self._eof):
                 self._receive(worker_id, handle)
         for worker_id, handle in list(self._workers.items()):
             if handle.sentinel in ready:
                 self._worker_ended(worker_id, handle)
         for worker_id, handle in list(self._retiring.items()):
             if handle.sentinel in ready:
+                self._retire_deadlines.pop(worker_id, None)
                 self._release(self._retiring.pop(worker_id))
+        self._handle_deadlines()
+
+    def _time_to_next_deadline(self) -> float | None:
+        deadlines = list(self._retire_deadlines.values())
+        scheduled = self._scheduler.next_deadline()
+        if scheduled is not None:
+            deadlines.append(scheduled)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _handle_deadlines(self) -> None:
+        now = time.monotonic()
+        self._carry_out_all(self._scheduler.expire(now))
+        for worker_id, deadline in list(self._retire_deadlines.items()):
+            if deadline <= now:
+                del self._retire_deadlines[worker_id]
+                logger.warning("worker pid %s did not exit %g s after it was asked to (a "
+                               "non-daemon thread left running?); killing it",
+                               self._retiring[worker_id].pid, RETIRE_TIMEOUT)
+                self._retiring[worker_id].kill(force=True)
 
     def _handle_commands(self) -> None:
         os.read(self._wake_read, 4096)
@@ -239,16 +258,18 @@ class Dispatcher:
             self._inbox.clear()
             self._wake_pending = False
         for command in commands:
+            now = time.monotonic()
             if isinstance(command, _Submit):
-                self._carry_out_all(self._scheduler.submit(command.chunks))
+                self._carry_out_all(self._scheduler.submit(command.chunks, now))
             elif isinstance(command, _StreamOpened):
                 self._scheduler.stream_opened()
             elif isinstance(command, _StreamClosed):
-                self._carry_out_all(self._scheduler.stream_closed())
+                self._carry_out_all(self._scheduler.stream_closed(now))
             elif isinstance(command, _Close):
-                self._carry_out_all(self._scheduler.close())
+                self._carry_out_all(self._scheduler.close(now))
             elif isinstance(command, _Terminate):
-                self._terminate_now()
+                self._break(PoolTerminated("the pool was terminated before this task finished"))
+                self._carry_out_all(self._scheduler.close(now, abandon_streams=True))
 
     def _receive(self, worker_id: int, handle: WorkerHandle) -> None:
         try:
@@ -261,18 +282,40 @@ class Dispatcher:
             self._eof.add(worker_id)
             handle.kill(force=True)
             return
-        if isinstance(message, ChunkDone):
+        now = time.monotonic()
+        if isinstance(message, ItemDone):
+            chunk, position = self._scheduler.item_done(worker_id, now)
+            self._deliver_item(chunk, position, message.result_payload, now)
+        elif isinstance(message, ChunkDone):
             self._peak_rss[worker_id] = message.peak_rss
-            chunk, actions = self._scheduler.chunk_done(worker_id)
+            chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now)
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
-            _deliver(chunk, message.results_payload)
+            if message.results_payload:
+                _deliver(chunk, message.results_payload)
         elif isinstance(message, Ready):
-            self._ready.add(worker_id)
+            self._scheduler.worker_ready(worker_id, now)
         elif isinstance(message, InitFailed):
             error = InitializerFailed(f"{type(message.error).__qualname__}: {message.error}")
             error.__cause__ = _with_remote_traceback(message.error, message.traceback_text)
-            self._break(error, kill=True)
+            self._break(error)
+
+    def _deliver_item(self, chunk: Chunk, position: int, payload: bytes, now: float) -> None:
+        """One item of a reporting chunk: deliver it, or run it again if the policy says so."""
+        part = chunk.part(position, 1)
+        try:
+            outcome = loads(payload)[0]
+        except Exception:
+            _deliver(part, payload)  # reports the unpickling failure for this item
+            return
+        if type(outcome) is ItemFailure:
+            error = _with_remote_traceback(outcome.error, outcome.traceback_text)
+            if self._scheduler.should_retry(chunk, error):
+                self._carry_out_all(self._scheduler.retry_item(chunk, position, now))
+                return
+            part.sink.chunk_done(part, [None], {0: self._scheduler.fail_item(chunk, error)})
+        else:
+            part.sink.chunk_done(part, [outcome], {})
 
     def _worker_ended(self, worker_id: int, handle: WorkerHandle) -> None:
         # Replies it sent before dying still count: a chunk it finished is not lost.
@@ -284,43 +327,28 @@ class Dispatcher:
                 break
             self._receive(worker_id, handle)
         if worker_id not in self._workers:
-            return  # a reply above retired or broke it
+            return  # a reply above retired it, or broke the pool
         del self._workers[worker_id]
         exitcode = handle.reap()
-        if worker_id not in self._ready and self.broken is None:
-            signal_name, cause = describe_exit(exitcode)
-            how = f"killed by {signal_name}" if signal_name else f"exit code {exitcode}"
-            self._break(InitializerFailed(f"worker pid {handle.pid} died during start-up, "
-                                          f"{how}: {cause}"), kill=True)
-        else:
-            slot = self._scheduler.workers.get(worker_id)
-            running = slot.running if slot else None
-            error = WorkerDied(
-                handle.pid,
-                exitcode,
-                running.description if running else "",
-                self._peak_rss.get(worker_id),
-            )
-            self._carry_out_all(self._scheduler.worker_lost(worker_id, error))
+        oom_kills = _oom_kill_count()
+        death = Death(handle.pid, exitcode, self._peak_rss.get(worker_id),
+                      oom_killed=exitcode == -signal.SIGKILL and oom_kills > self._oom_kills_seen)
+        self._oom_kills_seen = oom_kills
         self._release(handle)
+        self._carry_out_all(self._scheduler.worker_lost(worker_id, death, time.monotonic()))
 
-    def _break(self, error: BaseException, *, kill: bool = False) -> None:
-        """Fail all work now and later. With ``kill``, end the workers at once: a worker that
-        is mid-chunk would otherwise finish it and block writing a result nobody reads."""
+    def _break(self, error: BaseException) -> None:
+        """Fail all work now and later, and end every worker (SIGTERM, then SIGKILL): a worker
+        that is mid-chunk would otherwise finish it and block writing a result nobody reads."""
         self.broken = error
         self._carry_out_all(self._scheduler.break_pool(error))
-        if kill:
-            self._kill_all()
-
-    def _terminate_now(self) -> None:
-        self._break(PoolTerminated("the pool was terminated before this task finished"))
-        self._carry_out_all(self._scheduler.close(abandon_streams=True))
         self._kill_all()
 
     def _kill_all(self) -> None:
         handles = {**self._workers, **self._retiring}
         self._workers.clear()
         self._retiring.clear()
+        self._retire_deadlines.clear()
         for handle in handles.values():
             handle.kill(force=False)
         alive = _wait_for_exit(handles.values(), TERMINATE_GRACE)
@@ -336,7 +364,6 @@ class Dispatcher:
         handle.close()
         worker_id = handle.worker_id
         self._function_caches.pop(worker_id, None)
-        self._ready.discard(worker_id)
         self._peak_rss.pop(worker_id, None)
         self._eof.discard(worker_id)
 
@@ -369,16 +396,23 @@ class Dispatcher:
             self._start_worker(action.worker_id)
         elif isinstance(action, StopWorker):
             self._stop_worker(action.worker_id)
+        elif isinstance(action, KillWorker):
+            handle = self._workers.get(action.worker_id)
+            if handle is not None:
+                handle.kill(force=True)  # its sentinel then reports the death
+        elif isinstance(action, BreakPool):
+            self._break(action.error)
 
     def _start_worker(self, worker_id: int) -> None:
         private_fds = [self._wake_read, self._wake_write]
-        private_fds += [h.connection.fileno() for h in self._workers.values()]
+        for handle in (*self._workers.values(), *self._retiring.values()):
+            private_fds += handle.private_fds()
         try:
             handle = self._backend.start_worker(worker_id, self._init_payload, private_fds)
         except Exception as exc:
             error = PoolBroken(f"could not start a worker process: {exc!r}")
             error.__cause__ = exc
-            self._break(error, kill=True)
+            self._break(error)
             return
         self._workers[worker_id] = handle
         self._function_caches[worker_id] = FunctionCache()
@@ -388,6 +422,7 @@ class Dispatcher:
         if handle is None:
             return  # died before it could be asked
         self._retiring[worker_id] = handle
+        self._retire_deadlines[worker_id] = time.monotonic() + RETIRE_TIMEOUT
         try:
             handle.connection.send_bytes(dumps(Stop()))
         except OSError:
@@ -407,7 +442,7 @@ class Dispatcher:
             payload = function.payload
         message = RunChunk(
             chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode,
-            chunk.size,
+            chunk.size, chunk.policy.reports_each_item,
         )
         # If the worker is dying the send fails; its sentinel then fails the chunk with the
         # exit status, which says far more than a broken pipe.
@@ -424,6 +459,15 @@ def _initializer_payload(
     return dumps((function_payload, initargs))
 
 
+def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
+    """A runnable chunk of ``size`` items of ``chunk`` from ``position`` (retries, requeues)."""
+    if position == 0 and size == chunk.size:
+        payload = chunk.items_payload
+    else:
+        payload = dumps(loads(chunk.items_payload)[position : position + size])
+    return chunk.part(position, size, payload, attempt)
+
+
 def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseException:
     # The stdlib's convention (multiprocessing.pool.ExceptionWithTraceback): the worker's
     # formatted traceback rides along as __cause__.
@@ -437,7 +481,7 @@ def _deliver(chunk: Chunk, results_payload: bytes) -> None:
         values = loads(results_payload)
     except Exception as exc:
         error = ResultSerializationError(
-            f"<results of {chunk.description or 'a chunk'}>",
+            f"<results of {chunk.description}>",
             f"the parent could not unpickle them ({describe_pickle_failure(exc)})",
         )
         error.__cause__ = exc
@@ -449,6 +493,18 @@ def _deliver(chunk: Chunk, results_payload: bytes) -> None:
         if type(value) is ItemFailure
     }
     chunk.sink.chunk_done(chunk, values, failures)
+
+
+def _oom_kill_count() -> int:
+    """How many processes the kernel's OOM killer has killed since boot (Linux; else 0)."""
+    try:
+        with open("/proc/vmstat", "rb") as vmstat:
+            for line in vmstat:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _wait_for_exit(handles: Iterable[WorkerHandle], timeout: float) -> list[WorkerHandle]:

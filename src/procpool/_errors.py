@@ -7,7 +7,9 @@ a process boundary or a results file.
     Exception
      +-- ProcpoolError                         base of everything procpool raises itself
           +-- WorkerDied  (+ BrokenProcessPool) the worker running this task died: pid, exit
-          |                                     code or signal, the likely cause
+          |                                     code or signal, the likely cause, attempts
+          +-- TaskTimeout                       the task ran past its task_timeout and its
+          |                                     worker was killed (not a *waiting* timeout)
           +-- PoolBroken  (+ BrokenProcessPool) the pool cannot run anything any more
           |    +-- InitializerFailed            ... because the worker initializer failed
           +-- PoolTerminated                    the task was dropped by terminate()
@@ -46,6 +48,7 @@ __all__ = [
     "RemoteError",
     "ResultSerializationError",
     "SerializationError",
+    "TaskTimeout",
     "TimeoutError",
     "WorkerDied",
     "describe_exit",
@@ -102,22 +105,59 @@ class WorkerDied(ProcpoolError, BrokenProcessPool):
         exitcode: int | None,
         task: str = "",
         peak_rss: int | None = None,
+        attempts: int = 1,
+        oom_killed: bool = False,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.signal_name, self.likely_cause = describe_exit(exitcode)
+        if oom_killed:
+            self.likely_cause = (
+                "the kernel's OOM killer: the system's count of OOM kills rose when it died; "
+                "give the task less data at a time, or the machine more memory"
+            )
         self.task = task
         self.peak_rss = peak_rss
+        self.attempts = attempts
+        self.oom_killed = oom_killed
         how = f"killed by {self.signal_name}" if self.signal_name else f"exit code {exitcode}"
         text = f"worker (pid {pid}) died while running {task or 'a task'}: {how}, "
         text += f"likely cause: {self.likely_cause}"
         if peak_rss is not None:
             text += f"; its peak resident memory was {peak_rss / 2**20:.0f} MiB"
+        if attempts > 1:
+            text += f"; the task was tried {attempts} times"
         text += ". The pool replaced the worker; other tasks are not affected."
         super().__init__(text)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.pid, self.exitcode, self.task, self.peak_rss))
+        return (type(self), (self.pid, self.exitcode, self.task, self.peak_rss, self.attempts,
+                             self.oom_killed))
+
+
+class TaskTimeout(ProcpoolError):
+    """A task ran longer than its ``task_timeout``; its worker was killed and replaced.
+
+    Distinct from ``procpool.TimeoutError`` (``get(timeout)`` giving up waiting, which stops
+    nothing). Carries the limit, the worker's pid, the task and how many attempts were made.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(self, timeout: float, pid: int | None, task: str = "",
+                 attempts: int = 1) -> None:
+        self.timeout = timeout
+        self.pid = pid
+        self.task = task
+        self.attempts = attempts
+        text = (f"{task or 'a task'} ran longer than its task_timeout of {timeout:g} s; its "
+                f"worker (pid {pid}) and the processes it started were killed")
+        if attempts > 1:
+            text += f"; the task was tried {attempts} times"
+        super().__init__(text + ".")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.timeout, self.pid, self.task, self.attempts))
 
 
 class PoolBroken(ProcpoolError, BrokenProcessPool):

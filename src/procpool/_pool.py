@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 
 from ._backends import create_backend
 from ._codec import add_note, dumps, dumps_callable, short_repr
-from ._dispatcher import Dispatcher, next_id
+from ._dispatcher import Dispatcher
+from ._options import (
+    DEFAULT_RETRY_ON,
+    UNSET,
+    TaskPolicy,
+    WorkerPolicy,
+    check_positive_int,
+    check_seconds,
+)
 from ._results import (
     ApplyResult,
     CallbackRunner,
@@ -29,7 +37,7 @@ from ._results import (
     StreamJob,
     Window,
 )
-from ._task import CallMode, Chunk, ChunkSink, TaskFunction
+from ._task import CallMode, Chunk, ChunkSink, TaskFunction, next_id
 
 T = TypeVar("T")
 
@@ -55,8 +63,20 @@ class Pool:
     cannot carry go through cloudpickle, and ``imap``/``imap_unordered`` read their input lazily
     with a bounded read-ahead (``buffersize``).
 
-    ``backend="inline"`` runs workers as threads of this process (for debugging).
-    As in the stdlib, leaving a ``with Pool() as pool:`` block calls ``terminate()``.
+    Keyword-only options (see docs/robustness.md):
+
+    - ``task_timeout``: seconds one item may run; then its worker and the processes it started
+      are killed and the item fails with :class:`procpool.TaskTimeout`. Also per call.
+    - ``retries`` / ``retry_on``: run an item again after a failure of these kinds (default:
+      worker death and task timeout). Also per call.
+    - ``max_memory_per_child``: bytes of resident memory after which a worker is replaced
+      before its next task.
+    - ``initializer_timeout``: seconds a worker may take to start (initializer included);
+      past that the pool is broken with :class:`procpool.InitializerFailed`.
+    - ``backend="inline"`` runs workers as threads of this process (for debugging).
+
+    As in the stdlib, leaving a ``with Pool() as pool:`` block calls ``terminate()``. A
+    KeyboardInterrupt while waiting for results terminates the pool, then propagates.
     """
 
     __module__ = "procpool"
@@ -69,6 +89,11 @@ class Pool:
         maxtasksperchild: int | None = None,
         context: Any = None,
         *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] = DEFAULT_RETRY_ON,
+        max_memory_per_child: int | None = None,
+        initializer_timeout: float | None = None,
         backend: str = "local",
     ) -> None:
         # Set first: __del__ must work even if a check below raises.
@@ -85,6 +110,12 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        self._policy = TaskPolicy().override(task_timeout, retries, retry_on)
+        worker_policy = WorkerPolicy(
+            max_tasks=maxtasksperchild,
+            max_memory=check_positive_int("max_memory_per_child", max_memory_per_child),
+            initializer_timeout=check_seconds("initializer_timeout", initializer_timeout),
+        )
         if context is None or isinstance(context, str):
             context = _get_context(context)
         self._ctx = context
@@ -98,16 +129,18 @@ class Pool:
             processes,
             initializer,
             initargs,
-            maxtasksperchild,
+            worker_policy,
         )
         self._state = RUN
 
     # ---- single calls ------------------------------------------------------------------------
 
     def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
-              kwds: Mapping[str, Any] | None = None) -> T:
+              kwds: Mapping[str, Any] | None = None, *, task_timeout: Any = UNSET,
+              retries: Any = UNSET, retry_on: Any = UNSET) -> T:
         """Call ``func(*args, **kwds)`` in a worker and return its result."""
-        return self.apply_async(func, args, kwds).get()
+        return self.apply_async(func, args, kwds, task_timeout=task_timeout, retries=retries,
+                                retry_on=retry_on).get()
 
     def apply_async(
         self,
@@ -116,15 +149,21 @@ class Pool:
         kwds: Mapping[str, Any] | None = None,
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: Any = UNSET,
+        retries: Any = UNSET,
+        retry_on: Any = UNSET,
     ) -> ApplyResult[T]:
         """Start ``func(*args, **kwds)`` in a worker; return an AsyncResult at once."""
         self._check_accepting()
-        result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback)
+        policy = self._policy.override(task_timeout, retries, retry_on)
+        result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback,
+                                             self._interrupted)
         item = (tuple(args), dict(kwds or {}))
         function = self._task_function(func, result)
         if function is not None:
             chunk = self._make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
-                                     f"{_name(func)}()")
+                                     _name(func), policy)
             if chunk is not None:
                 self._dispatcher.submit([chunk])
         return result
@@ -132,9 +171,13 @@ class Pool:
     # ---- eager maps --------------------------------------------------------------------------
 
     def map(self, func: Callable[[Any], T], iterable: Iterable[Any],
-            chunksize: int | None = None) -> list[T]:
-        """Apply ``func`` to every item; return the results in order (like the builtin map)."""
-        return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, None, None).get()
+            chunksize: int | None = None, **options: Any) -> list[T]:
+        """Apply ``func`` to every item; return the results in order (like the builtin map).
+
+        ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
+        """
+        return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, None, None,
+                               **options).get()
 
     def map_async(
         self,
@@ -143,14 +186,16 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        **options: Any,
     ) -> MapResult[T]:
         return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, callback,
-                               error_callback)
+                               error_callback, **options)
 
     def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
-                chunksize: int | None = None) -> list[T]:
+                chunksize: int | None = None, **options: Any) -> list[T]:
         """Like map, but each item is unpacked as the arguments: ``func(*item)``."""
-        return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, None, None).get()
+        return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, None, None,
+                               **options).get()
 
     def starmap_async(
         self,
@@ -159,9 +204,10 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        **options: Any,
     ) -> MapResult[T]:
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, callback,
-                               error_callback)
+                               error_callback, **options)
 
     def _map_async(
         self,
@@ -171,8 +217,12 @@ class Pool:
         chunksize: int | None,
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        task_timeout: Any = UNSET,
+        retries: Any = UNSET,
+        retry_on: Any = UNSET,
     ) -> MapResult[T]:
         self._check_accepting()
+        policy = self._policy.override(task_timeout, retries, retry_on)
         items = iterable if isinstance(iterable, list) else list(iterable)
         if chunksize is None:
             # The stdlib's rule: about four chunks per worker.
@@ -180,15 +230,15 @@ class Pool:
             chunksize += bool(extra)
         else:
             _check_chunksize(chunksize)
-        result: MapResult[T] = MapResult(len(items), self._callbacks, callback, error_callback)
+        result: MapResult[T] = MapResult(len(items), self._callbacks, callback, error_callback,
+                                         self._interrupted)
         function = self._task_function(func, result) if items else None
         if function is None:
             return result  # empty input (already complete), or the function failed it
         chunks = []
         for start in range(0, len(items), chunksize):
             batch = items[start : start + chunksize]
-            chunk = self._make_chunk(function, batch, mode, start, result,
-                                     _describe(func, start, len(batch)))
+            chunk = self._make_chunk(function, batch, mode, start, result, _name(func), policy)
             if chunk is None:
                 return result  # an argument could not be pickled: the map has failed already
             chunks.append(chunk)
@@ -198,22 +248,26 @@ class Pool:
     # ---- streaming maps ----------------------------------------------------------------------
 
     def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1,
-             buffersize: int | None = None) -> IMapIterator[T]:
+             buffersize: int | None = None, **options: Any) -> IMapIterator[T]:
         """Like map, but returns an iterator, reads the input lazily, and yields in order.
 
         At most ``buffersize`` chunks (default: 4 per worker) are submitted ahead of the
-        consumer, so an endless generator streams in bounded memory.
+        consumer, so an endless generator streams in bounded memory. ``options``:
+        ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
-        return self._imap(func, iterable, chunksize, buffersize, ordered=True)
+        return self._imap(func, iterable, chunksize, buffersize, ordered=True, **options)
 
     def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
-                       chunksize: int = 1, buffersize: int | None = None) -> IMapIterator[T]:
+                       chunksize: int = 1, buffersize: int | None = None,
+                       **options: Any) -> IMapIterator[T]:
         """Like imap, but yields results as they finish."""
-        return self._imap(func, iterable, chunksize, buffersize, ordered=False)
+        return self._imap(func, iterable, chunksize, buffersize, ordered=False, **options)
 
     def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int,
-              buffersize: int | None, *, ordered: bool) -> IMapIterator[T]:
+              buffersize: int | None, *, ordered: bool, task_timeout: Any = UNSET,
+              retries: Any = UNSET, retry_on: Any = UNSET) -> IMapIterator[T]:
         self._check_accepting()
+        policy = self._policy.override(task_timeout, retries, retry_on)
         _check_chunksize(chunksize)
         if buffersize is None:
             buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
@@ -221,7 +275,7 @@ class Pool:
             raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
         iterator = iter(iterable)
         window = Window(buffersize * chunksize)
-        job = StreamJob(ordered, window)
+        job = StreamJob(ordered, window, self._interrupted)
         cls = IMapIterator if ordered else IMapUnorderedIterator
         function = self._task_function(func, job)
         if function is None:
@@ -232,14 +286,14 @@ class Pool:
             window.lift()  # close() raced with us: the input must still be read to the end
         threading.Thread(
             target=self._feed,
-            args=(function, iterator, chunksize, job, _name(func)),
+            args=(function, iterator, chunksize, job, _name(func), policy),
             name="procpool-feeder",
             daemon=True,
         ).start()
         return cls(job)
 
     def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int,
-              job: StreamJob, name: str) -> None:
+              job: StreamJob, name: str, policy: TaskPolicy) -> None:
         """The feeder thread of one stream: read, pickle, submit, as credit allows."""
         index = 0
         try:
@@ -247,8 +301,8 @@ class Pool:
                 batch = list(itertools.islice(iterator, chunksize))
                 if not batch or not job.window.acquire(len(batch)):
                     break
-                chunk = self._make_chunk(function, batch, CallMode.ONE_ARG, index, job,
-                                         f"{name}() items {index}-{index + len(batch) - 1}")
+                chunk = self._make_chunk(function, batch, CallMode.ONE_ARG, index, job, name,
+                                         policy)
                 if chunk is not None:
                     self._dispatcher.submit([chunk])
                 index += len(batch)
@@ -270,6 +324,10 @@ class Pool:
         for window in list(self._streams):
             window.lift()  # join() must be able to read every stream's input to the end
         self._dispatcher.close()
+
+    def _interrupted(self) -> None:
+        """Ctrl-C while a caller waited on this pool: drop the queue, kill running tasks."""
+        self.terminate()
 
     def terminate(self) -> None:
         """Stop now: kill the workers; every unfinished task fails with PoolTerminated."""
@@ -368,7 +426,8 @@ class Pool:
         return function
 
     def _make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
-                    first_index: int, sink: ChunkSink, description: str) -> Chunk | None:
+                    first_index: int, sink: ChunkSink, name: str,
+                    policy: TaskPolicy) -> Chunk | None:
         """Pickle the items into a chunk; if they cannot be pickled, fail the sink and say so."""
         try:
             payload = dumps(items)
@@ -377,8 +436,8 @@ class Pool:
             error: BaseException | None = _argument_error(items, first_index, exc)
         else:
             error = None
-        chunk = Chunk(next_id(), function, payload, mode, first_index, len(items), sink,
-                      description)
+        chunk = Chunk(next_id(), function, payload, mode, first_index, len(items), sink, name,
+                      policy)
         if error is not None:
             sink.chunk_failed(chunk, error)
             return None
@@ -434,7 +493,3 @@ def _name(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", None) or type(func).__qualname__
 
 
-def _describe(func: Callable[..., Any], start: int, size: int) -> str:
-    if size == 1:
-        return f"{_name(func)}() item {start}"
-    return f"{_name(func)}() items {start}-{start + size - 1}"

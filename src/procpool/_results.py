@@ -66,6 +66,16 @@ def _call_user_callback(callback: Callable[[Any], object], argument: Any) -> Non
         logger.exception("a result callback raised; the pool carries on")
 
 
+def _wait_or_interrupt(wait: Callable[[], bool], on_interrupt: Callable[[], None] | None) -> bool:
+    """Run a blocking wait; on Ctrl-C, stop the pool's work first, then let it propagate."""
+    try:
+        return wait()
+    except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt()
+        raise
+
+
 class _AsyncResultBase(Generic[T]):
     """The stdlib's AsyncResult API: get, wait, ready, successful, and callbacks."""
 
@@ -74,7 +84,9 @@ class _AsyncResultBase(Generic[T]):
         callbacks: CallbackRunner,
         callback: Callable[[T], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> None:
+        self._on_interrupt = on_interrupt
         self._event = threading.Event()
         self._callbacks = callbacks
         self._callback = callback
@@ -93,10 +105,10 @@ class _AsyncResultBase(Generic[T]):
         return self._success
 
     def wait(self, timeout: float | None = None) -> None:
-        self._event.wait(timeout)
+        _wait_or_interrupt(lambda: self._event.wait(timeout), self._on_interrupt)
 
     def get(self, timeout: float | None = None) -> T:
-        if not self._event.wait(timeout):
+        if not _wait_or_interrupt(lambda: self._event.wait(timeout), self._on_interrupt):
             raise TimeoutError(f"the result was not ready within {timeout} s")
         if self._success:
             return self._value  # type: ignore[no-any-return]
@@ -161,8 +173,9 @@ class MapResult(_AsyncResultBase[list[T]]):
         callbacks: CallbackRunner,
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        on_interrupt: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(callbacks, callback, error_callback)
+        super().__init__(callbacks, callback, error_callback, on_interrupt)
         self._values: list[Any] = [None] * length
         self._items_left = length
         if length == 0:
@@ -238,9 +251,11 @@ class StreamJob:
     dropping the iterator can be noticed (and the feeder stopped) while chunks still point here.
     """
 
-    def __init__(self, ordered: bool, window: Window) -> None:
+    def __init__(self, ordered: bool, window: Window,
+                 on_interrupt: Callable[[], None] | None = None) -> None:
         self.ordered = ordered
         self.window = window
+        self._on_interrupt = on_interrupt
         self._condition = threading.Condition()
         self._arrived: dict[int, tuple[bool, Any]] = {}  # ordered: index -> outcome
         self._arrival_order: deque[tuple[bool, Any]] = deque()  # unordered
@@ -294,7 +309,11 @@ class StreamJob:
 
     def next(self, timeout: float | None) -> Any:
         with self._condition:
-            if not self._condition.wait_for(self._can_hand_out, timeout):
+            arrived = _wait_or_interrupt(
+                lambda: self._condition.wait_for(self._can_hand_out, timeout),
+                self._on_interrupt,
+            )
+            if not arrived:
                 raise TimeoutError(f"no result within {timeout} s")
             if self._length is not None and self._handed_out >= self._length:
                 raise StopIteration

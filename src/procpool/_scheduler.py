@@ -1,16 +1,21 @@
 """Pure scheduling decisions: which chunk goes to which worker, who is replaced, when to stop.
 
-Owns the queue of pending chunks and the record of what each worker holds. It is told what
-happened (submitted, done, lost, closing) and answers with actions for the dispatcher to carry
-out. No threads, pipes, processes or clocks: tests drive it directly (tests/test_scheduler.py).
+Owns the queue of pending chunks, the record of what each worker holds and how far it got, the
+deadlines (task timeouts, initializer timeouts) and the retry policy. It is told what happened
+(submitted, ready, item done, chunk done, lost, closing) with the current time passed in, and
+answers with actions for the dispatcher to carry out. No threads, pipes, processes or clocks:
+tests drive it directly (tests/test_scheduler.py).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ._codec import add_note
+from ._errors import InitializerFailed, TaskTimeout, WorkerDied, describe_exit
+from ._options import WorkerPolicy
 from ._task import Chunk
 
 # ---- actions --------------------------------------------------------------------------------
@@ -35,29 +40,67 @@ class StopWorker:
 
 
 @dataclass(frozen=True, slots=True)
+class KillWorker:
+    """Kill a worker (and its process group) now: its task ran past its timeout."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class FailChunk:
     chunk: Chunk
     error: BaseException
 
 
-Action = StartWorker | SendChunk | StopWorker | FailChunk
+@dataclass(frozen=True, slots=True)
+class BreakPool:
+    """Nothing can run any more (the initializer failed): fail everything, end every worker."""
+
+    error: BaseException
+
+
+Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | BreakPool
+
+
+# ---- events' facts ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """What the dispatcher learned about a worker that ended without being asked to."""
+
+    pid: int | None
+    exitcode: int | None
+    peak_rss: int | None = None
+    oom_killed: bool = False
+
+
+# Makes a runnable chunk of ``size`` items of ``chunk`` from ``position`` on, for ``attempt``.
+Splitter = Callable[[Chunk, int, int, int], Chunk]
 
 
 @dataclass(slots=True)
 class _WorkerSlot:
     running: Chunk | None = None
+    position: int = 0  # items of the running chunk already reported (chunks that report each)
+    deadline: float | None = None  # the running item's timeout, or the initializer's
+    timed_out: bool = False
+    ready: bool = False
     chunks_done: int = 0
 
 
 class Scheduler:
     """Keeps ``processes`` workers busy with chunks in submission order (FIFO).
 
-    A worker holds at most one chunk, so when it dies exactly that chunk is lost.
+    A worker holds at most one chunk, so when it dies exactly that chunk is affected; when the
+    chunk reports each item, exactly the item it was running.
     """
 
-    def __init__(self, processes: int, max_tasks_per_worker: int | None = None) -> None:
+    def __init__(self, processes: int, workers: WorkerPolicy | None = None,
+                 split: Splitter | None = None) -> None:
         self.processes = processes
-        self.max_tasks_per_worker = max_tasks_per_worker
+        self.worker_policy = workers or WorkerPolicy()
+        self._split = split or _cannot_split
         self.pending: deque[Chunk] = deque()
         self.workers: dict[int, _WorkerSlot] = {}
         self._idle: deque[int] = deque()
@@ -81,100 +124,204 @@ class Scheduler:
         """Closing, nothing left to run, and every worker asked to stop."""
         return self.closing and not self.has_work() and not self.workers
 
+    def next_deadline(self) -> float | None:
+        deadlines = [s.deadline for s in self.workers.values() if s.deadline is not None]
+        return min(deadlines, default=None)
+
+    def should_retry(self, chunk: Chunk, error: BaseException) -> bool:
+        return chunk.attempt <= chunk.policy.retries and isinstance(error, chunk.policy.retry_on)
+
     # ---- events --------------------------------------------------------------------------
 
-    def start(self) -> list[Action]:
-        return [self._new_worker() for _ in range(self.processes)]
+    def start(self, now: float) -> list[Action]:
+        return [self._new_worker(now) for _ in range(self.processes)]
 
-    def submit(self, chunks: Iterable[Chunk]) -> list[Action]:
+    def submit(self, chunks: Iterable[Chunk], now: float) -> list[Action]:
         if self.broken is not None:
             return [FailChunk(chunk, self.broken) for chunk in chunks]
         self.pending.extend(chunks)
-        return self._dispatch()
+        return self._dispatch(now)
 
     def stream_opened(self) -> None:
         self.open_streams += 1
 
-    def stream_closed(self) -> list[Action]:
+    def stream_closed(self, now: float) -> list[Action]:
         self.open_streams = max(0, self.open_streams - 1)
-        return self._dispatch()
+        return self._dispatch(now)
 
-    def chunk_done(self, worker_id: int) -> tuple[Chunk, list[Action]]:
+    def worker_ready(self, worker_id: int, now: float) -> None:
+        slot = self.workers.get(worker_id)
+        if slot is None:
+            return
+        slot.ready = True
+        slot.deadline = None
+        if slot.running is not None:
+            self._start_item(slot, now)  # its chunk was waiting in the pipe until now
+
+    def item_done(self, worker_id: int, now: float) -> tuple[Chunk, int]:
+        """A reporting chunk finished one more item; return the chunk and that item's position."""
+        slot = self.workers[worker_id]
+        chunk = slot.running
+        assert chunk is not None, f"worker {worker_id} reported an item it was not given"
+        position = slot.position
+        slot.position += 1
+        slot.deadline = None
+        if slot.position < chunk.size:
+            self._start_item(slot, now)
+        return chunk, position
+
+    def chunk_done(self, worker_id: int, rss: int, now: float) -> tuple[Chunk, list[Action]]:
         slot = self.workers[worker_id]
         chunk = slot.running
         assert chunk is not None, f"worker {worker_id} reported a chunk it was not given"
-        slot.running = None
+        slot.running, slot.position, slot.deadline = None, 0, None
         slot.chunks_done += 1
+        policy = self.worker_policy
         actions: list[Action] = []
-        limit = self.max_tasks_per_worker
-        if limit is not None and slot.chunks_done >= limit:
+        if (policy.max_tasks is not None and slot.chunks_done >= policy.max_tasks) or (
+            policy.max_memory is not None and rss > policy.max_memory
+        ):
             del self.workers[worker_id]
             actions.append(StopWorker(worker_id))
             if not self.closing or self.has_work():
-                actions.append(self._new_worker())
+                actions.append(self._new_worker(now))
         else:
             self._idle.append(worker_id)
-        actions += self._dispatch()
+        actions += self._dispatch(now)
         return chunk, actions
 
-    def worker_lost(self, worker_id: int, error: BaseException) -> list[Action]:
-        """A worker ended without being asked to; fail what it held and replace it."""
+    def retry_item(self, chunk: Chunk, position: int, now: float) -> list[Action]:
+        """Run item ``position`` of ``chunk`` again (the caller checked should_retry)."""
+        self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
+        return self._dispatch(now)
+
+    def expire(self, now: float) -> list[Action]:
+        """Act on every deadline that has passed."""
+        actions: list[Action] = []
+        for worker_id, slot in self.workers.items():
+            if slot.deadline is None or slot.deadline > now:
+                continue
+            slot.deadline = None
+            if not slot.ready:
+                limit = self.worker_policy.initializer_timeout
+                return [BreakPool(InitializerFailed(
+                    f"a worker did not finish starting up within initializer_timeout={limit:g} s"
+                ))]
+            slot.timed_out = True
+            actions.append(KillWorker(worker_id))
+        return actions
+
+    def worker_lost(self, worker_id: int, death: Death, now: float) -> list[Action]:
+        """A worker ended without being asked to; fail or retry what it held, replace it."""
         slot = self.workers.pop(worker_id, None)
         if slot is None:
             return []  # it was retiring already
         if worker_id in self._idle:
             self._idle.remove(worker_id)
+        if not slot.ready:
+            signal_name, cause = describe_exit(death.exitcode)
+            how = f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
+            return [BreakPool(InitializerFailed(
+                f"worker pid {death.pid} died during start-up, {how}: {cause}"
+            ))]
         actions: list[Action] = []
-        if slot.running is not None:
-            actions.append(FailChunk(slot.running, error))
+        chunk = slot.running
+        if chunk is not None:
+            actions += self._chunk_lost(chunk, slot, death)
         if self.broken is None and (not self.closing or self.has_work()):
-            actions.append(self._new_worker())
-        actions += self._dispatch()
+            actions.append(self._new_worker(now))
+        actions += self._dispatch(now)
         return actions
 
     def break_pool(self, error: BaseException) -> list[Action]:
-        """Nothing can run any more: fail every chunk, pending or running; stop all workers."""
+        """Fail every chunk, pending or running, and forget every worker; later submissions
+        fail at once. The dispatcher ends the workers."""
         self.broken = error
         actions: list[Action] = [FailChunk(chunk, error) for chunk in self.pending]
         self.pending.clear()
-        for worker_id, slot in self.workers.items():
-            if slot.running is not None:
-                actions.append(FailChunk(slot.running, error))
-            actions.append(StopWorker(worker_id))
+        actions += [FailChunk(s.running, error) for s in self.workers.values() if s.running]
         self.workers.clear()
         self._idle.clear()
         return actions
 
-    def close(self, *, abandon_streams: bool = False) -> list[Action]:
+    def close(self, now: float, *, abandon_streams: bool = False) -> list[Action]:
         """Stop once the work is done; with ``abandon_streams``, open streams no longer count
         (terminate: whatever they still submit fails at once)."""
         self.closing = True
         if abandon_streams:
             self.open_streams = 0
-        return self._dispatch()
+        return self._dispatch(now)
 
     # ---- internals -----------------------------------------------------------------------
 
-    def _new_worker(self) -> StartWorker:
+    def _chunk_lost(self, chunk: Chunk, slot: _WorkerSlot, death: Death) -> list[Action]:
+        if not chunk.policy.reports_each_item:
+            return [FailChunk(chunk, WorkerDied(death.pid, death.exitcode, chunk.description,
+                                                death.peak_rss, chunk.attempt,
+                                                death.oom_killed))]
+        # The worker reported items before `position`; it was running `position`; the items
+        # after it never started, so they can run elsewhere with no risk of running twice.
+        position = slot.position
+        lost = chunk.part(position, 1)
+        error: BaseException
+        if slot.timed_out:
+            assert chunk.policy.timeout is not None
+            error = TaskTimeout(chunk.policy.timeout, death.pid, lost.description, chunk.attempt)
+        else:
+            error = WorkerDied(death.pid, death.exitcode, lost.description, death.peak_rss,
+                               chunk.attempt, death.oom_killed)
+        actions: list[Action] = []
+        rest = chunk.size - position - 1
+        if rest > 0:
+            self.pending.appendleft(self._split(chunk, position + 1, rest, chunk.attempt))
+        if self.should_retry(chunk, error):
+            self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
+        else:
+            actions.append(FailChunk(lost, error))
+        return actions
+
+    def fail_item(self, chunk: Chunk, error: BaseException) -> BaseException:
+        """The error to deliver for an item that will not be retried (notes the attempts)."""
+        if chunk.attempt > 1 and not hasattr(error, "attempts"):
+            add_note(error, f"procpool: the task failed on each of {chunk.attempt} attempts")
+        return error
+
+    def _start_item(self, slot: _WorkerSlot, now: float) -> None:
+        assert slot.running is not None
+        timeout = slot.running.policy.timeout
+        slot.deadline = None if timeout is None else now + timeout
+
+    def _new_worker(self, now: float) -> StartWorker:
         worker_id = self._next_worker_id
         self._next_worker_id += 1
-        self.workers[worker_id] = _WorkerSlot()
+        slot = _WorkerSlot()
+        limit = self.worker_policy.initializer_timeout
+        if limit is not None:
+            slot.deadline = now + limit
+        self.workers[worker_id] = slot
         self._idle.append(worker_id)
         return StartWorker(worker_id)
 
-    def _dispatch(self) -> list[Action]:
+    def _dispatch(self, now: float) -> list[Action]:
         actions: list[Action] = []
         # Work waiting means a full complement of workers, even if they were all stopped
         # already (a submission racing with close() from another thread).
         while self.pending and self.broken is None and len(self.workers) < self.processes:
-            actions.append(self._new_worker())
+            actions.append(self._new_worker(now))
         while self.pending and self._idle:
             worker_id = self._idle.popleft()
-            chunk = self.pending.popleft()
-            self.workers[worker_id].running = chunk
-            actions.append(SendChunk(worker_id, chunk))
+            slot = self.workers[worker_id]
+            slot.running = self.pending.popleft()
+            slot.position, slot.timed_out = 0, False
+            if slot.ready:
+                self._start_item(slot, now)
+            actions.append(SendChunk(worker_id, slot.running))
         if self.closing and not self.has_work():
             actions += [StopWorker(worker_id) for worker_id in self.workers]
             self.workers.clear()
             self._idle.clear()
         return actions
+
+
+def _cannot_split(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
+    raise RuntimeError("this scheduler was built without a splitter, so it cannot requeue")

@@ -5,17 +5,31 @@ on one worker. Plain data only: no threads, pipes or clocks. The worker imports 
 it stays small.
 
 Parent -> worker:  RunChunk, Stop
-Worker -> parent:  Ready (initializer done), InitFailed, ChunkDone
+Worker -> parent:  Ready (initializer done), InitFailed, ItemDone (only when the chunk asks for
+                   each item to be reported), ChunkDone
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import itertools
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
+
+from ._options import TaskPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+
+DEFAULT_POLICY = TaskPolicy()
+
+_ids = itertools.count()
+
+
+def next_id() -> int:
+    """Process-wide unique ids for chunks and task functions (next() on count is atomic)."""
+    return next(_ids)
 
 
 class CallMode(enum.IntEnum):
@@ -49,6 +63,7 @@ class RunChunk:
     items_payload: bytes
     mode: CallMode
     size: int  # number of items, so a reply can be complete even if they fail to unpickle
+    report_each_item: bool  # send ItemDone after every item (timeouts, retries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +94,23 @@ class ItemFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemDone:
+    """One item finished (chunks that report each item); the next one starts now."""
+
+    chunk_id: int
+    position: int
+    result_payload: bytes  # pickle of a one-element list, as in ChunkDone
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkDone:
     chunk_id: int
-    # pickle of a list with one entry per item: the value, or an ItemFailure
+    # pickle of a list with one entry per item: the value, or an ItemFailure; empty when
+    # every item was reported by an ItemDone already
     results_payload: bytes
-    # the worker's peak resident set size so far, in bytes, to explain a later death
+    # resident set size now and at its peak so far, in bytes: for recycling on memory, and to
+    # explain a later death
+    rss: int
     peak_rss: int
 
 
@@ -107,7 +134,8 @@ class Chunk:
     """Consecutive items of one job, placed on one worker as a whole.
 
     ``first_index`` is the job-wide index of the first item; ``size`` items follow it.
-    Identity (``eq=False``) is what the scheduler and dispatcher track.
+    Identity (``eq=False``) is what the scheduler and dispatcher track. ``attempt`` counts
+    runs: a retried item comes back as a new chunk with ``attempt + 1``.
     """
 
     chunk_id: int
@@ -117,4 +145,24 @@ class Chunk:
     first_index: int
     size: int
     sink: ChunkSink = field(repr=False)
-    description: str = ""  # for error messages: "map(work) items 16-23"
+    name: str = "task"  # the function's name, for error messages
+    policy: TaskPolicy = DEFAULT_POLICY
+    attempt: int = 1
+
+    @property
+    def description(self) -> str:
+        """What error messages call it: "work() item 7" or "work() items 16-23"."""
+        if self.size == 1:
+            return f"{self.name}() item {self.first_index}"
+        return f"{self.name}() items {self.first_index}-{self.first_index + self.size - 1}"
+
+    def part(self, position: int, size: int, items_payload: bytes = b"",
+             attempt: int | None = None) -> Chunk:
+        """``size`` items starting at ``position`` of this chunk, as a chunk of their own.
+
+        Without a payload it can only be delivered to the sink (results, failures); with one
+        it can run again.
+        """
+        return replace(self, chunk_id=next_id(), items_payload=items_payload,
+                       first_index=self.first_index + position, size=size,
+                       attempt=self.attempt if attempt is None else attempt)

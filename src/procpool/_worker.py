@@ -1,9 +1,13 @@
 """The worker process: run the initializer, then receive a chunk, run it, send the outcome.
 
-Owns nothing but its own pipe and its function cache. It must not import the dispatcher or the
-pool faces: a worker that knows only messages starts fast and cannot deadlock on the parent's
-machinery. Every failure of a task becomes data in the reply; only a crash or sys.exit() ends
-the process, and the parent reads that from the exit status.
+Owns nothing but its own pipe, its lifeline and its function cache. It must not import the
+dispatcher or the pool faces: a worker that knows only messages starts fast and cannot deadlock
+on the parent's machinery. Every failure of a task becomes data in the reply; only a crash or
+sys.exit() ends the process, and the parent reads that from the exit status.
+
+A process worker leads its own process group, so that killing the group takes every process its
+tasks started, and so that Ctrl-C in a terminal (sent to the foreground group) reaches only the
+parent. A thread watches the lifeline pipe: when the parent dies, the worker kills its group.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,7 +30,7 @@ from ._codec import (
     short_repr,
 )
 from ._errors import ResultSerializationError, SerializationError
-from ._task import CallMode, ChunkDone, InitFailed, ItemFailure, Ready, RunChunk, Stop
+from ._task import CallMode, ChunkDone, InitFailed, ItemDone, ItemFailure, Ready, RunChunk, Stop
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -47,6 +52,18 @@ except ImportError:  # pragma: no cover - not on POSIX
 
     def peak_rss() -> int:
         return 0
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def current_rss() -> int:
+    """Resident memory now, in bytes (Linux: /proc/self/statm; elsewhere the peak)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return peak_rss()
 
 
 class FunctionCache:
@@ -81,18 +98,22 @@ class _Unloadable:
 
 
 def worker_main(
-    conn: Connection, init_payload: bytes | None, fds_to_close: tuple[int, ...] = ()
+    conn: Connection,
+    init_payload: bytes | None,
+    fds_to_close: tuple[int, ...] = (),
+    lifeline: Connection | None = None,
 ) -> None:
-    """Entry point of every worker process (and of the inline backend's worker thread)."""
+    """Entry point of every worker process (``lifeline`` given) and of the inline backend's
+    worker threads (no lifeline: they share the parent's life)."""
     for fd in fds_to_close:
-        # Forked workers inherit the parent's ends of the other workers' pipes; holding them
-        # would keep those workers from ever seeing EOF when the parent dies.
+        # Forked workers inherit the parent's ends of the other workers' pipes and lifelines;
+        # holding them would keep those workers from seeing EOF when the parent dies.
         with contextlib.suppress(OSError):
             os.close(fd)
-    if fds_to_close or _is_process_main():
-        # Ctrl-C in a terminal reaches the whole process group; the parent decides what a
-        # KeyboardInterrupt means, workers must not print a traceback for it.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if lifeline is not None:
+        _become_process_group_leader()
+        threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True,
+                         name="procpool-lifeline").start()
     if init_payload is not None and not _run_initializer(conn, init_payload):
         return
     conn.send_bytes(dumps(Ready(os.getpid())))
@@ -105,18 +126,29 @@ def worker_main(
         if isinstance(message, Stop):
             return
         assert isinstance(message, RunChunk), message
-        results = _run_chunk(message, functions)
-        reply = ChunkDone(message.chunk_id, _encode_results(results), peak_rss())
         try:
-            conn.send_bytes(dumps(reply))
+            _run_chunk(conn, message, functions)
         except (EOFError, OSError):
-            return
+            return  # the parent is gone mid-chunk
 
 
-def _is_process_main() -> bool:
-    import threading
+def _become_process_group_leader() -> None:
+    with contextlib.suppress(OSError):  # not permitted for a session leader: then kills
+        os.setpgid(0, 0)                # reach only this process
+    # Also for the window before setpgid, and a worker left in the terminal's group: the
+    # parent decides what Ctrl-C means, and workers must not print tracebacks for it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    return threading.current_thread() is threading.main_thread()
+
+def _die_with_parent(lifeline: Connection) -> None:
+    """Block until the parent's end of the lifeline closes, then kill this process group."""
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv_bytes()
+    try:
+        if os.getpgid(0) == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)  # this worker and what its tasks started
+    finally:
+        os._exit(1)
 
 
 def _run_initializer(conn: Connection, init_payload: bytes) -> bool:
@@ -151,7 +183,23 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
     return function  # type: ignore[no-any-return]
 
 
-def _run_chunk(message: RunChunk, functions: FunctionCache) -> list[Any]:
+def _run_chunk(conn: Connection, message: RunChunk, functions: FunctionCache) -> None:
+    """Run every item; reply with ItemDone per item (when asked) and a closing ChunkDone."""
+    item_done: Callable[[int, Any], None] | None = None
+    if message.report_each_item:
+
+        def item_done(position: int, outcome: Any) -> None:
+            payload = _encode_results([outcome])
+            conn.send_bytes(dumps(ItemDone(message.chunk_id, position, payload)))
+
+    outcomes = _run_items(message, functions, item_done)
+    payload = b"" if item_done is not None else _encode_results(outcomes)
+    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, current_rss(), peak_rss())))
+
+
+def _run_items(message: RunChunk, functions: FunctionCache,
+               item_done: Callable[[int, Any], None] | None) -> list[Any]:
+    """The outcome of each item (value or ItemFailure); ``item_done`` sees each at once."""
     try:
         function = _load_function(message, functions)
         try:
@@ -163,13 +211,16 @@ def _run_chunk(message: RunChunk, functions: FunctionCache) -> list[Any]:
                 f"({describe_pickle_failure(exc)})",
             ) from exc
     except Exception as exc:
-        # Cannot run any item: report it once per item so every waiter gets an answer.
+        # Cannot run any item: report it for each, so every waiter gets an answer.
         failure = ItemFailure(portable_exception(exc), format_remote_traceback(exc))
+        if item_done is not None:
+            for position in range(message.size):
+                item_done(position, failure)
         return [failure] * message.size
-    results: list[Any] = []
-    append = results.append
+    outcomes: list[Any] = []
+    append = outcomes.append
     mode = message.mode
-    for item in items:
+    for position, item in enumerate(items):
         try:
             if mode is CallMode.ONE_ARG:
                 append(function(item))
@@ -180,7 +231,9 @@ def _run_chunk(message: RunChunk, functions: FunctionCache) -> list[Any]:
                 append(function(*args, **kwargs))
         except Exception as exc:
             append(ItemFailure(portable_exception(exc), format_remote_traceback(exc)))
-    return results
+        if item_done is not None:
+            item_done(position, outcomes[position])
+    return outcomes
 
 
 def _encode_results(results: list[Any]) -> bytes:

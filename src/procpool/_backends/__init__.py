@@ -24,7 +24,11 @@ class WorkerHandle(Protocol):
     sentinel: Any
 
     def kill(self, *, force: bool) -> None:
-        """Ask the worker to end now: SIGTERM, or SIGKILL when ``force``."""
+        """End the worker and every process its tasks started: SIGTERM, or SIGKILL when
+        ``force``."""
+
+    def private_fds(self) -> list[int]:
+        """The parent's descriptors for this worker, which forked children must close."""
 
     def reap(self) -> int | None:
         """After the sentinel fired: the exit code (negative: killed by that signal)."""
@@ -42,7 +46,7 @@ class Backend(Protocol):
         self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
     ) -> WorkerHandle:
         """Start a worker. ``parent_fds`` are the parent's private descriptors (other workers'
-        pipes, wake-up pipe) that a forked child must close."""
+        pipes and lifelines, the wake-up pipe) that a forked child must close."""
 
 
 def create_backend(name: str, context: Any) -> Backend:

@@ -40,7 +40,11 @@ class InlineWorker:
             os.close(done_write)
 
     def kill(self, *, force: bool) -> None:
-        self.connection.close()
+        if not self.connection.closed:
+            self.connection.close()
+
+    def private_fds(self) -> list[int]:
+        return []  # nothing is forked
 
     def reap(self) -> int | None:
         self._thread.join()

@@ -1,11 +1,16 @@
 """Workers as local processes, created through a multiprocessing context.
 
 Owns process creation, signalling and reaping. It honours whatever context the pool was given
-(fork, spawn, forkserver), so the user's start method and its rules apply unchanged.
+(fork, spawn, forkserver), so the user's start method and its rules apply unchanged. Each worker
+gets a lifeline: a pipe whose write end only the parent holds, so the worker sees EOF the moment
+the parent dies, however it dies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -18,21 +23,29 @@ _REAP_TIMEOUT = 5.0
 
 
 class LocalWorker:
-    def __init__(self, worker_id: int, process: Any, connection: Connection) -> None:
+    def __init__(self, worker_id: int, process: Any, connection: Connection,
+                 lifeline: Connection) -> None:
         self.worker_id = worker_id
         self.process = process
         self.connection = connection
+        self.lifeline = lifeline
         self.pid: int | None = process.pid
         self.sentinel = process.sentinel
 
     def kill(self, *, force: bool) -> None:
+        if self.process.exitcode is not None:
+            return
+        signum = signal.SIGKILL if force else signal.SIGTERM
         try:
-            if force:
-                self.process.kill()
-            else:
-                self.process.terminate()
-        except (OSError, ValueError):
-            pass  # already gone or already closed
+            # The worker leads its own process group: this reaches what its tasks started.
+            os.killpg(self.process.pid, signum)
+        except OSError:
+            # Not (yet) a group leader: the worker has not run setpgid; signal it alone.
+            with contextlib.suppress(OSError):  # already gone
+                os.kill(self.process.pid, signum)
+
+    def private_fds(self) -> list[int]:
+        return [self.connection.fileno(), self.lifeline.fileno()]
 
     def reap(self) -> int | None:
         self.process.join(_REAP_TIMEOUT)
@@ -41,6 +54,7 @@ class LocalWorker:
 
     def close(self) -> None:
         self.connection.close()
+        self.lifeline.close()  # a worker still alive now (it should not be) dies with this
         if self.process.exitcode is not None:
             self.process.close()
 
@@ -59,17 +73,24 @@ class LocalBackend:
         self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
     ) -> LocalWorker:
         parent_end, child_end = self._context.Pipe(duplex=True)
+        lifeline_read, lifeline_write = self._context.Pipe(duplex=False)
         # A forked child holds copies of every descriptor the parent has; it closes the
-        # parent's private ones (including its own pipe's parent end) first thing.
-        to_close = (*parent_fds, parent_end.fileno()) if self.inherits_memory else ()
+        # parent's private ones (including its own pipe's and lifeline's parent ends) first.
+        to_close = ((*parent_fds, parent_end.fileno(), lifeline_write.fileno())
+                    if self.inherits_memory else ())
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, init_payload, to_close),
+            args=(child_end, init_payload, to_close, lifeline_read),
             name=f"procpool-worker-{worker_id}",
             daemon=True,
         )
         try:
             process.start()
+        except BaseException:
+            parent_end.close()
+            lifeline_write.close()
+            raise
         finally:
             child_end.close()
-        return LocalWorker(worker_id, process, parent_end)
+            lifeline_read.close()
+        return LocalWorker(worker_id, process, parent_end, lifeline_write)

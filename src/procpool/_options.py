@@ -1,0 +1,104 @@
+"""Every knob procpool has beyond the stdlib's, validated once and documented once.
+
+Owns ``TaskPolicy`` (what happens to one task: timeout, retries) and ``WorkerPolicy`` (when a
+worker is replaced: tasks, memory, start-up time), and the checks that turn bad values into
+errors naming the option and a valid range. Pure data: faces build these, the scheduler reads
+them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ._errors import TaskTimeout, WorkerDied
+
+DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (WorkerDied, TaskTimeout)
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # "not given in this call: use the pool's setting"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPolicy:
+    """How one task is run; set on the pool, overridable per call.
+
+    ``timeout``: seconds a single item may run, counted from when a worker starts it; past
+    that its worker (and every process in the worker's process group) is killed and the item
+    fails with TaskTimeout. ``retries``: how many more times an item is run after a failure
+    listed in ``retry_on`` (worker death and task timeout by default; add exception classes
+    to retry those too).
+    """
+
+    timeout: float | None = None
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = DEFAULT_RETRY_ON
+
+    @property
+    def reports_each_item(self) -> bool:
+        # Timeouts and retries need to know which item a worker is on, so the worker reports
+        # every item as it finishes; without them, a chunk's results travel together (faster).
+        return self.timeout is not None or self.retries > 0
+
+    def override(self, timeout: Any = UNSET, retries: Any = UNSET,
+                 retry_on: Any = UNSET) -> TaskPolicy:
+        """This policy with the given per-call values replacing the pool's."""
+        changes: dict[str, Any] = {}
+        if timeout is not UNSET:
+            changes["timeout"] = check_seconds("task_timeout", timeout)
+        if retries is not UNSET:
+            changes["retries"] = check_count("retries", retries)
+        if retry_on is not UNSET:
+            changes["retry_on"] = check_retry_on(retry_on)
+        return replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPolicy:
+    """When a worker is replaced, and how long it may take to start."""
+
+    max_tasks: int | None = None  # chunks per worker (the stdlib's maxtasksperchild)
+    max_memory: int | None = None  # resident bytes after a chunk
+    initializer_timeout: float | None = None
+
+
+def check_seconds(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"{name} must be a positive, finite number of seconds or None, "
+                         f"not {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, not {value!r}")
+    return value
+
+
+def check_positive_int(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+    return value
+
+
+def check_retry_on(value: Any) -> tuple[type[BaseException], ...]:
+    classes = value if isinstance(value, tuple) else (value,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(
+                f"retry_on must be an exception class or a tuple of them, not {value!r}; "
+                "for example retry_on=(procpool.WorkerDied, procpool.TaskTimeout, OSError)"
+            )
+    return classes
