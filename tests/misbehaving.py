@@ -152,3 +152,66 @@ def initializer_second_fails(marker: str, started_fifo: str) -> None:
 def announce_then_return_big(started_fifo: str, release_fifo: str) -> bytes:
     announce_then_block(started_fifo, release_fifo)
     return b"x" * 2**21  # far more than a pipe buffer holds
+
+
+# ---- robustness vocabulary -------------------------------------------------------------------
+
+
+def hang(_: object = None) -> None:
+    threading.Event().wait()
+
+
+def hang_if(x: int, bad: int = 2) -> int:
+    if x == bad:
+        hang()
+    return x
+
+
+def ignore_sigterm_then_block(started_fifo: str, release_fifo: str) -> str:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return announce_then_block(started_fifo, release_fifo)
+
+
+def spawn_grandchild_then_hang(pid_fifo: str) -> None:
+    """Start a long-lived child process, tell the test its pid, then hang."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "1000"])
+    with open(pid_fifo, "w") as fifo:
+        fifo.write(str(child.pid))
+    hang()
+
+
+_held: list[bytearray] = []
+
+
+def allocate_and_hold(megabytes: int) -> int:
+    """Allocate and touch ``megabytes`` MiB, keep them for the worker's life; return the pid."""
+    block = bytearray(megabytes * 2**20)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    _held.append(block)
+    return os.getpid()
+
+
+def fail_until_attempt(counter_path: str, succeed_on: int, how: str = "exit") -> int:
+    """Count this attempt in a file; fail (die or raise) until attempt ``succeed_on``."""
+    fd = os.open(counter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, b".")
+    os.close(fd)
+    attempt = os.path.getsize(counter_path)
+    if attempt < succeed_on:
+        if how == "exit":
+            os._exit(1)
+        raise ValueError(f"attempt {attempt} failed")
+    return attempt
+
+
+def leave_a_thread_running(_: object = None) -> str:
+    """Start a non-daemon thread that never ends: the interpreter waits for it at exit."""
+    threading.Thread(target=hang, daemon=False).start()
+    return "left a thread running"
+
+
+def initializer_that_hangs() -> None:
+    hang()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
+from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._scheduler import (
     BreakPool,
     Death,
@@ -14,8 +16,6 @@ from procpool._scheduler import (
     StartWorker,
     StopWorker,
 )
-from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
-from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._task import CallMode, Chunk, TaskFunction
 
 FUNCTION = TaskFunction(0, b"")

@@ -12,6 +12,7 @@ from ._errors import (
     RemoteError,
     ResultSerializationError,
     SerializationError,
+    TaskTimeout,
     TimeoutError,
     WorkerDied,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "RemoteError",
     "ResultSerializationError",
     "SerializationError",
+    "TaskTimeout",
     "TimeoutError",
     "WorkerDied",
 ]

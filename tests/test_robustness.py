@@ -1,0 +1,326 @@
+"""Timeouts that kill, retries, recycling, orphan-proof workers, Ctrl-C and shutdown.
+
+Real processes on fork and spawn; tasks and tests synchronise through FIFOs. Waits that must end
+on their own (a process exiting) are bounded with psutil's wait, never with sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import procpool
+from procpool import _dispatcher
+
+import misbehaving as mb
+
+TESTS = Path(__file__).parent
+
+
+def _gone(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Wait up to ``timeout`` for every pid to exit; return the ones still alive."""
+    processes = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            processes.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _read_pid(fifo: str) -> int:
+    with open(fifo) as pipe:
+        return int(pipe.read())
+
+
+# ---- task timeouts -----------------------------------------------------------------------------
+
+
+def test_task_timeout_kills_the_task_and_everything_it_started(
+    start_method: str, tmp_path: Path
+) -> None:
+    pid_fifo = str(tmp_path / "grandchild")
+    os.mkfifo(pid_fifo)
+    with procpool.Pool(2, context=start_method) as pool:
+        hung = pool.apply_async(mb.spawn_grandchild_then_hang, (pid_fifo,), task_timeout=0.5)
+        grandchild = _read_pid(pid_fifo)
+        other = pool.map_async(mb.square, range(20))
+        with pytest.raises(procpool.TaskTimeout) as info:
+            hung.get(timeout=30)
+        error = info.value
+        assert error.timeout == 0.5 and "spawn_grandchild_then_hang() item 0" in str(error)
+        assert not isinstance(error, procpool.TimeoutError)  # not a *waiting* timeout
+        assert _gone([error.pid, grandchild]) == []
+        assert other.get(timeout=30) == [x * x for x in range(20)]
+        assert pool.map(mb.square, range(5)) == [0, 1, 4, 9, 16]  # replaced, still serving
+
+
+def test_timeout_counts_from_when_the_task_starts(start_method: str, fifos: Any) -> None:
+    with procpool.Pool(1, context=start_method, task_timeout=0.3) as pool:
+        blocker = pool.apply_async(mb.announce_then_block, (fifos.started, fifos.release),
+                                   task_timeout=None)
+        queued = pool.apply_async(mb.square, (4,))
+        fifos.wait_started()
+        # The queued task waits longer than its timeout (proven by this waiting timeout)...
+        with pytest.raises(procpool.TimeoutError):
+            queued.get(timeout=0.6)
+        fifos.release_task()
+        # ...and still runs, because only running time counts.
+        assert blocker.get(timeout=30) == "released"
+        assert queued.get(timeout=30) == 16
+
+
+def test_a_timeout_in_a_chunk_fails_only_that_item(start_method: str) -> None:
+    with procpool.Pool(2, context=start_method) as pool:
+        iterator = pool.imap(mb.hang_if, range(8), chunksize=4, task_timeout=0.5)
+        outcomes = []
+        for _ in range(8):
+            try:
+                outcomes.append(iterator.next(timeout=30))
+            except procpool.TaskTimeout as error:
+                outcomes.append(error)
+    assert [o for o in outcomes if not isinstance(o, Exception)] == [0, 1, 3, 4, 5, 6, 7]
+    assert isinstance(outcomes[2], procpool.TaskTimeout)
+    assert "hang_if() item 2" in str(outcomes[2])
+
+
+def test_terminate_kills_tasks_that_ignore_sigterm(start_method: str, fifos: Any) -> None:
+    pool = procpool.Pool(1, context=start_method)
+    result = pool.apply_async(mb.ignore_sigterm_then_block, (fifos.started, fifos.release))
+    fifos.wait_started()
+    pids = [w.pid for w in pool._pool]
+    pool.terminate()  # SIGTERM is ignored; SIGKILL follows after the grace period
+    with pytest.raises(procpool.PoolTerminated):
+        result.get(timeout=30)
+    assert _gone([p for p in pids if p]) == []
+
+
+# ---- retries -----------------------------------------------------------------------------------
+
+
+def test_retries_recover_from_worker_deaths(start_method: str, tmp_path: Path) -> None:
+    counter = str(tmp_path / "attempts")
+    with procpool.Pool(2, context=start_method, retries=2) as pool:
+        assert pool.apply(mb.fail_until_attempt, (counter, 3)) == 3
+
+
+def test_the_final_error_says_how_many_attempts_were_made(
+    start_method: str, tmp_path: Path
+) -> None:
+    counter = str(tmp_path / "attempts")
+    with procpool.Pool(2, context=start_method) as pool:
+        with pytest.raises(procpool.WorkerDied, match="tried 2 times") as info:
+            pool.apply(mb.fail_until_attempt, (counter, 99), retries=1)
+    assert info.value.attempts == 2
+    assert os.path.getsize(counter) == 2
+
+
+def test_ordinary_exceptions_are_retried_only_when_asked(tmp_path: Path) -> None:
+    once, many = str(tmp_path / "once"), str(tmp_path / "many")
+    with procpool.Pool(2) as pool:
+        with pytest.raises(ValueError, match="attempt 1 failed"):
+            pool.apply(mb.fail_until_attempt, (once, 99, "raise"), retries=3)
+        assert os.path.getsize(once) == 1
+        with pytest.raises(ValueError, match="attempt 4 failed") as info:
+            pool.apply(mb.fail_until_attempt, (many, 99, "raise"), retries=3,
+                       retry_on=ValueError)
+        assert os.path.getsize(many) == 4
+        if sys.version_info >= (3, 11):
+            assert "failed on each of 4 attempts" in " ".join(info.value.__notes__)
+        counter = str(tmp_path / "map")
+        task = functools.partial(mb.fail_until_attempt, counter, 3)
+        assert pool.map(task, ["raise"], retries=2, retry_on=ValueError) == [3]
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+
+def test_a_worker_over_its_memory_limit_is_replaced(start_method: str) -> None:
+    with procpool.Pool(1, context=start_method, max_memory_per_child=150 * 2**20) as pool:
+        small = pool.apply(mb.allocate_and_hold, (1,))
+        assert pool.apply(mb.allocate_and_hold, (1,)) == small  # under the limit: same worker
+        big = pool.apply(mb.allocate_and_hold, (200,))
+        assert big == small  # the limit is checked after a task...
+        assert pool.apply(mb.pid_of_worker) != big  # ...and the next one gets a fresh worker
+        assert _gone([big]) == []
+
+
+def test_a_killed_worker_reports_its_peak_memory(start_method: str) -> None:
+    with procpool.Pool(1, context=start_method) as pool:
+        pool.apply(mb.allocate_and_hold, (120,))
+        with pytest.raises(procpool.WorkerDied) as info:
+            pool.apply(mb.kill_self)
+    assert info.value.peak_rss is not None and info.value.peak_rss >= 120 * 2**20
+    assert "peak resident memory" in str(info.value)
+
+
+# ---- start-up and exit ---------------------------------------------------------------------------
+
+
+def test_a_hung_initializer_breaks_the_pool_after_its_timeout(start_method: str) -> None:
+    with procpool.Pool(2, mb.initializer_that_hangs, context=start_method,
+                       initializer_timeout=0.5) as pool:
+        with pytest.raises(procpool.InitializerFailed, match=r"initializer_timeout=0\.5"):
+            pool.map(mb.square, range(4))
+
+
+def test_a_worker_that_will_not_exit_is_killed_on_close(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_dispatcher, "RETIRE_TIMEOUT", 0.3)
+    pool = procpool.Pool(1, context=start_method)
+    assert pool.apply(mb.leave_a_thread_running) == "left a thread running"
+    pids = [w.pid for w in pool._pool]
+    pool.close()
+    pool.join()  # the worker waits for its thread at exit; it is killed after RETIRE_TIMEOUT
+    assert _gone([p for p in pids if p]) == []
+
+
+# ---- the parent dies, or is interrupted ----------------------------------------------------------
+
+PARENT_SCRIPT = textwrap.dedent("""
+    import json, sys, threading
+    import misbehaving as mb
+    import procpool
+
+    if __name__ == "__main__":
+        pool = procpool.Pool(2, context=sys.argv[1])
+        busy = pool.apply_async(mb.spawn_grandchild_then_hang, (sys.argv[2],))
+        print(json.dumps([w.pid for w in pool._pool]), flush=True)
+        threading.Event().wait()
+""")
+
+
+def test_workers_and_their_children_die_with_a_killed_parent(
+    start_method: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT_SCRIPT)
+    pid_fifo = str(tmp_path / "grandchild")
+    os.mkfifo(pid_fifo)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), start_method, pid_fifo], stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )
+    try:
+        assert parent.stdout is not None
+        workers = json.loads(parent.stdout.readline())
+        grandchild = _read_pid(pid_fifo)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        # One busy worker, one idle, and the busy one's child: all gone, none left to init.
+        assert _gone([*workers, grandchild], timeout=5) == []
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout:
+            parent.stdout.close()
+
+
+INTERRUPT_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import misbehaving as mb
+    import procpool
+
+    if __name__ == "__main__":
+        pool = procpool.Pool(2, context=sys.argv[1])
+        print(json.dumps([w.pid for w in pool._pool]), flush=True)
+        try:
+            fifos = (sys.argv[2], sys.argv[3])  # nobody ever writes to the second one
+            pool.starmap(mb.announce_then_block, [fifos, fifos], chunksize=1)
+        except KeyboardInterrupt:
+            print("interrupted", repr(pool), flush=True)
+            sys.exit(130)
+""")
+
+
+def test_one_ctrl_c_stops_everything_and_leaves_nothing(
+    start_method: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "interrupt.py"
+    script.write_text(INTERRUPT_SCRIPT)
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    os.mkfifo(started)
+    os.mkfifo(release)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), start_method, started, release], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(TESTS)},
+    )
+    try:
+        assert parent.stdout is not None
+        workers = json.loads(parent.stdout.readline())
+        with open(started) as fifo:  # both tasks are running: map is waiting
+            fifo.read()
+        parent.send_signal(signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground
+        stdout, stderr = parent.communicate(timeout=30)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert parent.returncode == 130, stderr
+    assert "interrupted <procpool.Pool state=TERMINATE" in stdout
+    assert "Traceback" not in stderr  # nothing from the workers either
+    assert _gone(workers, timeout=5) == []
+
+
+def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(tmp_path: Path) -> None:
+    script = tmp_path / "exit.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import misbehaving as mb
+        import procpool
+
+        if __name__ == "__main__":
+            pool = procpool.Pool(1)
+            pool.apply_async(mb.ignore_sigterm_then_block, (sys.argv[1], sys.argv[2]))
+            with open(sys.argv[1]) as fifo:
+                fifo.read()
+            print("leaving with the pool open", flush=True)
+    """))
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    os.mkfifo(started)
+    os.mkfifo(release)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, str(script), started, release], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(TESTS)})
+    assert done.returncode == 0, done.stderr
+    assert "leaving with the pool open" in done.stdout
+    assert time.monotonic() - began < 30  # bounded: SIGKILL after the grace period
+
+
+# ---- option checking -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, error, match",
+    [
+        ({"task_timeout": 0}, ValueError, "task_timeout must be a positive"),
+        ({"task_timeout": "5"}, TypeError, "task_timeout must be a number"),
+        ({"retries": -1}, ValueError, "retries must be a whole number"),
+        ({"retry_on": "oops"}, TypeError, "retry_on must be an exception class"),
+        ({"max_memory_per_child": 0}, ValueError, "max_memory_per_child must be a positive"),
+        ({"initializer_timeout": float("inf")}, ValueError, "initializer_timeout must be"),
+    ],
+)
+def test_bad_options_are_rejected_with_the_option_named(
+    options: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        procpool.Pool(1, **options)
+    with procpool.Pool(1) as pool:
+        per_call = {k: v for k, v in options.items() if k in ("task_timeout", "retries",
+                                                              "retry_on")}
+        if per_call:
+            with pytest.raises(error, match=match):
+                pool.apply_async(mb.square, (1,), **per_call)
+        assert pool.apply(mb.square, (3,)) == 9
