@@ -7,27 +7,16 @@ the pool's lifecycle state. Scheduling, workers and failures belong to the dispa
 
 from __future__ import annotations
 
-import copy
 import itertools
 import multiprocessing
 import threading
 import warnings
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from ._backends import create_backend
-from ._codec import add_note, dumps, dumps_callable, short_repr
-from ._dispatcher import Dispatcher
-from ._options import (
-    DEFAULT_RETRY_ON,
-    UNSET,
-    TaskPolicy,
-    WorkerPolicy,
-    check_positive_int,
-    check_seconds,
-)
+from ._engine import Engine, WorkerView, cpu_count, name_of
+from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy
 from ._results import (
     ApplyResult,
     CallbackRunner,
@@ -37,7 +26,7 @@ from ._results import (
     StreamJob,
     Window,
 )
-from ._task import CallMode, Chunk, ChunkSink, TaskFunction, next_id
+from ._task import CallMode, TaskFunction
 
 T = TypeVar("T")
 
@@ -47,9 +36,6 @@ _get_context = multiprocessing.get_context
 
 # A stream may run this many chunks per worker ahead of its consumer (imap's default bound).
 STREAM_CHUNKS_PER_WORKER = 4
-
-# How many by-reference task functions keep their pickle cached across calls.
-_FUNCTION_CACHE_SIZE = 256
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"  # the stdlib's state names
 
@@ -99,7 +85,7 @@ class Pool:
         # Set first: __del__ must work even if a check below raises.
         self._state = TERMINATE
         if processes is None:
-            processes = _cpu_count()
+            processes = cpu_count()
         if not isinstance(processes, int) or isinstance(processes, bool):
             raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
         if processes < 1:
@@ -110,12 +96,6 @@ class Pool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        self._policy = TaskPolicy().override(task_timeout, retries, retry_on)
-        worker_policy = WorkerPolicy(
-            max_tasks=maxtasksperchild,
-            max_memory=check_positive_int("max_memory_per_child", max_memory_per_child),
-            initializer_timeout=check_seconds("initializer_timeout", initializer_timeout),
-        )
         if context is None or isinstance(context, str):
             context = _get_context(context)
         self._ctx = context
@@ -123,14 +103,13 @@ class Pool:
         self._callbacks = CallbackRunner()
         self._streams: weakref.WeakSet[Window] = weakref.WeakSet()
         self._state_lock = threading.Lock()
-        self._function_cache: OrderedDict[Any, TaskFunction] = OrderedDict()
-        self._dispatcher = Dispatcher(
-            create_backend(backend, context),
-            processes,
-            initializer,
-            initargs,
-            worker_policy,
+        self._engine = Engine(
+            processes=processes, initializer=initializer, initargs=initargs, context=context,
+            backend=backend, max_tasks=maxtasksperchild, task_timeout=task_timeout,
+            retries=retries, retry_on=retry_on, max_memory_per_child=max_memory_per_child,
+            initializer_timeout=initializer_timeout,
         )
+        self._dispatcher = self._engine.dispatcher
         self._state = RUN
 
     # ---- single calls ------------------------------------------------------------------------
@@ -156,14 +135,14 @@ class Pool:
     ) -> ApplyResult[T]:
         """Start ``func(*args, **kwds)`` in a worker; return an AsyncResult at once."""
         self._check_accepting()
-        policy = self._policy.override(task_timeout, retries, retry_on)
+        policy = self._engine.policy.override(task_timeout, retries, retry_on)
         result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback,
                                              self._interrupted)
         item = (tuple(args), dict(kwds or {}))
-        function = self._task_function(func, result)
+        function = self._engine.task_function(func, result.fail)
         if function is not None:
-            chunk = self._make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
-                                     _name(func), policy)
+            chunk = self._engine.make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
+                                     name_of(func), policy)
             if chunk is not None:
                 self._dispatcher.submit([chunk])
         return result
@@ -222,7 +201,7 @@ class Pool:
         retry_on: Any = UNSET,
     ) -> MapResult[T]:
         self._check_accepting()
-        policy = self._policy.override(task_timeout, retries, retry_on)
+        policy = self._engine.policy.override(task_timeout, retries, retry_on)
         items = iterable if isinstance(iterable, list) else list(iterable)
         if chunksize is None:
             # The stdlib's rule: about four chunks per worker.
@@ -232,13 +211,14 @@ class Pool:
             _check_chunksize(chunksize)
         result: MapResult[T] = MapResult(len(items), self._callbacks, callback, error_callback,
                                          self._interrupted)
-        function = self._task_function(func, result) if items else None
+        function = self._engine.task_function(func, result.fail) if items else None
         if function is None:
             return result  # empty input (already complete), or the function failed it
         chunks = []
+        name = name_of(func)
         for start in range(0, len(items), chunksize):
             batch = items[start : start + chunksize]
-            chunk = self._make_chunk(function, batch, mode, start, result, _name(func), policy)
+            chunk = self._engine.make_chunk(function, batch, mode, start, result, name, policy)
             if chunk is None:
                 return result  # an argument could not be pickled: the map has failed already
             chunks.append(chunk)
@@ -267,7 +247,7 @@ class Pool:
               buffersize: int | None, *, ordered: bool, task_timeout: Any = UNSET,
               retries: Any = UNSET, retry_on: Any = UNSET) -> IMapIterator[T]:
         self._check_accepting()
-        policy = self._policy.override(task_timeout, retries, retry_on)
+        policy = self._engine.policy.override(task_timeout, retries, retry_on)
         _check_chunksize(chunksize)
         if buffersize is None:
             buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
@@ -277,7 +257,8 @@ class Pool:
         window = Window(buffersize * chunksize)
         job = StreamJob(ordered, window, self._interrupted)
         cls = IMapIterator if ordered else IMapUnorderedIterator
-        function = self._task_function(func, job)
+        function = self._engine.task_function(
+            func, lambda error: job.input_finished(0, error))
         if function is None:
             return cls(job)  # the function cannot be sent: the stream yields that error once
         self._streams.add(window)
@@ -286,7 +267,7 @@ class Pool:
             window.lift()  # close() raced with us: the input must still be read to the end
         threading.Thread(
             target=self._feed,
-            args=(function, iterator, chunksize, job, _name(func), policy),
+            args=(function, iterator, chunksize, job, name_of(func), policy),
             name="procpool-feeder",
             daemon=True,
         ).start()
@@ -301,7 +282,7 @@ class Pool:
                 batch = list(itertools.islice(iterator, chunksize))
                 if not batch or not job.window.acquire(len(batch)):
                     break
-                chunk = self._make_chunk(function, batch, CallMode.ONE_ARG, index, job, name,
+                chunk = self._engine.make_chunk(function, batch, CallMode.ONE_ARG, index, job, name,
                                          policy)
                 if chunk is not None:
                     self._dispatcher.submit([chunk])
@@ -371,7 +352,7 @@ class Pool:
     @property
     def _pool(self) -> list[Any]:
         # Some stdlib-era code counts workers with len(pool._pool).
-        return [_WorkerView(pid) for pid in self._dispatcher.worker_pids()]
+        return [WorkerView(pid) for pid in self._dispatcher.worker_pids()]
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -382,114 +363,11 @@ class Pool:
     def _check_accepting(self) -> None:
         """Before a submission: the pool must be running and not broken."""
         self._check_running()
-        broken = self._dispatcher.broken
-        if broken is not None:
-            # A fresh instance each time: re-raising one stored instance grows its traceback.
-            error = copy.copy(broken)
-            error.__cause__ = broken.__cause__
-            raise error
-
-    def _task_function(
-        self, func: Callable[..., Any], failed: ApplyResult[Any] | MapResult[Any] | StreamJob
-    ) -> TaskFunction | None:
-        """The pickled function, reused while it names the same importable object.
-
-        If it cannot be pickled, ``failed`` gets the pickler's exception (raised from ``get()``
-        or the first ``next()``, as with the stdlib) and None is returned.
-        """
-        try:
-            with self._state_lock:
-                cached = self._function_cache.get(func)
-                if cached is not None:
-                    self._function_cache.move_to_end(func)
-                    return cached
-        except TypeError:
-            pass  # unhashable callable: pickle it every time
-        try:
-            payload, by_reference = dumps_callable(
-                func, inherits_memory=self._dispatcher.inherits_memory
-            )
-        except Exception as exc:
-            add_note(exc, f"procpool: cannot send the function {short_repr(func)} to a worker "
-                          f"process. {_PICKLING_ADVICE}")
-            if isinstance(failed, StreamJob):
-                failed.input_finished(0, exc)
-            else:
-                failed.fail(exc)
-            return None
-        function = TaskFunction(next_id(), payload)
-        if by_reference:
-            with self._state_lock:
-                self._function_cache[func] = function
-                if len(self._function_cache) > _FUNCTION_CACHE_SIZE:
-                    self._function_cache.popitem(last=False)
-        return function
-
-    def _make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
-                    first_index: int, sink: ChunkSink, name: str,
-                    policy: TaskPolicy) -> Chunk | None:
-        """Pickle the items into a chunk; if they cannot be pickled, fail the sink and say so."""
-        try:
-            payload = dumps(items)
-        except Exception as exc:
-            payload = b""
-            error: BaseException | None = _argument_error(items, first_index, exc)
-        else:
-            error = None
-        chunk = Chunk(next_id(), function, payload, mode, first_index, len(items), sink, name,
-                      policy)
+        error = self._engine.broken_error()
         if error is not None:
-            sink.chunk_failed(chunk, error)
-            return None
-        return chunk
-
-
-class _WorkerView:
-    """What ``pool._pool`` entries offer: a pid."""
-
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-
-    def is_alive(self) -> bool:
-        return self.pid is not None
-
-
-_PICKLING_ADVICE = (
-    "Pass picklable objects (module-level functions, plain data), or create the resource "
-    "inside the task or the pool initializer."
-)
-
-
-def _argument_error(items: list[Any], first_index: int, exc: Exception) -> BaseException:
-    """The pickler's own exception (the type the stdlib raises), with a note naming the item."""
-    for offset, item in enumerate(items):
-        try:
-            dumps(item)
-        except Exception as item_exc:
-            return add_note(item_exc, f"procpool: cannot send the arguments of item "
-                                      f"{first_index + offset} ({short_repr(item)}) to a worker "
-                                      f"process. {_PICKLING_ADVICE}")
-    return add_note(exc, f"procpool: cannot send the arguments to a worker process. "
-                         f"{_PICKLING_ADVICE}")
+            raise error
 
 
 def _check_chunksize(chunksize: object) -> None:
     if not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
-
-
-def _cpu_count() -> int:
-    import os
-
-    if hasattr(os, "process_cpu_count"):  # 3.13+: honours the CPU affinity mask
-        return os.process_cpu_count() or 1
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _name(func: Callable[..., Any]) -> str:
-    return getattr(func, "__qualname__", None) or type(func).__qualname__
-
-
