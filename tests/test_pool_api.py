@@ -488,3 +488,16 @@ def test_a_function_the_worker_cannot_import_fails_clearly() -> None:
             assert pool.map(mb.square, [2]) == [4]
     finally:
         del sys.modules["procpool_ghost_module"]
+
+
+def test_pools_recycling_workers_at_once_do_not_break_each_other() -> None:
+    # Starting a process in one thread while another thread closes one used to crash
+    # Process.start() (multiprocessing.process._cleanup races with Process.close()).
+    pools = [procpool.Pool(2, maxtasksperchild=1) for _ in range(3)]
+    try:
+        results = [pool.map_async(mb.square, range(60), chunksize=1) for pool in pools]
+        for result in results:
+            assert result.get(timeout=60) == [x * x for x in range(60)]
+    finally:
+        for pool in pools:
+            pool.terminate()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -55,11 +56,21 @@ class LocalWorker:
     def close(self) -> None:
         self.connection.close()
         self.lifeline.close()  # a worker still alive now (it should not be) dies with this
-        if self.process.exitcode is not None:
-            self.process.close()
+        # Not process.close(): it sets process._popen to None, and Process.start() in any other
+        # thread iterates every child calling p._popen.poll() (multiprocessing.process._cleanup)
+        # and would crash on it, breaking another pool that is starting a worker just then.
+        # The reaped process leaves multiprocessing's registry by itself; its descriptors
+        # close when this handle is dropped.
 
     def __repr__(self) -> str:
         return f"<LocalWorker {self.worker_id} pid={self.pid}>"
+
+
+# Every pool's dispatcher starts workers from its own thread. A fork in one thread while
+# another thread is between creating a child's pipes and closing the parent's copies of the
+# child's ends would hand those ends to the wrong child: a dead worker's sentinel would then
+# not fire until that other child exits, and pipes would not reach EOF. One start at a time.
+_START_LOCK = threading.Lock()
 
 
 class LocalBackend:
@@ -70,6 +81,12 @@ class LocalBackend:
         self.inherits_memory = context.get_start_method() == "fork"
 
     def start_worker(
+        self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
+    ) -> LocalWorker:
+        with _START_LOCK:
+            return self._start_worker(worker_id, init_payload, parent_fds)
+
+    def _start_worker(
         self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
     ) -> LocalWorker:
         parent_end, child_end = self._context.Pipe(duplex=True)
