@@ -22,6 +22,9 @@ FUNCTION = TaskFunction(0, b"")
 
 
 class _NullSink:
+    def chunk_starting(self, chunk: Chunk) -> bool:
+        return True
+
     def chunk_done(self, *args: Any) -> None:
         pass
 
@@ -247,3 +250,26 @@ def test_a_death_before_ready_breaks_the_pool() -> None:
     (action,) = scheduler.worker_lost(0, Death(5, 3), 1.0)
     assert isinstance(action, BreakPool) and "died during start-up, exit code 3" in str(
         action.error)
+
+
+def test_a_worker_sentenced_to_die_gets_no_new_work() -> None:
+    # The kill is ordered, but the worker's reply for the chunk it just finished arrives
+    # first: it must not be handed the next chunk, which the kill would then take down.
+    scheduler = started(Scheduler(1))
+    first, second = chunk(0), chunk(1)
+    scheduler.submit([first, second], 0.0)
+    assert scheduler.cancel(first) == [KillWorker(0)]
+    done, actions = scheduler.chunk_done(0, 0, 1.0)
+    assert done is first and sends(actions) == []
+    actions = scheduler.worker_lost(0, DEATH, 1.1)
+    assert not any(isinstance(a, FailChunk) for a in actions)  # the cancel was expected
+    assert actions[0] == StartWorker(1) and sends(actions) == [(1, 1)]
+
+
+def test_cancel_drops_a_pending_chunk_without_killing() -> None:
+    scheduler = started(Scheduler(1))
+    first, second = chunk(0), chunk(1)
+    scheduler.submit([first, second], 0.0)
+    assert scheduler.cancel(second) == []
+    _, actions = scheduler.chunk_done(0, 0, 1.0)
+    assert sends(actions) == []

@@ -1,7 +1,8 @@
 """procpool: a process pool that never hangs, says why a worker died, and keeps serving.
 
 The public names live here; everything else is private (underscored modules). ``procpool.Pool``
-is a drop-in for ``multiprocessing.Pool``.
+is a drop-in for ``multiprocessing.Pool``, ``procpool.ProcessPoolExecutor`` for
+``concurrent.futures.ProcessPoolExecutor``; both run on the same engine.
 """
 
 from ._errors import (
@@ -16,6 +17,7 @@ from ._errors import (
     TimeoutError,
     WorkerDied,
 )
+from ._executor import ProcessFuture, ProcessPoolExecutor
 from ._pool import Pool
 from ._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
 
@@ -29,6 +31,8 @@ __all__ = [
     "Pool",
     "PoolBroken",
     "PoolTerminated",
+    "ProcessFuture",
+    "ProcessPoolExecutor",
     "ProcpoolError",
     "RemoteError",
     "ResultSerializationError",

@@ -87,10 +87,15 @@ class _Close:
 
 @dataclass(frozen=True, slots=True)
 class _Terminate:
-    pass
+    force: bool = False  # SIGKILL at once instead of SIGTERM first
 
 
-_Command = _Submit | _StreamOpened | _StreamClosed | _Close | _Terminate
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    chunk: Chunk
+
+
+_Command = _Submit | _StreamOpened | _StreamClosed | _Close | _Terminate | _Cancel
 
 
 class Dispatcher:
@@ -107,8 +112,13 @@ class Dispatcher:
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         worker_policy: WorkerPolicy | None = None,
+        *,
+        finish_at_exit: bool = False,
     ) -> None:
         self._backend = backend
+        # At interpreter exit: finish the submitted work (the executor's contract) or
+        # terminate (the Pool's).
+        self.finish_at_exit = finish_at_exit
         self._scheduler = Scheduler(processes, worker_policy, split=_split_chunk)
         self._init_payload = _initializer_payload(initializer, tuple(initargs), backend)
         # --- shared with caller threads, under _lock
@@ -166,9 +176,14 @@ class Dispatcher:
         """Finish every submitted chunk, then stop the workers and the dispatcher thread."""
         self._post(_Close())
 
-    def terminate(self) -> None:
-        """Fail everything not yet finished, kill the workers, end the dispatcher thread."""
-        self._post(_Terminate())
+    def terminate(self, *, force: bool = False) -> None:
+        """Fail everything not yet finished, kill the workers (SIGTERM, then SIGKILL after a
+        grace period; at once with ``force``), end the dispatcher thread."""
+        self._post(_Terminate(force))
+
+    def cancel(self, chunk: Chunk) -> None:
+        """Drop ``chunk`` if it has not started; kill its worker if it is running."""
+        self._post(_Cancel(chunk))
 
     def join(self, timeout: float | None = None) -> bool:
         if threading.current_thread() is self._thread:
@@ -268,8 +283,11 @@ class Dispatcher:
             elif isinstance(command, _Close):
                 self._carry_out_all(self._scheduler.close(now))
             elif isinstance(command, _Terminate):
-                self._break(PoolTerminated("the pool was terminated before this task finished"))
+                self._break(PoolTerminated("the pool was terminated before this task finished"),
+                            force=command.force)
                 self._carry_out_all(self._scheduler.close(now, abandon_streams=True))
+            elif isinstance(command, _Cancel):
+                self._carry_out_all(self._scheduler.cancel(command.chunk))
 
     def _receive(self, worker_id: int, handle: WorkerHandle) -> None:
         try:
@@ -337,20 +355,20 @@ class Dispatcher:
         self._release(handle)
         self._carry_out_all(self._scheduler.worker_lost(worker_id, death, time.monotonic()))
 
-    def _break(self, error: BaseException) -> None:
+    def _break(self, error: BaseException, *, force: bool = False) -> None:
         """Fail all work now and later, and end every worker (SIGTERM, then SIGKILL): a worker
         that is mid-chunk would otherwise finish it and block writing a result nobody reads."""
         self.broken = error
         self._carry_out_all(self._scheduler.break_pool(error))
-        self._kill_all()
+        self._kill_all(force=force)
 
-    def _kill_all(self) -> None:
+    def _kill_all(self, *, force: bool = False) -> None:
         handles = {**self._workers, **self._retiring}
         self._workers.clear()
         self._retiring.clear()
         self._retire_deadlines.clear()
         for handle in handles.values():
-            handle.kill(force=False)
+            handle.kill(force=force)
         alive = _wait_for_exit(handles.values(), TERMINATE_GRACE)
         for handle in alive:
             handle.kill(force=True)  # ignored SIGTERM
@@ -520,16 +538,20 @@ def _wait_for_exit(handles: Iterable[WorkerHandle], timeout: float) -> list[Work
     return list(pending.values())
 
 
-# Pools still running at interpreter exit are terminated before multiprocessing's own exit
-# handler joins their (daemon) workers: that join would hang on a task ignoring SIGTERM.
+# Pools still running at interpreter exit are ended before multiprocessing's own exit handler
+# joins their (daemon) workers: that join would hang on a task ignoring SIGTERM. Executors
+# first finish what was submitted, as the stdlib's do.
 _live_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
 
 @atexit.register
-def _terminate_live_pools() -> None:
+def _end_live_pools() -> None:
     # Only in the process that made them: a child forked by user code inherits copies.
     mine = [d for d in list(_live_dispatchers) if d._owner_pid == os.getpid()]
     for dispatcher in mine:
-        dispatcher.terminate()
+        if dispatcher.finish_at_exit:
+            dispatcher.close()
+        else:
+            dispatcher.terminate()
     for dispatcher in mine:
-        dispatcher.join(KILL_WAIT + TERMINATE_GRACE + 1)
+        dispatcher.join(None if dispatcher.finish_at_exit else KILL_WAIT + TERMINATE_GRACE + 1)

@@ -53,6 +53,7 @@ class Engine:
         retry_on: Any,
         max_memory_per_child: Any,
         initializer_timeout: Any,
+        finish_at_exit: bool = False,
     ) -> None:
         self.policy = TaskPolicy(
             timeout=check_seconds("task_timeout", task_timeout),
@@ -67,7 +68,8 @@ class Engine:
         self._lock = threading.Lock()
         self._functions: OrderedDict[Any, TaskFunction] = OrderedDict()
         self.dispatcher = Dispatcher(
-            create_backend(backend, context), processes, initializer, initargs, worker_policy
+            create_backend(backend, context), processes, initializer, initargs, worker_policy,
+            finish_at_exit=finish_at_exit,
         )
 
     def broken_error(self) -> BaseException | None:

@@ -12,7 +12,7 @@ a process boundary or a results file.
           |                                     worker was killed (not a *waiting* timeout)
           +-- PoolBroken  (+ BrokenProcessPool) the pool cannot run anything any more
           |    +-- InitializerFailed            ... because the worker initializer failed
-          +-- PoolTerminated                    the task was dropped by terminate()
+          +-- PoolTerminated  (+ BrokenProcessPool) the task was dropped by terminate()
           +-- SerializationError (+ pickle.PicklingError)
           |    |                                a worker could not unpickle a function or its
           |    |                                arguments (pickling failures in the parent raise
@@ -186,8 +186,9 @@ class InitializerFailed(PoolBroken):
         return (type(self), (self.detail,))
 
 
-class PoolTerminated(ProcpoolError):
-    """The pool was terminated before this task could finish."""
+class PoolTerminated(ProcpoolError, BrokenProcessPool):
+    """The pool was terminated before this task could finish (``terminate()``,
+    ``terminate_workers()``, ``kill_workers()``, Ctrl-C)."""
 
     __module__ = "procpool"
 

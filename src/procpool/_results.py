@@ -9,6 +9,8 @@ in caller threads.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import queue
 import threading
@@ -113,6 +115,9 @@ class _AsyncResultBase(Generic[T]):
         if self._success:
             return self._value  # type: ignore[no-any-return]
         raise self._value
+
+    def chunk_starting(self, chunk: Chunk) -> bool:
+        return True
 
     def fail(self, error: BaseException) -> None:
         """Fail the whole result before anything was submitted (e.g. unpicklable function)."""
@@ -263,8 +268,12 @@ class StreamJob:
         self._handed_out = 0
         self._length: int | None = None  # known once the input is exhausted
         self._abandoned = False
+        self._listeners: list[Callable[[], object]] = []  # async consumers waiting to be woken
 
     # ---- producers (dispatcher and feeder threads) ----
+
+    def chunk_starting(self, chunk: Chunk) -> bool:
+        return not self._abandoned  # nobody reads an abandoned stream: do not run its work
 
     def chunk_done(
         self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
@@ -288,6 +297,9 @@ class StreamJob:
             else:
                 self._arrival_order.extend(outcomes)
             self._condition.notify_all()
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
 
     def input_finished(self, length: int, error: BaseException | None = None) -> None:
         """The feeder read ``length`` items; ``error`` is what the input iterator raised."""
@@ -298,6 +310,9 @@ class StreamJob:
                 length += 1
             self._length = length
             self._condition.notify_all()
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
 
     def _arrive_unlocked(self, index: int, outcome: tuple[bool, Any]) -> None:
         if self.ordered:
@@ -327,6 +342,17 @@ class StreamJob:
         if success:
             return value
         raise value
+
+    def call_when_ready(self, listener: Callable[[], object]) -> None:
+        """Call ``listener`` once next() can answer without waiting (now, if it already can).
+
+        Called from whichever thread delivers; asyncio consumers pass a thread-safe wake-up.
+        """
+        with self._condition:
+            if not self._can_hand_out():
+                self._listeners.append(listener)
+                return
+        listener()
 
     def _can_hand_out(self) -> bool:
         if self._length is not None and self._handed_out >= self._length:
@@ -366,9 +392,32 @@ class IMapIterator(Generic[T]):
 
     __next__ = next
 
+    def __aiter__(self) -> IMapIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        """``async for result in pool.imap(...)``: waits without blocking the event loop and
+        without a thread: the delivering thread wakes the loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return self._job.next(timeout=0)  # type: ignore[no-any-return]
+            except StopIteration:
+                raise StopAsyncIteration from None
+            except TimeoutError:
+                pass  # nothing yet: wait for the next delivery
+            woken: asyncio.Future[None] = loop.create_future()
+            self._job.call_when_ready(functools.partial(loop.call_soon_threadsafe, _wake, woken))
+            await woken
+
     def __repr__(self) -> str:
         kind = "ordered" if self._job.ordered else "unordered"
         return f"<procpool.IMapIterator {kind}>"
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class IMapUnorderedIterator(IMapIterator[T]):

@@ -86,6 +86,10 @@ class _WorkerSlot:
     deadline: float | None = None  # the running item's timeout, or the initializer's
     timed_out: bool = False
     ready: bool = False
+    cancelled: bool = False  # its chunk was cancelled while running: the death is expected
+    # A kill was ordered (timeout, cancel). The worker may still report the chunk it was
+    # finishing as the signal lands, but it must never be given another one.
+    doomed: bool = False
     chunks_done: int = 0
 
 
@@ -176,6 +180,8 @@ class Scheduler:
         assert chunk is not None, f"worker {worker_id} reported a chunk it was not given"
         slot.running, slot.position, slot.deadline = None, 0, None
         slot.chunks_done += 1
+        if slot.doomed:
+            return chunk, self._dispatch(now)  # its death is on the way; no more work for it
         policy = self.worker_policy
         actions: list[Action] = []
         if (policy.max_tasks is not None and slot.chunks_done >= policy.max_tasks) or (
@@ -189,6 +195,18 @@ class Scheduler:
             self._idle.append(worker_id)
         actions += self._dispatch(now)
         return chunk, actions
+
+    def cancel(self, chunk: Chunk) -> list[Action]:
+        """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running."""
+        if chunk in self.pending:
+            self.pending.remove(chunk)
+            return []
+        for worker_id, slot in self.workers.items():
+            if slot.running is chunk and not slot.doomed:
+                slot.cancelled = slot.doomed = True
+                slot.deadline = None
+                return [KillWorker(worker_id)]
+        return []  # finished already
 
     def retry_item(self, chunk: Chunk, position: int, now: float) -> list[Action]:
         """Run item ``position`` of ``chunk`` again (the caller checked should_retry)."""
@@ -207,7 +225,7 @@ class Scheduler:
                 return [BreakPool(InitializerFailed(
                     f"a worker did not finish starting up within initializer_timeout={limit:g} s"
                 ))]
-            slot.timed_out = True
+            slot.timed_out = slot.doomed = True
             actions.append(KillWorker(worker_id))
         return actions
 
@@ -226,7 +244,7 @@ class Scheduler:
             ))]
         actions: list[Action] = []
         chunk = slot.running
-        if chunk is not None:
+        if chunk is not None and not slot.cancelled:
             actions += self._chunk_lost(chunk, slot, death)
         if self.broken is None and (not self.closing or self.has_work()):
             actions.append(self._new_worker(now))
@@ -309,10 +327,13 @@ class Scheduler:
         while self.pending and self.broken is None and len(self.workers) < self.processes:
             actions.append(self._new_worker(now))
         while self.pending and self._idle:
+            chunk = self.pending.popleft()
+            if not chunk.sink.chunk_starting(chunk):
+                continue  # cancelled while it waited
             worker_id = self._idle.popleft()
             slot = self.workers[worker_id]
-            slot.running = self.pending.popleft()
-            slot.position, slot.timed_out = 0, False
+            slot.running = chunk
+            slot.position = 0
             if slot.ready:
                 self._start_item(slot, now)
             actions.append(SendChunk(worker_id, slot.running))

@@ -120,6 +120,10 @@ class ChunkDone:
 class ChunkSink(Protocol):
     """Who receives a chunk's outcome: a result object of the Pool or executor face."""
 
+    def chunk_starting(self, chunk: Chunk) -> bool:
+        """The chunk is about to be sent to a worker; False if nobody wants it any more
+        (its futures were cancelled, its stream abandoned), and then it is skipped."""
+
     def chunk_done(
         self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
     ) -> None:
