@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from support import Fifos
+
 START_METHODS = ["fork", "spawn"]
 
 
@@ -76,24 +78,6 @@ def no_leaks() -> Iterator[None]:
     assert not leaked_children, f"test leaked child processes: {sorted(leaked_children)}"
     assert not leaked_threads, f"test leaked procpool threads: {leaked_threads}"
     assert not leaked_shm, f"test leaked shared-memory segments: {sorted(leaked_shm)}"
-
-
-class Fifos:
-    """Named pipes a test and its tasks synchronise on (see misbehaving.announce_then_block)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.started = str(directory / "started")
-        self.release = str(directory / "release")
-        os.mkfifo(self.started)
-        os.mkfifo(self.release)
-
-    def wait_started(self) -> str:
-        with open(self.started) as fifo:
-            return fifo.read()
-
-    def release_task(self, text: str = "released") -> None:
-        with open(self.release, "w") as fifo:
-            fifo.write(text)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import procpool
+from support import still_alive
 
 import misbehaving as mb
 
@@ -218,8 +219,7 @@ def test_terminate_fails_unfinished_work_and_kills_workers(fifos: Any) -> None:
         running.get(timeout=30)
     with pytest.raises(procpool.PoolTerminated):
         queued.get(timeout=30)
-    for pid in pids:
-        assert not _alive(pid)
+    assert still_alive(pids) == []
     pool.join()
 
 
@@ -421,18 +421,6 @@ def test_imap_reads_an_endless_input_lazily(ordered: bool) -> None:
         del iterator
         pool.close()
         pool.join()
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0): it has exited but nobody has reaped it.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_a_broken_pool_kills_workers_busy_with_large_results(fifos: Any, tmp_path: Any) -> None:

@@ -6,7 +6,6 @@ on their own (a process exiting) are bounded with psutil's wait, never with slee
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -18,25 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 import procpool
 from procpool import _dispatcher
+from support import still_alive
 
 import misbehaving as mb
 
 TESTS = Path(__file__).parent
-
-
-def _gone(pids: list[int], timeout: float = 10.0) -> list[int]:
-    """Wait up to ``timeout`` for every pid to exit; return the ones still alive."""
-    processes = []
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            processes.append(psutil.Process(pid))
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    return [p.pid for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
 def _read_pid(fifo: str) -> int:
@@ -61,7 +50,7 @@ def test_task_timeout_kills_the_task_and_everything_it_started(
         error = info.value
         assert error.timeout == 0.5 and "spawn_grandchild_then_hang() item 0" in str(error)
         assert not isinstance(error, procpool.TimeoutError)  # not a *waiting* timeout
-        assert _gone([error.pid, grandchild]) == []
+        assert still_alive([error.pid, grandchild]) == []
         assert other.get(timeout=30) == [x * x for x in range(20)]
         assert pool.map(mb.square, range(5)) == [0, 1, 4, 9, 16]  # replaced, still serving
 
@@ -103,7 +92,7 @@ def test_terminate_kills_tasks_that_ignore_sigterm(start_method: str, fifos: Any
     pool.terminate()  # SIGTERM is ignored; SIGKILL follows after the grace period
     with pytest.raises(procpool.PoolTerminated):
         result.get(timeout=30)
-    assert _gone([p for p in pids if p]) == []
+    assert still_alive(pids) == []
 
 
 # ---- retries -----------------------------------------------------------------------------------
@@ -153,7 +142,7 @@ def test_a_worker_over_its_memory_limit_is_replaced(start_method: str) -> None:
         big = pool.apply(mb.allocate_and_hold, (200,))
         assert big == small  # the limit is checked after a task...
         assert pool.apply(mb.pid_of_worker) != big  # ...and the next one gets a fresh worker
-        assert _gone([big]) == []
+        assert still_alive([big]) == []
 
 
 def test_a_killed_worker_reports_its_peak_memory(start_method: str) -> None:
@@ -184,7 +173,7 @@ def test_a_worker_that_will_not_exit_is_killed_on_close(
     pids = [w.pid for w in pool._pool]
     pool.close()
     pool.join()  # the worker waits for its thread at exit; it is killed after RETIRE_TIMEOUT
-    assert _gone([p for p in pids if p]) == []
+    assert still_alive(pids) == []
 
 
 # ---- the parent dies, or is interrupted ----------------------------------------------------------
@@ -220,7 +209,7 @@ def test_workers_and_their_children_die_with_a_killed_parent(
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=30)
         # One busy worker, one idle, and the busy one's child: all gone, none left to init.
-        assert _gone([*workers, grandchild], timeout=5) == []
+        assert still_alive([*workers, grandchild], timeout=5) == []
     finally:
         parent.kill()
         parent.wait()
@@ -270,7 +259,7 @@ def test_one_ctrl_c_stops_everything_and_leaves_nothing(
     assert parent.returncode == 130, stderr
     assert "interrupted <procpool.Pool state=TERMINATE" in stdout
     assert "Traceback" not in stderr  # nothing from the workers either
-    assert _gone(workers, timeout=5) == []
+    assert still_alive(workers, timeout=5) == []
 
 
 def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(tmp_path: Path) -> None:

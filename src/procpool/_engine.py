@@ -21,6 +21,7 @@ from ._dispatcher import Dispatcher
 from ._options import (
     TaskPolicy,
     WorkerPolicy,
+    check_count,
     check_positive_int,
     check_retry_on,
     check_seconds,
@@ -57,7 +58,7 @@ class Engine:
     ) -> None:
         self.policy = TaskPolicy(
             timeout=check_seconds("task_timeout", task_timeout),
-            retries=TaskPolicy().override(retries=retries).retries,
+            retries=check_count("retries", retries),
             retry_on=check_retry_on(retry_on),
         )
         worker_policy = WorkerPolicy(

@@ -21,13 +21,14 @@ from concurrent.futures import Executor, Future
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
+    FINISHED,
     RUNNING,
     InvalidStateError,
 )
 from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, cpu_count, name_of
-from ._options import DEFAULT_RETRY_ON, TaskPolicy
+from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
 from ._task import CallMode, Chunk
 
 T = TypeVar("T")
@@ -82,7 +83,12 @@ class _FutureSink:
         self._outcomes = outcomes
 
     def chunk_starting(self, chunk: Chunk) -> bool:
-        return self.future.set_running_or_notify_cancel()
+        state = self.future._state
+        if state == RUNNING:
+            return True  # a retry, or the rest of a chunk requeued after a death
+        if state in (CANCELLED_AND_NOTIFIED, FINISHED):
+            return False
+        return self.future.set_running_or_notify_cancel()  # PENDING, or CANCELLED: notify
 
     def chunk_done(self, chunk: Chunk, values: Sequence[Any],
                    failures: Mapping[int, BaseException]) -> None:
@@ -196,6 +202,7 @@ class ProcessPoolExecutor(Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         _check_buffersize(buffersize)
+        check_per_call_options("map", options)
         policy = self._engine.policy.override(**options)
         end_time = None if timeout is None else time.monotonic() + timeout
         batches = _batched(zip(*iterables, strict=False), chunksize)
@@ -256,6 +263,7 @@ class ProcessPoolExecutor(Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         _check_buffersize(buffersize)
+        check_per_call_options("amap", options)
         buffersize = buffersize or ASYNC_CHUNKS_PER_WORKER * self._max_workers
         submit = self._chunk_submitter(fn, self._engine.policy.override(**options))
         batches = _batched(zip(*iterables, strict=False), chunksize)

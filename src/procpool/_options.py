@@ -46,12 +46,13 @@ class TaskPolicy:
         # every item as it finishes; without them, a chunk's results travel together (faster).
         return self.timeout is not None or self.retries > 0
 
-    def override(self, timeout: Any = UNSET, retries: Any = UNSET,
+    def override(self, task_timeout: Any = UNSET, retries: Any = UNSET,
                  retry_on: Any = UNSET) -> TaskPolicy:
-        """This policy with the given per-call values replacing the pool's."""
+        """This policy with the given per-call values (the public spellings) replacing the
+        pool's."""
         changes: dict[str, Any] = {}
-        if timeout is not UNSET:
-            changes["timeout"] = check_seconds("task_timeout", timeout)
+        if task_timeout is not UNSET:
+            changes["timeout"] = check_seconds("task_timeout", task_timeout)
         if retries is not UNSET:
             changes["retries"] = check_count("retries", retries)
         if retry_on is not UNSET:
@@ -66,6 +67,17 @@ class WorkerPolicy:
     max_tasks: int | None = None  # chunks per worker (the stdlib's maxtasksperchild)
     max_memory: int | None = None  # resident bytes after a chunk
     initializer_timeout: float | None = None
+
+
+PER_CALL_OPTIONS = ("task_timeout", "retries", "retry_on")
+
+
+def check_per_call_options(call: str, options: dict[str, Any]) -> None:
+    """Reject a keyword that is not a per-call option, naming the ones there are."""
+    for name in options:
+        if name not in PER_CALL_OPTIONS:
+            raise TypeError(f"{call}() got an unexpected keyword argument {name!r}; its "
+                            f"procpool options are {', '.join(PER_CALL_OPTIONS)}")
 
 
 def check_seconds(name: str, value: Any) -> float | None:

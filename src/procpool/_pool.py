@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, cpu_count, name_of
-from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy
+from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
 from ._results import (
     ApplyResult,
     CallbackRunner,
@@ -155,6 +155,7 @@ class Pool:
 
         ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
+        check_per_call_options("map", options)
         return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, None, None,
                                **options).get()
 
@@ -167,12 +168,14 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         **options: Any,
     ) -> MapResult[T]:
+        check_per_call_options("map_async", options)
         return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, callback,
                                error_callback, **options)
 
     def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
                 chunksize: int | None = None, **options: Any) -> list[T]:
         """Like map, but each item is unpacked as the arguments: ``func(*item)``."""
+        check_per_call_options("starmap", options)
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, None, None,
                                **options).get()
 
@@ -185,6 +188,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         **options: Any,
     ) -> MapResult[T]:
+        check_per_call_options("starmap_async", options)
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, callback,
                                error_callback, **options)
 
@@ -235,12 +239,14 @@ class Pool:
         consumer, so an endless generator streams in bounded memory. ``options``:
         ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
+        check_per_call_options("imap", options)
         return self._imap(func, iterable, chunksize, buffersize, ordered=True, **options)
 
     def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
                        chunksize: int = 1, buffersize: int | None = None,
                        **options: Any) -> IMapIterator[T]:
         """Like imap, but yields results as they finish."""
+        check_per_call_options("imap_unordered", options)
         return self._imap(func, iterable, chunksize, buffersize, ordered=False, **options)
 
     def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int,

@@ -1,0 +1,282 @@
+"""procpool.ProcessPoolExecutor: the concurrent.futures API and semantics, and its failures."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import procpool
+from support import still_alive
+
+import misbehaving as mb
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def executor() -> Any:
+    with procpool.ProcessPoolExecutor(2) as executor:
+        yield executor
+
+
+def keywords(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+# ---- the API -----------------------------------------------------------------------------------
+
+
+def test_futures_are_stdlib_futures_and_work_with_its_helpers(executor: Any) -> None:
+    futures = [executor.submit(mb.square, i) for i in range(10)]
+    assert all(isinstance(f, cf.Future) for f in futures)
+    assert sorted(f.result() for f in cf.as_completed(futures, timeout=30)) == [
+        i * i for i in range(10)]
+    done, not_done = cf.wait(futures, timeout=30)
+    assert len(done) == 10 and not not_done
+    seen: list[Any] = []
+    executor.submit(mb.square, 3).add_done_callback(lambda f: seen.append(f.result()))
+    executor.shutdown(wait=True)
+    assert seen == [9]
+
+
+def test_submit_passes_every_keyword_to_the_function(executor: Any) -> None:
+    assert executor.submit(keywords, self=1, fn=2).result(30) == {"self": 1, "fn": 2}
+    assert executor.submit(pow, 2, 5).result(30) == 32
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 100])
+def test_map_returns_results_in_order(executor: Any, chunksize: int) -> None:
+    assert list(executor.map(mb.square, range(50), chunksize=chunksize)) == [
+        x * x for x in range(50)]
+    assert list(executor.map(mb.add, range(5), range(10, 100), chunksize=chunksize)) == [
+        10, 12, 14, 16, 18]
+    assert list(executor.map(mb.square, [])) == []
+
+
+def test_map_raises_at_the_failing_item(executor: Any) -> None:
+    results = executor.map(mb.raise_if, range(6), chunksize=2)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        next(results)
+
+
+def test_map_timeout_is_a_waiting_timeout(executor: Any, fifos: Any) -> None:
+    task = functools.partial(mb.announce_then_block, release_fifo=fifos.release)
+    results = executor.map(task, [fifos.started], timeout=0.2)
+    fifos.wait_started()
+    with pytest.raises(TimeoutError):
+        next(results)
+    assert cf.TimeoutError is TimeoutError or issubclass(cf.TimeoutError, Exception)
+
+
+def test_map_without_buffersize_reads_the_input_at_once(executor: Any) -> None:
+    def numbers() -> Any:
+        yield 1
+        raise OSError("input broke")
+
+    with pytest.raises(OSError, match="input broke"):
+        executor.map(mb.square, numbers())  # raised by map() itself, as in the stdlib
+
+
+def test_map_with_buffersize_streams_an_endless_input(executor: Any) -> None:
+    pulled = itertools.count()
+
+    def endless() -> Any:
+        while True:
+            yield next(pulled)
+
+    results = executor.map(mb.square, endless(), buffersize=4)
+    assert list(itertools.islice(results, 20)) == [x * x for x in range(20)]
+    assert next(pulled) <= 20 + 4 + 1  # at most buffersize ahead of the consumer
+    results.close()
+
+
+def test_invalid_arguments_are_rejected_like_the_stdlib() -> None:
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        procpool.ProcessPoolExecutor(0)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        procpool.ProcessPoolExecutor(1, initializer=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="incompatible with the 'fork'"):
+        procpool.ProcessPoolExecutor(1, mp_context="fork", max_tasks_per_child=2)
+    with pytest.raises(ValueError, match="max_tasks_per_child must be >= 1"):
+        procpool.ProcessPoolExecutor(1, max_tasks_per_child=0)
+    with procpool.ProcessPoolExecutor(1) as executor:
+        with pytest.raises(ValueError, match="chunksize must be >= 1"):
+            executor.map(mb.square, [1], chunksize=0)
+        with pytest.raises(ValueError, match="buffersize must be None or > 0"):
+            executor.map(mb.square, [1], buffersize=0)
+
+
+def test_max_tasks_per_child_recycles_and_defaults_to_spawn() -> None:
+    with procpool.ProcessPoolExecutor(1, max_tasks_per_child=2) as executor:
+        assert executor._mp_context.get_start_method() == "spawn"
+        pids = [executor.submit(mb.pid_of_worker).result(30) for _ in range(6)]
+    assert len(set(pids)) == 3
+
+
+def test_lambdas_work(executor: Any) -> None:
+    assert executor.submit(lambda: 42).result(30) == 42
+    assert list(executor.map(lambda x: -x, [1, 2])) == [-1, -2]
+
+
+# ---- shutdown and cancellation ---------------------------------------------------------------
+
+
+def test_shutdown_waits_and_then_refuses_work() -> None:
+    executor = procpool.ProcessPoolExecutor(2)
+    futures = [executor.submit(mb.square, i) for i in range(20)]
+    executor.shutdown(wait=True)
+    assert [f.result(0) for f in futures] == [i * i for i in range(20)]
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        executor.submit(mb.square, 1)
+
+
+def test_cancelling_a_pending_future_drops_it(fifos: Any, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with procpool.ProcessPoolExecutor(1) as executor:
+        blocker = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+        fifos.wait_started()
+        pending = executor.submit(marker.touch)
+        assert pending.cancel() and pending.cancelled()
+        fifos.release_task()
+        assert blocker.result(30) == "released"
+    assert not marker.exists()
+
+
+def test_cancelling_a_running_future_kills_its_worker(fifos: Any) -> None:
+    with procpool.ProcessPoolExecutor(1) as executor:
+        running = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+        fifos.wait_started()
+        assert running.running()
+        (pid,) = executor._processes
+        assert running.cancel()
+        assert running.cancelled() and running.done()
+        with pytest.raises(cf.CancelledError):
+            running.result(0)
+        assert cf.wait([running], timeout=30).done == {running}
+        assert still_alive([pid]) == []
+        assert executor.submit(mb.square, 6).result(30) == 36  # a new worker took over
+
+
+def test_shutdown_can_cancel_what_has_not_started(fifos: Any) -> None:
+    executor = procpool.ProcessPoolExecutor(1)
+    blocker = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+    fifos.wait_started()
+    queued = [executor.submit(mb.square, i) for i in range(5)]
+    threading.Thread(target=fifos.release_task).start()
+    executor.shutdown(wait=True, cancel_futures=True)
+    assert blocker.result(0) == "released"
+    assert all(f.cancelled() for f in queued)
+
+
+@pytest.mark.parametrize("method", ["terminate_workers", "kill_workers"])
+def test_terminate_and_kill_workers_stop_everything(method: str, fifos: Any) -> None:
+    executor = procpool.ProcessPoolExecutor(1)
+    running = executor.submit(mb.ignore_sigterm_then_block, fifos.started, fifos.release)
+    fifos.wait_started()
+    queued = executor.submit(mb.square, 2)
+    pids = list(executor._processes)
+    getattr(executor, method)()
+    with pytest.raises(BrokenProcessPool):
+        running.result(30)
+    assert queued.cancelled()
+    assert still_alive(pids) == []
+    with pytest.raises(RuntimeError):
+        executor.submit(mb.square, 1)
+
+
+def test_submitted_work_finishes_at_interpreter_exit(tmp_path: Path) -> None:
+    script = tmp_path / "fire_and_forget.py"
+    script.write_text(textwrap.dedent("""
+        import sys, pathlib
+        import procpool
+        if __name__ == "__main__":
+            executor = procpool.ProcessPoolExecutor(2)
+            for i in range(4):
+                executor.submit(pathlib.Path(sys.argv[1], str(i)).touch)
+    """))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+
+
+# ---- failures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["exit", "kill", "segv"])
+def test_a_death_fails_only_its_future_and_the_executor_lives_on(
+    how: str, start_method: str
+) -> None:
+    with procpool.ProcessPoolExecutor(2, mp_context=start_method) as executor:
+        futures = [executor.submit(mb.crash_if, i, 3, how) for i in range(8)]
+        for i, future in enumerate(futures):
+            if i == 3:
+                error = future.exception(30)
+                assert isinstance(error, procpool.WorkerDied)
+                assert isinstance(error, BrokenProcessPool)  # what stdlib handlers catch
+            else:
+                assert future.result(30) == i
+        assert list(executor.map(mb.square, range(4))) == [0, 1, 4, 9]
+
+
+def test_a_failing_initializer_breaks_the_executor(start_method: str) -> None:
+    with procpool.ProcessPoolExecutor(2, mp_context=start_method,
+                                      initializer=mb.initializer_that_raises) as executor:
+        try:  # the first submit may already find the pool broken, as with the stdlib
+            future = executor.submit(mb.square, 2)
+        except BrokenProcessPool as error:
+            assert "initializer failed" in str(error)
+        else:
+            with pytest.raises(BrokenProcessPool, match="initializer failed"):
+                future.result(30)
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(mb.square, 3)
+
+
+def test_task_timeout_and_retries_apply_to_the_executor(tmp_path: Path) -> None:
+    counter = str(tmp_path / "attempts")
+    with procpool.ProcessPoolExecutor(2, task_timeout=0.5, retries=1) as executor:
+        with pytest.raises(procpool.TaskTimeout) as info:
+            executor.submit(mb.hang).result(30)
+        assert info.value.attempts == 2
+        assert executor.submit(mb.fail_until_attempt, counter, 2).result(30) == 2
+        # Per-call options on map: item 2 hangs and times out; no retries for this call.
+        results = executor.map(mb.hang_if, range(4), task_timeout=0.5, retries=0, timeout=30)
+        assert [next(results), next(results)] == [0, 1]
+        with pytest.raises(procpool.TaskTimeout) as info:
+            next(results)
+        assert info.value.attempts == 1
+
+
+def test_unpicklable_arguments_fail_their_future(executor: Any) -> None:
+    future = executor.submit(mb.identity, threading.Lock())
+    with pytest.raises(TypeError, match="lock"):
+        future.result(30)
+    assert executor.submit(mb.square, 2).result(30) == 4
+
+
+def test_run_in_executor_works(executor: Any) -> None:
+    import asyncio
+
+    async def main() -> int:
+        return await asyncio.get_running_loop().run_in_executor(executor, mb.square, 12)
+
+    assert asyncio.run(main()) == 144
+
+
+def test_repr_and_private_views(executor: Any) -> None:
+    assert repr(executor) == "<procpool.ProcessPoolExecutor running max_workers=2>"
+    assert len(executor._processes) == 2
+    assert all(os.getpid() != pid for pid in executor._processes)
