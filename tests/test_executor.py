@@ -280,3 +280,15 @@ def test_repr_and_private_views(executor: Any) -> None:
     assert repr(executor) == "<procpool.ProcessPoolExecutor running max_workers=2>"
     assert len(executor._processes) == 2
     assert all(os.getpid() != pid for pid in executor._processes)
+
+
+def test_a_dropped_executor_finishes_its_work_and_winds_down(tmp_path: Path) -> None:
+    import gc
+
+    executor = procpool.ProcessPoolExecutor(2)
+    future = executor.submit(mb.square, 7)
+    dispatcher = executor._engine.dispatcher
+    del executor
+    gc.collect()
+    assert future.result(30) == 49
+    assert dispatcher.join(30)

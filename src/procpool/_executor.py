@@ -305,6 +305,12 @@ class ProcessPoolExecutor(Executor):
     def __enter__(self) -> ProcessPoolExecutor:
         return self
 
+    def __del__(self) -> None:
+        # Like the stdlib's: an executor dropped without shutdown() still finishes what was
+        # submitted, then its workers and dispatcher thread exit.
+        if not getattr(self, "_shutdown", True):
+            self._engine.dispatcher.close()
+
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown(wait=True)
 

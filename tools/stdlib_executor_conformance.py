@@ -1,0 +1,86 @@
+"""Run CPython's own concurrent.futures tests for ProcessPoolExecutor against procpool's.
+
+    python tools/stdlib_executor_conformance.py [fork|spawn|forkserver] [-v] [-k PATTERN]
+
+Replaces ``concurrent.futures.ProcessPoolExecutor`` with ``procpool.ProcessPoolExecutor`` before
+the stdlib's test modules are imported (their mixins bind the class when they are defined), then
+runs every test class whose name says it tests a process pool with the given start method.
+Works with the single-file layout (3.10, 3.11) and the package layout (3.12+). docs/drop-in.md
+records the outcome and explains the differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import importlib
+import sys
+import unittest
+
+import procpool
+
+concurrent.futures.ProcessPoolExecutor = procpool.ProcessPoolExecutor  # type: ignore[misc]
+PACKAGE_MODULES = ("test_process_pool", "test_as_completed", "test_wait", "test_shutdown",
+                   "test_init", "test_deadlock", "test_executor")
+
+
+def _load(pattern: list[str] | None, method: str) -> tuple[unittest.TestSuite, object]:
+    loader = unittest.TestLoader()
+    if pattern:
+        loader.testNamePatterns = [f"*{p}*" for p in pattern]
+    suite = unittest.TestSuite()
+    try:
+        package = importlib.import_module("test.test_concurrent_futures")
+        modules = []
+        for name in PACKAGE_MODULES:
+            try:
+                modules.append(importlib.import_module(f"{package.__name__}.{name}"))
+            except ImportError:
+                continue
+        setup = importlib.import_module(f"{package.__name__}.util").setup_module
+    except ImportError:
+        single = importlib.import_module("test.test_concurrent_futures")
+        modules, setup = [single], getattr(single, "setUpModule", lambda: None)
+    wanted = f"ProcessPool{method.capitalize()}"
+    for module in modules:
+        for name in dir(module):
+            case = getattr(module, name)
+            if (isinstance(case, type) and issubclass(case, unittest.TestCase)
+                    and wanted.lower() in name.lower()):
+                suite.addTests(loader.loadTestsFromTestCase(case))
+    return suite, setup
+
+
+def _end_leaked_pools() -> None:
+    """Failing tests can leave executors running; end them so this process can exit."""
+    from procpool import _dispatcher
+
+    for dispatcher in list(_dispatcher._live_dispatchers):
+        dispatcher.terminate(force=True)
+        dispatcher.join(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("start_method", nargs="?", default="fork")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-k", dest="pattern", action="append")
+    args = parser.parse_args()
+    try:
+        suite, setup = _load(args.pattern, args.start_method)
+    except ImportError:
+        print("this interpreter ships without its test package (test.test_concurrent_futures)")
+        return 2
+    del setup  # its module cleanup waits for the resource tracker, which leaked pools block
+    result = unittest.TextTestRunner(verbosity=2 if args.verbose else 1).run(suite)
+    _end_leaked_pools()
+    not_passed = sorted(
+        f"{type(test).__name__}.{getattr(test, '_testMethodName', test)}"
+        for test, _ in (*result.failures, *result.errors, *result.unexpectedSuccesses)
+    )
+    print(f"ran {result.testsRun}; not passed: {' '.join(not_passed) or 'none'}")
+    return 0 if result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
