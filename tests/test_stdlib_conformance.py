@@ -17,9 +17,9 @@ TOOL = Path(__file__).parent.parent / "tools" / "stdlib_pool_conformance.py"
 # Each entry: the stdlib test, and why procpool differs on purpose.
 DOCUMENTED_DIFFERENCES = {
     # The test returns a lambda and expects MaybeEncodingError; cloudpickle carries it instead.
-    "test_unpickleable_result",
+    "WithProcessesTestPoolWorkerErrors.test_unpickleable_result",
     # The test calls the private Pool._repopulate_pool(); procpool repopulates by itself.
-    "test_pool_worker_lifetime",
+    "WithProcessesTestPoolWorkerLifetime.test_pool_worker_lifetime",
 }
 
 

@@ -17,6 +17,8 @@ import importlib
 import sys
 import unittest
 
+from _conformance import summarize
+
 import procpool
 
 concurrent.futures.ProcessPoolExecutor = procpool.ProcessPoolExecutor  # type: ignore[misc]
@@ -74,12 +76,7 @@ def main() -> int:
     del setup  # its module cleanup waits for the resource tracker, which leaked pools block
     result = unittest.TextTestRunner(verbosity=2 if args.verbose else 1).run(suite)
     _end_leaked_pools()
-    not_passed = sorted(
-        f"{type(test).__name__}.{getattr(test, '_testMethodName', test)}"
-        for test, _ in (*result.failures, *result.errors, *result.unexpectedSuccesses)
-    )
-    print(f"ran {result.testsRun}; not passed: {' '.join(not_passed) or 'none'}")
-    return 0 if result.wasSuccessful() else 1
+    return summarize(result)
 
 
 if __name__ == "__main__":

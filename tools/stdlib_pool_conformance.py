@@ -17,6 +17,8 @@ import multiprocessing
 import sys
 import unittest
 
+from _conformance import summarize
+
 import procpool
 
 POOL_TEST_CLASSES = ("_TestPool", "_TestPoolWorkerErrors", "_TestPoolWorkerLifetime")
@@ -56,12 +58,7 @@ def main() -> int:
         result = unittest.TextTestRunner(verbosity=2 if args.verbose else 1).run(suite)
     finally:
         globals()["tearDownModule"]()
-    not_passed = sorted(
-        getattr(test, "_testMethodName", str(test))
-        for test, _ in (*result.failures, *result.errors, *result.unexpectedSuccesses)
-    )
-    print(f"ran {result.testsRun}; not passed: {' '.join(not_passed) or 'none'}")
-    return 0 if result.wasSuccessful() else 1
+    return summarize(result)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, cpu_count, name_of
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
-from ._task import CallMode, Chunk
+from ._task import CallMode, Chunk, pair_outcomes
 
 T = TypeVar("T")
 
@@ -93,8 +93,7 @@ class _FutureSink:
     def chunk_done(self, chunk: Chunk, values: Sequence[Any],
                    failures: Mapping[int, BaseException]) -> None:
         if self._outcomes:
-            self._settle(True, [(False, failures[i]) if i in failures else (True, value)
-                                for i, value in enumerate(values)])
+            self._settle(True, pair_outcomes(values, failures))
         elif failures:
             self._settle(False, failures[0])
         else:

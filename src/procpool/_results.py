@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._errors import TimeoutError
-from ._task import Chunk
+from ._task import Chunk, pair_outcomes
 
 T = TypeVar("T")
 logger = logging.getLogger("procpool")
@@ -278,11 +278,7 @@ class StreamJob:
     def chunk_done(
         self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
     ) -> None:
-        outcomes = [
-            (False, failures[pos]) if pos in failures else (True, value)
-            for pos, value in enumerate(values)
-        ]
-        self._arrive(chunk.first_index, outcomes)
+        self._arrive(chunk.first_index, pair_outcomes(values, failures))
 
     def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
         self._arrive(chunk.first_index, [(False, error)] * chunk.size)
