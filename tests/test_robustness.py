@@ -115,9 +115,11 @@ def test_the_final_error_says_how_many_attempts_were_made(
     assert os.path.getsize(counter) == 2
 
 
-def test_ordinary_exceptions_are_retried_only_when_asked(tmp_path: Path) -> None:
+def test_ordinary_exceptions_are_retried_only_when_asked(
+    start_method: str, tmp_path: Path
+) -> None:
     once, many = str(tmp_path / "once"), str(tmp_path / "many")
-    with procpool.Pool(2) as pool:
+    with procpool.Pool(2, context=start_method) as pool:
         with pytest.raises(ValueError, match="attempt 1 failed"):
             pool.apply(mb.fail_until_attempt, (once, 99, "raise"), retries=3)
         assert os.path.getsize(once) == 1
@@ -217,28 +219,47 @@ def test_workers_and_their_children_die_with_a_killed_parent(
             parent.stdout.close()
 
 
-INTERRUPT_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import misbehaving as mb
-    import procpool
+INTERRUPT_SCRIPTS = {
+    "pool": textwrap.dedent("""
+        import json, sys
+        import misbehaving as mb
+        import procpool
 
-    if __name__ == "__main__":
-        pool = procpool.Pool(2, context=sys.argv[1])
-        print(json.dumps([w.pid for w in pool._pool]), flush=True)
-        try:
-            fifos = (sys.argv[2], sys.argv[3])  # nobody ever writes to the second one
-            pool.starmap(mb.announce_then_block, [fifos, fifos], chunksize=1)
-        except KeyboardInterrupt:
-            print("interrupted", repr(pool), flush=True)
-            sys.exit(130)
-""")
+        if __name__ == "__main__":
+            pool = procpool.Pool(2, context=sys.argv[1])
+            print(json.dumps([w.pid for w in pool._pool]), flush=True)
+            try:
+                fifos = (sys.argv[2], sys.argv[3])  # nobody ever writes to the second one
+                pool.starmap(mb.announce_then_block, [fifos, fifos], chunksize=1)
+            except KeyboardInterrupt:
+                print("interrupted", repr(pool), flush=True)
+                sys.exit(130)
+    """),
+    "executor": textwrap.dedent("""
+        import json, sys
+        import misbehaving as mb
+        import procpool
+
+        if __name__ == "__main__":
+            executor = procpool.ProcessPoolExecutor(2, mp_context=sys.argv[1])
+            futures = [executor.submit(mb.announce_then_block, sys.argv[2], sys.argv[3])
+                       for _ in range(3)]
+            print(json.dumps(list(executor._processes)), flush=True)
+            try:
+                futures[0].result()
+            except KeyboardInterrupt:
+                print("interrupted", repr(executor), futures[2].cancelled(), flush=True)
+                sys.exit(130)
+    """),
+}
 
 
+@pytest.mark.parametrize("face", ["pool", "executor"])
 def test_one_ctrl_c_stops_everything_and_leaves_nothing(
-    start_method: str, tmp_path: Path
+    face: str, start_method: str, tmp_path: Path
 ) -> None:
     script = tmp_path / "interrupt.py"
-    script.write_text(INTERRUPT_SCRIPT)
+    script.write_text(INTERRUPT_SCRIPTS[face])
     started, release = str(tmp_path / "started"), str(tmp_path / "release")
     os.mkfifo(started)
     os.mkfifo(release)
@@ -257,12 +278,17 @@ def test_one_ctrl_c_stops_everything_and_leaves_nothing(
         parent.kill()
         parent.wait()
     assert parent.returncode == 130, stderr
-    assert "interrupted <procpool.Pool state=TERMINATE" in stdout
+    expected = {"pool": "interrupted <procpool.Pool state=TERMINATE",
+                "executor": "interrupted <procpool.ProcessPoolExecutor shutdown max_workers=2> "
+                            "True"}
+    assert expected[face] in stdout
     assert "Traceback" not in stderr  # nothing from the workers either
     assert still_alive(workers, timeout=5) == []
 
 
-def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(tmp_path: Path) -> None:
+def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(
+    start_method: str, tmp_path: Path
+) -> None:
     script = tmp_path / "exit.py"
     script.write_text(textwrap.dedent("""
         import sys
@@ -270,7 +296,7 @@ def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(tmp_path: Pa
         import procpool
 
         if __name__ == "__main__":
-            pool = procpool.Pool(1)
+            pool = procpool.Pool(1, context=sys.argv[3])
             pool.apply_async(mb.ignore_sigterm_then_block, (sys.argv[1], sys.argv[2]))
             with open(sys.argv[1]) as fifo:
                 fifo.read()
@@ -280,7 +306,8 @@ def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(tmp_path: Pa
     os.mkfifo(started)
     os.mkfifo(release)
     began = time.monotonic()
-    done = subprocess.run([sys.executable, str(script), started, release], capture_output=True,
+    done = subprocess.run([sys.executable, str(script), started, release, start_method],
+                          capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(TESTS)})
     assert done.returncode == 0, done.stderr
     assert "leaving with the pool open" in done.stdout

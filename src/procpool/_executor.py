@@ -53,6 +53,28 @@ class ProcessFuture(Future[T]):
     def __init__(self) -> None:
         super().__init__()
         self._cancel_running: Callable[[], None] | None = None
+        # Ctrl-C while waiting on this future stops the executor's work (weak: a future must
+        # not keep a dropped executor alive).
+        self._on_interrupt: weakref.WeakMethod[Callable[[], None]] | None = None
+
+    def result(self, timeout: float | None = None) -> T:
+        try:
+            return super().result(timeout)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+
+    def _interrupted(self) -> None:
+        handler = self._on_interrupt() if self._on_interrupt is not None else None
+        if handler is not None:
+            handler()
 
     def cancel(self) -> bool:
         with self._condition:
@@ -236,6 +258,10 @@ class ProcessPoolExecutor(Executor):
         """Like ``terminate_workers()``, with SIGKILL at once (3.14)."""
         self._force_shutdown(force=True)
 
+    def _interrupted(self) -> None:
+        """Ctrl-C while a caller waited on a future: drop the queue, kill running tasks."""
+        self._force_shutdown(force=True)
+
     def _force_shutdown(self, *, force: bool) -> None:
         with self._shutdown_lock:
             self._shutdown = True
@@ -353,6 +379,7 @@ class ProcessPoolExecutor(Executor):
             if chunk is None:
                 return future
             future._cancel_running = functools.partial(self._engine.dispatcher.cancel, chunk)
+            future._on_interrupt = weakref.WeakMethod(self._interrupted)
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
             self._engine.dispatcher.submit([chunk])
