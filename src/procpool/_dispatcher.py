@@ -310,7 +310,7 @@ class Dispatcher:
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
             if message.results_payload:
-                _deliver(chunk, message.results_payload)
+                _deliver(chunk, message.results_payload, message.failed_positions)
         elif isinstance(message, Ready):
             self._scheduler.worker_ready(worker_id, now)
         elif isinstance(message, InitFailed):
@@ -324,7 +324,7 @@ class Dispatcher:
         try:
             outcome = loads(payload)[0]
         except Exception:
-            _deliver(part, payload)  # reports the unpickling failure for this item
+            _deliver(part, payload, ())  # reports the unpickling failure for this item
             return
         if type(outcome) is ItemFailure:
             error = _with_remote_traceback(outcome.error, outcome.traceback_text)
@@ -494,7 +494,7 @@ def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseExc
     return error
 
 
-def _deliver(chunk: Chunk, results_payload: bytes) -> None:
+def _deliver(chunk: Chunk, results_payload: bytes, failed_positions: tuple[int, ...]) -> None:
     try:
         values = loads(results_payload)
     except Exception as exc:
@@ -506,9 +506,9 @@ def _deliver(chunk: Chunk, results_payload: bytes) -> None:
         chunk.sink.chunk_failed(chunk, error)
         return
     failures = {
-        position: _with_remote_traceback(value.error, value.traceback_text)
-        for position, value in enumerate(values)
-        if type(value) is ItemFailure
+        position: _with_remote_traceback(values[position].error,
+                                         values[position].traceback_text)
+        for position in failed_positions
     }
     chunk.sink.chunk_done(chunk, values, failures)
 

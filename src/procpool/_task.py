@@ -108,6 +108,8 @@ class ChunkDone:
     # pickle of a list with one entry per item: the value, or an ItemFailure; empty when
     # every item was reported by an ItemDone already
     results_payload: bytes
+    # the positions in that list that hold an ItemFailure (so the parent never scans it)
+    failed_positions: tuple[int, ...]
     # resident set size now and at its peak so far, in bytes: for recycling on memory, and to
     # explain a later death
     rss: int

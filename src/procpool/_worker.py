@@ -185,23 +185,8 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
 
 def _run_chunk(conn: Connection, message: RunChunk, functions: FunctionCache) -> None:
     """Run every item; reply with ItemDone per item (when asked) and a closing ChunkDone."""
-    item_done: Callable[[int, Any], None] | None = None
-    if message.report_each_item:
-
-        def item_done(position: int, outcome: Any) -> None:
-            payload = _encode_results([outcome])
-            conn.send_bytes(dumps(ItemDone(message.chunk_id, position, payload)))
-
-    outcomes = _run_items(message, functions, item_done)
-    payload = b"" if item_done is not None else _encode_results(outcomes)
-    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, current_rss(), peak_rss())))
-
-
-def _run_items(message: RunChunk, functions: FunctionCache,
-               item_done: Callable[[int, Any], None] | None) -> list[Any]:
-    """The outcome of each item (value or ItemFailure); ``item_done`` sees each at once."""
     try:
-        function = _load_function(message, functions)
+        call = _call_form(_load_function(message, functions), message.mode)
         try:
             items = loads(message.items_payload)
         except Exception as exc:
@@ -211,39 +196,60 @@ def _run_items(message: RunChunk, functions: FunctionCache,
                 f"({describe_pickle_failure(exc)})",
             ) from exc
     except Exception as exc:
-        # Cannot run any item: report it for each, so every waiter gets an answer.
-        failure = ItemFailure(portable_exception(exc), format_remote_traceback(exc))
-        if item_done is not None:
-            for position in range(message.size):
-                item_done(position, failure)
-        return [failure] * message.size
+        # Cannot run any item: the same failure for each, so every waiter gets an answer.
+        outcomes, failed = [_failure(exc)] * message.size, list(range(message.size))
+    else:
+        if message.report_each_item:
+            for position, item in enumerate(items):
+                payload, _ = _encode_results(*_run_all(call, [item]))
+                conn.send_bytes(dumps(ItemDone(message.chunk_id, position, payload)))
+            outcomes, failed = [], []
+        else:
+            outcomes, failed = _run_all(call, items)
+    payload, failed_positions = _encode_results(outcomes, failed) if outcomes else (b"", ())
+    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions,
+                                    current_rss(), peak_rss())))
+
+
+def _call_form(function: Callable[..., Any], mode: CallMode) -> Callable[[Any], Any]:
+    """One callable per chunk that takes an item, so the item loop makes no decisions."""
+    if mode is CallMode.ONE_ARG:
+        return function
+    if mode is CallMode.STAR_ARGS:
+        return lambda item: function(*item)
+    return lambda item: function(*item[0], **item[1])
+
+
+def _run_all(call: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], list[int]]:
+    """Each item's value or ItemFailure, and the positions that failed.
+
+    The hot loop for chunks of tiny tasks: nothing in it but the call and the append.
+    """
     outcomes: list[Any] = []
+    failed: list[int] = []
     append = outcomes.append
-    mode = message.mode
-    for position, item in enumerate(items):
+    for item in items:
         try:
-            if mode is CallMode.ONE_ARG:
-                append(function(item))
-            elif mode is CallMode.STAR_ARGS:
-                append(function(*item))
-            else:
-                args, kwargs = item
-                append(function(*args, **kwargs))
+            append(call(item))
         except Exception as exc:
-            append(ItemFailure(portable_exception(exc), format_remote_traceback(exc)))
-        if item_done is not None:
-            item_done(position, outcomes[position])
-    return outcomes
+            failed.append(len(outcomes))
+            append(_failure(exc))
+    return outcomes, failed
 
 
-def _encode_results(results: list[Any]) -> bytes:
+def _failure(exc: Exception) -> ItemFailure:
+    return ItemFailure(portable_exception(exc), format_remote_traceback(exc))
+
+
+def _encode_results(outcomes: list[Any], failed: list[int]) -> tuple[bytes, tuple[int, ...]]:
+    """Pickle the outcomes; return the payload and the positions that hold failures."""
     try:
-        return dumps(results)
+        return dumps(outcomes), tuple(failed)
     except Exception:
         pass
     # Find the culprits one by one, so only they fail and every other item is delivered.
     checked: list[Any] = []
-    for value in results:
+    for value in outcomes:
         try:
             dumps(value)
         except Exception as exc:
@@ -251,4 +257,4 @@ def _encode_results(results: list[Any]) -> bytes:
                 ResultSerializationError(short_repr(value), describe_pickle_failure(exc)), ""
             )
         checked.append(value)
-    return dumps(checked)
+    return dumps(checked), tuple(i for i, v in enumerate(checked) if type(v) is ItemFailure)
