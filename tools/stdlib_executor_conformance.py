@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import importlib
+import multiprocessing.util
 import sys
 import unittest
 
@@ -73,7 +74,16 @@ def main() -> int:
     except ImportError:
         print("this interpreter ships without its test package (test.test_concurrent_futures)")
         return 2
-    del setup  # its module cleanup waits for the resource tracker, which leaked pools block
+    # The stdlib's module cleanup stops the resource tracker and forkserver and waits for them;
+    # workers of pools leaked by failing tests hold their pipes open, so end those first.
+    original_cleanup = multiprocessing.util._cleanup_tests  # type: ignore[attr-defined]
+
+    def cleanup() -> None:
+        _end_leaked_pools()
+        original_cleanup()
+
+    multiprocessing.util._cleanup_tests = cleanup  # type: ignore[attr-defined]
+    setup()  # type: ignore[operator]
     result = unittest.TextTestRunner(verbosity=2 if args.verbose else 1).run(suite)
     _end_leaked_pools()
     return summarize(result)
