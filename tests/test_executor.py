@@ -292,3 +292,10 @@ def test_a_dropped_executor_finishes_its_work_and_winds_down(tmp_path: Path) -> 
     gc.collect()
     assert future.result(30) == 49
     assert dispatcher.join(30)
+
+
+def test_dask_can_use_it_as_its_scheduler(executor: Any) -> None:
+    import dask.bag
+
+    bag = dask.bag.from_sequence(range(100), npartitions=8).map(mb.square)
+    assert bag.sum().compute(scheduler=executor) == sum(x * x for x in range(100))
