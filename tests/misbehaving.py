@@ -215,3 +215,14 @@ def leave_a_thread_running(_: object = None) -> str:
 
 def initializer_that_hangs() -> None:
     hang()
+
+
+class ExitsWhenUnpickled:
+    """Pickles fine; unpickling it calls sys.exit() (CPython's crash matrix has this case)."""
+
+    def __reduce__(self) -> Any:
+        return (sys.exit, (1,))
+
+
+def return_exits_when_unpickled(_: object = None) -> ExitsWhenUnpickled:
+    return ExitsWhenUnpickled()

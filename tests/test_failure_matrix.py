@@ -77,6 +77,8 @@ CASES = [
          _is_maybe_encoding_error),
     Case("result fails to unpickle in parent", mb.return_unloadable, None,
          procpool.ResultSerializationError, _is_maybe_encoding_error),
+    Case("result calls sys.exit() when unpickled in parent", mb.return_exits_when_unpickled,
+         None, procpool.ResultSerializationError, _is_maybe_encoding_error),
     # The pickler's own exception, as the stdlib raises it, with a note saying which item.
     Case("unpicklable argument", mb.identity, threading.Lock(), TypeError, _noted("item")),
     Case("argument fails to unpickle in worker", mb.identity, mb.FailsToUnpickle(),

@@ -295,7 +295,7 @@ class Dispatcher:
         except (EOFError, OSError):
             self._eof.add(worker_id)  # it is ending; its sentinel will say how
             return
-        except Exception:
+        except BaseException:  # unpickling runs code, even sys.exit(); contain all of it
             logger.exception("unreadable message from worker pid %s; killing it", handle.pid)
             self._eof.add(worker_id)
             handle.kill(force=True)
@@ -323,7 +323,7 @@ class Dispatcher:
         part = chunk.part(position, 1)
         try:
             outcome = loads(payload)[0]
-        except Exception:
+        except BaseException:
             _deliver(part, payload, ())  # reports the unpickling failure for this item
             return
         if type(outcome) is ItemFailure:
@@ -497,7 +497,7 @@ def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseExc
 def _deliver(chunk: Chunk, results_payload: bytes, failed_positions: tuple[int, ...]) -> None:
     try:
         values = loads(results_payload)
-    except Exception as exc:
+    except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
         error = ResultSerializationError(
             f"<results of {chunk.description}>",
             f"the parent could not unpickle them ({describe_pickle_failure(exc)})",
