@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
@@ -303,14 +303,16 @@ class Dispatcher:
         now = time.monotonic()
         if isinstance(message, ItemDone):
             chunk, position = self._scheduler.item_done(worker_id, now)
-            self._deliver_item(chunk, position, message.result_payload, now)
+            with _failing_on_error(chunk.part(position, 1)):
+                self._deliver_item(chunk, position, message.result_payload, now)
         elif isinstance(message, ChunkDone):
             self._peak_rss[worker_id] = message.peak_rss
             chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now)
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
             if message.results_payload:
-                _deliver(chunk, message.results_payload, message.failed_positions)
+                with _failing_on_error(chunk):
+                    _deliver(chunk, message.results_payload, message.failed_positions)
         elif isinstance(message, Ready):
             self._scheduler.worker_ready(worker_id, now)
         elif isinstance(message, InitFailed):
@@ -484,6 +486,20 @@ def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
     else:
         payload = dumps(loads(chunk.items_payload)[position : position + size])
     return chunk.part(position, size, payload, attempt)
+
+
+@contextlib.contextmanager
+def _failing_on_error(chunk: Chunk) -> Iterator[None]:
+    """Deliver a chunk the scheduler has already let go of: if delivery itself fails, fail the
+    chunk with that error. Past this point no other path (not even the dispatcher's crash
+    handler) knows the chunk, so an escaping error would leave its waiters waiting forever."""
+    try:
+        yield
+    except BaseException as exc:
+        logger.exception("procpool could not deliver the results of %s", chunk.description)
+        error = PoolBroken(f"internal error while delivering {chunk.description}: {exc!r}")
+        error.__cause__ = exc
+        chunk.sink.chunk_failed(chunk, error)
 
 
 def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseException:
