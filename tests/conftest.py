@@ -8,6 +8,7 @@ shared-memory segment behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import threading
@@ -66,6 +67,7 @@ def no_leaks() -> Iterator[None]:
     children_before = _children()
     shm_before = _shm_segments()
     yield
+    gc.collect()  # objects in reference cycles release their resources only now
     threads = [t for t in threading.enumerate() if t.name.startswith("procpool-")]
     for thread in threads:
         thread.join(5)  # a feeder may still be returning from a generator

@@ -226,3 +226,17 @@ class ExitsWhenUnpickled:
 
 def return_exits_when_unpickled(_: object = None) -> ExitsWhenUnpickled:
     return ExitsWhenUnpickled()
+
+
+_shared: Any = None
+
+
+def initializer_keeps(shared: Any) -> None:
+    """Keep a multiprocessing object (a Queue, a Lock) passed through initargs."""
+    global _shared
+    _shared = shared
+
+
+def put_pid_on_shared_queue(_: object = None) -> int:
+    _shared.put(os.getpid())
+    return os.getpid()

@@ -489,3 +489,19 @@ def test_pools_recycling_workers_at_once_do_not_break_each_other() -> None:
     finally:
         for pool in pools:
             pool.terminate()
+
+
+def test_initargs_may_carry_multiprocessing_queues_and_locks(any_start_method: str) -> None:
+    # The common stdlib pattern: shared synchronisation objects through initargs, which
+    # multiprocessing lets travel only as process arguments.
+    context = multiprocessing.get_context(any_start_method)
+    queue = context.Queue()
+    with procpool.Pool(2, mb.initializer_keeps, (queue,), context=context) as pool:
+        pids = pool.map(mb.put_pid_on_shared_queue, range(4), chunksize=1)
+    assert sorted(queue.get(timeout=30) for _ in range(4)) == sorted(pids)
+    queue.close()
+    queue.join_thread()
+    lock = context.Lock()
+    with procpool.ProcessPoolExecutor(1, mp_context=context, initializer=mb.initializer_keeps,
+                                      initargs=(lock,)) as executor:
+        assert executor.submit(mb.square, 3).result(30) == 9

@@ -48,7 +48,17 @@ from ._scheduler import (
     StartWorker,
     StopWorker,
 )
-from ._task import Chunk, ChunkDone, InitFailed, ItemDone, ItemFailure, Ready, RunChunk, Stop
+from ._task import (
+    Chunk,
+    ChunkDone,
+    InitFailed,
+    ItemDone,
+    ItemFailure,
+    Ready,
+    RunChunk,
+    Stop,
+    WorkerInit,
+)
 from ._worker import FunctionCache
 
 logger = logging.getLogger("procpool")
@@ -120,7 +130,7 @@ class Dispatcher:
         # terminate (the Pool's).
         self.finish_at_exit = finish_at_exit
         self._scheduler = Scheduler(processes, worker_policy, split=_split_chunk)
-        self._init_payload = _initializer_payload(initializer, tuple(initargs), backend)
+        self._init = _worker_init(initializer, tuple(initargs), backend)
         # --- shared with caller threads, under _lock
         self._lock = threading.Lock()
         self._inbox: deque[_Command] = deque()
@@ -399,6 +409,7 @@ class Dispatcher:
                     chunk.sink.chunk_failed(chunk, error)
         os.close(self._wake_read)
         os.close(self._wake_write)
+        self._init = None  # may hold Locks and Queues: let them go with the pool
         _live_dispatchers.discard(self)
 
     # ---- actions -----------------------------------------------------------------------------
@@ -428,7 +439,7 @@ class Dispatcher:
         for handle in (*self._workers.values(), *self._retiring.values()):
             private_fds += handle.private_fds()
         try:
-            handle = self._backend.start_worker(worker_id, self._init_payload, private_fds)
+            handle = self._backend.start_worker(worker_id, self._init, private_fds)
         except Exception as exc:
             error = PoolBroken(f"could not start a worker process: {exc!r}")
             error.__cause__ = exc
@@ -470,13 +481,13 @@ class Dispatcher:
             handle.connection.send_bytes(dumps(message))
 
 
-def _initializer_payload(
+def _worker_init(
     initializer: Callable[..., object] | None, initargs: tuple[Any, ...], backend: Backend
-) -> bytes | None:
+) -> WorkerInit | None:
     if initializer is None:
         return None
     function_payload, _ = dumps_callable(initializer, inherits_memory=backend.inherits_memory)
-    return dumps((function_payload, initargs))
+    return WorkerInit(function_payload, initargs)
 
 
 def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:

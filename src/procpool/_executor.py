@@ -25,6 +25,8 @@ from concurrent.futures._base import (
     RUNNING,
     InvalidStateError,
 )
+from concurrent.futures.process import _RemoteTraceback
+from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, cpu_count, name_of
@@ -135,7 +137,7 @@ class _FutureSink:
             if success:
                 future.set_result(value)
             else:
-                future.set_exception(value)
+                future.set_exception(_executor_traceback(value))
         except InvalidStateError:
             pass  # cancelled meanwhile: nobody wants the outcome
 
@@ -344,6 +346,11 @@ class ProcessPoolExecutor(Executor):
         return f"<procpool.ProcessPoolExecutor {state} max_workers={self._max_workers}>"
 
     @property
+    def _broken(self) -> BaseException | None:
+        # The stdlib's private flag, which some code polls to learn the executor broke.
+        return self._engine.dispatcher.broken
+
+    @property
     def _processes(self) -> dict[int | None, WorkerView]:
         # Some stdlib-era code reads the worker pids from this private mapping.
         return {pid: WorkerView(pid) for pid in self._engine.dispatcher.worker_pids()}
@@ -386,6 +393,18 @@ class ProcessPoolExecutor(Executor):
             return future
 
 
+def _executor_traceback(error: BaseException) -> BaseException:
+    """Give a task's exception the remote-traceback class the stdlib executor uses.
+
+    The engine attaches the Pool's (multiprocessing.pool.RemoteTraceback); code written for
+    concurrent.futures looks for concurrent.futures.process._RemoteTraceback.
+    """
+    cause: Any = error.__cause__
+    if type(cause) is PoolRemoteTraceback:
+        error.__cause__ = _RemoteTraceback(cause.tb)
+    return error
+
+
 def _map_results(futures: collections.deque[ProcessFuture[Any]],
                  more_batches: Iterator[list[Any]] | None,
                  executor: weakref.ref[ProcessPoolExecutor],
@@ -406,6 +425,7 @@ def _map_results(futures: collections.deque[ProcessFuture[Any]],
             except BaseException:
                 future.cancel()
                 raise
+            del future  # hold no reference to a result the caller has let go of (gh-14406)
             yield from _unpack(outcomes)
     finally:
         for future in futures:
@@ -413,10 +433,13 @@ def _map_results(futures: collections.deque[ProcessFuture[Any]],
 
 
 def _unpack(outcomes: list[tuple[bool, Any]]) -> Iterator[Any]:
-    for success, value in outcomes:
-        if not success:
-            raise value
-        yield value
+    """Yield the values in order, raise at the first failure. Pops as it goes and keeps no
+    local name on a value while suspended, so a result dropped by the caller is freed."""
+    outcomes.reverse()
+    while outcomes:
+        if not outcomes[-1][0]:
+            raise outcomes.pop()[1]
+        yield outcomes.pop()[1]
 
 
 def _batched(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -41,6 +41,19 @@ class CallMode(enum.IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerInit:
+    """The initializer as it travels to a new worker, as an argument of the worker process.
+
+    The function is pickled by procpool (so lambdas and closures work); the arguments are left
+    to multiprocessing, which passes them when it starts the process, the only way it lets a
+    Queue, Lock or shared Value travel (the stdlib pools pass ``initargs`` the same way).
+    """
+
+    function_payload: bytes
+    initargs: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class TaskFunction:
     """A task's function, pickled once per call site.
 

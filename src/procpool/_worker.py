@@ -30,7 +30,17 @@ from ._codec import (
     short_repr,
 )
 from ._errors import ResultSerializationError, SerializationError
-from ._task import CallMode, ChunkDone, InitFailed, ItemDone, ItemFailure, Ready, RunChunk, Stop
+from ._task import (
+    CallMode,
+    ChunkDone,
+    InitFailed,
+    ItemDone,
+    ItemFailure,
+    Ready,
+    RunChunk,
+    Stop,
+    WorkerInit,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -99,7 +109,7 @@ class _Unloadable:
 
 def worker_main(
     conn: Connection,
-    init_payload: bytes | None,
+    init: WorkerInit | None,
     fds_to_close: tuple[int, ...] = (),
     lifeline: Connection | None = None,
 ) -> None:
@@ -114,7 +124,7 @@ def worker_main(
         _become_process_group_leader()
         threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True,
                          name="procpool-lifeline").start()
-    if init_payload is not None and not _run_initializer(conn, init_payload):
+    if init is not None and not _run_initializer(conn, init):
         return
     conn.send_bytes(dumps(Ready(os.getpid())))
     functions = FunctionCache()
@@ -151,11 +161,10 @@ def _die_with_parent(lifeline: Connection) -> None:
         os._exit(1)
 
 
-def _run_initializer(conn: Connection, init_payload: bytes) -> bool:
+def _run_initializer(conn: Connection, init: WorkerInit) -> bool:
     try:
-        function_payload, initargs = loads(init_payload)
-        initializer = loads(function_payload)
-        initializer(*initargs)
+        initializer = loads(init.function_payload)
+        initializer(*init.initargs)
     except Exception as exc:
         error = portable_exception(exc)
         conn.send_bytes(dumps(InitFailed(error, format_remote_traceback(exc))))

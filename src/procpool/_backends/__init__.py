@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .._task import WorkerInit
+
 __all__ = ["Backend", "WorkerHandle", "create_backend"]
 
 
@@ -43,7 +45,7 @@ class Backend(Protocol):
     inherits_memory: bool
 
     def start_worker(
-        self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
+        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
     ) -> WorkerHandle:
         """Start a worker. ``parent_fds`` are the parent's private descriptors (other workers'
         pipes and lifelines, the wake-up pipe) that a forked child must close."""

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
+from .._task import WorkerInit
 from .._worker import worker_main
 
 
 class InlineWorker:
-    def __init__(self, worker_id: int, init_payload: bytes | None) -> None:
+    def __init__(self, worker_id: int, init: WorkerInit | None) -> None:
         self.worker_id = worker_id
         self.pid: int | None = os.getpid()
         self.connection, child_end = Pipe(duplex=True)
@@ -25,16 +26,16 @@ class InlineWorker:
         self.sentinel, done_write = os.pipe()
         self._thread = threading.Thread(
             target=self._run,
-            args=(child_end, init_payload, done_write),
+            args=(child_end, init, done_write),
             name=f"procpool-inline-worker-{worker_id}",
             daemon=True,
         )
         self._thread.start()
 
     @staticmethod
-    def _run(child_end: Connection, init_payload: bytes | None, done_write: int) -> None:
+    def _run(child_end: Connection, init: WorkerInit | None, done_write: int) -> None:
         try:
-            worker_main(child_end, init_payload)
+            worker_main(child_end, init)
         finally:
             child_end.close()
             os.close(done_write)
@@ -61,6 +62,6 @@ class InlineBackend:
     inherits_memory = True
 
     def start_worker(
-        self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
+        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
     ) -> InlineWorker:
-        return InlineWorker(worker_id, init_payload)
+        return InlineWorker(worker_id, init)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .._task import WorkerInit
 from .._worker import worker_main
 
 # How long reap() may wait for the kernel to report an exit after the sentinel fired; in
@@ -81,13 +82,13 @@ class LocalBackend:
         self.inherits_memory = context.get_start_method() == "fork"
 
     def start_worker(
-        self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
+        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
     ) -> LocalWorker:
         with _START_LOCK:
-            return self._start_worker(worker_id, init_payload, parent_fds)
+            return self._start_worker(worker_id, init, parent_fds)
 
     def _start_worker(
-        self, worker_id: int, init_payload: bytes | None, parent_fds: Sequence[int]
+        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
     ) -> LocalWorker:
         parent_end, child_end = self._context.Pipe(duplex=True)
         lifeline_read, lifeline_write = self._context.Pipe(duplex=False)
@@ -97,7 +98,7 @@ class LocalBackend:
                     if self.inherits_memory else ())
         process = self._context.Process(
             target=worker_main,
-            args=(child_end, init_payload, to_close, lifeline_read),
+            args=(child_end, init, to_close, lifeline_read),
             name=f"procpool-worker-{worker_id}",
             daemon=True,
         )
