@@ -71,13 +71,18 @@ def test_map_raises_at_the_failing_item(executor: Any) -> None:
         next(results)
 
 
-def test_map_timeout_is_a_waiting_timeout(executor: Any, fifos: Any) -> None:
-    task = functools.partial(mb.announce_then_block, release_fifo=fifos.release)
-    results = executor.map(task, [fifos.started], timeout=0.2)
-    fifos.wait_started()
-    with pytest.raises(cf.TimeoutError):  # the builtin TimeoutError from 3.11 on
-        next(results)
-    fifos.release_task()
+def test_map_timeout_ends_the_iteration_and_cancels_its_work(fifos: Any) -> None:
+    with procpool.ProcessPoolExecutor(1) as executor:
+        task = functools.partial(mb.announce_then_block, release_fifo=fifos.release)
+        results = executor.map(task, [fifos.started], timeout=0.2)
+        fifos.wait_started()
+        (pid,) = executor._processes
+        with pytest.raises(cf.TimeoutError):  # the builtin TimeoutError from 3.11 on
+            next(results)
+        # Nobody can read that result any more: like the stdlib, map cancels the future;
+        # unlike it, cancelling stops the running task (its worker is killed and replaced).
+        assert still_alive([pid]) == []
+        assert executor.submit(mb.square, 4).result(30) == 16
 
 
 def test_map_without_buffersize_reads_the_input_at_once(executor: Any) -> None:

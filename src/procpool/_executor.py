@@ -217,7 +217,9 @@ class ProcessPoolExecutor(Executor):
             **options: Any) -> Iterator[T]:
         """Like ``map(fn, *iterables)``, run in the pool; results in order.
 
-        ``timeout`` bounds the whole iteration (a waiting timeout: it stops nothing).
+        ``timeout`` bounds the whole iteration: when it expires the iterator raises
+        TimeoutError and ends, and, as in the stdlib, cancels its remaining futures (which here
+        also stops the ones running).
         ``buffersize`` (3.14) keeps at most that many chunks in flight and reads the input
         lazily, so an endless generator works; without it the input is read at once, as in
         the stdlib. ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
