@@ -304,3 +304,4 @@ def test_dask_can_use_it_as_its_scheduler(executor: Any) -> None:
 
     bag = dask.bag.from_sequence(range(100), npartitions=8).map(mb.square)
     assert bag.sum().compute(scheduler=executor) == sum(x * x for x in range(100))
+

@@ -273,3 +273,17 @@ def test_cancel_drops_a_pending_chunk_without_killing() -> None:
     assert scheduler.cancel(second) == []
     _, actions = scheduler.chunk_done(0, 0, 1.0)
     assert sends(actions) == []
+
+
+def test_cancelling_work_on_a_worker_still_starting_does_not_break_the_pool() -> None:
+    # A chunk may wait in a starting worker's pipe; killing that worker for a cancel is not
+    # an initializer failure.
+    scheduler = Scheduler(1)
+    scheduler.start(0.0)
+    queued = chunk(0)
+    scheduler.submit([queued], 0.0)
+    assert scheduler.cancel(queued) == [KillWorker(0)]
+    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    assert not any(isinstance(a, BreakPool) for a in actions)
+    assert actions == [StartWorker(1)]
+    assert scheduler.broken is None

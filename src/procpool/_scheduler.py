@@ -236,7 +236,7 @@ class Scheduler:
             return []  # it was retiring already
         if worker_id in self._idle:
             self._idle.remove(worker_id)
-        if not slot.ready:
+        if not slot.ready and not slot.doomed:  # a worker we killed is no start-up failure
             signal_name, cause = describe_exit(death.exitcode)
             how = f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
             return [BreakPool(InitializerFailed(
