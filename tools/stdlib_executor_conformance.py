@@ -11,14 +11,13 @@ records the outcome and explains the differences.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import importlib
 import multiprocessing.util
 import sys
 import unittest
 
-from _conformance import summarize
+from _conformance import parse_args, summarize
 
 import procpool
 
@@ -64,11 +63,7 @@ def _end_leaked_pools() -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("start_method", nargs="?", default="fork")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("-k", dest="pattern", action="append")
-    args = parser.parse_args()
+    args = parse_args()
     try:
         suite, setup = _load(args.pattern, args.start_method)
     except ImportError:

@@ -12,12 +12,11 @@ every difference.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
 import unittest
 
-from _conformance import summarize
+from _conformance import parse_args, summarize
 
 import procpool
 
@@ -38,11 +37,7 @@ else:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("start_method", nargs="?", default="fork")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    parser.add_argument("-k", dest="pattern", action="append")
-    args = parser.parse_args()
+    args = parse_args()
     if stdlib_tests is None:
         print("this interpreter ships without its test package (test._test_multiprocessing)")
         return 2
