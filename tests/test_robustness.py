@@ -251,10 +251,30 @@ INTERRUPT_SCRIPTS = {
                 print("interrupted", repr(executor), futures[2].cancelled(), flush=True)
                 sys.exit(130)
     """),
+    "asyncio": textwrap.dedent("""
+        import asyncio, json, sys
+        import misbehaving as mb
+        import procpool
+
+        async def main(executor):
+            calls = [executor.run(mb.announce_then_block, sys.argv[2], sys.argv[3])
+                     for _ in range(3)]
+            await asyncio.gather(*calls)
+
+        if __name__ == "__main__":
+            executor = procpool.ProcessPoolExecutor(2, mp_context=sys.argv[1])
+            print(json.dumps(list(executor._processes)), flush=True)
+            try:
+                asyncio.run(main(executor))
+            except KeyboardInterrupt:
+                executor.shutdown(wait=True)  # the running calls were cancelled: no waiting
+                print("interrupted", repr(executor), flush=True)
+                sys.exit(130)
+    """),
 }
 
 
-@pytest.mark.parametrize("face", ["pool", "executor"])
+@pytest.mark.parametrize("face", ["pool", "executor", "asyncio"])
 def test_one_ctrl_c_stops_everything_and_leaves_nothing(
     face: str, start_method: str, tmp_path: Path
 ) -> None:
@@ -280,7 +300,8 @@ def test_one_ctrl_c_stops_everything_and_leaves_nothing(
     assert parent.returncode == 130, stderr
     expected = {"pool": "interrupted <procpool.Pool state=TERMINATE",
                 "executor": "interrupted <procpool.ProcessPoolExecutor shutdown max_workers=2> "
-                            "True"}
+                            "True",
+                "asyncio": "interrupted <procpool.ProcessPoolExecutor shutdown max_workers=2>"}
     assert expected[face] in stdout
     assert "Traceback" not in stderr  # nothing from the workers either
     assert still_alive(workers, timeout=5) == []
