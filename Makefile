@@ -1,13 +1,14 @@
 # Two commands do all the setup on a fresh machine with Python 3.10+ and make:
 #   make demo   create .venv, install procpool, run the main demonstration
 #   make test   create .venv, lint, type-check, run the tests on every supported Python found
+#   make bench  the side-by-side benchmarks (installs the peer libraries into .venv)
 PYTHON ?= python3
 VENV ?= .venv
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 # Other supported interpreters to run the suite on, when this machine has them (pyenv or PATH).
 EXTRA_PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13
 
-.PHONY: demo test lint typecheck pytest test-other-pythons clean
+.PHONY: demo test bench lint typecheck pytest test-other-pythons clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +20,13 @@ demo: $(VENV)/.installed
 
 test: lint typecheck pytest test-other-pythons
 
+# Side-by-side benchmarks against the stdlib and the peers (docs/performance.md).
+bench: $(VENV)/.installed
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r benchmarks/requirements.txt
+	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests examples
+	$(VENV)/bin/ruff check src tests examples benchmarks tools
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy

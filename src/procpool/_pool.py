@@ -142,7 +142,7 @@ class Pool:
         function = self._engine.task_function(func, result.fail)
         if function is not None:
             chunk = self._engine.make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
-                                     name_of(func), policy)
+                                            name_of(func), policy)
             if chunk is not None:
                 self._dispatcher.submit([chunk])
         return result
@@ -288,8 +288,8 @@ class Pool:
                 batch = list(itertools.islice(iterator, chunksize))
                 if not batch or not job.window.acquire(len(batch)):
                     break
-                chunk = self._engine.make_chunk(function, batch, CallMode.ONE_ARG, index, job, name,
-                                         policy)
+                chunk = self._engine.make_chunk(function, batch, CallMode.ONE_ARG, index, job,
+                                                name, policy)
                 if chunk is not None:
                     self._dispatcher.submit([chunk])
                 index += len(batch)

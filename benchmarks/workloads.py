@@ -1,0 +1,50 @@
+"""The workloads: module-level task functions (spawned workers import them) and their sizes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def spin(milliseconds: float) -> float:
+    """Busy for ``milliseconds`` of CPU time (a sleep would not load the CPU)."""
+    end = time.perf_counter() + milliseconds / 1000
+    while time.perf_counter() < end:
+        pass
+    return milliseconds
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    function: Callable[[Any], Any]
+    inputs: Callable[[], list[Any]]
+    # "map": eager map with the stdlib's automatic chunksize; "stream": each library's
+    # lazy/streaming call with its default arguments, consumed in order.
+    style: str
+
+
+def _heavy_tailed(count: int) -> list[float]:
+    # Most tasks short, a few long: 2 ms mostly, every 20th 60 ms (deterministic).
+    return [60.0 if i % 20 == 0 else 2.0 for i in range(count)]
+
+
+def workloads(quick: bool) -> list[Workload]:
+    scale = 10 if quick else 1
+    return [
+        Workload("tiny", f"{1_000_000 // scale:,} calls of x*x, map", square,
+                 lambda: list(range(1_000_000 // scale)), "map"),
+        Workload("imap-1ms", f"{10_000 // scale:,} tasks of 1 ms, streamed with default "
+                 "arguments", spin, lambda: [1.0] * (10_000 // scale), "stream"),
+        Workload("cpu-10ms", f"{400 // scale} tasks of 10 ms, map", spin,
+                 lambda: [10.0] * (400 // scale), "map"),
+        Workload("heavy-tail", f"{400 // scale} tasks, mostly 2 ms, every 20th 60 ms, map",
+                 spin, lambda: _heavy_tailed(400 // scale), "map"),
+    ]
