@@ -240,3 +240,11 @@ def initializer_keeps(shared: Any) -> None:
 def put_pid_on_shared_queue(_: object = None) -> int:
     _shared.put(os.getpid())
     return os.getpid()
+
+
+class Plain:
+    """A picklable object that supports weak references."""
+
+
+def make_plain(_: object = None) -> Plain:
+    return Plain()

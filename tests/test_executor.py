@@ -305,3 +305,15 @@ def test_dask_can_use_it_as_its_scheduler(executor: Any) -> None:
     bag = dask.bag.from_sequence(range(100), npartitions=8).map(mb.square)
     assert bag.sum().compute(scheduler=executor) == sum(x * x for x in range(100))
 
+
+
+def test_map_keeps_no_reference_to_results_already_yielded(executor: Any) -> None:
+    import gc
+    import weakref
+
+    for chunksize in (1, 4):
+        for obj in executor.map(mb.make_plain, range(8), chunksize=chunksize):
+            ref = weakref.ref(obj)
+            del obj
+            gc.collect()
+            assert ref() is None

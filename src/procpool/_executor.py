@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, cpu_count, name_of
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
-from ._task import CallMode, Chunk, pair_outcomes
+from ._task import CallMode, Chunk
 
 T = TypeVar("T")
 
@@ -98,8 +98,8 @@ class _FutureSink:
     """Connects one chunk to its future: the whole chunk's outcome is the future's result.
 
     For ``submit`` the chunk holds one call and the result is its value. For ``map`` the
-    result is the list of the chunk's outcomes (``(True, value)`` or ``(False, error)``), so
-    the map iterator can deliver every value before a failed item and raise at it.
+    result is the chunk's list of values with its failures by position, so the map iterator
+    can deliver every value before a failed item and raise at it.
     """
 
     def __init__(self, future: ProcessFuture[Any], outcomes: bool) -> None:
@@ -117,7 +117,7 @@ class _FutureSink:
     def chunk_done(self, chunk: Chunk, values: Sequence[Any],
                    failures: Mapping[int, BaseException]) -> None:
         if self._outcomes:
-            self._settle(True, pair_outcomes(values, failures))
+            self._settle(True, (values, failures))
         elif failures:
             self._settle(False, failures[0])
         else:
@@ -434,14 +434,18 @@ def _map_results(futures: collections.deque[ProcessFuture[Any]],
             future.cancel()
 
 
-def _unpack(outcomes: list[tuple[bool, Any]]) -> Iterator[Any]:
-    """Yield the values in order, raise at the first failure. Pops as it goes and keeps no
-    local name on a value while suspended, so a result dropped by the caller is freed."""
-    outcomes.reverse()
-    while outcomes:
-        if not outcomes[-1][0]:
-            raise outcomes.pop()[1]
-        yield outcomes.pop()[1]
+def _unpack(outcome: tuple[list[Any], Mapping[int, BaseException]]) -> Iterator[Any]:
+    """Yield a chunk's values in order, then raise its first failure, if any. Pops as it
+    goes and keeps no local name on a value while suspended, so a result the caller has
+    dropped is freed (gh-14406)."""
+    values, failures = outcome
+    stop = min(failures) if failures else len(values)
+    del values[stop:]
+    values.reverse()
+    while values:
+        yield values.pop()
+    if failures:
+        raise failures[stop]
 
 
 def _batched(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
