@@ -505,3 +505,18 @@ def test_initargs_may_carry_multiprocessing_queues_and_locks(any_start_method: s
     with procpool.ProcessPoolExecutor(1, mp_context=context, initializer=mb.initializer_keeps,
                                       initargs=(lock,)) as executor:
         assert executor.submit(mb.square, 3).result(30) == 9
+
+
+def test_terminate_does_not_wait_for_a_callback_that_never_returns() -> None:
+    stuck = threading.Event()
+    release = threading.Event()
+
+    def never_returns(_: object) -> None:
+        stuck.set()
+        release.wait()  # until the test lets go, after terminate() has returned
+
+    pool = procpool.Pool(1)
+    pool.apply_async(mb.square, (2,), callback=never_returns)
+    assert stuck.wait(30)
+    pool.terminate()  # must return although the callback thread is stuck
+    release.set()

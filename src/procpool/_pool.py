@@ -324,7 +324,8 @@ class Pool:
             window.cancel()
         self._dispatcher.terminate()
         self._dispatcher.join()
-        self._callbacks.stop(wait=True)
+        # Not waiting: a callback that never returns must not make terminate() hang.
+        self._callbacks.stop(wait=False)
 
     def join(self) -> None:
         """Wait for the workers to exit; call close() or terminate() first."""
