@@ -161,10 +161,6 @@ class Dispatcher:
     def inherits_memory(self) -> bool:
         return self._backend.inherits_memory
 
-    @property
-    def processes(self) -> int:
-        return self._scheduler.processes
-
     def worker_pids(self) -> list[int | None]:
         while True:  # read from another thread: retry if the dispatcher changed the dict
             try:

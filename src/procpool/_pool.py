@@ -98,7 +98,7 @@ class Pool:
             raise TypeError("initializer must be a callable")
         if context is None or isinstance(context, str):
             context = _get_context(context)
-        self._ctx = context
+        self._ctx = context  # the stdlib Pool's attribute name, kept for code that reads it
         self._processes = processes
         self._callbacks = CallbackRunner()
         self._streams: weakref.WeakSet[Window] = weakref.WeakSet()

@@ -243,10 +243,6 @@ class Window:
             self._cancelled = True
             self._condition.notify_all()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled
-
 
 class StreamJob:
     """The shared state of one imap / imap_unordered call: what arrived, what was consumed.
@@ -283,7 +279,18 @@ class StreamJob:
     def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
         self._arrive(chunk.first_index, [(False, error)] * chunk.size)
 
-    def _arrive(self, first_index: int, outcomes: list[tuple[bool, Any]]) -> None:
+    def input_finished(self, length: int, error: BaseException | None = None) -> None:
+        """The feeder read ``length`` items; ``error`` is what the input iterator raised."""
+        if error is None:
+            self._arrive(length, [], length)
+        else:
+            # Like the stdlib: the input's exception surfaces at its position in the stream.
+            self._arrive(length, [(False, error)], length + 1)
+
+    def _arrive(self, first_index: int, outcomes: list[tuple[bool, Any]],
+                length: int | None = None) -> None:
+        """Store outcomes from ``first_index`` on (and the stream's length, once known); wake
+        the waiting consumer, blocked or async."""
         with self._condition:
             if self._abandoned:
                 return
@@ -292,29 +299,12 @@ class StreamJob:
                     self._arrived[first_index + offset] = outcome
             else:
                 self._arrival_order.extend(outcomes)
+            if length is not None:
+                self._length = length
             self._condition.notify_all()
             listeners, self._listeners = self._listeners, []
         for listener in listeners:
             listener()
-
-    def input_finished(self, length: int, error: BaseException | None = None) -> None:
-        """The feeder read ``length`` items; ``error`` is what the input iterator raised."""
-        with self._condition:
-            if error is not None:
-                # Like the stdlib: the input's exception surfaces at its position in the stream.
-                self._arrive_unlocked(length, (False, error))
-                length += 1
-            self._length = length
-            self._condition.notify_all()
-            listeners, self._listeners = self._listeners, []
-        for listener in listeners:
-            listener()
-
-    def _arrive_unlocked(self, index: int, outcome: tuple[bool, Any]) -> None:
-        if self.ordered:
-            self._arrived[index] = outcome
-        else:
-            self._arrival_order.append(outcome)
 
     # ---- the consumer ----
 

@@ -213,6 +213,12 @@ class Scheduler:
         self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
         return self._dispatch(now)
 
+    def fail_item(self, chunk: Chunk, error: BaseException) -> BaseException:
+        """The error to deliver for an item that will not be retried (notes the attempts)."""
+        if chunk.attempt > 1 and not hasattr(error, "attempts"):
+            add_note(error, f"procpool: the task failed on each of {chunk.attempt} attempts")
+        return error
+
     def expire(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
@@ -297,12 +303,6 @@ class Scheduler:
         else:
             actions.append(FailChunk(lost, error))
         return actions
-
-    def fail_item(self, chunk: Chunk, error: BaseException) -> BaseException:
-        """The error to deliver for an item that will not be retried (notes the attempts)."""
-        if chunk.attempt > 1 and not hasattr(error, "attempts"):
-            add_note(error, f"procpool: the task failed on each of {chunk.attempt} attempts")
-        return error
 
     def _start_item(self, slot: _WorkerSlot, now: float) -> None:
         assert slot.running is not None
