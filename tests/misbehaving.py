@@ -195,7 +195,7 @@ def allocate_and_hold(megabytes: int) -> int:
 
 
 def fail_until_attempt(counter_path: str, succeed_on: int, how: str = "exit") -> int:
-    """Count this attempt in a file; fail (die or raise) until attempt ``succeed_on``."""
+    """Count this attempt in a file; fail (die, hang or raise) until attempt ``succeed_on``."""
     fd = os.open(counter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     os.write(fd, b".")
     os.close(fd)
@@ -203,6 +203,8 @@ def fail_until_attempt(counter_path: str, succeed_on: int, how: str = "exit") ->
     if attempt < succeed_on:
         if how == "exit":
             os._exit(1)
+        if how == "hang":
+            hang()
         raise ValueError(f"attempt {attempt} failed")
     return attempt
 

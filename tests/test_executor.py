@@ -282,7 +282,8 @@ def test_run_in_executor_works(executor: Any) -> None:
 
 
 def test_repr_and_private_views(executor: Any) -> None:
-    assert repr(executor) == "<procpool.ProcessPoolExecutor running max_workers=2>"
+    assert repr(executor) == ("<procpool.ProcessPoolExecutor running max_workers=2 workers=2 "
+                              "busy=0 queued=0 running=0 done=0 failed=0>")
     assert len(executor._processes) == 2
     assert all(os.getpid() != pid for pid in executor._processes)
 

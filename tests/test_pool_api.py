@@ -283,7 +283,8 @@ def test_processes_defaults_to_the_cpu_count() -> None:
 
 def test_repr_is_a_one_line_summary() -> None:
     with procpool.Pool(2) as pool:
-        assert repr(pool) == "<procpool.Pool state=RUN processes=2>"
+        assert repr(pool) == ("<procpool.Pool state=RUN processes=2 workers=2 busy=0 queued=0 "
+                              "running=0 done=0 failed=0>")
 
 
 # ---- workers -----------------------------------------------------------------------------------

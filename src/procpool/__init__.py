@@ -19,7 +19,9 @@ from ._errors import (
 )
 from ._executor import ProcessFuture, ProcessPoolExecutor
 from ._pool import Pool
+from ._progress import Progress
 from ._results import ApplyResult, AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
+from ._stats import PoolStats, WorkerStats
 
 __all__ = [
     "ApplyResult",
@@ -30,16 +32,19 @@ __all__ = [
     "MapResult",
     "Pool",
     "PoolBroken",
+    "PoolStats",
     "PoolTerminated",
     "ProcessFuture",
     "ProcessPoolExecutor",
     "ProcpoolError",
+    "Progress",
     "RemoteError",
     "ResultSerializationError",
     "SerializationError",
     "TaskTimeout",
     "TimeoutError",
     "WorkerDied",
+    "WorkerStats",
 ]
 
 __version__ = "0.1.0"

@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
@@ -48,6 +48,7 @@ from ._scheduler import (
     StartWorker,
     StopWorker,
 )
+from ._stats import PoolStats, WorkerStats
 from ._task import (
     Chunk,
     ChunkDone,
@@ -105,7 +106,15 @@ class _Cancel:
     chunk: Chunk
 
 
-_Command = _Submit | _StreamOpened | _StreamClosed | _Close | _Terminate | _Cancel
+class _StatsRequest:
+    """Asks the dispatcher thread for a snapshot; answered exactly once, even at shut-down."""
+
+    def __init__(self) -> None:
+        self.answered = threading.Event()
+        self.answer: PoolStats | None = None
+
+
+_Command = _Submit | _StreamOpened | _StreamClosed | _Close | _Terminate | _Cancel | _StatsRequest
 
 
 class Dispatcher:
@@ -143,6 +152,8 @@ class Dispatcher:
         self._function_caches: dict[int, FunctionCache] = {}
         self._peak_rss: dict[int, int] = {}
         self._eof: set[int] = set()  # workers whose pipe closed; only the sentinel matters now
+        self._items_done = 0  # items delivered with a value, for stats()
+        self._items_failed = 0  # items delivered with an error
         self._oom_kills_seen = _oom_kill_count()
         # --- read by anyone
         self.broken: BaseException | None = None
@@ -191,13 +202,26 @@ class Dispatcher:
         """Drop ``chunk`` if it has not started; kill its worker if it is running."""
         self._post(_Cancel(chunk))
 
+    def stats(self) -> PoolStats:
+        """A consistent snapshot, taken by the dispatcher thread between two events."""
+        if threading.current_thread() is self._thread:
+            return self._stats_now()
+        request = _StatsRequest()
+        if self._post(request):
+            request.answered.wait()  # answered by the loop, or by _shut_down if it ends first
+            assert request.answer is not None
+            return request.answer
+        self._thread.join()  # it is ending: once it has, its state is ours to read
+        return self._stats_now()
+
     def join(self, timeout: float | None = None) -> bool:
         if threading.current_thread() is self._thread:
             raise RuntimeError("cannot join the pool from its own dispatcher thread")
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _post(self, command: _Command) -> None:
+    def _post(self, command: _Command) -> bool:
+        """Queue a command for the dispatcher thread; False if it has finished already."""
         with self._lock:
             accepted = not self.finished.is_set()
             if accepted:
@@ -211,6 +235,7 @@ class Dispatcher:
             error = self.broken or PoolTerminated("the pool is no longer running")
             for chunk in command.chunks:
                 chunk.sink.chunk_failed(chunk, error)
+        return accepted
 
     # ---- the dispatcher thread ---------------------------------------------------------------
 
@@ -294,6 +319,8 @@ class Dispatcher:
                 self._carry_out_all(self._scheduler.close(now, abandon_streams=True))
             elif isinstance(command, _Cancel):
                 self._carry_out_all(self._scheduler.cancel(command.chunk))
+            elif isinstance(command, _StatsRequest):
+                _answer(command, self._stats_now())
 
     def _receive(self, worker_id: int, handle: WorkerHandle) -> None:
         try:
@@ -309,7 +336,7 @@ class Dispatcher:
         now = time.monotonic()
         if isinstance(message, ItemDone):
             chunk, position = self._scheduler.item_done(worker_id, now)
-            with _failing_on_error(chunk.part(position, 1)):
+            with self._failing_on_error(chunk.part(position, 1)):
                 self._deliver_item(chunk, position, message.result_payload, now)
         elif isinstance(message, ChunkDone):
             self._peak_rss[worker_id] = message.peak_rss
@@ -317,8 +344,8 @@ class Dispatcher:
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
             if message.results_payload:
-                with _failing_on_error(chunk):
-                    _deliver(chunk, message.results_payload, message.failed_positions)
+                with self._failing_on_error(chunk):
+                    self._deliver(chunk, message.results_payload, message.failed_positions)
         elif isinstance(message, Ready):
             self._scheduler.worker_ready(worker_id, now)
         elif isinstance(message, InitFailed):
@@ -332,16 +359,16 @@ class Dispatcher:
         try:
             outcome = loads(payload)[0]
         except BaseException:
-            _deliver(part, payload, ())  # reports the unpickling failure for this item
+            self._deliver(part, payload, ())  # reports the unpickling failure for this item
             return
         if type(outcome) is ItemFailure:
             error = _with_remote_traceback(outcome.error, outcome.traceback_text)
             if self._scheduler.should_retry(chunk, error):
                 self._carry_out_all(self._scheduler.retry_item(chunk, position, now))
                 return
-            part.sink.chunk_done(part, [None], {0: self._scheduler.fail_item(chunk, error)})
+            self._chunk_done(part, [None], {0: self._scheduler.fail_item(chunk, error)})
         else:
-            part.sink.chunk_done(part, [outcome], {})
+            self._chunk_done(part, [outcome], {})
 
     def _worker_ended(self, worker_id: int, handle: WorkerHandle) -> None:
         # Replies it sent before dying still count: a chunk it finished is not lost.
@@ -402,11 +429,92 @@ class Dispatcher:
         for command in leftovers:
             if isinstance(command, _Submit):
                 for chunk in command.chunks:
-                    chunk.sink.chunk_failed(chunk, error)
+                    self._chunk_failed(chunk, error)
+        for command in leftovers:
+            if isinstance(command, _StatsRequest):
+                _answer(command, self._stats_now())
         os.close(self._wake_read)
         os.close(self._wake_write)
         self._init = None  # may hold Locks and Queues: let them go with the pool
         _live_dispatchers.discard(self)
+
+    # ---- delivery: every outcome reaches its sink through these, and is counted -----------
+
+    def _chunk_done(self, chunk: Chunk, values: Sequence[Any],
+                    failures: Mapping[int, BaseException]) -> None:
+        self._items_done += chunk.size - len(failures)
+        self._items_failed += len(failures)
+        chunk.sink.chunk_done(chunk, values, failures)
+
+    def _chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        self._items_failed += chunk.size
+        chunk.sink.chunk_failed(chunk, error)
+
+    def _deliver(self, chunk: Chunk, results_payload: bytes,
+                 failed_positions: tuple[int, ...]) -> None:
+        try:
+            values = loads(results_payload)
+        except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
+            error = ResultSerializationError(
+                f"<results of {chunk.description}>",
+                f"the parent could not unpickle them ({describe_pickle_failure(exc)})",
+            )
+            error.__cause__ = exc
+            self._chunk_failed(chunk, error)
+            return
+        failures = {
+            position: _with_remote_traceback(values[position].error,
+                                             values[position].traceback_text)
+            for position in failed_positions
+        }
+        self._chunk_done(chunk, values, failures)
+
+    @contextlib.contextmanager
+    def _failing_on_error(self, chunk: Chunk) -> Iterator[None]:
+        """Deliver a chunk the scheduler has already let go of: if delivery itself fails, fail
+        the chunk with that error. Past this point no other path (not even the crash handler)
+        knows the chunk, so an escaping error would leave its waiters waiting forever."""
+        try:
+            yield
+        except BaseException as exc:
+            logger.exception("procpool could not deliver the results of %s", chunk.description)
+            error = PoolBroken(f"internal error while delivering {chunk.description}: {exc!r}")
+            error.__cause__ = exc
+            self._chunk_failed(chunk, error)
+
+    def _stats_now(self) -> PoolStats:
+        now = time.monotonic()
+        scheduler = self._scheduler
+        workers = []
+        running = 0
+        for worker_id, slot in scheduler.workers.items():
+            handle = self._workers.get(worker_id)
+            busy = slot.busy_seconds
+            if slot.busy_since is not None:
+                busy += now - slot.busy_since
+            if slot.running is not None:
+                running += slot.running.size - slot.position
+            workers.append(WorkerStats(
+                pid=None if handle is None else handle.pid,
+                busy=slot.running is not None,
+                tasks_done=slot.items_done,
+                busy_seconds=busy,
+                idle_seconds=max(0.0, now - slot.born - busy),
+                peak_rss=self._peak_rss.get(worker_id),
+            ))
+        counts = scheduler.counts
+        return PoolStats(
+            workers_alive=len(self._workers),
+            workers_busy=sum(worker.busy for worker in workers),
+            tasks_queued=sum(chunk.size for chunk in scheduler.pending),
+            tasks_running=running,
+            tasks_done=self._items_done,
+            tasks_failed=self._items_failed,
+            tasks_retried=counts.retried,
+            tasks_timed_out=counts.timed_out,
+            respawn_causes=dict(counts.replacements),
+            workers=tuple(workers),
+        )
 
     # ---- actions -----------------------------------------------------------------------------
 
@@ -418,7 +526,7 @@ class Dispatcher:
         if isinstance(action, SendChunk):
             self._send_chunk(action.worker_id, action.chunk)
         elif isinstance(action, FailChunk):
-            action.chunk.sink.chunk_failed(action.chunk, action.error)
+            self._chunk_failed(action.chunk, action.error)
         elif isinstance(action, StartWorker):
             self._start_worker(action.worker_id)
         elif isinstance(action, StopWorker):
@@ -495,18 +603,9 @@ def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
     return chunk.part(position, size, payload, attempt)
 
 
-@contextlib.contextmanager
-def _failing_on_error(chunk: Chunk) -> Iterator[None]:
-    """Deliver a chunk the scheduler has already let go of: if delivery itself fails, fail the
-    chunk with that error. Past this point no other path (not even the dispatcher's crash
-    handler) knows the chunk, so an escaping error would leave its waiters waiting forever."""
-    try:
-        yield
-    except BaseException as exc:
-        logger.exception("procpool could not deliver the results of %s", chunk.description)
-        error = PoolBroken(f"internal error while delivering {chunk.description}: {exc!r}")
-        error.__cause__ = exc
-        chunk.sink.chunk_failed(chunk, error)
+def _answer(request: _StatsRequest, stats: PoolStats) -> None:
+    request.answer = stats
+    request.answered.set()
 
 
 def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseException:
@@ -515,25 +614,6 @@ def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseExc
     if traceback_text:
         error.__cause__ = RemoteTraceback(traceback_text)
     return error
-
-
-def _deliver(chunk: Chunk, results_payload: bytes, failed_positions: tuple[int, ...]) -> None:
-    try:
-        values = loads(results_payload)
-    except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
-        error = ResultSerializationError(
-            f"<results of {chunk.description}>",
-            f"the parent could not unpickle them ({describe_pickle_failure(exc)})",
-        )
-        error.__cause__ = exc
-        chunk.sink.chunk_failed(chunk, error)
-        return
-    failures = {
-        position: _with_remote_traceback(values[position].error,
-                                         values[position].traceback_text)
-        for position in failed_positions
-    }
-    chunk.sink.chunk_done(chunk, values, failures)
 
 
 def _oom_kill_count() -> int:

@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, cpu_count, name_of
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
+from ._progress import length_of, make_tracker
+from ._stats import PoolStats
 from ._task import CallMode, Chunk
 
 T = TypeVar("T")
@@ -213,7 +215,7 @@ class ProcessPoolExecutor(Executor):
                             outcomes=False)
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1, buffersize: int | None = None,
+            chunksize: int = 1, buffersize: int | None = None, progress: Any = False,
             **options: Any) -> Iterator[T]:
         """Like ``map(fn, *iterables)``, run in the pool; results in order.
 
@@ -222,13 +224,19 @@ class ProcessPoolExecutor(Executor):
         also stops the ones running).
         ``buffersize`` (3.14) keeps at most that many chunks in flight and reads the input
         lazily, so an endless generator works; without it the input is read at once, as in
-        the stdlib. ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
+        the stdlib. ``progress``: True for a progress bar (tqdm), or a callable that receives
+        :class:`procpool.Progress` snapshots; it counts results as they are taken.
+        ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         _check_buffersize(buffersize)
         check_per_call_options("map", options)
         policy = self._engine.policy.override(**options)
+        lengths = [length_of(iterable) for iterable in iterables]
+        known = [length for length in lengths if length is not None]
+        total = min(known, default=0) if len(known) == len(lengths) else None
+        tracker = make_tracker(progress, total, name_of(fn))
         end_time = None if timeout is None else time.monotonic() + timeout
         batches = _batched(zip(*iterables, strict=False), chunksize)
         submit = self._chunk_submitter(fn, policy)
@@ -237,8 +245,9 @@ class ProcessPoolExecutor(Executor):
                                         if buffersize else batches)
         )
         executor = weakref.ref(self)
-        return _map_results(futures, batches if buffersize else None, executor, submit,
-                            end_time)
+        results = _map_results(futures, batches if buffersize else None, executor, submit,
+                               end_time)
+        return results if tracker is None else tracker.count(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; with ``cancel_futures``, drop what has not started; with
@@ -343,9 +352,16 @@ class ProcessPoolExecutor(Executor):
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown(wait=True)
 
+    def stats(self) -> PoolStats:
+        """A frozen snapshot of the pool behind this executor (see :class:`procpool.PoolStats`)."""
+        return self._engine.dispatcher.stats()
+
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
-        return f"<procpool.ProcessPoolExecutor {state} max_workers={self._max_workers}>"
+        identity = f"<procpool.ProcessPoolExecutor {state} max_workers={self._max_workers}"
+        if not hasattr(self, "_engine"):
+            return identity + ">"  # construction failed
+        return f"{identity} {self.stats().summary()}>"
 
     @property
     def _broken(self) -> BaseException | None:

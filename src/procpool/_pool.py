@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, cpu_count, name_of
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
+from ._progress import length_of, make_tracker
 from ._results import (
     ApplyResult,
     CallbackRunner,
@@ -26,6 +27,7 @@ from ._results import (
     StreamJob,
     Window,
 )
+from ._stats import PoolStats
 from ._task import CallMode, TaskFunction
 
 T = TypeVar("T")
@@ -150,14 +152,16 @@ class Pool:
     # ---- eager maps --------------------------------------------------------------------------
 
     def map(self, func: Callable[[Any], T], iterable: Iterable[Any],
-            chunksize: int | None = None, **options: Any) -> list[T]:
+            chunksize: int | None = None, *, progress: Any = False, **options: Any) -> list[T]:
         """Apply ``func`` to every item; return the results in order (like the builtin map).
 
-        ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
+        ``progress``: True for a progress bar (tqdm), or a callable that receives
+        :class:`procpool.Progress` snapshots; off by default. ``options``: ``task_timeout``,
+        ``retries``, ``retry_on`` for this call.
         """
         check_per_call_options("map", options)
         return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, None, None,
-                               **options).get()
+                               progress, **options).get()
 
     def map_async(
         self,
@@ -166,18 +170,21 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        progress: Any = False,
         **options: Any,
     ) -> MapResult[T]:
         check_per_call_options("map_async", options)
         return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, callback,
-                               error_callback, **options)
+                               error_callback, progress, **options)
 
     def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
-                chunksize: int | None = None, **options: Any) -> list[T]:
+                chunksize: int | None = None, *, progress: Any = False,
+                **options: Any) -> list[T]:
         """Like map, but each item is unpacked as the arguments: ``func(*item)``."""
         check_per_call_options("starmap", options)
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, None, None,
-                               **options).get()
+                               progress, **options).get()
 
     def starmap_async(
         self,
@@ -186,11 +193,13 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        progress: Any = False,
         **options: Any,
     ) -> MapResult[T]:
         check_per_call_options("starmap_async", options)
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, callback,
-                               error_callback, **options)
+                               error_callback, progress, **options)
 
     def _map_async(
         self,
@@ -200,6 +209,7 @@ class Pool:
         chunksize: int | None,
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        progress: Any = False,
         task_timeout: Any = UNSET,
         retries: Any = UNSET,
         retry_on: Any = UNSET,
@@ -213,8 +223,9 @@ class Pool:
             chunksize += bool(extra)
         else:
             _check_chunksize(chunksize)
+        tracker = make_tracker(progress, len(items), name_of(func), self._callbacks.post)
         result: MapResult[T] = MapResult(len(items), self._callbacks, callback, error_callback,
-                                         self._interrupted)
+                                         self._interrupted, tracker)
         function = self._engine.task_function(func, result.fail) if items else None
         if function is None:
             return result  # empty input (already complete), or the function failed it
@@ -232,26 +243,31 @@ class Pool:
     # ---- streaming maps ----------------------------------------------------------------------
 
     def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1,
-             buffersize: int | None = None, **options: Any) -> IMapIterator[T]:
+             buffersize: int | None = None, *, progress: Any = False,
+             **options: Any) -> IMapIterator[T]:
         """Like map, but returns an iterator, reads the input lazily, and yields in order.
 
         At most ``buffersize`` chunks (default: 4 per worker) are submitted ahead of the
-        consumer, so an endless generator streams in bounded memory. ``options``:
-        ``task_timeout``, ``retries``, ``retry_on`` for this call.
+        consumer, so an endless generator streams in bounded memory. ``progress`` counts
+        results as they are taken (its total is ``len(iterable)`` when the input has one).
+        ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
         check_per_call_options("imap", options)
-        return self._imap(func, iterable, chunksize, buffersize, ordered=True, **options)
+        return self._imap(func, iterable, chunksize, buffersize, progress, ordered=True,
+                          **options)
 
     def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
-                       chunksize: int = 1, buffersize: int | None = None,
-                       **options: Any) -> IMapIterator[T]:
+                       chunksize: int = 1, buffersize: int | None = None, *,
+                       progress: Any = False, **options: Any) -> IMapIterator[T]:
         """Like imap, but yields results as they finish."""
         check_per_call_options("imap_unordered", options)
-        return self._imap(func, iterable, chunksize, buffersize, ordered=False, **options)
+        return self._imap(func, iterable, chunksize, buffersize, progress, ordered=False,
+                          **options)
 
     def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int,
-              buffersize: int | None, *, ordered: bool, task_timeout: Any = UNSET,
-              retries: Any = UNSET, retry_on: Any = UNSET) -> IMapIterator[T]:
+              buffersize: int | None, progress: Any, *, ordered: bool,
+              task_timeout: Any = UNSET, retries: Any = UNSET,
+              retry_on: Any = UNSET) -> IMapIterator[T]:
         self._check_accepting()
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
         _check_chunksize(chunksize)
@@ -259,9 +275,10 @@ class Pool:
             buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
         elif not isinstance(buffersize, int) or buffersize < 1:
             raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
+        tracker = make_tracker(progress, length_of(iterable), name_of(func))
         iterator = iter(iterable)
         window = Window(buffersize * chunksize)
-        job = StreamJob(ordered, window, self._interrupted)
+        job = StreamJob(ordered, window, self._interrupted, tracker)
         cls = IMapIterator if ordered else IMapUnorderedIterator
         function = self._engine.task_function(
             func, lambda error: job.input_finished(0, error))
@@ -344,8 +361,8 @@ class Pool:
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_state", None) == RUN:
             # The stdlib's wording, which code and tests match on.
-            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning,
-                  source=self)
+            _warn(f"unclosed running multiprocessing pool {self._identity()}",
+                  ResourceWarning, source=self)
             self._dispatcher.terminate()
 
     def __reduce__(self) -> Any:
@@ -353,8 +370,20 @@ class Pool:
             "pool objects cannot be passed between processes or pickled"
         )
 
+    def stats(self) -> PoolStats:
+        """A frozen snapshot: workers alive and busy, tasks queued, running, done, failed,
+        retried and timed out, why workers were replaced, and per-worker busy/idle time and
+        peak memory (see :class:`procpool.PoolStats`)."""
+        return self._dispatcher.stats()
+
     def __repr__(self) -> str:
-        return f"<procpool.Pool state={self._state} processes={self._processes}>"
+        if not hasattr(self, "_dispatcher"):
+            return self._identity()  # construction failed
+        return f"{self._identity()[:-1]} {self.stats().summary()}>"
+
+    def _identity(self) -> str:
+        # No call into the dispatcher: safe from __del__, whatever thread runs it.
+        return f"<procpool.Pool state={self._state} processes={getattr(self, '_processes', 0)}>"
 
     @property
     def _pool(self) -> list[Any]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._errors import TimeoutError
+from ._progress import ProgressTracker
 from ._task import Chunk, pair_outcomes
 
 T = TypeVar("T")
@@ -87,8 +88,10 @@ class _AsyncResultBase(Generic[T]):
         callback: Callable[[T], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         on_interrupt: Callable[[], None] | None = None,
+        progress: ProgressTracker | None = None,
     ) -> None:
         self._on_interrupt = on_interrupt
+        self._progress = progress
         self._event = threading.Event()
         self._callbacks = callbacks
         self._callback = callback
@@ -130,14 +133,19 @@ class _AsyncResultBase(Generic[T]):
                 return
             self._settled = True
             self._success, self._value = success, value
+        if self._progress is not None:
+            self._progress.finish()  # its last drawing is queued on the callback thread
         callback = self._callback if success else self._error_callback
-        if callback is None:
+        if callback is None and self._progress is None:
             self._event.set()
             return
 
         def run_callback_then_release() -> None:
-            # The stdlib runs the callback before get() returns; so do we.
-            _call_user_callback(callback, value)
+            # The stdlib runs the callback before get() returns; so do we. A progress bar is
+            # closed by then too (same thread, queued first), so map()'s caller never sees it
+            # drawn after map() returned.
+            if callback is not None:
+                _call_user_callback(callback, value)
             self._event.set()
 
         self._callbacks.post(run_callback_then_release)
@@ -179,8 +187,9 @@ class MapResult(_AsyncResultBase[list[T]]):
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         on_interrupt: Callable[[], None] | None = None,
+        progress: ProgressTracker | None = None,
     ) -> None:
-        super().__init__(callbacks, callback, error_callback, on_interrupt)
+        super().__init__(callbacks, callback, error_callback, on_interrupt, progress)
         self._values: list[Any] = [None] * length
         self._items_left = length
         if length == 0:
@@ -189,6 +198,8 @@ class MapResult(_AsyncResultBase[list[T]]):
     def chunk_done(
         self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
     ) -> None:
+        if self._progress is not None:
+            self._progress.advance(chunk.size, len(failures))
         if failures:
             self._settle(False, failures[min(failures)])
             return
@@ -201,6 +212,8 @@ class MapResult(_AsyncResultBase[list[T]]):
             self._settle(True, self._values)
 
     def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        if self._progress is not None:
+            self._progress.advance(chunk.size, chunk.size)
         self._settle(False, error)
 
 
@@ -253,8 +266,10 @@ class StreamJob:
     """
 
     def __init__(self, ordered: bool, window: Window,
-                 on_interrupt: Callable[[], None] | None = None) -> None:
+                 on_interrupt: Callable[[], None] | None = None,
+                 progress: ProgressTracker | None = None) -> None:
         self.ordered = ordered
+        self._progress = progress  # counted as the consumer takes results
         self.window = window
         self._on_interrupt = on_interrupt
         self._condition = threading.Condition()
@@ -317,14 +332,23 @@ class StreamJob:
             if not arrived:
                 raise TimeoutError(f"no result within {timeout} s")
             if self._length is not None and self._handed_out >= self._length:
-                raise StopIteration
-            if self.ordered:
-                success, value = self._arrived.pop(self._next_index)
-                self._next_index += 1
+                finished = True
             else:
-                success, value = self._arrival_order.popleft()
-            self._handed_out += 1
+                finished = False
+                if self.ordered:
+                    success, value = self._arrived.pop(self._next_index)
+                    self._next_index += 1
+                else:
+                    success, value = self._arrival_order.popleft()
+                self._handed_out += 1
+        if finished:
+            if self._progress is not None:
+                self._progress.set_total(self._handed_out)
+                self._progress.finish()
+            raise StopIteration
         self.window.release(1)
+        if self._progress is not None:
+            self._progress.advance(1, failed=0 if success else 1)
         if success:
             return value
         raise value
@@ -354,6 +378,8 @@ class StreamJob:
             self._arrived.clear()
             self._arrival_order.clear()
         self.window.cancel()
+        if self._progress is not None:
+            self._progress.finish()
 
 
 class IMapIterator(Generic[T]):

@@ -9,9 +9,9 @@ tests drive it directly (tests/test_scheduler.py).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._codec import add_note
 from ._errors import InitializerFailed, TaskTimeout, WorkerDied, describe_exit
@@ -75,6 +75,16 @@ class Death:
     oom_killed: bool = False
 
 
+@dataclass(slots=True)
+class SchedulerCounts:
+    """What the scheduler has seen happen, for ``stats()``: retries, timeouts and why workers
+    were replaced."""
+
+    retried: int = 0
+    timed_out: int = 0
+    replacements: Counter[str] = field(default_factory=Counter)
+
+
 # Makes a runnable chunk of ``size`` items of ``chunk`` from ``position`` on, for ``attempt``.
 Splitter = Callable[[Chunk, int, int, int], Chunk]
 
@@ -91,6 +101,18 @@ class _WorkerSlot:
     # finishing as the signal lands, but it must never be given another one.
     doomed: bool = False
     chunks_done: int = 0
+    # For statistics: when the slot was created, when its current chunk started, how long it
+    # has spent running chunks, and how many items it finished.
+    born: float = 0.0
+    busy_since: float | None = None
+    busy_seconds: float = 0.0
+    items_done: int = 0
+
+    def finish_chunk(self, now: float, items: int) -> None:
+        if self.busy_since is not None:
+            self.busy_seconds += now - self.busy_since
+        self.busy_since = None
+        self.items_done += items
 
 
 class Scheduler:
@@ -112,6 +134,8 @@ class Scheduler:
         self.open_streams = 0
         self.closing = False
         self.broken: BaseException | None = None
+        # Counters for statistics (pool.stats()); decisions never read them.
+        self.counts = SchedulerCounts()
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -160,6 +184,7 @@ class Scheduler:
         slot.ready = True
         slot.deadline = None
         if slot.running is not None:
+            slot.busy_since = now
             self._start_item(slot, now)  # its chunk was waiting in the pipe until now
 
     def item_done(self, worker_id: int, now: float) -> tuple[Chunk, int]:
@@ -169,6 +194,7 @@ class Scheduler:
         assert chunk is not None, f"worker {worker_id} reported an item it was not given"
         position = slot.position
         slot.position += 1
+        slot.items_done += 1
         slot.deadline = None
         if slot.position < chunk.size:
             self._start_item(slot, now)
@@ -178,19 +204,23 @@ class Scheduler:
         slot = self.workers[worker_id]
         chunk = slot.running
         assert chunk is not None, f"worker {worker_id} reported a chunk it was not given"
+        slot.finish_chunk(now, chunk.size - slot.position)
         slot.running, slot.position, slot.deadline = None, 0, None
         slot.chunks_done += 1
         if slot.doomed:
             return chunk, self._dispatch(now)  # its death is on the way; no more work for it
         policy = self.worker_policy
         actions: list[Action] = []
-        if (policy.max_tasks is not None and slot.chunks_done >= policy.max_tasks) or (
-            policy.max_memory is not None and rss > policy.max_memory
-        ):
+        recycle = None
+        if policy.max_tasks is not None and slot.chunks_done >= policy.max_tasks:
+            recycle = "maxtasksperchild reached"
+        elif policy.max_memory is not None and rss > policy.max_memory:
+            recycle = "max_memory_per_child exceeded"
+        if recycle is not None:
             del self.workers[worker_id]
             actions.append(StopWorker(worker_id))
             if not self.closing or self.has_work():
-                actions.append(self._new_worker(now))
+                actions.append(self._new_worker(now, replacing=recycle))
         else:
             self._idle.append(worker_id)
         actions += self._dispatch(now)
@@ -210,6 +240,7 @@ class Scheduler:
 
     def retry_item(self, chunk: Chunk, position: int, now: float) -> list[Action]:
         """Run item ``position`` of ``chunk`` again (the caller checked should_retry)."""
+        self.counts.retried += 1
         self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
         return self._dispatch(now)
 
@@ -253,7 +284,7 @@ class Scheduler:
         if chunk is not None and not slot.cancelled:
             actions += self._chunk_lost(chunk, slot, death)
         if self.broken is None and (not self.closing or self.has_work()):
-            actions.append(self._new_worker(now))
+            actions.append(self._new_worker(now, replacing=_cause_of(slot, death)))
         actions += self._dispatch(now)
         return actions
 
@@ -290,6 +321,7 @@ class Scheduler:
         error: BaseException
         if slot.timed_out:
             assert chunk.policy.timeout is not None
+            self.counts.timed_out += 1
             error = TaskTimeout(chunk.policy.timeout, death.pid, lost.description, chunk.attempt)
         else:
             error = WorkerDied(death.pid, death.exitcode, lost.description, death.peak_rss,
@@ -299,6 +331,7 @@ class Scheduler:
         if rest > 0:
             self.pending.appendleft(self._split(chunk, position + 1, rest, chunk.attempt))
         if self.should_retry(chunk, error):
+            self.counts.retried += 1
             self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
         else:
             actions.append(FailChunk(lost, error))
@@ -309,10 +342,13 @@ class Scheduler:
         timeout = slot.running.policy.timeout
         slot.deadline = None if timeout is None else now + timeout
 
-    def _new_worker(self, now: float) -> StartWorker:
+    def _new_worker(self, now: float, replacing: str | None = None) -> StartWorker:
+        """A new worker slot; ``replacing`` says why the worker it replaces went away."""
+        if replacing is not None:
+            self.counts.replacements[replacing] += 1
         worker_id = self._next_worker_id
         self._next_worker_id += 1
-        slot = _WorkerSlot()
+        slot = _WorkerSlot(born=now)
         limit = self.worker_policy.initializer_timeout
         if limit is not None:
             slot.deadline = now + limit
@@ -335,6 +371,8 @@ class Scheduler:
             slot.running = chunk
             slot.position = 0
             if slot.ready:
+                slot.busy_since = now
+            if slot.ready:
                 self._start_item(slot, now)
             actions.append(SendChunk(worker_id, slot.running))
         if self.closing and not self.has_work():
@@ -342,6 +380,18 @@ class Scheduler:
             self.workers.clear()
             self._idle.clear()
         return actions
+
+
+def _cause_of(slot: _WorkerSlot, death: Death) -> str:
+    """Why a worker that ended unasked went away, in a few words (the key of its count)."""
+    if slot.timed_out:
+        return "task timeout"
+    if slot.cancelled:
+        return "task cancelled"
+    if death.oom_killed:
+        return "killed by the OOM killer"
+    signal_name, _ = describe_exit(death.exitcode)
+    return f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
 
 
 def _cannot_split(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
