@@ -9,6 +9,7 @@ their own API on top; neither talks to the scheduler or the workers.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -170,4 +171,7 @@ def cpu_count() -> int:
 
 
 def name_of(func: Callable[..., Any]) -> str:
+    """The name error messages and progress bars give a task's function."""
+    while isinstance(func, functools.partial):
+        func = func.func
     return getattr(func, "__qualname__", None) or type(func).__qualname__

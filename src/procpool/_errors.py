@@ -134,6 +134,11 @@ class WorkerDied(ProcpoolError, BrokenProcessPool):
         return (type(self), (self.pid, self.exitcode, self.task, self.peak_rss, self.attempts,
                              self.oom_killed))
 
+    def naming(self, task: str) -> WorkerDied:
+        """The same death, naming the task another way (the batch runner's input items)."""
+        return type(self)(self.pid, self.exitcode, task, self.peak_rss, self.attempts,
+                          self.oom_killed)
+
 
 class TaskTimeout(ProcpoolError):
     """A task ran longer than its ``task_timeout``; its worker was killed and replaced.
@@ -158,6 +163,10 @@ class TaskTimeout(ProcpoolError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.timeout, self.pid, self.task, self.attempts))
+
+    def naming(self, task: str) -> TaskTimeout:
+        """The same timeout, naming the task another way (the batch runner's input items)."""
+        return type(self)(self.timeout, self.pid, task, self.attempts)
 
 
 class PoolBroken(ProcpoolError, BrokenProcessPool):

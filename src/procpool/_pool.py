@@ -24,6 +24,7 @@ from ._results import (
     IMapIterator,
     IMapUnorderedIterator,
     MapResult,
+    Outcome,
     StreamJob,
     Window,
 )
@@ -264,10 +265,21 @@ class Pool:
         return self._imap(func, iterable, chunksize, buffersize, progress, ordered=False,
                           **options)
 
+    def _imap_outcomes(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+                       chunksize: int = 1, buffersize: int | None = None, *,
+                       progress: Any = False, ordered: bool = False,
+                       **options: Any) -> IMapIterator[Outcome]:
+        """Like imap_unordered (or imap), but yields an ``Outcome`` per item: its input index,
+        attempt, and value or error, so a failed item can be told apart from the others
+        (the batch runner journals each item by index)."""
+        check_per_call_options("imap", options)
+        return self._imap(func, iterable, chunksize, buffersize, progress, ordered=ordered,
+                          detailed=True, **options)
+
     def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int,
-              buffersize: int | None, progress: Any, *, ordered: bool,
+              buffersize: int | None, progress: Any, *, ordered: bool, detailed: bool = False,
               task_timeout: Any = UNSET, retries: Any = UNSET,
-              retry_on: Any = UNSET) -> IMapIterator[T]:
+              retry_on: Any = UNSET) -> IMapIterator[Any]:
         self._check_accepting()
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
         _check_chunksize(chunksize)
@@ -278,7 +290,7 @@ class Pool:
         tracker = make_tracker(progress, length_of(iterable), name_of(func))
         iterator = iter(iterable)
         window = Window(buffersize * chunksize)
-        job = StreamJob(ordered, window, self._interrupted, tracker)
+        job = StreamJob(ordered, window, self._interrupted, tracker, detailed=detailed)
         cls = IMapIterator if ordered else IMapUnorderedIterator
         function = self._engine.task_function(
             func, lambda error: job.input_finished(0, error))

@@ -17,6 +17,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._errors import TimeoutError
@@ -257,6 +258,21 @@ class Window:
             self._condition.notify_all()
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One item's outcome with where it came from: what ``detailed`` streams yield.
+
+    ``index`` is the item's position in the input; ``attempt`` the run that produced the
+    outcome (1 unless the item was retried); ``ok`` says whether ``value`` is the result or
+    the error.
+    """
+
+    index: int
+    attempt: int
+    ok: bool
+    value: Any
+
+
 class StreamJob:
     """The shared state of one imap / imap_unordered call: what arrived, what was consumed.
 
@@ -267,14 +283,16 @@ class StreamJob:
 
     def __init__(self, ordered: bool, window: Window,
                  on_interrupt: Callable[[], None] | None = None,
-                 progress: ProgressTracker | None = None) -> None:
+                 progress: ProgressTracker | None = None, *, detailed: bool = False) -> None:
         self.ordered = ordered
         self._progress = progress  # counted as the consumer takes results
+        # Hand out an Outcome per item (never raising an item's error) instead of its value.
+        self.detailed = detailed
         self.window = window
         self._on_interrupt = on_interrupt
         self._condition = threading.Condition()
-        self._arrived: dict[int, tuple[bool, Any]] = {}  # ordered: index -> outcome
-        self._arrival_order: deque[tuple[bool, Any]] = deque()  # unordered
+        self._arrived: dict[int, Outcome] = {}  # ordered: index -> outcome
+        self._arrival_order: deque[Outcome] = deque()  # unordered
         self._next_index = 0  # ordered: next index to hand out
         self._handed_out = 0
         self._length: int | None = None  # known once the input is exhausted
@@ -289,31 +307,32 @@ class StreamJob:
     def chunk_done(
         self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
     ) -> None:
-        self._arrive(chunk.first_index, pair_outcomes(values, failures))
+        self._arrive(chunk.first_index, chunk.attempt, pair_outcomes(values, failures))
 
     def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
-        self._arrive(chunk.first_index, [(False, error)] * chunk.size)
+        self._arrive(chunk.first_index, chunk.attempt, [(False, error)] * chunk.size)
 
     def input_finished(self, length: int, error: BaseException | None = None) -> None:
         """The feeder read ``length`` items; ``error`` is what the input iterator raised."""
         if error is None:
-            self._arrive(length, [], length)
+            self._arrive(length, 1, [], length)
         else:
             # Like the stdlib: the input's exception surfaces at its position in the stream.
-            self._arrive(length, [(False, error)], length + 1)
+            self._arrive(length, 1, [(False, error)], length + 1)
 
-    def _arrive(self, first_index: int, outcomes: list[tuple[bool, Any]],
+    def _arrive(self, first_index: int, attempt: int, outcomes: list[tuple[bool, Any]],
                 length: int | None = None) -> None:
         """Store outcomes from ``first_index`` on (and the stream's length, once known); wake
         the waiting consumer, blocked or async."""
         with self._condition:
             if self._abandoned:
                 return
-            if self.ordered:
-                for offset, outcome in enumerate(outcomes):
-                    self._arrived[first_index + offset] = outcome
-            else:
-                self._arrival_order.extend(outcomes)
+            for offset, (ok, value) in enumerate(outcomes):
+                outcome = Outcome(first_index + offset, attempt, ok, value)
+                if self.ordered:
+                    self._arrived[outcome.index] = outcome
+                else:
+                    self._arrival_order.append(outcome)
             if length is not None:
                 self._length = length
             self._condition.notify_all()
@@ -336,10 +355,10 @@ class StreamJob:
             else:
                 finished = False
                 if self.ordered:
-                    success, value = self._arrived.pop(self._next_index)
+                    outcome = self._arrived.pop(self._next_index)
                     self._next_index += 1
                 else:
-                    success, value = self._arrival_order.popleft()
+                    outcome = self._arrival_order.popleft()
                 self._handed_out += 1
         if finished:
             if self._progress is not None:
@@ -348,10 +367,12 @@ class StreamJob:
             raise StopIteration
         self.window.release(1)
         if self._progress is not None:
-            self._progress.advance(1, failed=0 if success else 1)
-        if success:
-            return value
-        raise value
+            self._progress.advance(1, failed=0 if outcome.ok else 1)
+        if self.detailed:
+            return outcome
+        if outcome.ok:
+            return outcome.value
+        raise outcome.value
 
     def call_when_ready(self, listener: Callable[[], object]) -> None:
         """Call ``listener`` once next() can answer without waiting (now, if it already can).
