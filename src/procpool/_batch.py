@@ -103,8 +103,9 @@ def resolve_function(spec: str) -> Callable[..., Any]:
                          f"{type(exc).__name__}: {exc}") from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            names = sorted(n for n, v in vars(target).items()
-                           if callable(v) and not n.startswith("_"))
+            names = sorted(  # what it defines itself, not what it imported
+                n for n, v in vars(target).items() if callable(v) and not n.startswith("_")
+                and getattr(v, "__module__", None) == getattr(target, "__name__", None))
             raise UsageError(f"{module_name!r} has no {attribute!r}; callables there: "
                              f"{', '.join(names) or 'none'}")
         target = getattr(target, part)

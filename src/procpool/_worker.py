@@ -148,6 +148,9 @@ def _become_process_group_leader() -> None:
     # Also for the window before setpgid, and a worker left in the terminal's group: the
     # parent decides what Ctrl-C means, and workers must not print tracebacks for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the parent's Python-level SIGTERM handler (a program that
+    # turns SIGTERM into a clean exit, say). terminate() means "die" to a worker: default.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _die_with_parent(lifeline: Connection) -> None:

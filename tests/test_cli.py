@@ -1,0 +1,355 @@
+"""``procpool run`` and ``procpool status``, run as a user runs them: as a command, in a
+subprocess, killed with SIGKILL halfway, resumed, and watched through a pseudo-terminal.
+
+Tasks are in batch_tasks.py. Tests that must catch the runner mid-run synchronise on FIFOs the
+task writes to; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import termios
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from support import still_alive
+
+RUN_TIMEOUT = 60
+
+
+def procpool(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "procpool", *args], cwd=cwd, input=stdin,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+
+def write_jsonl(path: Path, items: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return path
+
+
+def read_results(path: Path) -> dict[int, dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    by_index = {line["index"]: line for line in lines}
+    assert len(by_index) == len(lines), "an item was written twice"
+    return by_index
+
+
+# ---- inputs and results ------------------------------------------------------------------------
+
+
+def test_jsonl_items_become_calls_and_results_lines(tmp_path: Path) -> None:
+    source = tmp_path / "items.jsonl"
+    source.write_text('3\n[2, 5]\n{"a": 1, "b": 10}\n\nnot json\n[1, 2, 3]\n')
+    done = procpool("run", "batch_tasks:add", "items.jsonl", "-o", "out.jsonl", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # one malformed line, one wrong call
+    results = read_results(tmp_path / "out.jsonl")
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    assert [results[i].get("result") for i in range(3)] == [3, 7, 11]
+    assert results[0]["input"] == 3 and results[2]["input"] == {"a": 1, "b": 10}
+    assert results[0]["attempts"] == 1 and results[0]["duration"] >= 0
+    invalid = results[3]
+    assert invalid["status"] == "invalid"
+    assert "line 5: not valid JSON" in invalid["error"]["message"]
+    assert invalid["input"] == "not json"
+    wrong_call = results[4]
+    assert wrong_call["status"] == "error" and wrong_call["error"]["type"] == "TypeError"
+    assert "5 of 5 items, 3 ok, 2 failed" in done.stdout
+
+
+def test_csv_rows_are_keyword_arguments(tmp_path: Path) -> None:
+    (tmp_path / "words.csv").write_text("word,times\nhi,2\nyo,1\nbad\n")
+    done = procpool("run", "batch_tasks:shout", "words.csv", cwd=tmp_path)
+    assert done.returncode == 1
+    results = read_results(tmp_path / "results.jsonl")
+    assert results[0]["result"] == "HI!HI!" and results[1]["result"] == "YO!"
+    assert results[2]["status"] == "invalid"
+    assert "line 4: expected 2 fields (word, times), found 1" in results[2]["error"]["message"]
+
+
+def test_a_glob_or_a_folder_gives_one_path_per_item(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n in range(5):
+        (photos / f"p{n}.jpg").write_bytes(b"x" * n)
+    (photos / "notes.txt").write_text("skip me")
+    done = procpool("run", "batch_tasks:size_of", "photos/*.jpg", "-o", "g.jsonl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = read_results(tmp_path / "g.jsonl")
+    assert [results[i]["result"] for i in range(5)] == [
+        {"name": f"p{n}.jpg", "bytes": n} for n in range(5)]
+    done = procpool("run", "batch_tasks:size_of", "photos", "-o", "d.jsonl", cwd=tmp_path)
+    assert done.returncode == 0 and len(read_results(tmp_path / "d.jsonl")) == 6
+
+
+def test_stdin_is_json_lines(tmp_path: Path) -> None:
+    done = procpool("run", "batch_tasks:square", "-", "--workers", "1", cwd=tmp_path,
+                    stdin="1\n2\n3\n")
+    assert done.returncode == 0, done.stderr
+    assert {i: r["result"] for i, r in read_results(tmp_path / "results.jsonl").items()} == {
+        0: 1, 1: 4, 2: 9}
+
+
+def test_each_kind_of_failure_is_recorded_for_its_item_only(
+    tmp_path: Path, start_method: str
+) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(8)))
+    done = procpool("run", "batch_tasks:misbehave", "items.jsonl", "--task-timeout", "1",
+                    "--retries", "1", "--start-method", start_method, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    results = read_results(tmp_path / "results.jsonl")
+    statuses = {i: r["status"] for i, r in results.items()}
+    assert statuses == {0: "ok", 1: "error", 2: "died", 3: "timeout", 4: "error", 5: "ok",
+                        6: "ok", 7: "ok"}
+    assert results[1]["error"]["type"] == "ValueError"
+    assert 'raise ValueError(f"item {x} is bad")' in results[1]["error"]["traceback"]
+    assert "_batch_item" not in results[1]["error"]["traceback"]  # starts in the user's code
+    died = results[2]
+    assert died["attempts"] == 2 and "misbehave() on item 2 (line 3)" in died["error"]["message"]
+    assert "exit code 3" in died["error"]["message"]
+    assert results[3]["attempts"] == 2 and results[3]["error"]["type"] == "TaskTimeout"
+    assert "cannot be written as JSON" in results[4]["error"]["message"]
+    assert "8 of 8 items, 4 ok, 4 failed (1 timed out), 2 retried" in done.stdout
+
+
+# ---- killed and resumed --------------------------------------------------------------------------
+
+
+def _blocking_run(tmp_path: Path, start_method: str) -> tuple[list[str], Path]:
+    control = tmp_path / "control"
+    control.mkdir()
+    for fifo in ("started", "release"):
+        os.mkfifo(control / fifo)
+    (control / "block").touch()
+    write_jsonl(tmp_path / "items.jsonl", [{"x": x, "control": str(control)} for x in range(40)])
+    command = [sys.executable, "-m", "procpool", "run", "batch_tasks:logged_square",
+               "items.jsonl", "-w", "2", "--start-method", start_method]
+    return command, control
+
+
+def test_sigkill_halfway_then_resume_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, start_method: str
+) -> None:
+    command, control = _blocking_run(tmp_path, start_method)
+    runner = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        with open(control / "started") as fifo:  # item 10 is running (and will block)
+            assert fifo.read() == "started"
+        workers = [child.pid for child in psutil.Process(runner.pid).children()]
+        runner.kill()  # while the other worker is still going through items
+        runner.wait(timeout=RUN_TIMEOUT)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        assert runner.stderr is not None
+        runner.stderr.close()
+    assert still_alive(workers) == [], "the runner's workers outlived it"
+
+    journal = tmp_path / "results.jsonl.journal"
+    with sqlite3.connect(journal) as db:
+        recorded_before = {idx for (idx,) in db.execute("SELECT idx FROM items")}
+    assert 0 < len(recorded_before) < 40 and 10 not in recorded_before
+    status = procpool("status", str(journal), cwd=tmp_path)
+    assert "stopped before finishing" in status.stdout, status.stdout
+
+    (control / "block").unlink()
+    resumed = procpool("run", "batch_tasks:logged_square", "items.jsonl", "--resume",
+                       cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "40 of 40 items, 40 ok" in resumed.stdout
+    results = read_results(tmp_path / "results.jsonl")
+    assert {i: r["result"] for i, r in results.items()} == {x: x * x for x in range(40)}
+    runs = Counter(int(line) for line in (control / "runs").read_text().split())
+    assert all(runs[index] == 1 for index in recorded_before), "a recorded item ran again"
+    assert f"{40 - len(recorded_before)} this session" in resumed.stdout
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path) -> None:
+    command, control = _blocking_run(tmp_path, "fork")
+    runner = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        with open(control / "started") as fifo:
+            fifo.read()
+        runner.send_signal(signal.SIGINT)
+        stdout, stderr = runner.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.communicate()
+    assert runner.returncode == 130, stderr
+    assert "procpool run interrupted" in stdout and "--resume" in stderr
+    assert "Traceback" not in stderr
+    status = procpool("status", "results.jsonl.journal", cwd=tmp_path)
+    assert "interrupted; continue it with --resume" in status.stdout
+    (control / "block").unlink()
+    resumed = procpool("run", "batch_tasks:logged_square", "items.jsonl", "--resume",
+                       cwd=tmp_path)
+    assert resumed.returncode == 0 and len(read_results(tmp_path / "results.jsonl")) == 40
+
+
+def test_resume_repairs_the_results_file_from_the_journal(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(10)))
+    assert procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path).returncode == 0
+    results = tmp_path / "results.jsonl"
+    complete = results.read_bytes()
+    journal = tmp_path / "results.jsonl.journal"
+
+    with results.open("ab") as handle:  # killed while writing a line whose commit was lost
+        handle.write(b'{"index": 3, "stat')
+    assert procpool("run", "batch_tasks:square", "items.jsonl", "--resume",
+                    cwd=tmp_path).returncode == 0
+    assert results.read_bytes() == complete
+
+    results.write_bytes(complete[: len(complete) // 2])  # the file lost lines (a power cut)
+    assert procpool("run", "batch_tasks:square", "items.jsonl", "--resume",
+                    cwd=tmp_path).returncode == 0
+    assert results.read_bytes() == complete
+
+    # Killed between recording an item and writing its line: written on resume, once.
+    last = complete.splitlines(keepends=True)[-1]
+    results.write_bytes(complete[: -len(last)])
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE items SET written = NULL WHERE written = (SELECT MAX(written) "
+                   "FROM items)")
+        db.execute("UPDATE meta SET value = ? WHERE key = 'output_offset'",
+                   (str(len(complete) - len(last)),))
+    assert procpool("run", "batch_tasks:square", "items.jsonl", "--resume",
+                    cwd=tmp_path).returncode == 0
+    assert results.read_bytes() == complete
+
+
+# ---- what gets a clear error --------------------------------------------------------------------
+
+
+def test_journal_problems_are_refused_never_silently_restarted(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(5)))
+    assert procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path).returncode == 0
+
+    again = procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path)
+    assert again.returncode == 2 and "add --resume to continue it, or --restart" in again.stderr
+
+    other = procpool("run", "batch_tasks:add", "items.jsonl", "--resume", cwd=tmp_path)
+    assert other.returncode == 2 and "belongs to another run" in other.stderr
+
+    write_jsonl(tmp_path / "items.jsonl", [0, 1, 99, 3, 4])
+    changed = procpool("run", "batch_tasks:square", "items.jsonl", "--resume", cwd=tmp_path)
+    assert changed.returncode == 2
+    assert "the input changed since the journal was written: item 2 (line 3)" in changed.stderr
+
+    nothing = procpool("run", "batch_tasks:square", "items.jsonl", "--resume", "-o", "new.jsonl",
+                       cwd=tmp_path)
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr
+
+    (tmp_path / "corrupt.journal").write_bytes(b"this is not sqlite" * 100)
+    corrupt = procpool("run", "batch_tasks:square", "items.jsonl", "--resume", "--journal",
+                       "corrupt.journal", cwd=tmp_path)
+    assert corrupt.returncode == 2 and "not a procpool journal" in corrupt.stderr
+    status = procpool("status", "corrupt.journal", cwd=tmp_path)
+    assert status.returncode == 2 and "not a procpool journal" in status.stderr
+
+    restarted = procpool("run", "batch_tasks:square", "items.jsonl", "--restart", cwd=tmp_path)
+    assert restarted.returncode == 0 and read_results(tmp_path / "results.jsonl")[2][
+        "result"] == 99 * 99
+
+
+def test_a_journal_in_use_is_refused(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1])
+    lock = os.open(tmp_path / "results.jsonl.journal.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        os.write(lock, b"4242")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        busy = procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path)
+    finally:
+        os.close(lock)
+    assert busy.returncode == 2 and "another procpool run (pid 4242)" in busy.stderr
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["nowhere:square", "items.jsonl"], "cannot import the module 'nowhere'"),
+    (["batch_tasks:nope", "items.jsonl"], "'batch_tasks' has no 'nope'; callables there: add"),
+    (["batch_tasks", "items.jsonl"], "expected MODULE:FUNCTION"),
+    (["batch_tasks:square", "missing.jsonl"], "cannot read the input 'missing.jsonl'"),
+    (["batch_tasks:square", "nothing/*.png"], "no files match 'nothing/*.png'"),
+    (["batch_tasks:square", "items.jsonl", "--workers", "0"], "must be at least 1"),
+    (["batch_tasks:square", "items.jsonl", "--max-memory-per-child", "lots"], "like 500M"),
+])
+def test_bad_arguments_get_a_clear_message(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1])
+    done = procpool("run", *arguments, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+# ---- watching it ---------------------------------------------------------------------------------
+
+
+def test_progress_bar_and_summary_in_a_terminal(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(40)))
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "procpool", "run", "batch_tasks:square", "items.jsonl"],
+        cwd=tmp_path, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+    try:
+        while True:
+            try:
+                data = os.read(controller, 4096)
+            except OSError:  # EIO: the runner exited and the terminal closed
+                break
+            if not data:
+                break
+            output += data
+        assert runner.wait(timeout=RUN_TIMEOUT) == 0
+    finally:
+        os.close(controller)
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    text = output.decode()
+    assert "square: 100%" in text and "40/40" in text and "item/s" in text
+    assert "\r" in text  # redrawn in place, as a bar on a terminal is
+    assert "procpool run done: 40 of 40 items, 40 ok, 0 failed" in text
+
+
+def test_no_bar_when_not_a_terminal(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1, 2])
+    done = procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    forced = procpool("run", "batch_tasks:square", "items.jsonl", "--restart", "--progress",
+                      cwd=tmp_path)
+    assert "2/2" in forced.stderr
+
+
+def test_status_of_a_finished_run(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1, "x", 3])
+    procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path)
+    status = procpool("status", "results.jsonl.journal", cwd=tmp_path)
+    assert status.returncode == 0
+    assert "batch_tasks:square over jsonl:" in status.stdout
+    assert "state     finished" in status.stdout
+    assert "3 of 3 recorded: 2 ok, 1 failed" in status.stdout
+
+
+def test_the_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "procpool"
+    done = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT)
+    assert done.returncode == 0 and "--resume" in done.stdout
