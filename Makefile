@@ -1,5 +1,5 @@
 # Two commands do all the setup on a fresh machine with Python 3.10+ and make:
-#   make demo   create .venv, install procpool, run the main demonstration
+#   make demo   create .venv, install procpool, run the main demonstration (procpool run)
 #   make test   create .venv, lint, type-check, run the tests on every supported Python found
 #   make bench  the side-by-side benchmarks (installs the peer libraries into .venv)
 PYTHON ?= python3
@@ -15,8 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
 	touch $@
 
+# The main job: the batch runner resizes a folder of generated photos, with a progress bar, a
+# journal and a summary (run it again with --resume to see that nothing is redone).
+DEMO_DIR ?= build/demo
 demo: $(VENV)/.installed
-	$(VENV)/bin/python examples/resize_photos.py
+	$(VENV)/bin/python -m examples.photos $(DEMO_DIR)/photos --count 32
+	$(VENV)/bin/procpool run examples.photos:resize '$(DEMO_DIR)/photos/*.jpg' \
+	    -o $(DEMO_DIR)/resized.jsonl --restart --progress
+	$(VENV)/bin/procpool status $(DEMO_DIR)/resized.jsonl.journal
 
 test: lint typecheck pytest test-other-pythons
 

@@ -18,29 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image, ImageFilter
+from photos import make_photo, resize_into  # examples/photos.py, beside this script
 
 import procpool
-
-
-def make_photo(path: Path, width: int, height: int, seed: int) -> None:
-    """Write a photo-like JPEG: two crossing gradients plus grain, different for each seed."""
-    red = Image.linear_gradient("L").resize((width, height)).rotate(seed * 37 % 360)
-    green = Image.radial_gradient("L").resize((width, height))
-    grain = Image.effect_noise((width, height), 40 + seed % 30)
-    Image.merge("RGB", (red, green, grain)).save(path, quality=90)
 
 
 def resize_photo(job: tuple[str, str, int]) -> tuple[str, tuple[int, int], int, float]:
     """The task: load, resize to fit ``size``, sharpen, save. Returns what a caller logs."""
     source, target_dir, size = job
-    started = time.perf_counter()
-    with Image.open(source) as photo:
-        photo.thumbnail((size, size), Image.Resampling.LANCZOS)
-        photo = photo.filter(ImageFilter.UnsharpMask(radius=2, percent=120))
-        target = Path(target_dir) / Path(source).name
-        photo.save(target, quality=85)
-    return Path(source).name, photo.size, target.stat().st_size, time.perf_counter() - started
+    done = resize_into(source, target_dir, size)
+    return done["photo"], tuple(done["size"]), done["kib"] * 1024, done["seconds"]
 
 
 def main(argv: list[str] | None = None) -> int:

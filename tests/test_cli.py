@@ -353,3 +353,19 @@ def test_the_console_script_is_installed() -> None:
     done = subprocess.run([str(script), "run", "--help"], capture_output=True, text=True,
                           timeout=RUN_TIMEOUT)
     assert done.returncode == 0 and "--resume" in done.stdout
+
+
+def test_the_readme_demo_task_runs_through_the_runner(tmp_path: Path) -> None:
+    repository = Path(__file__).parent.parent
+    photos = tmp_path / "photos"
+    made = subprocess.run([sys.executable, "-m", "examples.photos", str(photos), "--count", "3",
+                           "--width", "1200", "--height", "900"], cwd=repository,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert made.returncode == 0, made.stderr
+    done = procpool("run", "examples.photos:resize", f"{photos}/*.jpg", "-o",
+                    str(tmp_path / "resized.jsonl"), cwd=repository)
+    assert done.returncode == 0, done.stderr
+    results = read_results(tmp_path / "resized.jsonl")
+    assert [results[i]["result"]["size"] for i in range(3)] == [[800, 600]] * 3
+    assert sorted(p.name for p in (tmp_path / "resized").iterdir()) == [
+        f"photo-00{i}.jpg" for i in range(3)]

@@ -251,6 +251,23 @@ INTERRUPT_SCRIPTS = {
                 print("interrupted", repr(executor), futures[2].cancelled(), flush=True)
                 sys.exit(130)
     """),
+    "imap": textwrap.dedent("""
+        import functools, json, sys
+        import misbehaving as mb
+        import procpool
+
+        if __name__ == "__main__":
+            pool = procpool.Pool(2, context=sys.argv[1])
+            print(json.dumps([w.pid for w in pool._pool]), flush=True)
+            try:
+                # nobody ever writes to the release FIFO
+                task = functools.partial(mb.announce_then_block, sys.argv[2])
+                for _ in pool.imap(task, [sys.argv[3]] * 2):
+                    pass
+            except KeyboardInterrupt:
+                print("interrupted", repr(pool), flush=True)
+                sys.exit(130)
+    """),
     "asyncio": textwrap.dedent("""
         import asyncio, json, sys
         import misbehaving as mb
@@ -274,7 +291,7 @@ INTERRUPT_SCRIPTS = {
 }
 
 
-@pytest.mark.parametrize("face", ["pool", "executor", "asyncio"])
+@pytest.mark.parametrize("face", ["pool", "imap", "executor", "asyncio"])
 def test_one_ctrl_c_stops_everything_and_leaves_nothing(
     face: str, start_method: str, tmp_path: Path
 ) -> None:
@@ -299,6 +316,7 @@ def test_one_ctrl_c_stops_everything_and_leaves_nothing(
         parent.wait()
     assert parent.returncode == 130, stderr
     expected = {"pool": "interrupted <procpool.Pool state=TERMINATE processes=2 workers=0",
+                "imap": "interrupted <procpool.Pool state=TERMINATE processes=2 workers=0",
                 "executor": "interrupted <procpool.ProcessPoolExecutor shutdown max_workers=2 "
                             "workers=0",
                 "asyncio": "interrupted <procpool.ProcessPoolExecutor shutdown max_workers=2 "

@@ -25,6 +25,7 @@ from ._progress import ProgressTracker
 from ._task import Chunk, pair_outcomes
 
 T = TypeVar("T")
+W = TypeVar("W")
 logger = logging.getLogger("procpool")
 
 
@@ -70,7 +71,7 @@ def _call_user_callback(callback: Callable[[Any], object], argument: Any) -> Non
         logger.exception("a result callback raised; the pool carries on")
 
 
-def _wait_or_interrupt(wait: Callable[[], bool], on_interrupt: Callable[[], None] | None) -> bool:
+def _wait_or_interrupt(wait: Callable[[], W], on_interrupt: Callable[[], None] | None) -> W:
     """Run a blocking wait; on Ctrl-C, stop the pool's work first, then let it propagate."""
     try:
         return wait()
@@ -343,24 +344,10 @@ class StreamJob:
     # ---- the consumer ----
 
     def next(self, timeout: float | None) -> Any:
-        with self._condition:
-            arrived = _wait_or_interrupt(
-                lambda: self._condition.wait_for(self._can_hand_out, timeout),
-                self._on_interrupt,
-            )
-            if not arrived:
-                raise TimeoutError(f"no result within {timeout} s")
-            if self._length is not None and self._handed_out >= self._length:
-                finished = True
-            else:
-                finished = False
-                if self.ordered:
-                    outcome = self._arrived.pop(self._next_index)
-                    self._next_index += 1
-                else:
-                    outcome = self._arrival_order.popleft()
-                self._handed_out += 1
-        if finished:
+        # The Ctrl-C handler (terminate) runs only once _take has let go of the condition:
+        # terminate waits for the dispatcher, which needs the condition to deliver.
+        outcome = _wait_or_interrupt(lambda: self._take(timeout), self._on_interrupt)
+        if outcome is None:
             if self._progress is not None:
                 self._progress.set_total(self._handed_out)
                 self._progress.finish()
@@ -373,6 +360,21 @@ class StreamJob:
         if outcome.ok:
             return outcome.value
         raise outcome.value
+
+    def _take(self, timeout: float | None) -> Outcome | None:
+        """Wait for the next outcome and take it; None once the stream has ended."""
+        with self._condition:
+            if not self._condition.wait_for(self._can_hand_out, timeout):
+                raise TimeoutError(f"no result within {timeout} s")
+            if self._length is not None and self._handed_out >= self._length:
+                return None
+            if self.ordered:
+                outcome = self._arrived.pop(self._next_index)
+                self._next_index += 1
+            else:
+                outcome = self._arrival_order.popleft()
+            self._handed_out += 1
+            return outcome
 
     def call_when_ready(self, listener: Callable[[], object]) -> None:
         """Call ``listener`` once next() can answer without waiting (now, if it already can).

@@ -1,0 +1,1 @@
+"""Runnable examples; ``examples.photos`` is what ``make demo`` runs through ``procpool run``."""
