@@ -257,13 +257,15 @@ INTERRUPT_SCRIPTS = {
         import procpool
 
         if __name__ == "__main__":
-            pool = procpool.Pool(2, context=sys.argv[1])
-            print(json.dumps([w.pid for w in pool._pool]), flush=True)
+            # Left by `with`: the test cannot know that the interrupt lands while next()
+            # waits (the task may announce itself first), and either way nothing may hang.
             try:
-                # nobody ever writes to the release FIFO
-                task = functools.partial(mb.announce_then_block, sys.argv[2])
-                for _ in pool.imap(task, [sys.argv[3]] * 2):
-                    pass
+                with procpool.Pool(2, context=sys.argv[1]) as pool:
+                    print(json.dumps([w.pid for w in pool._pool]), flush=True)
+                    # nobody ever writes to the release FIFO
+                    task = functools.partial(mb.announce_then_block, sys.argv[2])
+                    for _ in pool.imap(task, [sys.argv[3]] * 2):
+                        pass
             except KeyboardInterrupt:
                 print("interrupted", repr(pool), flush=True)
                 sys.exit(130)
