@@ -7,6 +7,7 @@ task writes to; nothing sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -159,7 +160,7 @@ def test_sigkill_halfway_then_resume_loses_nothing_and_repeats_nothing(
     assert still_alive(workers) == [], "the runner's workers outlived it"
 
     journal = tmp_path / "results.jsonl.journal"
-    with sqlite3.connect(journal) as db:
+    with contextlib.closing(sqlite3.connect(journal)) as db:
         recorded_before = {idx for (idx,) in db.execute("SELECT idx FROM items")}
     assert 0 < len(recorded_before) < 40 and 10 not in recorded_before
     status = procpool("status", str(journal), cwd=tmp_path)
@@ -222,7 +223,7 @@ def test_resume_repairs_the_results_file_from_the_journal(tmp_path: Path) -> Non
     # Killed between recording an item and writing its line: written on resume, once.
     last = complete.splitlines(keepends=True)[-1]
     results.write_bytes(complete[: -len(last)])
-    with sqlite3.connect(journal) as db:
+    with contextlib.closing(sqlite3.connect(journal)) as db, db:
         db.execute("UPDATE items SET written = NULL WHERE written = (SELECT MAX(written) "
                    "FROM items)")
         db.execute("UPDATE meta SET value = ? WHERE key = 'output_offset'",

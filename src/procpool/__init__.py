@@ -5,6 +5,7 @@ is a drop-in for ``multiprocessing.Pool``, ``procpool.ProcessPoolExecutor`` for
 ``concurrent.futures.ProcessPoolExecutor``; both run on the same engine.
 """
 
+from ._backends.dask import DaskBackend
 from ._errors import (
     InitializerFailed,
     PoolBroken,
@@ -26,6 +27,7 @@ from ._stats import PoolStats, WorkerStats
 __all__ = [
     "ApplyResult",
     "AsyncResult",
+    "DaskBackend",
     "IMapIterator",
     "IMapUnorderedIterator",
     "InitializerFailed",

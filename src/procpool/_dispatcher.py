@@ -257,7 +257,9 @@ class Dispatcher:
     def _wait_and_handle(self) -> None:
         waitables: list[Any] = [self._wake_read]
         for worker_id, handle in self._workers.items():
-            if worker_id not in self._eof:
+            # A killed thread-backed worker (inline, Dask relay) has its pipe closed by kill():
+            # only its sentinel is left to report the end.
+            if worker_id not in self._eof and not handle.connection.closed:
                 waitables.append(handle.connection)
             waitables.append(handle.sentinel)
         waitables += [handle.sentinel for handle in self._retiring.values()]
@@ -385,7 +387,8 @@ class Dispatcher:
         exitcode = handle.reap()
         oom_kills = _oom_kill_count()
         death = Death(handle.pid, exitcode, self._peak_rss.get(worker_id),
-                      oom_killed=exitcode == -signal.SIGKILL and oom_kills > self._oom_kills_seen)
+                      oom_killed=exitcode == -signal.SIGKILL and oom_kills > self._oom_kills_seen,
+                      cause=handle.loss_cause)
         self._oom_kills_seen = oom_kills
         self._release(handle)
         self._carry_out_all(self._scheduler.worker_lost(worker_id, death, time.monotonic()))
@@ -436,6 +439,10 @@ class Dispatcher:
         os.close(self._wake_read)
         os.close(self._wake_write)
         self._init = None  # may hold Locks and Queues: let them go with the pool
+        try:
+            self._backend.close()  # a Dask cluster the pool started, for one
+        except Exception:
+            logger.exception("procpool: closing the %s backend failed", self._backend.name)
         _live_dispatchers.discard(self)
 
     # ---- delivery: every outcome reaches its sink through these, and is counted -----------

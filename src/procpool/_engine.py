@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -44,11 +43,11 @@ class Engine:
     def __init__(
         self,
         *,
-        processes: int,
+        processes: int | None,
         initializer: Callable[..., object] | None,
         initargs: Iterable[Any],
         context: Any,
-        backend: str,
+        backend: Any,
         max_tasks: int | None,
         task_timeout: Any,
         retries: Any,
@@ -69,8 +68,11 @@ class Engine:
         )
         self._lock = threading.Lock()
         self._functions: OrderedDict[Any, TaskFunction] = OrderedDict()
+        built_backend = create_backend(backend, context)
+        # None: as many as the backend suggests (this machine's CPUs, a Dask cluster's threads).
+        self.processes = built_backend.default_processes() if processes is None else processes
         self.dispatcher = Dispatcher(
-            create_backend(backend, context), processes, initializer, initargs, worker_policy,
+            built_backend, self.processes, initializer, initargs, worker_policy,
             finish_at_exit=finish_at_exit,
         )
 
@@ -158,16 +160,6 @@ def _argument_error(items: list[Any], first_index: int, exc: Exception) -> BaseE
                                       f"process. {PICKLING_ADVICE}")
     return add_note(exc, f"procpool: cannot send the arguments to a worker process. "
                          f"{PICKLING_ADVICE}")
-
-
-def cpu_count() -> int:
-    """The CPUs this process may run on (its affinity mask), at least 1."""
-    if hasattr(os, "process_cpu_count"):  # 3.13+
-        return os.process_cpu_count() or 1
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def name_of(func: Callable[..., Any]) -> str:

@@ -107,11 +107,15 @@ class WorkerDied(ProcpoolError, BrokenProcessPool):
         peak_rss: int | None = None,
         attempts: int = 1,
         oom_killed: bool = False,
+        cause: str | None = None,
     ) -> None:
         self.pid = pid
         self.exitcode = exitcode
         self.signal_name, self.likely_cause = describe_exit(exitcode)
-        if oom_killed:
+        self.cause = cause  # what the backend knows of a loss it has no exit status for
+        if cause is not None:
+            self.likely_cause = cause
+        elif oom_killed:
             self.likely_cause = (
                 "the kernel's OOM killer: the system's count of OOM kills rose when it died; "
                 "give the task less data at a time, or the machine more memory"
@@ -120,8 +124,14 @@ class WorkerDied(ProcpoolError, BrokenProcessPool):
         self.peak_rss = peak_rss
         self.attempts = attempts
         self.oom_killed = oom_killed
-        how = f"killed by {self.signal_name}" if self.signal_name else f"exit code {exitcode}"
-        text = f"worker (pid {pid}) died while running {task or 'a task'}: {how}, "
+        if cause is not None and exitcode is None:
+            how = "lost"
+        elif self.signal_name:
+            how = f"killed by {self.signal_name}"
+        else:
+            how = f"exit code {exitcode}"
+        who = "worker" if pid is None else f"worker (pid {pid})"
+        text = f"{who} died while running {task or 'a task'}: {how}, "
         text += f"likely cause: {self.likely_cause}"
         if peak_rss is not None:
             text += f"; its peak resident memory was {peak_rss / 2**20:.0f} MiB"
@@ -132,12 +142,12 @@ class WorkerDied(ProcpoolError, BrokenProcessPool):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.pid, self.exitcode, self.task, self.peak_rss, self.attempts,
-                             self.oom_killed))
+                             self.oom_killed, self.cause))
 
     def naming(self, task: str) -> WorkerDied:
         """The same death, naming the task another way (the batch runner's input items)."""
         return type(self)(self.pid, self.exitcode, task, self.peak_rss, self.attempts,
-                          self.oom_killed)
+                          self.oom_killed, self.cause)
 
 
 class TaskTimeout(ProcpoolError):

@@ -29,7 +29,7 @@ from concurrent.futures.process import _RemoteTraceback
 from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
-from ._engine import Engine, WorkerView, cpu_count, name_of
+from ._engine import Engine, WorkerView, name_of
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
@@ -170,12 +170,10 @@ class ProcessPoolExecutor(Executor):
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = DEFAULT_RETRY_ON,
         max_memory_per_child: int | None = None,
         initializer_timeout: float | None = None,
-        backend: str = "local",
+        backend: Any = "local",
     ) -> None:
         self._shutdown = True  # until construction succeeds
-        if max_workers is None:
-            max_workers = cpu_count()
-        elif max_workers <= 0:
+        if max_workers is not None and max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if mp_context is None:
             # The stdlib's rule: recycling workers forks from a threaded process, so it
@@ -193,7 +191,6 @@ class ProcessPoolExecutor(Executor):
                                  "multiprocessing start method; supply a different mp_context.")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        self._max_workers = max_workers
         self._mp_context = mp_context
         self._shutdown_lock = threading.Lock()
         self._engine = Engine(
@@ -203,6 +200,7 @@ class ProcessPoolExecutor(Executor):
             max_memory_per_child=max_memory_per_child, initializer_timeout=initializer_timeout,
             finish_at_exit=True,
         )
+        self._max_workers = self._engine.processes
         # Futures not yet done, so shutdown(cancel_futures=True) can find the pending ones.
         self._pending: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         self._shutdown = False
@@ -358,7 +356,8 @@ class ProcessPoolExecutor(Executor):
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
-        identity = f"<procpool.ProcessPoolExecutor {state} max_workers={self._max_workers}"
+        workers = getattr(self, "_max_workers", None)
+        identity = f"<procpool.ProcessPoolExecutor {state} max_workers={workers}"
         if not hasattr(self, "_engine"):
             return identity + ">"  # construction failed
         return f"{identity} {self.stats().summary()}>"

@@ -101,14 +101,10 @@ class Journal:
         try:
             connection = _connect(path, read_only)
             try:
-                ok = connection.execute("PRAGMA quick_check").fetchone()[0]
-                meta = dict(connection.execute("SELECT key, value FROM meta"))
-            except sqlite3.DatabaseError as exc:
-                raise JournalError(f"{path} is not a procpool journal, or it is corrupt "
-                                   f"({exc})") from None
-            if ok != "ok" or meta.get("format") != FORMAT or "run" not in meta:
-                raise JournalError(f"{path} is not a procpool journal ({FORMAT}), or it is "
-                                   f"corrupt")
+                _check(path, connection)
+            except BaseException:
+                connection.close()
+                raise
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -183,16 +179,29 @@ class Journal:
 
 
 def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    connection = sqlite3.connect(path)
     try:
-        if read_only:
-            return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        connection = sqlite3.connect(path)
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.DatabaseError as exc:
+        connection.close()
         raise JournalError(f"{path} is not a procpool journal, or it is corrupt ({exc})"
                            ) from None
     return connection
+
+
+def _check(path: Path, connection: sqlite3.Connection) -> None:
+    """Refuse a file that is not an intact procpool journal."""
+    try:
+        ok = connection.execute("PRAGMA quick_check").fetchone()[0]
+        meta = dict(connection.execute("SELECT key, value FROM meta"))
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(f"{path} is not a procpool journal, or it is corrupt ({exc})"
+                           ) from None
+    if ok != "ok" or meta.get("format") != FORMAT or "run" not in meta:
+        raise JournalError(f"{path} is not a procpool journal ({FORMAT}), or it is corrupt")
 
 
 def _lock(path: Path) -> int:

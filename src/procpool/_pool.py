@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from ._engine import Engine, WorkerView, cpu_count, name_of
+from ._engine import Engine, WorkerView, name_of
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
 from ._progress import length_of, make_tracker
 from ._results import (
@@ -83,16 +83,16 @@ class Pool:
         retry_on: type[BaseException] | tuple[type[BaseException], ...] = DEFAULT_RETRY_ON,
         max_memory_per_child: int | None = None,
         initializer_timeout: float | None = None,
-        backend: str = "local",
+        backend: Any = "local",
     ) -> None:
         # Set first: __del__ must work even if a check below raises.
         self._state = TERMINATE
-        if processes is None:
-            processes = cpu_count()
-        if not isinstance(processes, int) or isinstance(processes, bool):
-            raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
+        if processes is not None:
+            if not isinstance(processes, int) or isinstance(processes, bool):
+                raise TypeError(
+                    f"processes must be an int or None, not {type(processes).__name__}")
+            if processes < 1:
+                raise ValueError("Number of processes must be at least 1")
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):
@@ -102,7 +102,6 @@ class Pool:
         if context is None or isinstance(context, str):
             context = _get_context(context)
         self._ctx = context  # the stdlib Pool's attribute name, kept for code that reads it
-        self._processes = processes
         self._callbacks = CallbackRunner()
         self._streams: weakref.WeakSet[Window] = weakref.WeakSet()
         self._state_lock = threading.Lock()
@@ -113,6 +112,7 @@ class Pool:
             initializer_timeout=initializer_timeout,
         )
         self._dispatcher = self._engine.dispatcher
+        self._processes = self._engine.processes
         self._state = RUN
 
     # ---- single calls ------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class Death:
     exitcode: int | None
     peak_rss: int | None = None
     oom_killed: bool = False
+    cause: str | None = None  # the backend's account of a loss (Dask: the worker was lost)
 
 
 @dataclass(slots=True)
@@ -313,7 +314,7 @@ class Scheduler:
         if not chunk.policy.reports_each_item:
             return [FailChunk(chunk, WorkerDied(death.pid, death.exitcode, chunk.description,
                                                 death.peak_rss, chunk.attempt,
-                                                death.oom_killed))]
+                                                death.oom_killed, death.cause))]
         # The worker reported items before `position`; it was running `position`; the items
         # after it never started, so they can run elsewhere with no risk of running twice.
         position = slot.position
@@ -325,7 +326,7 @@ class Scheduler:
             error = TaskTimeout(chunk.policy.timeout, death.pid, lost.description, chunk.attempt)
         else:
             error = WorkerDied(death.pid, death.exitcode, lost.description, death.peak_rss,
-                               chunk.attempt, death.oom_killed)
+                               chunk.attempt, death.oom_killed, death.cause)
         actions: list[Action] = []
         rest = chunk.size - position - 1
         if rest > 0:
@@ -390,6 +391,8 @@ def _cause_of(slot: _WorkerSlot, death: Death) -> str:
         return "task cancelled"
     if death.oom_killed:
         return "killed by the OOM killer"
+    if death.cause is not None:
+        return "lost"
     signal_name, _ = describe_exit(death.exitcode)
     return f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
 

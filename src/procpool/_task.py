@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,16 @@ if TYPE_CHECKING:
 DEFAULT_POLICY = TaskPolicy()
 
 _ids = itertools.count()
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
+    if hasattr(os, "process_cpu_count"):  # 3.13+
+        return os.process_cpu_count() or 1
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def next_id() -> int:

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._codec import (
     describe_pickle_failure,
@@ -164,7 +164,13 @@ def _die_with_parent(lifeline: Connection) -> None:
         os._exit(1)
 
 
-def _run_initializer(conn: Connection, init: WorkerInit) -> bool:
+class _Sender(Protocol):
+    """Where a chunk's replies go: the worker's pipe, or a list (run_detached)."""
+
+    def send_bytes(self, data: bytes, /) -> None: ...
+
+
+def _run_initializer(conn: _Sender, init: WorkerInit) -> bool:
     try:
         initializer = loads(init.function_payload)
         initializer(*init.initargs)
@@ -195,7 +201,7 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
     return function  # type: ignore[no-any-return]
 
 
-def _run_chunk(conn: Connection, message: RunChunk, functions: FunctionCache) -> None:
+def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache) -> None:
     """Run every item; reply with ItemDone per item (when asked) and a closing ChunkDone."""
     try:
         call = _call_form(_load_function(message, functions), message.mode)
@@ -221,6 +227,44 @@ def _run_chunk(conn: Connection, message: RunChunk, functions: FunctionCache) ->
     payload, failed_positions = _encode_results(outcomes, failed) if outcomes else (b"", ())
     conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions,
                                     current_rss(), peak_rss())))
+
+
+# ---- detached: one chunk as a task of another scheduler (the Dask backend) -----------------
+
+# The pools whose initializer has run in this process (a Dask worker serves many chunks of
+# many pools; each pool's initializer runs once per process, as in a pool's own worker).
+_initialized_pools: set[str] = set()
+
+
+class _Replies:
+    """Stands in for the pipe: collects the messages a chunk would have sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def send_bytes(self, data: bytes) -> None:
+        self.messages.append(data)
+
+
+def run_detached(pool_key: str, init: WorkerInit | None,
+                 message: RunChunk) -> tuple[int | None, list[bytes]]:
+    """Run one chunk in this process as a worker would, returning its replies (Ready aside).
+
+    The first value is an exit status when the task called sys.exit(), which in a pool's own
+    worker ends the process; here the process belongs to another scheduler, so the caller is
+    told instead. ``message`` carries its function's payload.
+    """
+    replies = _Replies()
+    try:
+        if init is not None and pool_key not in _initialized_pools:
+            if not _run_initializer(replies, init):
+                return None, replies.messages
+            _initialized_pools.add(pool_key)
+        _run_chunk(replies, message, FunctionCache())
+    except SystemExit as exc:
+        code = exc.code
+        return (code if isinstance(code, int) else 0 if code is None else 1), replies.messages
+    return None, replies.messages
 
 
 def _call_form(function: Callable[..., Any], mode: CallMode) -> Callable[[Any], Any]:

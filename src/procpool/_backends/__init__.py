@@ -24,6 +24,8 @@ class WorkerHandle(Protocol):
     connection: Any
     # Becomes ready (for multiprocessing.connection.wait) once the worker has ended.
     sentinel: Any
+    # Why the worker ended, when there is no exit status to say it (a Dask worker was lost).
+    loss_cause: str | None
 
     def kill(self, *, force: bool) -> None:
         """End the worker and every process its tasks started: SIGTERM, or SIGKILL when
@@ -44,6 +46,12 @@ class Backend(Protocol):
     # True when workers are forked copies of the parent (they see everything in __main__).
     inherits_memory: bool
 
+    def default_processes(self) -> int:
+        """How many workers a pool gets when it does not say."""
+
+    def close(self) -> None:
+        """The pool has ended: release what the backend started for it."""
+
     def start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
     ) -> WorkerHandle:
@@ -51,14 +59,23 @@ class Backend(Protocol):
         pipes and lifelines, the wake-up pipe) that a forked child must close."""
 
 
-def create_backend(name: str, context: Any) -> Backend:
-    """Build a backend by name; each lives in its own module, imported only when chosen."""
-    if name == "local":
+def create_backend(spec: Any, context: Any) -> Backend:
+    """Build a pool's backend from ``backend=``: a name, or a ``procpool.DaskBackend``. Each
+    lives in its own module, imported only when chosen."""
+    from .dask import DaskBackend  # light: imports no Dask until a cluster is used
+
+    if spec == "local":
         from .local import LocalBackend
 
         return LocalBackend(context)
-    if name == "inline":
+    if spec == "inline":
         from .inline import InlineBackend
 
         return InlineBackend()
-    raise ValueError(f"unknown backend {name!r}: choose 'local' (processes) or 'inline' (threads)")
+    if spec == "dask":
+        spec = DaskBackend()
+    if isinstance(spec, DaskBackend):
+        return spec.connect()
+    raise ValueError(f"unknown backend {spec!r}: choose 'local' (processes), 'inline' (threads), "
+                     f"'dask' (a Dask cluster on this machine) or procpool.DaskBackend(...) "
+                     f"(an existing Dask cluster)")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
-from .._task import WorkerInit
+from .._task import WorkerInit, cpu_count
 from .._worker import worker_main
 
 
@@ -21,6 +21,7 @@ class InlineWorker:
     def __init__(self, worker_id: int, init: WorkerInit | None) -> None:
         self.worker_id = worker_id
         self.pid: int | None = os.getpid()
+        self.loss_cause: str | None = None
         self.connection, child_end = Pipe(duplex=True)
         # A pipe whose write end closes when the thread ends: a sentinel like a process's.
         self.sentinel, done_write = os.pipe()
@@ -60,6 +61,12 @@ class InlineWorker:
 class InlineBackend:
     name = "inline"
     inherits_memory = True
+
+    def default_processes(self) -> int:
+        return cpu_count()
+
+    def close(self) -> None:
+        pass
 
     def start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]

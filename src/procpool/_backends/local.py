@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._task import WorkerInit
+from .._task import WorkerInit, cpu_count
 from .._worker import worker_main
 
 # How long reap() may wait for the kernel to report an exit after the sentinel fired; in
@@ -33,6 +33,7 @@ class LocalWorker:
         self.lifeline = lifeline
         self.pid: int | None = process.pid
         self.sentinel = process.sentinel
+        self.loss_cause: str | None = None  # the exit status says it all
 
     def kill(self, *, force: bool) -> None:
         if self.process.exitcode is not None:
@@ -80,6 +81,12 @@ class LocalBackend:
     def __init__(self, context: Any) -> None:
         self._context = context
         self.inherits_memory = context.get_start_method() == "fork"
+
+    def default_processes(self) -> int:
+        return cpu_count()
+
+    def close(self) -> None:
+        pass
 
     def start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
