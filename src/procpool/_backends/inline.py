@@ -17,6 +17,10 @@ from .._task import WorkerInit, cpu_count
 from .._worker import worker_main
 
 
+# How long reap() waits for a worker thread to end.
+_REAP_TIMEOUT = 5.0
+
+
 class InlineWorker:
     def __init__(self, worker_id: int, init: WorkerInit | None) -> None:
         self.worker_id = worker_id
@@ -49,8 +53,10 @@ class InlineWorker:
         return []  # nothing is forked
 
     def reap(self) -> int | None:
-        self._thread.join()
-        return 0
+        # A thread still running a task (a timed-out one, say) cannot be stopped: give it a
+        # moment, then leave it (a daemon) rather than hang the pool's shutdown on it.
+        self._thread.join(_REAP_TIMEOUT)
+        return None if self._thread.is_alive() else 0
 
     def close(self) -> None:
         if not self.connection.closed:
