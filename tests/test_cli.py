@@ -370,3 +370,14 @@ def test_the_readme_demo_task_runs_through_the_runner(tmp_path: Path) -> None:
     assert [results[i]["result"]["size"] for i in range(3)] == [[800, 600]] * 3
     assert sorted(p.name for p in (tmp_path / "resized").iterdir()) == [
         f"photo-00{i}.jpg" for i in range(3)]
+
+
+def test_the_runner_runs_on_a_dask_cluster_too(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [*range(6), "oops"])
+    done = procpool("run", "batch_tasks:square", "items.jsonl", "--backend", "dask",
+                    "--chunksize", "2", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # "oops" * "oops" fails
+    results = read_results(tmp_path / "results.jsonl")
+    assert {i: r.get("result") for i, r in results.items() if r["status"] == "ok"} == {
+        i: i * i for i in range(6)}
+    assert results[6]["status"] == "error" and results[6]["error"]["type"] == "TypeError"

@@ -58,6 +58,7 @@ class RunSpec:
     chunksize: int = 1
     max_memory_per_child: int | None = None
     start_method: str | None = None
+    backend: Any = "local"  # "local", "dask", or a procpool.DaskBackend
     progress: bool = False
 
 
@@ -155,7 +156,8 @@ def run_batch(spec: RunSpec) -> RunSummary:
 def _run_items(spec: RunSpec, function: Callable[..., Any], feeder: _Feeder,
                recorder: _Recorder) -> None:
     pool = Pool(spec.workers, context=spec.start_method, task_timeout=spec.task_timeout,
-                retries=spec.retries, max_memory_per_child=spec.max_memory_per_child)
+                retries=spec.retries, max_memory_per_child=spec.max_memory_per_child,
+                backend=spec.backend)
     with pool:
         outcomes = pool._imap_outcomes(functools.partial(run_item, function), feeder.items(),
                                        chunksize=spec.chunksize)

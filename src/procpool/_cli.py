@@ -57,6 +57,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         chunksize=args.chunksize,
         max_memory_per_child=args.max_memory_per_child,
         start_method=args.start_method,
+        backend=_backend(args),
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     # A plain `kill` stops the run as Ctrl-C does: the journal is closed cleanly either way
@@ -68,6 +69,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"continue with the same command and --resume (journal: {spec.journal})",
               file=sys.stderr)
     return summary.exit_status
+
+
+def _backend(args: argparse.Namespace) -> Any:
+    if args.dask_address or args.dask_scheduler_file:
+        from ._backends.dask import DaskBackend
+
+        return DaskBackend(address=args.dask_address, scheduler_file=args.dask_scheduler_file)
+    return args.backend
 
 
 def _status(path: Path) -> int:
@@ -151,6 +160,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="replace a worker whose memory grows past SIZE (bytes, or 500M, 2G)")
     run.add_argument("--start-method", choices=("fork", "spawn", "forkserver"),
                      help="how worker processes start (default: the platform's)")
+    run.add_argument("--backend", choices=("local", "dask"), default="local",
+                     help="where items run: local processes, or a Dask cluster (default: "
+                          "%(default)s; with dask and no address, a cluster on this machine)")
+    cluster = run.add_mutually_exclusive_group()
+    cluster.add_argument("--dask-address", metavar="ADDRESS",
+                         help="the Dask scheduler to use (implies --backend dask)")
+    cluster.add_argument("--dask-scheduler-file", metavar="PATH",
+                         help="the Dask scheduler file to use (implies --backend dask)")
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true", default=None,
                        help="show a progress bar (default: when stderr is a terminal)")

@@ -16,7 +16,6 @@ from multiprocessing.connection import Connection
 from .._task import WorkerInit, cpu_count
 from .._worker import worker_main
 
-
 # How long reap() waits for a worker thread to end.
 _REAP_TIMEOUT = 5.0
 
