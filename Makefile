@@ -2,13 +2,14 @@
 #   make demo   create .venv, install procpool, run the main demonstration (procpool run)
 #   make test   create .venv, lint, type-check, run the tests on every supported Python found
 #   make bench  the side-by-side benchmarks (installs the peer libraries into .venv)
+#   make bench-dask  procpool on Dask against Client.map and get_executor().map, one cluster
 PYTHON ?= python3
 VENV ?= .venv
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 # Other supported interpreters to run the suite on, when this machine has them (pyenv or PATH).
 EXTRA_PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13
 
-.PHONY: demo test bench lint typecheck pytest test-other-pythons clean
+.PHONY: demo test bench bench-dask lint typecheck pytest test-other-pythons clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ test: lint typecheck pytest test-other-pythons
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install $(PIP_FLAGS) -r benchmarks/requirements.txt
 	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
+bench-dask: $(VENV)/.installed
+	$(VENV)/bin/python -m benchmarks.dask_compare $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests examples benchmarks tools
