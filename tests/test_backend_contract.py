@@ -242,6 +242,16 @@ def test_initializer_runs_where_the_tasks_run(backend: Any) -> None:
         assert set(pool.map(mb.read_initialized, range(8), chunksize=1)) == {"ready"}
 
 
+@pytest.mark.parametrize("options", [{}, {"task_timeout": 30}])
+def test_a_failing_initializer_breaks_the_pool(backend: Any, options: dict[str, Any]) -> None:
+    with procpool.Pool(2, mb.initializer_that_raises, ("no database",), backend=backend,
+                       **options) as pool:
+        with pytest.raises(procpool.InitializerFailed, match="no database"):
+            pool.map(mb.square, range(4))
+        with pytest.raises(procpool.InitializerFailed):
+            pool.apply(mb.square, (1,))
+
+
 def test_progress_and_stats_work_the_same(backend: Any) -> None:
     snapshots: list[procpool.Progress] = []
     with procpool.Pool(2, backend=backend) as pool:

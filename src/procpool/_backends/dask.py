@@ -242,10 +242,12 @@ class _Relay:
         for position, item in enumerate(loads(message.items_payload)):
             single = dataclasses.replace(message, items_payload=dumps([item]), size=1,
                                          report_each_item=False)
-            *others, last = self._run_remotely(single)
-            for reply in others:  # an initializer's failure, say
-                pipe.send_bytes(reply)
-            done: ChunkDone = loads(last)
+            replies = self._run_remotely(single)
+            done = loads(replies[-1])
+            if not isinstance(done, ChunkDone):  # the initializer failed: the pool breaks
+                for reply in replies:
+                    pipe.send_bytes(reply)
+                return
             pipe.send_bytes(dumps(ItemDone(message.chunk_id, position, done.results_payload)))
         pipe.send_bytes(dumps(ChunkDone(message.chunk_id, b"", (), 0, 0)))
 
