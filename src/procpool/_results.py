@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from ._errors import TimeoutError
 from ._progress import ProgressTracker
-from ._task import Chunk, pair_outcomes
+from ._task import Chunk
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -274,6 +274,32 @@ class Outcome:
     value: Any
 
 
+class _Piece:
+    """Consecutive outcomes that arrived together (a chunk, or the part of one a retry or a
+    death split off), kept as delivered: the consumer reads them item by item, so the
+    dispatcher does no per-item work for a stream."""
+
+    __slots__ = ("attempt", "clean", "error", "failures", "first_index", "size", "values")
+
+    def __init__(self, first_index: int, attempt: int, size: int, values: Sequence[Any] = (),
+                 failures: Mapping[int, BaseException] | None = None,
+                 error: BaseException | None = None) -> None:
+        self.first_index = first_index
+        self.attempt = attempt
+        self.size = size
+        self.values = values
+        self.failures = failures  # position -> error
+        self.error = error  # every item failed with this
+        self.clean = error is None and not failures  # every item has a value
+
+    def outcome(self, position: int) -> tuple[bool, Any]:
+        if self.error is not None:
+            return False, self.error
+        if self.failures and position in self.failures:
+            return False, self.failures[position]
+        return True, self.values[position]
+
+
 class StreamJob:
     """The shared state of one imap / imap_unordered call: what arrived, what was consumed.
 
@@ -289,16 +315,22 @@ class StreamJob:
         self._progress = progress  # counted as the consumer takes results
         # Hand out an Outcome per item (never raising an item's error) instead of its value.
         self.detailed = detailed
+        self._plain = not detailed and progress is None  # next() may take the short path
         self.window = window
         self._on_interrupt = on_interrupt
         self._condition = threading.Condition()
-        self._arrived: dict[int, Outcome] = {}  # ordered: index -> outcome
-        self._arrival_order: deque[Outcome] = deque()  # unordered
+        # --- shared, under _condition
+        self._arrived: dict[int, _Piece] = {}  # ordered: first index -> piece
+        self._arrival_order: deque[_Piece] = deque()  # unordered
         self._next_index = 0  # ordered: next index to hand out
-        self._handed_out = 0
+        self._handed_out = 0  # items moved to the consumer
         self._length: int | None = None  # known once the input is exhausted
         self._abandoned = False
         self._listeners: list[Callable[[], object]] = []  # async consumers waiting to be woken
+        # --- the consumer's own: pieces taken, the one being read, and the position in it
+        self._taken: deque[_Piece] = deque()
+        self._reading: _Piece | None = None
+        self._position = 0
 
     # ---- producers (dispatcher and feeder threads) ----
 
@@ -308,32 +340,30 @@ class StreamJob:
     def chunk_done(
         self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
     ) -> None:
-        self._arrive(chunk.first_index, chunk.attempt, pair_outcomes(values, failures))
+        self._arrive(_Piece(chunk.first_index, chunk.attempt, chunk.size, values, failures))
 
     def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
-        self._arrive(chunk.first_index, chunk.attempt, [(False, error)] * chunk.size)
+        self._arrive(_Piece(chunk.first_index, chunk.attempt, chunk.size, error=error))
 
     def input_finished(self, length: int, error: BaseException | None = None) -> None:
         """The feeder read ``length`` items; ``error`` is what the input iterator raised."""
         if error is None:
-            self._arrive(length, 1, [], length)
+            self._arrive(None, length)
         else:
             # Like the stdlib: the input's exception surfaces at its position in the stream.
-            self._arrive(length, 1, [(False, error)], length + 1)
+            self._arrive(_Piece(length, 1, 1, error=error), length + 1)
 
-    def _arrive(self, first_index: int, attempt: int, outcomes: list[tuple[bool, Any]],
-                length: int | None = None) -> None:
-        """Store outcomes from ``first_index`` on (and the stream's length, once known); wake
-        the waiting consumer, blocked or async."""
+    def _arrive(self, piece: _Piece | None, length: int | None = None) -> None:
+        """Store a piece (and the stream's length, once known); wake the waiting consumer,
+        blocked or async."""
         with self._condition:
             if self._abandoned:
                 return
-            for offset, (ok, value) in enumerate(outcomes):
-                outcome = Outcome(first_index + offset, attempt, ok, value)
+            if piece is not None:
                 if self.ordered:
-                    self._arrived[outcome.index] = outcome
+                    self._arrived[piece.first_index] = piece
                 else:
-                    self._arrival_order.append(outcome)
+                    self._arrival_order.append(piece)
             if length is not None:
                 self._length = length
             self._condition.notify_all()
@@ -344,37 +374,60 @@ class StreamJob:
     # ---- the consumer ----
 
     def next(self, timeout: float | None) -> Any:
-        # The Ctrl-C handler (terminate) runs only once _take has let go of the condition:
-        # terminate waits for the dispatcher, which needs the condition to deliver.
-        outcome = _wait_or_interrupt(lambda: self._take(timeout), self._on_interrupt)
-        if outcome is None:
-            if self._progress is not None:
-                self._progress.set_total(self._handed_out)
-                self._progress.finish()
-            raise StopIteration
-        self.window.release(1)
+        piece, position = self._reading, self._position
+        if self._plain and piece is not None and position < piece.size and piece.clean:
+            # The common case, kept short: a stream of tiny tasks is bound by this line.
+            self._position = position + 1
+            return piece.values[position]
+        if piece is None or position >= piece.size:
+            # The Ctrl-C handler (terminate) runs only once _take has let go of the
+            # condition: terminate waits for the dispatcher, which needs it to deliver.
+            if not self._taken and not _wait_or_interrupt(lambda: self._take(timeout),
+                                                          self._on_interrupt):
+                self._reading = None
+                if self._progress is not None:
+                    self._progress.set_total(self._handed_out)
+                    self._progress.finish()
+                raise StopIteration
+            piece, position = self._taken.popleft(), 0
+            self._reading = piece
+        self._position = position + 1
+        ok, value = piece.outcome(position)
         if self._progress is not None:
-            self._progress.advance(1, failed=0 if outcome.ok else 1)
+            self._progress.advance(1, failed=0 if ok else 1)
         if self.detailed:
-            return outcome
-        if outcome.ok:
-            return outcome.value
-        raise outcome.value
+            return Outcome(piece.first_index + position, piece.attempt, ok, value)
+        if ok:
+            return value
+        raise value
 
-    def _take(self, timeout: float | None) -> Outcome | None:
-        """Wait for the next outcome and take it; None once the stream has ended."""
+    def _take(self, timeout: float | None) -> int:
+        """Wait until outcomes can be handed out, then take every piece that can be (into
+        the consumer's own queue); 0 once the stream has ended.
+
+        Taking them all at once makes the lock, the wake-ups and the credit a cost per
+        delivery rather than per item: a stream of tiny tasks is bound by the consumer.
+        """
         with self._condition:
             if not self._condition.wait_for(self._can_hand_out, timeout):
                 raise TimeoutError(f"no result within {timeout} s")
             if self._length is not None and self._handed_out >= self._length:
-                return None
+                return 0
+            count = 0
             if self.ordered:
-                outcome = self._arrived.pop(self._next_index)
-                self._next_index += 1
+                while self._next_index in self._arrived:
+                    piece = self._arrived.pop(self._next_index)
+                    self._taken.append(piece)
+                    self._next_index += piece.size
+                    count += piece.size
             else:
-                outcome = self._arrival_order.popleft()
-            self._handed_out += 1
-            return outcome
+                for piece in self._arrival_order:
+                    count += piece.size
+                self._taken.extend(self._arrival_order)
+                self._arrival_order.clear()
+            self._handed_out += count
+        self.window.release(count)  # they are the consumer's now
+        return count
 
     def call_when_ready(self, listener: Callable[[], object]) -> None:
         """Call ``listener`` once next() can answer without waiting (now, if it already can).
@@ -400,6 +453,8 @@ class StreamJob:
             self._abandoned = True
             self._arrived.clear()
             self._arrival_order.clear()
+        self._taken.clear()
+        self._reading = None
         self.window.cancel()
         if self._progress is not None:
             self._progress.finish()

@@ -143,13 +143,6 @@ class ChunkDone:
 # ---- the unit of scheduling -------------------------------------------------------------
 
 
-def pair_outcomes(values: Sequence[Any],
-                  failures: Mapping[int, BaseException]) -> list[tuple[bool, Any]]:
-    """A chunk's results as ``(True, value)`` / ``(False, error)`` pairs, one per item."""
-    return [(False, failures[i]) if i in failures else (True, value)
-            for i, value in enumerate(values)]
-
-
 class ChunkSink(Protocol):
     """Who receives a chunk's outcome: a result object of the Pool or executor face."""
 
