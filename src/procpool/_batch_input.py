@@ -67,7 +67,9 @@ class InputSource:
             raise InputError(f"unknown input format {self.kind!r}; use one of {', '.join(KINDS)}")
         if spec != "-" and self.kind != "files":
             _check_readable(Path(spec))
-        if self.kind == "files" and not self._paths():
+        # Listed once: a glob matched again later could name other files.
+        self._files = self._paths() if self.kind == "files" else []
+        if self.kind == "files" and not self._files:
             raise InputError(f"no files match {spec!r}")
 
     @property
@@ -81,7 +83,7 @@ class InputSource:
         if self.spec == "-":
             return None
         if self.kind == "files":
-            return len(self._paths())
+            return len(self._files)
         if self.kind == "csv":
             with open(self.spec, newline="", encoding="utf-8") as handle:
                 return max(0, sum(1 for _ in csv.reader(handle)) - 1)
@@ -90,7 +92,7 @@ class InputSource:
 
     def records(self) -> Iterator[InputRecord]:
         if self.kind == "files":
-            for index, path in enumerate(self._paths()):
+            for index, path in enumerate(self._files):
                 yield InputRecord(index, path, fingerprint(path.encode()), (path,))
         elif self.kind == "csv":
             yield from self._csv_records()

@@ -143,6 +143,9 @@ class Dispatcher:
         # --- shared with caller threads, under _lock
         self._lock = threading.Lock()
         self._inbox: deque[_Command] = deque()
+        # --- owned by the dispatcher thread: commands taken from the inbox, not yet handled.
+        # If the thread crashes half-way through a batch, _shut_down still answers them.
+        self._in_hand: deque[_Command] = deque()
         self._wake_pending = False
         self._wake_read, self._wake_write = os.pipe()
         # --- owned by the dispatcher thread
@@ -302,10 +305,11 @@ class Dispatcher:
     def _handle_commands(self) -> None:
         os.read(self._wake_read, 4096)
         with self._lock:
-            commands = list(self._inbox)
+            self._in_hand.extend(self._inbox)
             self._inbox.clear()
             self._wake_pending = False
-        for command in commands:
+        while self._in_hand:
+            command = self._in_hand.popleft()
             now = time.monotonic()
             if isinstance(command, _Submit):
                 self._carry_out_all(self._scheduler.submit(command.chunks, now))
@@ -426,7 +430,8 @@ class Dispatcher:
     def _shut_down(self) -> None:
         with self._lock:
             self.finished.set()
-            leftovers = list(self._inbox)
+            leftovers = [*self._in_hand, *self._inbox]
+            self._in_hand.clear()
             self._inbox.clear()
         error = self.broken or PoolTerminated("the pool is no longer running")
         for command in leftovers:

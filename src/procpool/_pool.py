@@ -391,11 +391,12 @@ class Pool:
     def __repr__(self) -> str:
         if not hasattr(self, "_dispatcher"):
             return self._identity()  # construction failed
-        return f"{self._identity()[:-1]} {self.stats().summary()}>"
+        return self._identity(self.stats().summary())
 
-    def _identity(self) -> str:
-        # No call into the dispatcher: safe from __del__, whatever thread runs it.
-        return f"<procpool.Pool state={self._state} processes={getattr(self, '_processes', 0)}>"
+    def _identity(self, details: str = "") -> str:
+        # Without details no call into the dispatcher: safe from __del__, whatever thread.
+        parts = [f"state={self._state}", f"processes={getattr(self, '_processes', 0)}", details]
+        return f"<procpool.Pool {' '.join(part for part in parts if part)}>"
 
     @property
     def _pool(self) -> list[Any]:

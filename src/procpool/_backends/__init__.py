@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .._task import WorkerInit
+from .._task import WorkerInit, cpu_count
 
-__all__ = ["Backend", "WorkerHandle", "create_backend"]
+__all__ = ["Backend", "OnThisMachine", "WorkerHandle", "create_backend"]
 
 
 class WorkerHandle(Protocol):
@@ -57,6 +57,17 @@ class Backend(Protocol):
     ) -> WorkerHandle:
         """Start a worker. ``parent_fds`` are the parent's private descriptors (other workers'
         pipes and lifelines, the wake-up pipe) that a forked child must close."""
+
+
+class OnThisMachine:
+    """What the backends whose workers run on this machine share: one worker per CPU by
+    default, and nothing of their own to release when the pool ends."""
+
+    def default_processes(self) -> int:
+        return cpu_count()
+
+    def close(self) -> None:
+        pass
 
 
 def create_backend(spec: Any, context: Any) -> Backend:

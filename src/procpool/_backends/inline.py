@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
-from .._task import WorkerInit, cpu_count
+from .._task import WorkerInit
 from .._worker import worker_main
+from . import OnThisMachine
 
 # How long reap() waits for a worker thread to end.
 _REAP_TIMEOUT = 5.0
@@ -63,15 +64,9 @@ class InlineWorker:
         os.close(self.sentinel)
 
 
-class InlineBackend:
+class InlineBackend(OnThisMachine):
     name = "inline"
     inherits_memory = True
-
-    def default_processes(self) -> int:
-        return cpu_count()
-
-    def close(self) -> None:
-        pass
 
     def start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .._task import WorkerInit, cpu_count
+from .._task import WorkerInit
 from .._worker import worker_main
+from . import OnThisMachine
 
 # How long reap() may wait for the kernel to report an exit after the sentinel fired; in
 # practice microseconds (the pipe closes just before the process becomes a zombie).
@@ -75,18 +76,12 @@ class LocalWorker:
 _START_LOCK = threading.Lock()
 
 
-class LocalBackend:
+class LocalBackend(OnThisMachine):
     name = "local"
 
     def __init__(self, context: Any) -> None:
         self._context = context
         self.inherits_memory = context.get_start_method() == "fork"
-
-    def default_processes(self) -> int:
-        return cpu_count()
-
-    def close(self) -> None:
-        pass
 
     def start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
