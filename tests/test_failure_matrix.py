@@ -162,6 +162,21 @@ def test_death_in_a_chunk_fails_that_chunk_only(how: str, start_method: str) -> 
             assert (ok, value) == (True, index)
 
 
+def test_a_death_spares_the_short_chunk_queued_behind_the_dying_one(start_method: str) -> None:
+    # One worker, quick items of one each: once the first has finished (the pace is known),
+    # every chunk it runs has the next one queued in its pipe. Item 4 kills it while item 5
+    # waits there; item 5 never started, so it runs on the replacement and succeeds.
+    with procpool.Pool(1, context=start_method) as pool:
+        iterator = pool.imap(_CrashIf("exit"), range(10))
+        outcomes = [_outcome(lambda: iterator.next(timeout=30)) for _ in range(10)]
+    for index, (ok, value) in enumerate(outcomes):
+        if index == 4:
+            assert not ok and isinstance(value, procpool.WorkerDied), value
+            assert "item 4" in str(value)
+        else:
+            assert (ok, value) == (True, index)
+
+
 class _CrashIf:
     def __init__(self, how: str) -> None:
         self.how = how

@@ -287,3 +287,88 @@ def test_cancelling_work_on_a_worker_still_starting_does_not_break_the_pool() ->
     assert not any(isinstance(a, BreakPool) for a in actions)
     assert actions == [StartWorker(1)]
     assert scheduler.broken is None
+
+
+# ---- a second, short chunk queued on a busy worker ------------------------------------------
+
+
+def quick_chunks(count: int, *, seconds_per_item: float = 0.001, payload: bytes = b"",
+                 size: int = 1) -> list[Chunk]:
+    """Chunks of a function whose measured pace is ``seconds_per_item``."""
+    function = TaskFunction(1, b"")
+    function.pace.observe(1, seconds_per_item)
+    return [Chunk(n, function, payload, CallMode.ONE_ARG, n * size, size, _NullSink(),
+                  f"chunk{n}") for n in range(count)]
+
+
+def test_a_short_chunk_is_queued_behind_a_running_one_and_starts_when_it_is_done() -> None:
+    scheduler = started(Scheduler(2))
+    chunks = quick_chunks(6)
+    actions = scheduler.submit(chunks, 0.0)
+    assert sends(actions) == [(0, 0), (1, 1), (0, 2), (1, 3)]
+    done, actions = scheduler.chunk_done(0, 0, 1.0, seconds=0.001)
+    assert done is chunks[0]
+    # Chunk 2 was waiting in worker 0's pipe: it runs now, and chunk 4 is queued behind it.
+    assert scheduler.running[0] is chunks[2]
+    assert sends(actions) == [(0, 4)]
+    assert len(scheduler.pending) == 1
+
+
+def test_a_chunk_of_unknown_pace_long_or_large_is_not_queued() -> None:
+    unknown = [chunk(i) for i in range(3)]
+    long = quick_chunks(3, seconds_per_item=1.0)
+    large = quick_chunks(3, payload=b"x" * 100_000)
+    for chunks in (unknown, long, large):
+        scheduler = started(Scheduler(2))
+        assert sends(scheduler.submit(chunks, 0.0)) == [(0, 0), (1, 1)]
+
+
+def test_the_workers_pace_is_measured_from_finished_chunks() -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(2, size=10)
+    chunks[0].function.pace.seconds_per_item = None
+    scheduler.submit(chunks, 0.0)
+    scheduler.chunk_done(0, 0, 1.0, seconds=0.05)
+    assert chunks[0].function.pace.seconds_per_item == 0.005
+
+
+def test_a_death_fails_the_running_chunk_and_requeues_the_queued_one() -> None:
+    scheduler = started(Scheduler(2))
+    chunks = quick_chunks(4)
+    scheduler.submit(chunks, 0.0)
+    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    failed = [a.chunk for a in actions if isinstance(a, FailChunk)]
+    assert failed == [chunks[0]]
+    assert StartWorker(2) in actions
+    assert sends(actions) == [(2, 2)]  # the queued chunk never started: it runs again
+    assert scheduler.running == {1: chunks[1], 2: chunks[2]}
+
+
+def test_a_cancelled_queued_chunk_kills_its_worker_when_it_starts_and_fails_nothing() -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    scheduler.submit(chunks, 0.0)
+    assert scheduler.cancel(chunks[1]) == []
+    _, actions = scheduler.chunk_done(0, 0, 1.0)
+    assert actions == [KillWorker(0)]
+    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    assert not [a for a in actions if isinstance(a, FailChunk)]
+    assert sends(actions) == [(1, 2)]
+
+
+def test_nothing_is_queued_on_a_worker_that_will_be_recycled() -> None:
+    scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=1)))
+    assert sends(scheduler.submit(quick_chunks(3), 0.0)) == [(0, 0)]
+    scheduler = started(Scheduler(1, WorkerPolicy(max_memory=10**9)))
+    assert sends(scheduler.submit(quick_chunks(3), 0.0)) == [(0, 0)]
+    scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=2)))
+    assert sends(scheduler.submit(quick_chunks(3), 0.0)) == [(0, 0), (0, 1)]
+
+
+def test_breaking_the_pool_fails_queued_chunks_too() -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    scheduler.submit(chunks, 0.0)
+    failed = [a.chunk for a in scheduler.break_pool(RuntimeError("x"))
+              if isinstance(a, FailChunk)]
+    assert sorted(c.chunk_id for c in failed) == [0, 1, 2]

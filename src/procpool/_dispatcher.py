@@ -346,7 +346,8 @@ class Dispatcher:
                 self._deliver_item(chunk, position, message.result_payload, now)
         elif isinstance(message, ChunkDone):
             self._peak_rss[worker_id] = message.peak_rss
-            chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now)
+            chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now,
+                                                        message.seconds)
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
             if message.results_payload:
@@ -518,7 +519,8 @@ class Dispatcher:
         return PoolStats(
             workers_alive=len(self._workers),
             workers_busy=sum(worker.busy for worker in workers),
-            tasks_queued=sum(chunk.size for chunk in scheduler.pending),
+            tasks_queued=sum(chunk.size for chunk in scheduler.pending) + sum(
+                slot.queued.size for slot in scheduler.workers.values() if slot.queued),
             tasks_running=running,
             tasks_done=self._items_done,
             tasks_failed=self._items_failed,

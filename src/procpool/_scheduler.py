@@ -89,10 +89,23 @@ class SchedulerCounts:
 # Makes a runnable chunk of ``size`` items of ``chunk`` from ``position`` on, for ``attempt``.
 Splitter = Callable[[Chunk, int, int, int], Chunk]
 
+# A worker may hold a second chunk queued behind the one it runs, so it starts the next at
+# once instead of idling for a round trip through the dispatcher. Only a short chunk is
+# queued: a long one gains nothing from it and, near the end of a job, could wait on a busy
+# worker while another sits idle. And only a small one: the dispatcher must never block
+# writing to a worker that may itself be blocked writing a large result; a queued chunk this
+# small fits in the pipe's buffer (208 KiB on Linux) with room to spare.
+QUEUE_MAX_SECONDS = 0.02
+QUEUE_MAX_BYTES = 32 * 1024
+
 
 @dataclass(slots=True)
 class _WorkerSlot:
     running: Chunk | None = None
+    # Sent to the worker, waiting in its pipe behind ``running``: it cannot have started before
+    # the worker reports ``running`` done, so a death before that leaves it safe to rerun.
+    queued: Chunk | None = None
+    queued_cancelled: bool = False  # cancel() while queued: kill the worker when it starts
     position: int = 0  # items of the running chunk already reported (chunks that report each)
     deadline: float | None = None  # the running item's timeout, or the initializer's
     timed_out: bool = False
@@ -119,8 +132,10 @@ class _WorkerSlot:
 class Scheduler:
     """Keeps ``processes`` workers busy with chunks in submission order (FIFO).
 
-    A worker holds at most one chunk, so when it dies exactly that chunk is affected; when the
-    chunk reports each item, exactly the item it was running.
+    A worker runs one chunk at a time and may hold one short chunk queued behind it. Replies
+    arrive in order on its pipe, so the dispatcher always knows which chunk was running when a
+    worker died: exactly that chunk is affected (when the chunk reports each item, exactly the
+    item it was running), and the queued one runs elsewhere.
     """
 
     def __init__(self, processes: int, workers: WorkerPolicy | None = None,
@@ -201,15 +216,21 @@ class Scheduler:
             self._start_item(slot, now)
         return chunk, position
 
-    def chunk_done(self, worker_id: int, rss: int, now: float) -> tuple[Chunk, list[Action]]:
+    def chunk_done(self, worker_id: int, rss: int, now: float,
+                   seconds: float | None = None) -> tuple[Chunk, list[Action]]:
+        """``seconds``: how long the worker took over the chunk (for its function's Pace)."""
         slot = self.workers[worker_id]
         chunk = slot.running
         assert chunk is not None, f"worker {worker_id} reported a chunk it was not given"
+        if seconds is not None:
+            chunk.function.pace.observe(chunk.size, seconds)
         slot.finish_chunk(now, chunk.size - slot.position)
         slot.running, slot.position, slot.deadline = None, 0, None
         slot.chunks_done += 1
         if slot.doomed:
             return chunk, self._dispatch(now)  # its death is on the way; no more work for it
+        if slot.queued is not None:
+            return chunk, self._start_queued(worker_id, slot, now)
         policy = self.worker_policy
         actions: list[Action] = []
         recycle = None
@@ -228,11 +249,15 @@ class Scheduler:
         return chunk, actions
 
     def cancel(self, chunk: Chunk) -> list[Action]:
-        """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running."""
+        """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running
+        (if queued on a worker, as soon as it starts there)."""
         if chunk in self.pending:
             self.pending.remove(chunk)
             return []
         for worker_id, slot in self.workers.items():
+            if slot.queued is chunk:
+                slot.queued_cancelled = True
+                return []
             if slot.running is chunk and not slot.doomed:
                 slot.cancelled = slot.doomed = True
                 slot.deadline = None
@@ -281,6 +306,8 @@ class Scheduler:
                 f"worker pid {death.pid} died during start-up, {how}: {cause}"
             ))]
         actions: list[Action] = []
+        if slot.queued is not None and not slot.queued_cancelled:
+            self.pending.appendleft(slot.queued)  # it never started: run it elsewhere
         chunk = slot.running
         if chunk is not None and not slot.cancelled:
             actions += self._chunk_lost(chunk, slot, death)
@@ -296,6 +323,7 @@ class Scheduler:
         actions: list[Action] = [FailChunk(chunk, error) for chunk in self.pending]
         self.pending.clear()
         actions += [FailChunk(s.running, error) for s in self.workers.values() if s.running]
+        actions += [FailChunk(s.queued, error) for s in self.workers.values() if s.queued]
         self.workers.clear()
         self._idle.clear()
         return actions
@@ -338,6 +366,27 @@ class Scheduler:
             actions.append(FailChunk(lost, error))
         return actions
 
+    def _start_queued(self, worker_id: int, slot: _WorkerSlot, now: float) -> list[Action]:
+        """The worker has gone on to its queued chunk: it is running now."""
+        assert slot.queued is not None
+        slot.running, slot.queued = slot.queued, None
+        slot.busy_since = now
+        self._start_item(slot, now)
+        if slot.queued_cancelled:
+            slot.queued_cancelled = False
+            slot.cancelled = slot.doomed = True
+            slot.deadline = None
+            return [KillWorker(worker_id)]
+        return self._dispatch(now)
+
+    def _may_queue_on(self, slot: _WorkerSlot) -> bool:
+        """Whether a chunk may wait on this worker behind the one it runs: not on a worker
+        that is starting, doomed, or to be recycled once its running chunk is done."""
+        policy = self.worker_policy
+        return (slot.running is not None and slot.queued is None and slot.ready
+                and not slot.doomed and policy.max_memory is None
+                and (policy.max_tasks is None or slot.chunks_done + 2 <= policy.max_tasks))
+
     def _start_item(self, slot: _WorkerSlot, now: float) -> None:
         assert slot.running is not None
         timeout = slot.running.policy.timeout
@@ -376,11 +425,28 @@ class Scheduler:
             if slot.ready:
                 self._start_item(slot, now)
             actions.append(SendChunk(worker_id, slot.running))
+        for worker_id, slot in self.workers.items():
+            if not self.pending or not _short_and_small(self.pending[0]):
+                break
+            if not self._may_queue_on(slot):
+                continue
+            chunk = self.pending.popleft()
+            if not chunk.sink.chunk_starting(chunk):
+                continue  # cancelled while it waited; the next worker looks at the next chunk
+            slot.queued = chunk
+            actions.append(SendChunk(worker_id, chunk))
         if self.closing and not self.has_work():
             actions += [StopWorker(worker_id) for worker_id in self.workers]
             self.workers.clear()
             self._idle.clear()
         return actions
+
+
+def _short_and_small(chunk: Chunk) -> bool:
+    """Whether ``chunk`` may be queued behind another (see QUEUE_MAX_SECONDS)."""
+    seconds = chunk.function.pace.seconds_for(chunk.size)
+    return (seconds is not None and seconds <= QUEUE_MAX_SECONDS
+            and len(chunk.items_payload) + len(chunk.function.payload) <= QUEUE_MAX_BYTES)
 
 
 def _cause_of(slot: _WorkerSlot, death: Death) -> str:

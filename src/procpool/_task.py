@@ -64,16 +64,45 @@ class WorkerInit:
     initargs: tuple[Any, ...]
 
 
+class Pace:
+    """How long one item of a task function takes to run, as its workers measure it.
+
+    The dispatcher thread records each finished chunk; feeder threads read it to size the next
+    chunk of a stream, and the scheduler to decide whether a chunk is short enough to queue
+    behind another. One float, replaced whole (atomic under the GIL), so it needs no lock.
+    """
+
+    __slots__ = ("seconds_per_item",)
+
+    def __init__(self) -> None:
+        self.seconds_per_item: float | None = None  # None until a chunk has finished
+
+    def observe(self, items: int, seconds: float) -> None:
+        if items <= 0 or seconds < 0:
+            return
+        sample = seconds / items
+        previous = self.seconds_per_item
+        # Half the weight to the newest chunk: follows a change within a few chunks, yet one
+        # odd item does not swing it far.
+        self.seconds_per_item = sample if previous is None else (previous + sample) / 2
+
+    def seconds_for(self, items: int) -> float | None:
+        """How long ``items`` items are expected to take; None before any measurement."""
+        per_item = self.seconds_per_item
+        return None if per_item is None else per_item * items
+
+
 @dataclass(frozen=True, slots=True)
 class TaskFunction:
     """A task's function, pickled once per call site.
 
     ``function_id`` names it in each worker's cache, so the payload travels to a worker once and
-    later chunks only name it.
+    later chunks only name it. ``pace`` is how long its items take, for chunk sizing.
     """
 
     function_id: int
     payload: bytes
+    pace: Pace = field(default_factory=Pace, compare=False, repr=False)
 
 
 # ---- parent -> worker -------------------------------------------------------------------
@@ -138,6 +167,8 @@ class ChunkDone:
     # explain a later death
     rss: int
     peak_rss: int
+    # how long the chunk took in the worker (unpickling, running, pickling), for Pace
+    seconds: float = 0.0
 
 
 # ---- the unit of scheduling -------------------------------------------------------------

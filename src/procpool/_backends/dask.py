@@ -239,6 +239,7 @@ class _Relay:
     def _run_each_item(self, pipe: Connection, message: RunChunk) -> None:
         """One Dask task per item, one after another, each reported as it ends: the
         dispatcher then times each item and knows which one a loss or timeout hit."""
+        seconds = 0.0
         for position, item in enumerate(loads(message.items_payload)):
             single = dataclasses.replace(message, items_payload=dumps([item]), size=1,
                                          report_each_item=False)
@@ -248,8 +249,9 @@ class _Relay:
                 for reply in replies:
                     pipe.send_bytes(reply)
                 return
+            seconds += done.seconds
             pipe.send_bytes(dumps(ItemDone(message.chunk_id, position, done.results_payload)))
-        pipe.send_bytes(dumps(ChunkDone(message.chunk_id, b"", (), 0, 0)))
+        pipe.send_bytes(dumps(ChunkDone(message.chunk_id, b"", (), 0, 0, seconds)))
 
     def _run_remotely(self, message: RunChunk) -> list[bytes]:
         """Run the chunk as a Dask task; its replies, or _Ended: Dask's failures become
