@@ -424,6 +424,22 @@ def test_imap_reads_an_endless_input_lazily(ordered: bool) -> None:
         pool.join()
 
 
+def test_imap_sizes_chunks_itself_one_item_first_then_larger() -> None:
+    # Without chunksize the first chunk is one item (the first result is not held back by
+    # others); once the workers have measured the pace, chunks grow. A death names its chunk,
+    # which shows both sizes.
+    with procpool.Pool(1) as pool:
+        with pytest.raises(procpool.WorkerDied, match="item 0:"):
+            next(pool.imap(functools.partial(mb.crash_if, bad=0), range(10)))
+        iterator = pool.imap(functools.partial(mb.crash_if, bad=1000), range(2000))
+        values = []
+        with pytest.raises(procpool.WorkerDied) as died:
+            values.extend(iterator)
+    first, last = (int(n) for n in str(died.value).split("items ")[1].split(":")[0].split("-"))
+    assert first <= 1000 <= last and last > first
+    assert values == list(range(first))
+
+
 def test_a_broken_pool_kills_workers_busy_with_large_results(fifos: Any, tmp_path: Any) -> None:
     # Without the kill, the busy worker would block writing a result nobody reads and join()
     # would wait for it forever.

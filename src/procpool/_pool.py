@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, name_of
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
+from ._pace import ChunkSizer
 from ._progress import length_of, make_tracker
 from ._results import (
     ApplyResult,
@@ -243,13 +244,15 @@ class Pool:
 
     # ---- streaming maps ----------------------------------------------------------------------
 
-    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int = 1,
-             buffersize: int | None = None, *, progress: Any = False,
-             **options: Any) -> IMapIterator[T]:
+    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any],
+             chunksize: int | None = None, buffersize: int | None = None, *,
+             progress: Any = False, **options: Any) -> IMapIterator[T]:
         """Like map, but returns an iterator, reads the input lazily, and yields in order.
 
-        At most ``buffersize`` chunks (default: 4 per worker) are submitted ahead of the
-        consumer, so an endless generator streams in bounded memory. ``progress`` counts
+        Without ``chunksize``, chunks are sized from how long the items take (one item
+        first, then about 10 ms of work each; docs/performance.md). At most ``buffersize``
+        chunks (default: 4 per worker) are submitted ahead of the consumer, so an endless
+        generator streams in bounded memory. ``progress`` counts
         results as they are taken (its total is ``len(iterable)`` when the input has one).
         ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
@@ -258,7 +261,7 @@ class Pool:
                           **options)
 
     def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
-                       chunksize: int = 1, buffersize: int | None = None, *,
+                       chunksize: int | None = None, buffersize: int | None = None, *,
                        progress: Any = False, **options: Any) -> IMapIterator[T]:
         """Like imap, but yields results as they finish."""
         check_per_call_options("imap_unordered", options)
@@ -266,7 +269,7 @@ class Pool:
                           **options)
 
     def _imap_outcomes(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-                       chunksize: int = 1, buffersize: int | None = None, *,
+                       chunksize: int | None = None, buffersize: int | None = None, *,
                        progress: Any = False, ordered: bool = False,
                        **options: Any) -> IMapIterator[Outcome]:
         """Like imap_unordered (or imap), but yields an ``Outcome`` per item: its input index,
@@ -276,20 +279,21 @@ class Pool:
         return self._imap(func, iterable, chunksize, buffersize, progress, ordered=ordered,
                           detailed=True, **options)
 
-    def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int,
+    def _imap(self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None,
               buffersize: int | None, progress: Any, *, ordered: bool, detailed: bool = False,
               task_timeout: Any = UNSET, retries: Any = UNSET,
               retry_on: Any = UNSET) -> IMapIterator[Any]:
         self._check_accepting()
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
-        _check_chunksize(chunksize)
+        if chunksize is not None:
+            _check_chunksize(chunksize)
         if buffersize is None:
             buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
         elif not isinstance(buffersize, int) or buffersize < 1:
             raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
         tracker = make_tracker(progress, length_of(iterable), name_of(func))
         iterator = iter(iterable)
-        window = Window(buffersize * chunksize)
+        window = Window(buffersize)
         job = StreamJob(ordered, window, self._interrupted, tracker, detailed=detailed)
         cls = IMapIterator if ordered else IMapUnorderedIterator
         function = self._engine.task_function(
@@ -308,18 +312,22 @@ class Pool:
         ).start()
         return cls(job)
 
-    def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int,
+    def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int | None,
               job: StreamJob, name: str, policy: TaskPolicy) -> None:
         """The feeder thread of one stream: read, pickle, submit, as credit allows."""
+        sizer = ChunkSizer(function.pace) if chunksize is None else None
         index = 0
         try:
             while True:
-                batch = list(itertools.islice(iterator, chunksize))
+                size = chunksize if sizer is None else sizer.next_size()
+                batch = list(itertools.islice(iterator, size))
                 if not batch or not job.window.acquire(len(batch)):
                     break
                 chunk = self._engine.make_chunk(function, batch, CallMode.ONE_ARG, index, job,
                                                 name, policy)
                 if chunk is not None:
+                    if sizer is not None:
+                        sizer.sent(chunk.size, len(chunk.items_payload))
                     self._dispatcher.submit([chunk])
                 index += len(batch)
         except Exception as exc:  # the input iterator raised

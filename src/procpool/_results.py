@@ -222,22 +222,26 @@ class MapResult(_AsyncResultBase[list[T]]):
 class Window:
     """Credit for a stream: how many items may be submitted but not yet consumed.
 
-    ``acquire`` blocks the feeding thread; every way out is explicit: the consumer takes items
-    (``release``), the pool closes (``lift``: join() must be able to finish the input), or the
-    stream is abandoned or terminated (``cancel``).
+    The bound is ``chunks`` chunks of the largest size the stream has used so far (chunk sizes
+    change when they are sized automatically). ``acquire`` blocks the feeding thread; every way
+    out is explicit: the consumer takes items (``release``), the pool closes (``lift``: join()
+    must be able to finish the input), or the stream is abandoned or terminated (``cancel``).
     """
 
-    def __init__(self, capacity: int | None) -> None:
-        self._capacity = capacity
+    def __init__(self, chunks: int) -> None:
+        self._chunks: int | None = chunks
+        self._largest_chunk = 1
         self._in_use = 0
         self._cancelled = False
         self._condition = threading.Condition()
 
     def acquire(self, count: int) -> bool:
-        """Wait for ``count`` credits; False if the stream was cancelled meanwhile."""
+        """Wait for ``count`` credits (one chunk's items); False if the stream was cancelled
+        meanwhile."""
         with self._condition:
-            while not self._cancelled and self._capacity is not None and (
-                self._in_use > 0 and self._in_use + count > self._capacity
+            self._largest_chunk = max(self._largest_chunk, count)
+            while not self._cancelled and self._chunks is not None and (
+                self._in_use > 0 and self._in_use + count > self._chunks * self._largest_chunk
             ):
                 self._condition.wait()
             self._in_use += count
@@ -250,7 +254,7 @@ class Window:
 
     def lift(self) -> None:
         with self._condition:
-            self._capacity = None
+            self._chunks = None
             self._condition.notify_all()
 
     def cancel(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._options import TaskPolicy
+from ._pace import Pace
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -62,34 +63,6 @@ class WorkerInit:
 
     function_payload: bytes
     initargs: tuple[Any, ...]
-
-
-class Pace:
-    """How long one item of a task function takes to run, as its workers measure it.
-
-    The dispatcher thread records each finished chunk; feeder threads read it to size the next
-    chunk of a stream, and the scheduler to decide whether a chunk is short enough to queue
-    behind another. One float, replaced whole (atomic under the GIL), so it needs no lock.
-    """
-
-    __slots__ = ("seconds_per_item",)
-
-    def __init__(self) -> None:
-        self.seconds_per_item: float | None = None  # None until a chunk has finished
-
-    def observe(self, items: int, seconds: float) -> None:
-        if items <= 0 or seconds < 0:
-            return
-        sample = seconds / items
-        previous = self.seconds_per_item
-        # Half the weight to the newest chunk: follows a change within a few chunks, yet one
-        # odd item does not swing it far.
-        self.seconds_per_item = sample if previous is None else (previous + sample) / 2
-
-    def seconds_for(self, items: int) -> float | None:
-        """How long ``items`` items are expected to take; None before any measurement."""
-        per_item = self.seconds_per_item
-        return None if per_item is None else per_item * items
 
 
 @dataclass(frozen=True, slots=True)

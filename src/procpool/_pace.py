@@ -1,0 +1,80 @@
+"""How long tasks take, and the chunk sizes that follow from it.
+
+Owns ``Pace`` (one per task function: the seconds an item takes, as the workers measure each
+chunk) and ``ChunkSizer`` (one per stream: the size of its next chunk). Chunks sized this way
+carry about ``TARGET_CHUNK_SECONDS`` of work: long enough that the per-chunk cost in the parent
+(pickling, a message each way, a wake-up per thread) is a small fraction of it, short enough
+that a stream's results come out steadily and, at its end, no worker waits long on another.
+Nobody has to tune ``chunksize`` for that; an explicit one is always obeyed.
+"""
+
+from __future__ import annotations
+
+# The work one automatically sized chunk should carry. The scheduler queues a chunk behind a
+# running one only when it is shorter than QUEUE_MAX_SECONDS (20 ms), so this stays under it.
+TARGET_CHUNK_SECONDS = 0.01
+# A chunk's pickled arguments should stay under this, so it can be queued (QUEUE_MAX_BYTES)
+# and a stream's memory stays small when its items are large.
+TARGET_CHUNK_BYTES = 24 * 1024
+# However fast the items, a chunk holds at most this many (bounds a stream's memory).
+MAX_CHUNK_ITEMS = 4096
+
+
+class Pace:
+    """How long one item of a task function takes to run, as its workers measure it.
+
+    The dispatcher thread records each finished chunk; feeder threads read it to size the next
+    chunk of a stream, and the scheduler to decide whether a chunk is short enough to queue
+    behind another. One float, replaced whole (atomic under the GIL), so it needs no lock.
+    """
+
+    __slots__ = ("seconds_per_item",)
+
+    def __init__(self) -> None:
+        self.seconds_per_item: float | None = None  # None until a chunk has finished
+
+    def observe(self, items: int, seconds: float) -> None:
+        if items <= 0 or seconds < 0:
+            return
+        sample = seconds / items
+        previous = self.seconds_per_item
+        # Half the weight to the newest chunk: follows a change within a few chunks, yet one
+        # odd item does not swing it far.
+        self.seconds_per_item = sample if previous is None else (previous + sample) / 2
+
+    def seconds_for(self, items: int) -> float | None:
+        """How long ``items`` items are expected to take; None before any measurement."""
+        per_item = self.seconds_per_item
+        return None if per_item is None else per_item * items
+
+
+class ChunkSizer:
+    """The size of a stream's next chunk when the caller gave no ``chunksize``.
+
+    Starts at one item, so the first result comes as soon as the first task is done; then
+    follows the function's pace towards TARGET_CHUNK_SECONDS of work per chunk, at most
+    doubling from one chunk to the next (a first quick item must not buy a huge chunk of slow
+    ones), and shrinking at once when items turn out slower or larger.
+    """
+
+    def __init__(self, pace: Pace) -> None:
+        self._pace = pace
+        self._size = 1
+        self._bytes_per_item: float | None = None
+
+    def next_size(self) -> int:
+        ideal = MAX_CHUNK_ITEMS
+        seconds = self._pace.seconds_per_item
+        if seconds is None:
+            return self._size  # nothing measured yet: stay at one item
+        if seconds > 0:
+            ideal = min(ideal, int(TARGET_CHUNK_SECONDS / seconds))
+        if self._bytes_per_item:
+            ideal = min(ideal, int(TARGET_CHUNK_BYTES / self._bytes_per_item))
+        self._size = max(1, min(ideal, self._size * 2))
+        return self._size
+
+    def sent(self, items: int, payload_bytes: int) -> None:
+        """A chunk of ``items`` items was pickled to ``payload_bytes`` bytes."""
+        if items > 0:
+            self._bytes_per_item = payload_bytes / items
