@@ -118,6 +118,18 @@ def announce_then_block(started_fifo: str, release_fifo: str) -> str:
         return fifo.read()
 
 
+def touch(path: str) -> None:
+    with open(path, "a"):
+        pass
+
+
+def block_on_first(x: int, started_fifo: str, release_fifo: str) -> int:
+    """Return x; item 0 first announces itself and blocks (announce_then_block)."""
+    if x == 0:
+        announce_then_block(started_fifo, release_fifo)
+    return x
+
+
 def initializer_that_raises(message: str = "initializer failed") -> None:
     raise RuntimeError(message)
 

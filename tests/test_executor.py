@@ -55,8 +55,8 @@ def test_submit_passes_every_keyword_to_the_function(executor: Any) -> None:
     assert executor.submit(pow, 2, 5).result(30) == 32
 
 
-@pytest.mark.parametrize("chunksize", [1, 3, 100])
-def test_map_returns_results_in_order(executor: Any, chunksize: int) -> None:
+@pytest.mark.parametrize("chunksize", [None, 1, 3, 100])
+def test_map_returns_results_in_order(executor: Any, chunksize: int | None) -> None:
     assert list(executor.map(mb.square, range(50), chunksize=chunksize)) == [
         x * x for x in range(50)]
     assert list(executor.map(mb.add, range(5), range(10, 100), chunksize=chunksize)) == [
@@ -92,6 +92,29 @@ def test_map_without_buffersize_reads_the_input_at_once(executor: Any) -> None:
 
     with pytest.raises(OSError, match="input broke"):
         executor.map(mb.square, numbers())  # raised by map() itself, as in the stdlib
+
+
+def test_an_eager_map_runs_everything_whether_or_not_it_is_read(tmp_path: Path) -> None:
+    # Its batches are cut and submitted by a feeder thread as the workers go (so their sizes
+    # follow the pace), yet all of them run, as the stdlib's eager map does.
+    paths = [str(tmp_path / str(i)) for i in range(300)]
+    with procpool.ProcessPoolExecutor(2) as executor:
+        executor.map(mb.touch, paths)
+    assert sorted(int(p.name) for p in tmp_path.iterdir()) == list(range(300))
+
+
+def test_shutdown_cancelling_stops_an_eager_map(fifos: Any) -> None:
+    executor = procpool.ProcessPoolExecutor(1)
+    task = functools.partial(mb.block_on_first, started_fifo=fifos.started,
+                             release_fifo=fifos.release)
+    results = executor.map(task, range(1000))
+    fifos.wait_started()  # item 0 runs; the rest waits in the feeder or the queue
+    threading.Thread(target=fifos.release_task).start()
+    executor.shutdown(wait=True, cancel_futures=True)
+    taken = []
+    with pytest.raises(cf.CancelledError):
+        taken.extend(results)
+    assert taken == list(range(len(taken))) and len(taken) < 1000
 
 
 def test_map_with_buffersize_streams_an_endless_input(executor: Any) -> None:
@@ -210,11 +233,14 @@ def test_submitted_work_finishes_at_interpreter_exit(tmp_path: Path) -> None:
             executor = procpool.ProcessPoolExecutor(2)
             for i in range(4):
                 executor.submit(pathlib.Path(sys.argv[1], str(i)).touch)
+            executor.map(pathlib.Path.touch, [pathlib.Path(sys.argv[1], f"m{i}")
+                                              for i in range(100)])
     """))
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("m")]) == 100
 
 
 # ---- failures ------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -31,9 +32,10 @@ from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, name_of
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
+from ._pace import ChunkSizer, Pace
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
-from ._task import CallMode, Chunk
+from ._task import CallMode, Chunk, TaskFunction
 
 T = TypeVar("T")
 
@@ -203,6 +205,8 @@ class ProcessPoolExecutor(Executor):
         self._max_workers = self._engine.processes
         # Futures not yet done, so shutdown(cancel_futures=True) can find the pending ones.
         self._pending: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+        # Eager maps still submitting, so a shutdown that cancels can stop them.
+        self._feeders: weakref.WeakSet[_MapFeeder] = weakref.WeakSet()
         self._shutdown = False
 
     # ---- concurrent.futures API --------------------------------------------------------------
@@ -213,9 +217,13 @@ class ProcessPoolExecutor(Executor):
                             outcomes=False)
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
-            chunksize: int = 1, buffersize: int | None = None, progress: Any = False,
+            chunksize: int | None = None, buffersize: int | None = None, progress: Any = False,
             **options: Any) -> Iterator[T]:
         """Like ``map(fn, *iterables)``, run in the pool; results in order.
+
+        Without ``chunksize`` or ``buffersize``, chunks are sized from how long the items take
+        (one item first, then about 10 ms of work each), as imap's are; with ``buffersize``
+        alone, chunks hold one item (the stdlib's default), so it bounds items.
 
         ``timeout`` bounds the whole iteration: when it expires the iterator raises
         TimeoutError and ends, and, as in the stdlib, cancels its remaining futures (which here
@@ -226,8 +234,7 @@ class ProcessPoolExecutor(Executor):
         :class:`procpool.Progress` snapshots; it counts results as they are taken.
         ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
+        _check_chunksize(chunksize)
         _check_buffersize(buffersize)
         check_per_call_options("map", options)
         policy = self._engine.policy.override(**options)
@@ -236,15 +243,27 @@ class ProcessPoolExecutor(Executor):
         total = min(known, default=0) if len(known) == len(lengths) else None
         tracker = make_tracker(progress, total, name_of(fn))
         end_time = None if timeout is None else time.monotonic() + timeout
-        batches = _batched(zip(*iterables, strict=False), chunksize)
+        if chunksize is None and buffersize is not None:
+            chunksize = 1  # buffersize then bounds items, as in the stdlib
         submit = self._chunk_submitter(fn, policy)
-        futures = collections.deque(
-            submit(batch) for batch in (itertools.islice(batches, buffersize)
-                                        if buffersize else batches)
-        )
-        executor = weakref.ref(self)
-        results = _map_results(futures, batches if buffersize else None, executor, submit,
-                               end_time)
+        if submit is None:  # fn cannot be pickled: the stdlib raises when it is consumed
+            return _map_results(collections.deque([self._failed_future(fn)]), None,
+                                weakref.ref(self), None, end_time)
+        arguments = zip(*iterables, strict=False)
+        results: Iterator[Any]
+        if chunksize is None and buffersize is None:
+            # The stdlib reads the input now and runs it all, read or not; a feeder thread
+            # does that here, so that chunk sizes can follow the pace of the first ones.
+            feeder = _MapFeeder(self, list(arguments), submit)
+            results = _fed_map_results(feeder, end_time)
+        else:
+            batches = _batched(arguments, chunksize, submit.pace)
+            futures = collections.deque(
+                submit(batch) for batch in (itertools.islice(batches, buffersize)
+                                            if buffersize else batches)
+            )
+            results = _map_results(futures, batches if buffersize else None, weakref.ref(self),
+                                   submit, end_time)
         return results if tracker is None else tracker.count(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -252,6 +271,8 @@ class ProcessPoolExecutor(Executor):
         ``wait``, return once every worker has exited."""
         with self._shutdown_lock:
             self._shutdown = True
+            if cancel_futures:
+                self._stop_feeders()
         if cancel_futures:
             for future in list(self._pending):
                 if not future.running():
@@ -276,6 +297,7 @@ class ProcessPoolExecutor(Executor):
     def _force_shutdown(self, *, force: bool) -> None:
         with self._shutdown_lock:
             self._shutdown = True
+            self._stop_feeders()
         for future in list(self._pending):
             if not future.running():
                 future.cancel()
@@ -289,20 +311,25 @@ class ProcessPoolExecutor(Executor):
         the call, and kills its worker if it is running. No thread per call."""
         return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
 
-    async def amap(self, fn: Callable[..., T], *iterables: Iterable[Any], chunksize: int = 1,
+    async def amap(self, fn: Callable[..., T], *iterables: Iterable[Any],
+                   chunksize: int | None = None,
                    buffersize: int | None = None, ordered: bool = True,
                    **options: Any) -> AsyncIterator[T]:
         """``async for result in executor.amap(fn, items)``: results in order (or as they
         finish, with ``ordered=False``), at most ``buffersize`` chunks in flight (default 4
         per worker), input read lazily. Leaving the loop early, or cancelling the consuming
         task, cancels what is still running."""
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
+        _check_chunksize(chunksize)
         _check_buffersize(buffersize)
         check_per_call_options("amap", options)
+        if chunksize is None and buffersize is not None:
+            chunksize = 1  # buffersize then bounds items, as in map
         buffersize = buffersize or ASYNC_CHUNKS_PER_WORKER * self._max_workers
         submit = self._chunk_submitter(fn, self._engine.policy.override(**options))
-        batches = _batched(zip(*iterables, strict=False), chunksize)
+        if submit is None:
+            self._failed_future(fn).result()  # raises the pickling error
+            return
+        batches = _batched(zip(*iterables, strict=False), chunksize, submit.pace)
         in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
         sources: dict[asyncio.Future[Any], ProcessFuture[Any]] = {}
 
@@ -381,22 +408,38 @@ class ProcessPoolExecutor(Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _chunk_submitter(self, fn: Callable[..., Any],
-                         policy: TaskPolicy) -> Callable[[list[Any]], ProcessFuture[Any]]:
-        """Submit one batch of argument tuples as one chunk, for map and amap."""
+    def _chunk_submitter(self, fn: Callable[..., Any], policy: TaskPolicy) -> _Submitter | None:
+        """What map and amap submit their batches with; None if ``fn`` cannot be pickled."""
+        function = self._engine.task_function(fn, lambda error: None)
+        return None if function is None else _Submitter(self, fn, function, policy)
 
-        def submit(batch: list[Any]) -> ProcessFuture[Any]:
-            return self._submit(fn, batch, CallMode.STAR_ARGS, policy, outcomes=True)
+    def _stop_feeders(self) -> None:
+        for feeder in list(self._feeders):
+            feeder.stop()
 
-        return submit
+    def _failed_future(self, fn: Callable[..., Any]) -> ProcessFuture[Any]:
+        """A future holding the error that pickling ``fn`` raises."""
+        future: ProcessFuture[Any] = ProcessFuture()
+        self._engine.task_function(fn, future.set_exception)
+        return future
 
     def _submit(self, fn: Callable[..., Any], items: list[Any], mode: CallMode,
-                policy: TaskPolicy, *, outcomes: bool) -> ProcessFuture[Any]:
+                policy: TaskPolicy, *, outcomes: bool, function: TaskFunction | None = None,
+                withdrawn: Callable[[], bool] | None = None) -> ProcessFuture[Any]:
+        """One chunk as one future. ``function``: ``fn`` pickled already (map's batches share
+        it, and so its pace). ``withdrawn``: the batch belongs to a map accepted earlier, so a
+        shutdown does not refuse it; it is cancelled instead if this says so (asked under the
+        lock a cancelling shutdown takes)."""
         with self._shutdown_lock:
-            self._check_accepting()
             future: ProcessFuture[Any] = ProcessFuture()
+            if withdrawn is None:
+                self._check_accepting()
+            elif withdrawn():
+                future.cancel()
+                return future
             sink = _FutureSink(future, outcomes)
-            function = self._engine.task_function(fn, future.set_exception)
+            if function is None:
+                function = self._engine.task_function(fn, future.set_exception)
             if function is None:
                 return future
             chunk = self._engine.make_chunk(function, items, mode, 0, sink, name_of(fn), policy)
@@ -408,6 +451,123 @@ class ProcessPoolExecutor(Executor):
             future.add_done_callback(self._pending.discard)
             self._engine.dispatcher.submit([chunk])
             return future
+
+
+class _Submitter:
+    """Submits the batches of one map or amap call, each as one future, all with the same
+    pickled function (and so the same pace)."""
+
+    def __init__(self, executor: ProcessPoolExecutor, fn: Callable[..., Any],
+                 function: TaskFunction, policy: TaskPolicy) -> None:
+        self._executor = executor
+        self._fn = fn
+        self._function = function
+        self._policy = policy
+        self.pace = function.pace
+
+    def __call__(self, batch: list[Any], *,
+                 withdrawn: Callable[[], bool] | None = None) -> ProcessFuture[Any]:
+        return self._executor._submit(self._fn, batch, CallMode.STAR_ARGS, self._policy,
+                                      outcomes=True, function=self._function,
+                                      withdrawn=withdrawn)
+
+
+# How many chunks an eager map keeps submitted but unfinished, per worker.
+MAP_CHUNKS_PER_WORKER = 4
+
+
+class _MapFeeder:
+    """Submits an eager ``map``'s batches from a thread of its own.
+
+    All of them, whether or not anyone reads the results (the stdlib's eager map), but only
+    MAP_CHUNKS_PER_WORKER per worker ahead of the workers: batches are cut as they are
+    submitted, so their sizes follow the pace of the first ones. Owns the futures submitted
+    and not yet handed to the results iterator. Every wait has a way out: a future always
+    finishes (done, failed, cancelled, or failed by a broken or terminated pool), and
+    ``stop()`` wakes the thread.
+    """
+
+    def __init__(self, executor: ProcessPoolExecutor, items: list[Any],
+                 submit: _Submitter) -> None:
+        self._items = items
+        self._submit = submit
+        self._dispatcher = executor._engine.dispatcher
+        self._credit = threading.Semaphore(MAP_CHUNKS_PER_WORKER * executor._max_workers)
+        self._condition = threading.Condition()
+        self._futures: collections.deque[ProcessFuture[Any]] = collections.deque()
+        self._finished = False  # every batch submitted, or stopped
+        self._stopped = False
+        self.dropped_items = False  # stopped (a shutdown that cancels) before submitting all
+        executor._feeders.add(self)
+        # Like an open imap stream, this map holds close() back until it has submitted all.
+        self._dispatcher.stream_opened()
+        threading.Thread(target=self._run, name="procpool-map-feeder", daemon=True).start()
+
+    def _run(self) -> None:
+        sizer = ChunkSizer(self._submit.pace)
+        items, start = self._items, 0
+        try:
+            while start < len(items) and not self._stopped:
+                self._credit.acquire()
+                if self._stopped:
+                    break
+                batch = items[start : start + sizer.next_size()]
+                start += len(batch)
+                future = self._submit(batch, withdrawn=lambda: self._stopped)
+                future.add_done_callback(lambda _: self._credit.release())
+                with self._condition:
+                    self._futures.append(future)
+                    self._condition.notify_all()
+        finally:
+            with self._condition:
+                self.dropped_items = start < len(items)
+                self._finished = True
+                self._condition.notify_all()
+            self._items = []
+            self._dispatcher.stream_closed()
+
+    def next_future(self, timeout: float | None) -> ProcessFuture[Any] | None:
+        """The next batch's future, in order; None once all were handed out."""
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._futures or self._finished, timeout):
+                raise FuturesTimeoutError()
+            return self._futures.popleft() if self._futures else None
+
+    def stop(self) -> None:
+        """Submit nothing more (the results iterator was closed, or the executor cancels)."""
+        self._stopped = True
+        self._credit.release()  # the thread may be waiting for credit
+
+    def take_rest(self) -> list[ProcessFuture[Any]]:
+        """The futures submitted but not yet handed out."""
+        with self._condition:
+            rest, self._futures = list(self._futures), collections.deque()
+        return rest
+
+
+def _fed_map_results(feeder: _MapFeeder, end_time: float | None) -> Iterator[Any]:
+    """The iterator an eager ``map`` returns: results in order, cancelling what is left when
+    closed early (which here also stops the running ones)."""
+    try:
+        while True:
+            timeout = None if end_time is None else max(0.0, end_time - time.monotonic())
+            future = feeder.next_future(timeout)
+            if future is None:
+                if feeder.dropped_items:  # a shutdown cancelled what was not yet submitted
+                    raise CancelledError()
+                return
+            timeout = None if end_time is None else end_time - time.monotonic()
+            try:
+                outcomes = future.result(timeout)
+            except BaseException:
+                future.cancel()
+                raise
+            del future  # hold no reference to a result the caller has let go of (gh-14406)
+            yield from _unpack(outcomes)
+    finally:
+        feeder.stop()
+        for future in feeder.take_rest():
+            future.cancel()
 
 
 def _executor_traceback(error: BaseException) -> BaseException:
@@ -425,13 +585,13 @@ def _executor_traceback(error: BaseException) -> BaseException:
 def _map_results(futures: collections.deque[ProcessFuture[Any]],
                  more_batches: Iterator[list[Any]] | None,
                  executor: weakref.ref[ProcessPoolExecutor],
-                 submit: Callable[[list[Any]], ProcessFuture[Any]],
+                 submit: _Submitter | None,
                  end_time: float | None) -> Iterator[Any]:
     """The iterator ``map`` returns: results in order, topping up the buffer as it goes
     (the shape of CPython 3.14's Executor.map), cancelling what is left when closed early."""
     try:
         while futures:
-            if more_batches is not None and executor() is not None:
+            if more_batches is not None and submit is not None and executor() is not None:
                 batch = next(more_batches, None)
                 if batch is not None:
                     futures.append(submit(batch))
@@ -463,10 +623,17 @@ def _unpack(outcome: tuple[list[Any], Mapping[int, BaseException]]) -> Iterator[
         raise failures[stop]
 
 
-def _batched(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def _batched(iterable: Iterable[Any], size: int | None, pace: Pace) -> Iterator[list[Any]]:
+    """Batches of ``size`` items, or sized from ``pace`` when ``size`` is None."""
     iterator = iter(iterable)
-    while batch := list(itertools.islice(iterator, size)):
+    sizer = ChunkSizer(pace) if size is None else None
+    while batch := list(itertools.islice(iterator, size if sizer is None else sizer.next_size())):
         yield batch
+
+
+def _check_chunksize(chunksize: object) -> None:
+    if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+        raise ValueError("chunksize must be >= 1.")
 
 
 def _check_buffersize(buffersize: object) -> None:

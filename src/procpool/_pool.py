@@ -252,7 +252,8 @@ class Pool:
         Without ``chunksize``, chunks are sized from how long the items take (one item
         first, then about 10 ms of work each; docs/performance.md). At most ``buffersize``
         chunks (default: 4 per worker) are submitted ahead of the consumer, so an endless
-        generator streams in bounded memory. ``progress`` counts
+        generator streams in bounded memory; a ``buffersize`` given without ``chunksize``
+        means chunks of one item, so that it bounds items. ``progress`` counts
         results as they are taken (its total is ``len(iterable)`` when the input has one).
         ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
@@ -287,6 +288,8 @@ class Pool:
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
         if chunksize is not None:
             _check_chunksize(chunksize)
+        elif buffersize is not None:
+            chunksize = 1  # a buffersize given alone bounds items: chunks of one
         if buffersize is None:
             buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
         elif not isinstance(buffersize, int) or buffersize < 1:
