@@ -232,6 +232,7 @@ class Pool:
         if function is None:
             return result  # empty input (already complete), or the function failed it
         chunks = []
+        submitted = 0
         name = name_of(func)
         for start in range(0, len(items), chunksize):
             batch = items[start : start + chunksize]
@@ -239,7 +240,14 @@ class Pool:
             if chunk is None:
                 return result  # an argument could not be pickled: the map has failed already
             chunks.append(chunk)
-        self._dispatcher.submit(chunks)
+            # Hand chunks over as they are made, the first at once, then in doubling groups:
+            # the workers start while the rest is pickled, at a few posts per map.
+            if len(chunks) > submitted:
+                self._dispatcher.submit(chunks)
+                submitted += len(chunks)
+                chunks = []
+        if chunks:
+            self._dispatcher.submit(chunks)
         return result
 
     # ---- streaming maps ----------------------------------------------------------------------
