@@ -64,7 +64,7 @@ def main() -> int:
                 except ImportError as exc:
                     notes[name] = f"not installed ({exc.name})"
                     continue
-                if result != expected:
+                if not workload.same(result, expected):
                     notes[name] = "WRONG RESULT"
                     continue
                 times[name].append(elapsed)

@@ -49,9 +49,11 @@ def procpool_pool(workload: Workload, inputs: list[Any], workers: int) -> list[A
 def procpool_executor(workload: Workload, inputs: list[Any], workers: int) -> list[Any]:
     import procpool
 
-    chunksize = auto_chunksize(len(inputs), workers) if workload.style == "map" else 1
     with procpool.ProcessPoolExecutor(workers) as executor:
-        return list(executor.map(workload.function, inputs, chunksize=chunksize))
+        if workload.style == "map":
+            chunksize = auto_chunksize(len(inputs), workers)
+            return list(executor.map(workload.function, inputs, chunksize=chunksize))
+        return list(executor.map(workload.function, inputs))  # its defaults: sized chunks
 
 
 def loky_executor(workload: Workload, inputs: list[Any], workers: int) -> list[Any]:

@@ -12,6 +12,13 @@ def square(x: int) -> int:
     return x * x
 
 
+def sine(array: Any) -> Any:
+    """A new array from an 8 MB one: the large-payload workload (numpy)."""
+    import numpy
+
+    return numpy.sin(array)
+
+
 def spin(milliseconds: float) -> float:
     """Busy for ``milliseconds`` of CPU time (a sleep would not load the CPU)."""
     end = time.perf_counter() + milliseconds / 1000
@@ -29,6 +36,21 @@ class Workload:
     # "map": eager map with the stdlib's automatic chunksize; "stream": each library's
     # lazy/streaming call with its default arguments, consumed in order.
     style: str
+    # Whether a library's results are the serial answer (numpy arrays need array_equal).
+    same: Callable[[list[Any], list[Any]], bool] = lambda a, b: a == b
+
+
+def _arrays(count: int) -> list[Any]:
+    import numpy
+
+    return [numpy.random.default_rng(seed).random(1_000_000) for seed in range(count)]
+
+
+def _same_arrays(results: list[Any], expected: list[Any]) -> bool:
+    import numpy
+
+    return len(results) == len(expected) and all(
+        numpy.array_equal(a, b) for a, b in zip(results, expected, strict=True))
 
 
 def _heavy_tailed(count: int) -> list[float]:
@@ -47,4 +69,6 @@ def workloads(quick: bool) -> list[Workload]:
                  lambda: [10.0] * (400 // scale), "map"),
         Workload("heavy-tail", f"{400 // scale} tasks, mostly 2 ms, every 20th 60 ms, map",
                  spin, lambda: _heavy_tailed(400 // scale), "map"),
+        Workload("numpy-8mb", f"{200 // scale} numpy arrays of 8 MB in, sine, 8 MB out, map",
+                 sine, lambda: _arrays(200 // scale), "map", _same_arrays),
     ]

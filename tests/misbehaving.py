@@ -262,3 +262,33 @@ class Plain:
 
 def make_plain(_: object = None) -> Plain:
     return Plain()
+
+
+# ---- large buffers (shared memory) ------------------------------------------------------------
+
+
+def _mapping_of(array: Any) -> str:
+    """What an array's memory belongs to: "mmap" when it is a shared-memory mapping."""
+    base = array
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    return type(base.obj).__name__ if isinstance(base, memoryview) else type(base).__name__
+
+
+def double_and_say_where(array: Any) -> tuple[Any, str]:
+    """Twice the array, and where its input's memory was (shared memory or not)."""
+    return array * 2, _mapping_of(array)
+
+
+def double_or_crash(array: Any) -> Any:
+    """Twice the array; a worker given an array whose first element is -1 dies instead."""
+    if array[0] == -1:
+        os._exit(7)
+    return array * 2
+
+
+def double_or_block(array: Any, started_fifo: str, release_fifo: str) -> Any:
+    """Twice the array; for an array whose first element is -1, announce and block."""
+    if array[0] == -1:
+        announce_then_block(started_fifo, release_fifo)
+    return array * 2

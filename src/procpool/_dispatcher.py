@@ -33,6 +33,7 @@ from multiprocessing.connection import wait
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
 
+from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
 from ._errors import InitializerFailed, PoolBroken, PoolTerminated, ResultSerializationError
@@ -155,6 +156,13 @@ class Dispatcher:
         self._function_caches: dict[int, FunctionCache] = {}
         self._peak_rss: dict[int, int] = {}
         self._eof: set[int] = set()  # workers whose pipe closed; only the sentinel matters now
+        # Shared memory: the chunks sent to each worker and not yet reported done, and how
+        # many result segments each has delivered so far, so that what a dead worker leaves
+        # behind can be removed (_shared_memory).
+        self._segment_prefix = (shared_memory.parent_prefix(os.getpid())
+                                if backend.shares_memory else None)
+        self._sent: dict[int, deque[Chunk]] = {}
+        self._result_segments_read: dict[int, int] = {}  # chunk id -> count
         self._items_done = 0  # items delivered with a value, for stats()
         self._items_failed = 0  # items delivered with an error
         self._oom_kills_seen = _oom_kill_count()
@@ -174,6 +182,12 @@ class Dispatcher:
     @property
     def inherits_memory(self) -> bool:
         return self._backend.inherits_memory
+
+    @property
+    def segment_prefix(self) -> str | None:
+        """How this pool's shared-memory segments are named; None when its workers cannot map
+        them (the large buffers of its payloads then travel in the pickle)."""
+        return self._segment_prefix
 
     def worker_pids(self) -> list[int | None]:
         while True:  # read from another thread: retry if the dispatcher changed the dict
@@ -342,17 +356,22 @@ class Dispatcher:
         now = time.monotonic()
         if isinstance(message, ItemDone):
             chunk, position = self._scheduler.item_done(worker_id, now)
+            self._result_segments_read[chunk.chunk_id] = (
+                self._result_segments_read.get(chunk.chunk_id, 0) + len(message.result_segments))
             with self._failing_on_error(chunk.part(position, 1)):
-                self._deliver_item(chunk, position, message.result_payload, now)
+                self._deliver_item(chunk, position, message.result_payload,
+                                   message.result_segments, now)
         elif isinstance(message, ChunkDone):
             self._peak_rss[worker_id] = message.peak_rss
             chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now,
                                                         message.seconds)
+            self._forget_sent(worker_id, chunk)
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
             if message.results_payload:
                 with self._failing_on_error(chunk):
-                    self._deliver(chunk, message.results_payload, message.failed_positions)
+                    self._deliver(chunk, message.results_payload, message.failed_positions,
+                                  message.result_segments)
         elif isinstance(message, Ready):
             self._scheduler.worker_ready(worker_id, now)
         elif isinstance(message, InitFailed):
@@ -360,14 +379,14 @@ class Dispatcher:
             error.__cause__ = _with_remote_traceback(message.error, message.traceback_text)
             self._break(error)
 
-    def _deliver_item(self, chunk: Chunk, position: int, payload: bytes, now: float) -> None:
+    def _deliver_item(self, chunk: Chunk, position: int, payload: bytes,
+                      segments: tuple[str, ...], now: float) -> None:
         """One item of a reporting chunk: deliver it, or run it again if the policy says so."""
         part = chunk.part(position, 1)
-        try:
-            outcome = loads(payload)[0]
-        except BaseException:
-            self._deliver(part, payload, ())  # reports the unpickling failure for this item
-            return
+        values = self._decode_results(part, payload, segments)
+        if values is None:
+            return  # it could not be unpickled; the item has failed with that
+        outcome = values[0]
         if type(outcome) is ItemFailure:
             error = _with_remote_traceback(outcome.error, outcome.traceback_text)
             if self._scheduler.should_retry(chunk, error):
@@ -424,9 +443,33 @@ class Dispatcher:
         handle.reap()
         handle.close()
         worker_id = handle.worker_id
+        self._remove_segments_left_by(worker_id)
         self._function_caches.pop(worker_id, None)
         self._peak_rss.pop(worker_id, None)
         self._eof.discard(worker_id)
+
+    def _forget_sent(self, worker_id: int, chunk: Chunk) -> None:
+        """``chunk`` is done: its worker has taken its segments, and its results'."""
+        sent = self._sent.get(worker_id)
+        if sent:
+            sent.popleft()
+            self._result_segments_read.pop(chunk.chunk_id, None)
+        if chunk.segments is not None:
+            chunk.segments.release()  # removed by the worker already; this makes sure
+
+    def _remove_segments_left_by(self, worker_id: int) -> None:
+        """The worker has ended: remove the result segments its unfinished chunks created
+        that nobody will read, and the argument segments of the one it was running (a chunk
+        queued behind it keeps its own: it will run elsewhere)."""
+        sent = self._sent.pop(worker_id, None)
+        if not sent:
+            return
+        running = sent[0]
+        if running.segments is not None:
+            running.segments.release()
+        for chunk in sent:
+            read = self._result_segments_read.pop(chunk.chunk_id, 0)
+            shared_memory.remove_numbered(f"{self._segment_prefix}{chunk.chunk_id}-r", read)
 
     def _shut_down(self) -> None:
         with self._lock:
@@ -460,13 +503,17 @@ class Dispatcher:
         chunk.sink.chunk_done(chunk, values, failures)
 
     def _chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        if chunk.segments is not None:
+            chunk.segments.release()  # it will not run (again): nobody else removes them
         self._items_failed += chunk.size
         chunk.sink.chunk_failed(chunk, error)
 
-    def _deliver(self, chunk: Chunk, results_payload: bytes,
-                 failed_positions: tuple[int, ...]) -> None:
+    def _decode_results(self, chunk: Chunk, results_payload: bytes,
+                        segments: tuple[str, ...]) -> list[Any] | None:
+        """Unpickle a reply's results (removing their segments); on failure, fail ``chunk``
+        with the reason and return None."""
         try:
-            values = loads(results_payload)
+            return shared_memory.loads(results_payload, segments)  # type: ignore[no-any-return]
         except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
             error = ResultSerializationError(
                 f"<results of {chunk.description}>",
@@ -474,6 +521,12 @@ class Dispatcher:
             )
             error.__cause__ = exc
             self._chunk_failed(chunk, error)
+            return None
+
+    def _deliver(self, chunk: Chunk, results_payload: bytes,
+                 failed_positions: tuple[int, ...], segments: tuple[str, ...] = ()) -> None:
+        values = self._decode_results(chunk, results_payload, segments)
+        if values is None:
             return
         failures = {
             position: _with_remote_traceback(values[position].error,
@@ -592,7 +645,10 @@ class Dispatcher:
         message = RunChunk(
             chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode,
             chunk.size, chunk.policy.reports_each_item,
+            () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
         )
+        if self._segment_prefix is not None:
+            self._sent.setdefault(worker_id, deque()).append(chunk)
         # If the worker is dying the send fails; its sentinel then fails the chunk with the
         # exit status, which says far more than a broken pipe.
         with contextlib.suppress(OSError):
@@ -609,7 +665,11 @@ def _worker_init(
 
 
 def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
-    """A runnable chunk of ``size`` items of ``chunk`` from ``position`` (retries, requeues)."""
+    """A runnable chunk of ``size`` items of ``chunk`` from ``position`` (retries, requeues).
+
+    Only chunks that report each item are split, and those keep their items in the pickle
+    (Engine.make_chunk), so the parent still has them here."""
+    assert chunk.segments is None, "a chunk with shared-memory items cannot be split"
     if position == 0 and size == chunk.size:
         payload = chunk.items_payload
     else:

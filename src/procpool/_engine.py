@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import _shared_memory as shared_memory
 from ._backends import create_backend
 from ._codec import add_note, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher
@@ -123,16 +124,29 @@ class Engine:
     def make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
                    first_index: int, sink: ChunkSink, name: str,
                    policy: TaskPolicy) -> Chunk | None:
-        """Pickle the items into a chunk; if they cannot be pickled, fail the sink and say so."""
+        """Pickle the items into a chunk; if they cannot be pickled, fail the sink and say so.
+
+        Large buffers go to shared memory when the workers can map it, except for chunks that
+        report each item: a death or retry splits those, and the parent must still hold their
+        items then (the worker removes a segment once it has mapped it).
+        """
+        chunk_id = next_id()
+        segments = None
+        prefix = self.dispatcher.segment_prefix
         try:
-            payload = dumps(items)
+            if prefix is not None and not policy.reports_each_item:
+                payload, names = shared_memory.dumps(
+                    items, shared_memory.SegmentNames(f"{prefix}{chunk_id}-a"))
+                segments = shared_memory.SharedSegments(names) if names else None
+            else:
+                payload = dumps(items)
         except Exception as exc:
             payload = b""
             error: BaseException | None = _argument_error(items, first_index, exc)
         else:
             error = None
-        chunk = Chunk(next_id(), function, payload, mode, first_index, len(items), sink, name,
-                      policy)
+        chunk = Chunk(chunk_id, function, payload, mode, first_index, len(items), sink, name,
+                      policy, segments=segments)
         if error is not None:
             sink.chunk_failed(chunk, error)
             return None

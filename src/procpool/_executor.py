@@ -85,15 +85,19 @@ class ProcessFuture(Future[T]):
     def cancel(self) -> bool:
         with self._condition:
             if self._state != RUNNING:
-                return super().cancel()
+                cancelled = super().cancel()
+                if cancelled:
+                    self._cancel_running = None  # let go of the chunk (and its segments)
+                return cancelled
             # What Future.cancel() + set_running_or_notify_cancel() would do, in one step,
             # for a state the stdlib never cancels from.
             self._state = CANCELLED_AND_NOTIFIED
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
-        if self._cancel_running is not None:
-            self._cancel_running()
+        cancel_running, self._cancel_running = self._cancel_running, None
+        if cancel_running is not None:
+            cancel_running()
         self._invoke_callbacks()  # type: ignore[attr-defined]
         return True
 
@@ -132,6 +136,7 @@ class _FutureSink:
 
     def _settle(self, success: bool, value: Any) -> None:
         future = self.future
+        future._cancel_running = None  # nothing left to stop; let go of the chunk
         if future._state == CANCELLED:
             # Cancelled while pending and failed (terminate) before it was dispatched: tell
             # as_completed() and wait(), which only count *notified* cancellations as done.

@@ -23,6 +23,8 @@ from ._pace import Pace
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from ._shared_memory import SharedSegments
+
 
 DEFAULT_POLICY = TaskPolicy()
 
@@ -90,6 +92,12 @@ class RunChunk:
     mode: CallMode
     size: int  # number of items, so a reply can be complete even if they fail to unpickle
     report_each_item: bool  # send ItemDone after every item (timeouts, retries)
+    # Shared-memory segments holding the items' large buffers (_shared_memory); the worker
+    # maps them, then removes their names.
+    items_segments: tuple[str, ...] = ()
+    # Where the worker may put its results' large buffers: segments named after the parent's
+    # pid (this prefix) and the chunk. None: everything travels in the pickle.
+    segment_prefix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +134,7 @@ class ItemDone:
     chunk_id: int
     position: int
     result_payload: bytes  # pickle of a one-element list, as in ChunkDone
+    result_segments: tuple[str, ...] = ()  # its large buffers (_shared_memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +151,7 @@ class ChunkDone:
     peak_rss: int
     # how long the chunk took in the worker (unpickling, running, pickling), for Pace
     seconds: float = 0.0
+    result_segments: tuple[str, ...] = ()  # the results' large buffers (_shared_memory)
 
 
 # ---- the unit of scheduling -------------------------------------------------------------
@@ -182,6 +192,8 @@ class Chunk:
     name: str = "task"  # the function's name, for error messages
     policy: TaskPolicy = DEFAULT_POLICY
     attempt: int = 1
+    # The shared-memory segments of the items' large buffers, held until a worker takes them.
+    segments: SharedSegments | None = field(default=None, repr=False)
 
     @property
     def description(self) -> str:
@@ -199,4 +211,4 @@ class Chunk:
         """
         return replace(self, chunk_id=next_id(), items_payload=items_payload,
                        first_index=self.first_index + position, size=size,
-                       attempt=self.attempt if attempt is None else attempt)
+                       attempt=self.attempt if attempt is None else attempt, segments=None)

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _shared_memory as shared_memory
 from ._codec import (
     describe_pickle_failure,
     dumps,
@@ -154,11 +155,20 @@ def _become_process_group_leader() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+# The start of the names of the parent's shared-memory segments, once a chunk has said it.
+_segment_prefix: str | None = None
+
+
 def _die_with_parent(lifeline: Connection) -> None:
-    """Block until the parent's end of the lifeline closes, then kill this process group."""
+    """Block until the parent's end of the lifeline closes, then kill this process group.
+
+    Nobody will read the shared-memory segments named after the dead parent, or remove them:
+    the first worker to get here does."""
     with contextlib.suppress(EOFError, OSError):
         lifeline.recv_bytes()
     try:
+        if _segment_prefix is not None:
+            shared_memory.remove_all_of(_segment_prefix)
         if os.getpgid(0) == os.getpid():
             os.killpg(os.getpid(), signal.SIGKILL)  # this worker and what its tasks started
     finally:
@@ -204,31 +214,52 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
 
 def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache) -> None:
     """Run every item; reply with ItemDone per item (when asked) and a closing ChunkDone."""
+    global _segment_prefix
     started = time.perf_counter()
+    results_names = None
+    if message.segment_prefix is not None:
+        _segment_prefix = message.segment_prefix
+        results_names = shared_memory.SegmentNames(
+            f"{message.segment_prefix}{message.chunk_id}-r")
     try:
-        call = _call_form(_load_function(message, functions), message.mode)
+        # The function first, always: the dispatcher's mirror of the cache counts on it. The
+        # items even if it failed, so their segments are mapped and their names removed.
         try:
-            items = loads(message.items_payload)
-        except Exception as exc:
-            raise SerializationError(
-                "arguments",
-                "they were pickled, but the worker could not unpickle them "
-                f"({describe_pickle_failure(exc)})",
-            ) from exc
+            function = _load_function(message, functions)
+        except Exception:
+            with contextlib.suppress(Exception):
+                _load_items(message)
+            raise
+        items = _load_items(message)
+        call = _call_form(function, message.mode)
     except Exception as exc:
         # Cannot run any item: the same failure for each, so every waiter gets an answer.
         outcomes, failed = [_failure(exc)] * message.size, list(range(message.size))
     else:
         if message.report_each_item:
             for position, item in enumerate(items):
-                payload, _ = _encode_results(*_run_all(call, [item]))
-                conn.send_bytes(dumps(ItemDone(message.chunk_id, position, payload)))
+                payload, _, names = _encode_results(*_run_all(call, [item]), results_names)
+                conn.send_bytes(dumps(ItemDone(message.chunk_id, position, payload, names)))
             outcomes, failed = [], []
         else:
             outcomes, failed = _run_all(call, items)
-    payload, failed_positions = _encode_results(outcomes, failed) if outcomes else (b"", ())
-    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions,
-                                    current_rss(), peak_rss(), time.perf_counter() - started)))
+        del items  # the argument segments' mappings can go before the results are written
+    payload, failed_positions, names = (_encode_results(outcomes, failed, results_names)
+                                        if outcomes else (b"", (), ()))
+    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions, current_rss(),
+                                    peak_rss(), time.perf_counter() - started, names)))
+
+
+def _load_items(message: RunChunk) -> list[Any]:
+    try:
+        return shared_memory.loads(  # type: ignore[no-any-return]
+            message.items_payload, message.items_segments, private=True)
+    except Exception as exc:
+        raise SerializationError(
+            "arguments",
+            "they were pickled, but the worker could not unpickle them "
+            f"({describe_pickle_failure(exc)})",
+        ) from exc
 
 
 # ---- detached: one chunk as a task of another scheduler (the Dask backend) -----------------
@@ -301,10 +332,16 @@ def _failure(exc: Exception) -> ItemFailure:
     return ItemFailure(portable_exception(exc), format_remote_traceback(exc))
 
 
-def _encode_results(outcomes: list[Any], failed: list[int]) -> tuple[bytes, tuple[int, ...]]:
-    """Pickle the outcomes; return the payload and the positions that hold failures."""
+def _encode_results(outcomes: list[Any], failed: list[int],
+                    names: shared_memory.SegmentNames | None = None,
+                    ) -> tuple[bytes, tuple[int, ...], tuple[str, ...]]:
+    """Pickle the outcomes; return the payload, the positions that hold failures, and the
+    shared-memory segments of their large buffers (only when ``names`` are given)."""
     try:
-        return dumps(outcomes), tuple(failed)
+        if names is None:
+            return dumps(outcomes), tuple(failed), ()
+        payload, segments = shared_memory.dumps(outcomes, names)
+        return payload, tuple(failed), segments
     except Exception:
         pass
     # Find the culprits one by one, so only they fail and every other item is delivered.
@@ -317,4 +354,5 @@ def _encode_results(outcomes: list[Any], failed: list[int]) -> tuple[bytes, tupl
                 ResultSerializationError(short_repr(value), describe_pickle_failure(exc)), ""
             )
         checked.append(value)
-    return dumps(checked), tuple(i for i, v in enumerate(checked) if type(v) is ItemFailure)
+    return (dumps(checked), tuple(i for i, v in enumerate(checked) if type(v) is ItemFailure),
+            ())

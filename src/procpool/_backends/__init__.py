@@ -45,6 +45,9 @@ class Backend(Protocol):
     name: str
     # True when workers are forked copies of the parent (they see everything in __main__).
     inherits_memory: bool
+    # True when workers are processes on this machine, which can map the parent's
+    # shared-memory segments: large buffers then travel through them (_shared_memory).
+    shares_memory: bool
 
     def default_processes(self) -> int:
         """How many workers a pool gets when it does not say."""

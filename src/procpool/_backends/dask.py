@@ -97,6 +97,7 @@ class DaskRuntime:
 
     name = "dask"
     inherits_memory = False  # cluster workers see nothing of this process's __main__
+    shares_memory = False  # they may be on other machines
 
     def __init__(self, spec: DaskBackend) -> None:
         distributed = _distributed()

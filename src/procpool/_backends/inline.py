@@ -67,6 +67,7 @@ class InlineWorker:
 class InlineBackend(OnThisMachine):
     name = "inline"
     inherits_memory = True
+    shares_memory = False  # threads: nothing to gain over the pipe
 
     def start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]

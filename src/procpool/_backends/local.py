@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .. import _shared_memory as shared_memory
 from .._task import WorkerInit
 from .._worker import worker_main
 from . import OnThisMachine
@@ -82,6 +83,7 @@ class LocalBackend(OnThisMachine):
     def __init__(self, context: Any) -> None:
         self._context = context
         self.inherits_memory = context.get_start_method() == "fork"
+        self.shares_memory = shared_memory.available()
 
     def start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]

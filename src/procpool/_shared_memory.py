@@ -1,0 +1,202 @@
+"""Large buffers across the process boundary through POSIX shared memory.
+
+Owns the out-of-band path of pickle protocol 5. While a chunk's arguments or results are
+pickled, every contiguous buffer of MIN_SHARED_BYTES or more that an object exposes (a numpy
+array's data, a ``pickle.PickleBuffer``) is written to a shared-memory segment of its own
+instead of into the pickle. The receiver maps the segments and unpickles with them: the data
+crosses once, instead of through a pipe with a copy on each side, and the receiver's arrays
+use the mapping itself. Payloads that expose no large buffer are plain pickles, as before.
+
+Who removes a segment's name (its memory lives on while something maps it):
+
+- Arguments are created by the parent for one chunk. The worker that runs the chunk maps them,
+  then removes them. A chunk that never reaches a worker (failed, cancelled, abandoned) has its
+  segments removed by the parent (``SharedSegments.release``, at the latest when the chunk is
+  garbage-collected or the interpreter exits). When the worker running it dies, the parent
+  removes them too.
+- Results are created by a worker, numbered per chunk. The parent maps and removes them as it
+  reads each reply. When the worker dies first, the parent removes the rest of that chunk's
+  numbers in turn until one is missing (``remove_numbered``).
+- When the parent itself is killed, its workers remove every segment named after it before
+  they exit (``remove_all_of``; Linux, where /dev/shm can be listed).
+
+Segments are opened with ``_posixshmem``, as ``multiprocessing.shared_memory`` does, but with
+none of its resource-tracker registration: on Python 3.10-3.12 that registration makes every
+process that merely attaches a segment remove it when it exits (``track=False`` only arrived
+in 3.13). Where ``_posixshmem`` is missing, or a segment cannot be written (/dev/shm full),
+buffers simply stay in the pickle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+try:
+    import _posixshmem  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - not on POSIX
+    _posixshmem = None
+
+# Buffers smaller than this stay in the pickle: a segment costs a few system calls and fresh
+# pages, which only pays for itself on large data.
+MIN_SHARED_BYTES = 256 * 1024
+PROTOCOL = 5
+_SHM_DIR = "/dev/shm"
+
+
+def available() -> bool:
+    return _posixshmem is not None
+
+
+def parent_prefix(parent_pid: int) -> str:
+    """The start of every segment name of the pool processes of ``parent_pid``."""
+    return f"/procpool-{parent_pid}-"
+
+
+class SegmentNames:
+    """Hands out the names of one chunk's argument or result segments: base0, base1, ..."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.count = 0
+
+    def next(self) -> str:
+        name = f"{self.base}{self.count}"
+        self.count += 1
+        return name
+
+
+class SharedSegments:
+    """The parent's hold on one chunk's argument segments: removed by ``release()``, or when
+    this object is garbage-collected, or at interpreter exit, whichever comes first."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self._finalizer = weakref.finalize(self, remove, names)
+
+    def release(self) -> None:
+        self._finalizer()
+
+
+def dumps(obj: Any, names: SegmentNames) -> tuple[bytes, tuple[str, ...]]:
+    """Pickle ``obj`` with its large buffers in segments; the pickle and the segments' names.
+
+    Falls back to cloudpickle as ``_codec.dumps`` does, and to buffers in the pickle when a
+    segment cannot be written. Raises what the picklers raise.
+    """
+    large: list[pickle.PickleBuffer] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        view = memoryview(buffer)
+        if view.nbytes < MIN_SHARED_BYTES or not view.contiguous:
+            return True  # in the pickle
+        large.append(buffer)
+        return False
+
+    try:
+        data = pickle.dumps(obj, PROTOCOL, buffer_callback=out_of_band)
+    except Exception:  # what plain pickle cannot carry, cloudpickle may
+        import cloudpickle
+
+        large.clear()
+        data = bytes(cloudpickle.dumps(obj, PROTOCOL, buffer_callback=out_of_band))
+    if not large:
+        return data, ()
+    created: list[str] = []
+    try:
+        for buffer in large:
+            name = names.next()
+            created.append(name)
+            _write(name, buffer.raw())
+    except OSError:  # no room in /dev/shm, say: the buffers travel in the pickle instead
+        remove(created)
+        return pickle.dumps(obj, PROTOCOL), ()
+    except BaseException:
+        remove(created)
+        raise
+    return data, tuple(created)
+
+
+def loads(data: bytes, names: Iterable[str] = (), *, private: bool = False) -> Any:
+    """Unpickle ``data`` with the buffers in segments ``names``, which are removed here (the
+    mappings keep the memory). ``private``: a copy-on-write mapping, so writes by the task
+    never reach the segment."""
+    names = tuple(names)
+    if not names:
+        return pickle.loads(data)
+    views = []
+    try:
+        for name in names:
+            views.append(_map(name, private))
+    finally:
+        remove(names)
+    return pickle.loads(data, buffers=views)
+
+
+def remove(names: Iterable[str]) -> None:
+    """Remove these segments' names; ones already gone are skipped."""
+    if _posixshmem is None:
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            _posixshmem.shm_unlink(name)
+
+
+def remove_numbered(base: str, start: int = 0) -> None:
+    """Remove base<start>, base<start+1>, ... up to the first that does not exist: the
+    segments a dead worker created for a chunk's results and nobody read."""
+    if _posixshmem is None:
+        return
+    number = start
+    while True:
+        try:
+            _posixshmem.shm_unlink(f"{base}{number}")
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass
+        number += 1
+
+
+def remove_all_of(prefix: str) -> None:
+    """Remove every segment whose name starts with ``prefix`` (Linux: lists /dev/shm)."""
+    try:
+        entries = os.listdir(_SHM_DIR)
+    except OSError:
+        return
+    stem = prefix.lstrip("/")
+    remove("/" + entry for entry in entries if entry.startswith(stem))
+
+
+def _write(name: str, data: memoryview) -> None:
+    assert _posixshmem is not None
+    fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        data = data.cast("B")
+        written = 0
+        while written < len(data):  # a write into tmpfs copies once, with no page faults here
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+
+
+def _map(name: str, private: bool) -> memoryview:
+    assert _posixshmem is not None
+    fd = _posixshmem.shm_open(name, os.O_RDONLY if private else os.O_RDWR, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return memoryview(bytearray())
+        if private:
+            mapping = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:
+            mapping = mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+    return memoryview(mapping)
