@@ -5,12 +5,29 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import procpool
 
 
 def test_all_lists_exactly_the_public_names() -> None:
-    public = {name for name in vars(procpool) if not name.startswith("_")}
+    # dir(), not vars(): public names are imported on first use.
+    public = {name for name in dir(procpool) if not name.startswith("_")}
     assert set(procpool.__all__) == public
+    for name in procpool.__all__:
+        assert getattr(procpool, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'Poool'"):
+        procpool.Poool  # noqa: B018
+
+
+def test_a_worker_imports_none_of_the_faces() -> None:
+    # A spawned worker imports procpool._worker; the package must not drag in the faces.
+    code = ("import sys, procpool._worker; "
+            "print(sorted(m for m in sys.modules if m in ('asyncio', 'procpool._pool', "
+            "'procpool._executor', 'procpool._dispatcher')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_public_classes_report_the_package_as_their_module() -> None:
