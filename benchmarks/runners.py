@@ -77,7 +77,8 @@ def mpire_pool(workload: Workload, inputs: list[Any], workers: int) -> list[Any]
 
     with WorkerPool(workers) as pool:
         if workload.style == "map":
-            return pool.map(workload.function, inputs, progress_bar=False)
+            return pool.map(workload.function, inputs, progress_bar=False,
+                            concatenate_numpy_output=False)
         return list(pool.imap(workload.function, inputs, progress_bar=False))
 
 

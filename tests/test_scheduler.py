@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
+from procpool._messages import CallMode
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._scheduler import (
     BreakPool,
@@ -16,7 +17,7 @@ from procpool._scheduler import (
     StartWorker,
     StopWorker,
 )
-from procpool._task import CallMode, Chunk, TaskFunction
+from procpool._task import Chunk, TaskFunction
 
 FUNCTION = TaskFunction(0, b"")
 

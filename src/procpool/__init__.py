@@ -6,10 +6,12 @@ is a drop-in for ``multiprocessing.Pool``, ``procpool.ProcessPoolExecutor`` for
 """
 
 import importlib as _importlib
-from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
 
-if _TYPE_CHECKING:
+# Not typing.TYPE_CHECKING: importing typing costs a spawned worker about 10 ms (_messages.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
     from ._backends.dask import DaskBackend
     from ._errors import (
         InitializerFailed,
@@ -35,6 +37,8 @@ if _TYPE_CHECKING:
     )
     from ._stats import PoolStats, WorkerStats
 
+del TYPE_CHECKING  # not a public name
+
 # Where each public name lives. They are imported on first use (PEP 562), not here: a spawned
 # worker imports procpool._worker, which runs this file, and must not pay for the faces
 # (asyncio, concurrent.futures, the dispatcher) it never uses. It starts several times faster.
@@ -54,7 +58,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> _Any:
+def __getattr__(name: str) -> "Any":
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'procpool' has no attribute {name!r}")

@@ -11,9 +11,12 @@ import pickle
 import sys
 import traceback
 import types
-from typing import Any
 
-from ._errors import RemoteError
+from ._worker_errors import RemoteError
+
+TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL = 5
 

@@ -37,6 +37,16 @@ from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
 from ._errors import InitializerFailed, PoolBroken, PoolTerminated, ResultSerializationError
+from ._messages import (
+    ChunkDone,
+    InitFailed,
+    ItemDone,
+    ItemFailure,
+    Ready,
+    RunChunk,
+    Stop,
+    WorkerInit,
+)
 from ._options import WorkerPolicy
 from ._scheduler import (
     Action,
@@ -50,17 +60,7 @@ from ._scheduler import (
     StopWorker,
 )
 from ._stats import PoolStats, WorkerStats
-from ._task import (
-    Chunk,
-    ChunkDone,
-    InitFailed,
-    ItemDone,
-    ItemFailure,
-    Ready,
-    RunChunk,
-    Stop,
-    WorkerInit,
-)
+from ._task import Chunk
 from ._worker import FunctionCache
 
 logger = logging.getLogger("procpool")

@@ -19,6 +19,7 @@ from . import _shared_memory as shared_memory
 from ._backends import create_backend
 from ._codec import add_note, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher
+from ._messages import CallMode
 from ._options import (
     TaskPolicy,
     WorkerPolicy,
@@ -27,7 +28,7 @@ from ._options import (
     check_retry_on,
     check_seconds,
 )
-from ._task import CallMode, Chunk, ChunkSink, TaskFunction, next_id
+from ._task import Chunk, ChunkSink, TaskFunction, next_id
 
 # How many by-reference task functions keep their pickle cached across calls.
 FUNCTION_CACHE_SIZE = 256

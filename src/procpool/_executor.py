@@ -31,11 +31,12 @@ from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type:
 from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, name_of
+from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
 from ._pace import ChunkSizer, Pace
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
-from ._task import CallMode, Chunk, TaskFunction
+from ._task import Chunk, TaskFunction
 
 T = TypeVar("T")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ._engine import Engine, WorkerView, name_of
+from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
 from ._pace import ChunkSizer
 from ._progress import length_of, make_tracker
@@ -30,7 +31,7 @@ from ._results import (
     Window,
 )
 from ._stats import PoolStats
-from ._task import CallMode, TaskFunction
+from ._task import TaskFunction
 
 T = TypeVar("T")
 

@@ -35,7 +35,10 @@ import os
 import pickle
 import weakref
 from collections.abc import Iterable
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 try:
     import _posixshmem  # type: ignore[import-not-found]

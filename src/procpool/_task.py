@@ -1,22 +1,18 @@
-"""The records that cross boundaries: what a worker is asked to run and what it answers.
+"""The parent's records of work: the Chunk, the unit the scheduler places on one worker, and
+the TaskFunction it runs.
 
-Owns the message types on a worker's pipe and the Chunk, the unit of work the scheduler places
-on one worker. Plain data only: no threads, pipes or clocks. The worker imports this module, so
-it stays small.
-
-Parent -> worker:  RunChunk, Stop
-Worker -> parent:  Ready (initializer done), InitFailed, ItemDone (only when the chunk asks for
-                   each item to be reported), ChunkDone
+Plain data only: no threads, pipes or clocks. The messages on a worker's pipe are in
+_messages.py, which the worker imports instead of this module.
 """
 
 from __future__ import annotations
 
-import enum
 import itertools
 import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._messages import CallMode
 from ._options import TaskPolicy
 from ._pace import Pace
 
@@ -46,27 +42,6 @@ def next_id() -> int:
     return next(_ids)
 
 
-class CallMode(enum.IntEnum):
-    """How a worker calls the function on each item of a chunk."""
-
-    ONE_ARG = 0  # fn(item)                         map, imap, imap_unordered
-    STAR_ARGS = 1  # fn(*item)                       starmap
-    ARGS_KWARGS = 2  # fn(*item[0], **item[1])      apply, apply_async, submit
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInit:
-    """The initializer as it travels to a new worker, as an argument of the worker process.
-
-    The function is pickled by procpool (so lambdas and closures work); the arguments are left
-    to multiprocessing, which passes them when it starts the process, the only way it lets a
-    Queue, Lock or shared Value travel (the stdlib pools pass ``initargs`` the same way).
-    """
-
-    function_payload: bytes
-    initargs: tuple[Any, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class TaskFunction:
     """A task's function, pickled once per call site.
@@ -78,80 +53,6 @@ class TaskFunction:
     function_id: int
     payload: bytes
     pace: Pace = field(default_factory=Pace, compare=False, repr=False)
-
-
-# ---- parent -> worker -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RunChunk:
-    chunk_id: int
-    function_id: int
-    function_payload: bytes | None  # None: the worker has it cached already
-    items_payload: bytes
-    mode: CallMode
-    size: int  # number of items, so a reply can be complete even if they fail to unpickle
-    report_each_item: bool  # send ItemDone after every item (timeouts, retries)
-    # Shared-memory segments holding the items' large buffers (_shared_memory); the worker
-    # maps them, then removes their names.
-    items_segments: tuple[str, ...] = ()
-    # Where the worker may put its results' large buffers: segments named after the parent's
-    # pid (this prefix) and the chunk. None: everything travels in the pickle.
-    segment_prefix: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """Finish up and exit with code 0 (recycling, close, shutdown)."""
-
-
-# ---- worker -> parent -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Ready:
-    pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class InitFailed:
-    error: BaseException  # already made portable in the worker
-    traceback_text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ItemFailure:
-    """One item of a chunk raised; carried inside a ChunkDone payload."""
-
-    error: BaseException
-    traceback_text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ItemDone:
-    """One item finished (chunks that report each item); the next one starts now."""
-
-    chunk_id: int
-    position: int
-    result_payload: bytes  # pickle of a one-element list, as in ChunkDone
-    result_segments: tuple[str, ...] = ()  # its large buffers (_shared_memory)
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkDone:
-    chunk_id: int
-    # pickle of a list with one entry per item: the value, or an ItemFailure; empty when
-    # every item was reported by an ItemDone already
-    results_payload: bytes
-    # the positions in that list that hold an ItemFailure (so the parent never scans it)
-    failed_positions: tuple[int, ...]
-    # resident set size now and at its peak so far, in bytes: for recycling on memory, and to
-    # explain a later death
-    rss: int
-    peak_rss: int
-    # how long the chunk took in the worker (unpickling, running, pickling), for Pace
-    seconds: float = 0.0
-    result_segments: tuple[str, ...] = ()  # the results' large buffers (_shared_memory)
 
 
 # ---- the unit of scheduling -------------------------------------------------------------

@@ -20,7 +20,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _shared_memory as shared_memory
 from ._codec import (
@@ -31,8 +30,7 @@ from ._codec import (
     portable_exception,
     short_repr,
 )
-from ._errors import ResultSerializationError, SerializationError
-from ._task import (
+from ._messages import (
     CallMode,
     ChunkDone,
     InitFailed,
@@ -43,9 +41,12 @@ from ._task import (
     Stop,
     WorkerInit,
 )
+from ._worker_errors import ResultSerializationError, SerializationError
 
+TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
+    from typing import Any, Protocol
 
 # How many task functions a worker keeps. The dispatcher mirrors this cache exactly (same size,
 # same order of use), so it knows which functions it must send with a chunk.
@@ -175,10 +176,12 @@ def _die_with_parent(lifeline: Connection) -> None:
         os._exit(1)
 
 
-class _Sender(Protocol):
-    """Where a chunk's replies go: the worker's pipe, or a list (run_detached)."""
+if TYPE_CHECKING:
 
-    def send_bytes(self, data: bytes, /) -> None: ...
+    class _Sender(Protocol):
+        """Where a chunk's replies go: the worker's pipe, or a list (run_detached)."""
+
+        def send_bytes(self, data: bytes, /) -> None: ...
 
 
 def _run_initializer(conn: _Sender, init: WorkerInit) -> bool:

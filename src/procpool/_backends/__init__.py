@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .._task import WorkerInit, cpu_count
+from .._messages import WorkerInit
+from .._task import cpu_count
 
 __all__ = ["Backend", "OnThisMachine", "WorkerHandle", "create_backend"]
 

@@ -38,7 +38,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .._codec import dumps, loads
-from .._task import ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
+from .._messages import ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
 from .._worker import FunctionCache, run_detached
 
 # The exit status a relay reports after it was told to stop a task (timeout, cancel,
@@ -229,8 +229,7 @@ class _Relay:
             assert isinstance(message, RunChunk)
             if message.function_payload is not None:
                 functions.add(message.function_id, message.function_payload)
-            message = dataclasses.replace(
-                message, function_payload=functions.use(message.function_id))
+            message = message._replace(function_payload=functions.use(message.function_id))
             if message.report_each_item:
                 self._run_each_item(pipe, message)
             else:
@@ -242,8 +241,8 @@ class _Relay:
         dispatcher then times each item and knows which one a loss or timeout hit."""
         seconds = 0.0
         for position, item in enumerate(loads(message.items_payload)):
-            single = dataclasses.replace(message, items_payload=dumps([item]), size=1,
-                                         report_each_item=False)
+            single = message._replace(items_payload=dumps([item]), size=1,
+                                      report_each_item=False)
             replies = self._run_remotely(single)
             done = loads(replies[-1])
             if not isinstance(done, ChunkDone):  # the initializer failed: the pool breaks

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
-from .._task import WorkerInit
+from .._messages import WorkerInit
 from .._worker import worker_main
 from . import OnThisMachine
 

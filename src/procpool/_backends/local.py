@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import _shared_memory as shared_memory
-from .._task import WorkerInit
+from .._messages import WorkerInit
 from .._worker import worker_main
 from . import OnThisMachine
 

@@ -1,0 +1,128 @@
+"""The messages on a worker's pipe: what a worker is asked to run and what it answers.
+
+Plain data only, as named tuples: quick to define and compact to pickle. A spawned worker
+imports this module first thing, so it imports neither dataclasses nor typing (together about
+25 ms of a worker's start here; the stdlib's worker imports neither). The classes are written
+as typing.NamedTuple classes, which is what type checkers see; at run time ``_Message`` builds
+the same thing with ``collections.namedtuple``.
+
+Parent -> worker:  RunChunk, Stop
+Worker -> parent:  Ready (initializer done), InitFailed, ItemDone (only when the chunk asks for
+                   each item to be reported), ChunkDone
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+
+TYPE_CHECKING = False  # not typing's own: importing typing is what this module avoids
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import NamedTuple as _Message
+else:
+
+    class _MessageType(type):
+        """Turns a class statement into a collections.namedtuple: the annotated names are the
+        fields, in order; class attributes of those names are their defaults."""
+
+        def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, object]):
+            if not bases:
+                return super().__new__(mcs, name, bases, namespace)  # _Message itself
+            fields = list(namespace.get("__annotations__", {}))
+            defaults = [namespace[field] for field in fields if field in namespace]
+            message = collections.namedtuple(name, fields, defaults=defaults,
+                                             module=namespace["__module__"])
+            message.__doc__ = namespace.get("__doc__") or message.__doc__
+            message.__qualname__ = namespace.get("__qualname__", name)
+            return message
+
+    class _Message(metaclass=_MessageType):
+        pass
+
+
+class CallMode(enum.IntEnum):
+    """How a worker calls the function on each item of a chunk."""
+
+    ONE_ARG = 0  # fn(item)                         map, imap, imap_unordered
+    STAR_ARGS = 1  # fn(*item)                       starmap
+    ARGS_KWARGS = 2  # fn(*item[0], **item[1])      apply, apply_async, submit
+
+
+class WorkerInit(_Message):
+    """The initializer as it travels to a new worker, as an argument of the worker process.
+
+    The function is pickled by procpool (so lambdas and closures work); the arguments are left
+    to multiprocessing, which passes them when it starts the process, the only way it lets a
+    Queue, Lock or shared Value travel (the stdlib pools pass ``initargs`` the same way).
+    """
+
+    function_payload: bytes
+    initargs: tuple[Any, ...]
+
+
+# ---- parent -> worker -------------------------------------------------------------------
+
+
+class RunChunk(_Message):
+    chunk_id: int
+    function_id: int
+    function_payload: bytes | None  # None: the worker has it cached already
+    items_payload: bytes
+    mode: CallMode
+    size: int  # number of items, so a reply can be complete even if they fail to unpickle
+    report_each_item: bool  # send ItemDone after every item (timeouts, retries)
+    # Shared-memory segments holding the items' large buffers (_shared_memory); the worker
+    # maps them, then removes their names.
+    items_segments: tuple[str, ...] = ()
+    # Where the worker may put its results' large buffers: segments named after the parent's
+    # pid (this prefix) and the chunk. None: everything travels in the pickle.
+    segment_prefix: str | None = None
+
+
+class Stop(_Message):
+    """Finish up and exit with code 0 (recycling, close, shutdown)."""
+
+
+# ---- worker -> parent -------------------------------------------------------------------
+
+
+class Ready(_Message):
+    pid: int
+
+
+class InitFailed(_Message):
+    error: BaseException  # already made portable in the worker
+    traceback_text: str
+
+
+class ItemFailure(_Message):
+    """One item of a chunk raised; carried inside a ChunkDone payload."""
+
+    error: BaseException
+    traceback_text: str
+
+
+class ItemDone(_Message):
+    """One item finished (chunks that report each item); the next one starts now."""
+
+    chunk_id: int
+    position: int
+    result_payload: bytes  # pickle of a one-element list, as in ChunkDone
+    result_segments: tuple[str, ...] = ()  # its large buffers (_shared_memory)
+
+
+class ChunkDone(_Message):
+    chunk_id: int
+    # pickle of a list with one entry per item: the value, or an ItemFailure; empty when
+    # every item was reported by an ItemDone already
+    results_payload: bytes
+    # the positions in that list that hold an ItemFailure (so the parent never scans it)
+    failed_positions: tuple[int, ...]
+    # resident set size now and at its peak so far, in bytes: for recycling on memory, and to
+    # explain a later death
+    rss: int
+    peak_rss: int
+    # how long the chunk took in the worker (unpickling, running, pickling), for Pace
+    seconds: float = 0.0
+    result_segments: tuple[str, ...] = ()  # the results' large buffers (_shared_memory)
