@@ -100,6 +100,22 @@ def test_amap_raises_at_the_failing_item() -> None:
             asyncio.run(main(executor))
 
 
+def test_amap_delivers_every_item_before_the_input_raised() -> None:
+    def numbers() -> Any:
+        yield from range(5)
+        raise OSError("input broke")
+
+    async def main(executor: procpool.ProcessPoolExecutor, seen: list[int]) -> None:
+        async for value in executor.amap(mb.square, numbers(), chunksize=2, buffersize=2):
+            seen.append(value)
+
+    seen: list[int] = []
+    with procpool.ProcessPoolExecutor(2) as executor:
+        with pytest.raises(OSError, match="input broke"):
+            asyncio.run(main(executor, seen))
+    assert seen == [0, 1, 4, 9, 16]
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 def test_pool_imap_iterators_support_async_for(ordered: bool, start_method: str) -> None:
     async def main(pool: procpool.Pool) -> list[int]:

@@ -117,6 +117,21 @@ def test_shutdown_cancelling_stops_an_eager_map(fifos: Any) -> None:
     assert taken == list(range(len(taken))) and len(taken) < 1000
 
 
+@pytest.mark.parametrize("chunksize", [None, 2])
+def test_a_lazy_map_delivers_every_item_before_the_input_raised(
+        executor: Any, chunksize: int | None) -> None:
+    # Raised after the first buffersize batches were read (an exception while map() reads
+    # those propagates from map() itself, as in the stdlib).
+    def numbers() -> Any:
+        yield from range(5)
+        raise OSError("input broke")
+
+    results = executor.map(mb.square, numbers(), chunksize=chunksize, buffersize=2)
+    assert [next(results) for _ in range(5)] == [0, 1, 4, 9, 16]
+    with pytest.raises(OSError, match="input broke"):
+        next(results)
+
+
 def test_map_with_buffersize_streams_an_endless_input(executor: Any) -> None:
     pulled = itertools.count()
 

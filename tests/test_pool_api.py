@@ -91,12 +91,15 @@ def test_imap_raises_at_the_failing_item_and_goes_on(pool: procpool.Pool) -> Non
     assert list(iterator) == [4, 5]
 
 
-def test_an_exception_from_the_input_surfaces_at_its_position(pool: procpool.Pool) -> None:
+@pytest.mark.parametrize("chunksize", [None, 1, 2, 5])
+def test_an_exception_from_the_input_surfaces_at_its_position(
+        pool: procpool.Pool, chunksize: int | None) -> None:
+    # Whatever the chunk size, the items read before the input raised are all delivered.
     def numbers() -> Any:
         yield from range(3)
         raise OSError("input broke")
 
-    iterator = pool.imap(mb.square, numbers())
+    iterator = pool.imap(mb.square, numbers(), chunksize)
     assert [next(iterator) for _ in range(3)] == [0, 1, 4]
     with pytest.raises(OSError, match="input broke"):
         next(iterator)

@@ -373,3 +373,14 @@ def test_breaking_the_pool_fails_queued_chunks_too() -> None:
     failed = [a.chunk for a in scheduler.break_pool(RuntimeError("x"))
               if isinstance(a, FailChunk)]
     assert sorted(c.chunk_id for c in failed) == [0, 1, 2]
+
+
+def test_a_cancelled_chunk_is_skipped_and_the_next_one_queued_in_its_place() -> None:
+    class _Cancelled(_NullSink):
+        def chunk_starting(self, chunk: Chunk) -> bool:
+            return False
+
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    chunks[1] = Chunk(1, chunks[1].function, b"", CallMode.ONE_ARG, 1, 1, _Cancelled(), "c1")
+    assert sends(scheduler.submit(chunks, 0.0)) == [(0, 0), (0, 2)]

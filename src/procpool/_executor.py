@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from ._engine import Engine, WorkerView, name_of
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
-from ._pace import ChunkSizer, Pace
+from ._pace import ChunkSizer, Pace, read_batch
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
 from ._task import Chunk, TaskFunction
@@ -338,10 +338,15 @@ class ProcessPoolExecutor(Executor):
         batches = _batched(zip(*iterables, strict=False), chunksize, submit.pace)
         in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
         sources: dict[asyncio.Future[Any], ProcessFuture[Any]] = {}
+        input_errors: list[Exception] = []  # raised once what was read is delivered
 
         def top_up() -> None:
-            while len(in_flight) < buffersize:
-                batch = next(batches, None)
+            while len(in_flight) < buffersize and not input_errors:
+                try:
+                    batch = next(batches, None)
+                except Exception as exc:
+                    input_errors.append(exc)
+                    return
                 if batch is None:
                     return
                 future = submit(batch)
@@ -365,6 +370,8 @@ class ProcessPoolExecutor(Executor):
                 top_up()
                 for value in _unpack(outcomes):
                     yield value
+            if input_errors:
+                raise input_errors[0]
         finally:
             for future in sources.values():
                 future.cancel()
@@ -562,12 +569,7 @@ def _fed_map_results(feeder: _MapFeeder, end_time: float | None) -> Iterator[Any
                 if feeder.dropped_items:  # a shutdown cancelled what was not yet submitted
                     raise CancelledError()
                 return
-            timeout = None if end_time is None else end_time - time.monotonic()
-            try:
-                outcomes = future.result(timeout)
-            except BaseException:
-                future.cancel()
-                raise
+            outcomes = _wait_for_batch(future, end_time)
             del future  # hold no reference to a result the caller has let go of (gh-14406)
             yield from _unpack(outcomes)
     finally:
@@ -595,24 +597,38 @@ def _map_results(futures: collections.deque[ProcessFuture[Any]],
                  end_time: float | None) -> Iterator[Any]:
     """The iterator ``map`` returns: results in order, topping up the buffer as it goes
     (the shape of CPython 3.14's Executor.map), cancelling what is left when closed early."""
+    input_error: Exception | None = None
     try:
         while futures:
-            if more_batches is not None and submit is not None and executor() is not None:
-                batch = next(more_batches, None)
+            if (more_batches is not None and input_error is None and submit is not None
+                    and executor() is not None):
+                try:
+                    batch = next(more_batches, None)
+                except Exception as exc:  # the input raised: first deliver what was read
+                    input_error, batch = exc, None
                 if batch is not None:
                     futures.append(submit(batch))
             future = futures.popleft()
-            timeout = None if end_time is None else end_time - time.monotonic()
-            try:
-                outcomes = future.result(timeout)
-            except BaseException:
-                future.cancel()
-                raise
+            outcomes = _wait_for_batch(future, end_time)
             del future  # hold no reference to a result the caller has let go of (gh-14406)
             yield from _unpack(outcomes)
+        if input_error is not None:
+            raise input_error
     finally:
         for future in futures:
             future.cancel()
+
+
+def _wait_for_batch(future: ProcessFuture[Any], end_time: float | None,
+                    ) -> tuple[list[Any], Mapping[int, BaseException]]:
+    """One batch's outcomes, waited for until the map's deadline. If the wait fails (the
+    deadline passed, Ctrl-C), nobody will read them: the batch is cancelled, as in the stdlib."""
+    timeout = None if end_time is None else end_time - time.monotonic()
+    try:
+        return future.result(timeout)  # type: ignore[no-any-return]
+    except BaseException:
+        future.cancel()
+        raise
 
 
 def _unpack(outcome: tuple[list[Any], Mapping[int, BaseException]]) -> Iterator[Any]:
@@ -630,11 +646,18 @@ def _unpack(outcome: tuple[list[Any], Mapping[int, BaseException]]) -> Iterator[
 
 
 def _batched(iterable: Iterable[Any], size: int | None, pace: Pace) -> Iterator[list[Any]]:
-    """Batches of ``size`` items, or sized from ``pace`` when ``size`` is None."""
+    """Batches of ``size`` items, or sized from ``pace`` when ``size`` is None. If the input
+    raises, the items read before it still come out as a batch, then the exception."""
     iterator = iter(iterable)
-    sizer = ChunkSizer(pace) if size is None else None
-    while batch := list(itertools.islice(iterator, size if sizer is None else sizer.next_size())):
-        yield batch
+    sizer = ChunkSizer(pace, size)
+    while True:
+        batch, error = read_batch(iterator, sizer.next_size())
+        if batch:
+            yield batch
+        if error is not None:
+            raise error
+        if not batch:
+            return
 
 
 def _check_chunksize(chunksize: object) -> None:

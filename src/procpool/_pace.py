@@ -10,6 +10,10 @@ Nobody has to tune ``chunksize`` for that; an explicit one is always obeyed.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
 # The work one automatically sized chunk should carry. The scheduler queues a chunk behind a
 # running one only when it is shorter than QUEUE_MAX_SECONDS (20 ms), so this stays under it.
 TARGET_CHUNK_SECONDS = 0.01
@@ -18,6 +22,20 @@ TARGET_CHUNK_SECONDS = 0.01
 TARGET_CHUNK_BYTES = 24 * 1024
 # However fast the items, a chunk holds at most this many (bounds a stream's memory).
 MAX_CHUNK_ITEMS = 4096
+
+
+def read_batch(iterator: Iterator[Any], size: int) -> tuple[list[Any], Exception | None]:
+    """Up to ``size`` items from ``iterator``, and the exception it raised, if it did.
+
+    The items read before the exception are kept (``list.extend`` keeps what it appended),
+    so a stream delivers every item before a failing input and the error at its position.
+    """
+    batch: list[Any] = []
+    try:
+        batch.extend(itertools.islice(iterator, size))
+    except Exception as exc:
+        return batch, exc
+    return batch, None
 
 
 class Pace:
@@ -49,20 +67,24 @@ class Pace:
 
 
 class ChunkSizer:
-    """The size of a stream's next chunk when the caller gave no ``chunksize``.
+    """The size of a stream's next chunk: the caller's ``chunksize`` when given, else sized
+    from the function's pace.
 
     Starts at one item, so the first result comes as soon as the first task is done; then
-    follows the function's pace towards TARGET_CHUNK_SECONDS of work per chunk, at most
-    doubling from one chunk to the next (a first quick item must not buy a huge chunk of slow
-    ones), and shrinking at once when items turn out slower or larger.
+    follows the pace towards TARGET_CHUNK_SECONDS of work per chunk, at most doubling from
+    one chunk to the next (a first quick item must not buy a huge chunk of slow ones), and
+    shrinking at once when items turn out slower or larger.
     """
 
-    def __init__(self, pace: Pace) -> None:
+    def __init__(self, pace: Pace, chunksize: int | None = None) -> None:
         self._pace = pace
+        self._fixed = chunksize
         self._size = 1
         self._bytes_per_item: float | None = None
 
     def next_size(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
         ideal = MAX_CHUNK_ITEMS
         seconds = self._pace.seconds_per_item
         if seconds is None:

@@ -7,7 +7,6 @@ the pool's lifecycle state. Scheduling, workers and failures belong to the dispa
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import threading
 import warnings
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 from ._engine import Engine, WorkerView, name_of
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
-from ._pace import ChunkSizer
+from ._pace import ChunkSizer, read_batch
 from ._progress import length_of, make_tracker
 from ._results import (
     ApplyResult,
@@ -327,25 +326,22 @@ class Pool:
     def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int | None,
               job: StreamJob, name: str, policy: TaskPolicy) -> None:
         """The feeder thread of one stream: read, pickle, submit, as credit allows."""
-        sizer = ChunkSizer(function.pace) if chunksize is None else None
+        sizer = ChunkSizer(function.pace, chunksize)
         index = 0
+        error: Exception | None = None
         try:
-            while True:
-                size = chunksize if sizer is None else sizer.next_size()
-                batch = list(itertools.islice(iterator, size))
+            while error is None:
+                batch, error = read_batch(iterator, sizer.next_size())
                 if not batch or not job.window.acquire(len(batch)):
                     break
                 chunk = self._engine.make_chunk(function, batch, CallMode.ONE_ARG, index, job,
                                                 name, policy)
                 if chunk is not None:
-                    if sizer is not None:
-                        sizer.sent(chunk.size, len(chunk.items_payload))
+                    sizer.sent(chunk.size, len(chunk.items_payload))
                     self._dispatcher.submit([chunk])
                 index += len(batch)
-        except Exception as exc:  # the input iterator raised
-            job.input_finished(index, exc)
-        else:
-            job.input_finished(index)
+            # The input's exception, if it raised, surfaces at its own position.
+            job.input_finished(index, error)
         finally:
             self._dispatcher.stream_closed()
 

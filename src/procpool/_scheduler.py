@@ -426,15 +426,11 @@ class Scheduler:
                 self._start_item(slot, now)
             actions.append(SendChunk(worker_id, slot.running))
         for worker_id, slot in self.workers.items():
-            if not self.pending or not _short_and_small(self.pending[0]):
-                break
-            if not self._may_queue_on(slot):
-                continue
-            chunk = self.pending.popleft()
-            if not chunk.sink.chunk_starting(chunk):
-                continue  # cancelled while it waited; the next worker looks at the next chunk
-            slot.queued = chunk
-            actions.append(SendChunk(worker_id, chunk))
+            while self._may_queue_on(slot) and self.pending and _short_and_small(self.pending[0]):
+                chunk = self.pending.popleft()
+                if chunk.sink.chunk_starting(chunk):  # else cancelled while it waited
+                    slot.queued = chunk
+                    actions.append(SendChunk(worker_id, chunk))
         if self.closing and not self.has_work():
             actions += [StopWorker(worker_id) for worker_id in self.workers]
             self.workers.clear()
