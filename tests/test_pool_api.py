@@ -427,6 +427,25 @@ def test_imap_reads_an_endless_input_lazily(ordered: bool) -> None:
         pool.join()
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+def test_next_with_a_timeout_next_and_for_share_one_position(
+        pool: procpool.Pool, ordered: bool) -> None:
+    # Items of a piece that has arrived are handed out by a fast path (a C iterator); the
+    # other ways of reading must go on from where it stopped, and the reverse.
+    call = pool.imap if ordered else pool.imap_unordered
+    iterator = call(mb.square, range(40), chunksize=4)
+    taken = [iterator.next(timeout=30), next(iterator), next(iterator)]
+    taken.append(iterator.next(timeout=30))
+    for value in iterator:
+        taken.append(value)
+        if len(taken) == 10:
+            break
+    taken.append(iterator.next(timeout=30))
+    taken.extend(iterator)
+    expected = [x * x for x in range(40)]
+    assert (taken if ordered else sorted(taken)) == expected
+
+
 def test_imap_sizes_chunks_itself_one_item_first_then_larger() -> None:
     # Without chunksize the first chunk is one item (the first result is not held back by
     # others); once the workers have measured the pace, chunks grow. A death names its chunk,

@@ -16,7 +16,7 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -304,6 +304,9 @@ class _Piece:
         return True, self.values[position]
 
 
+_NOTHING = object()  # "no value": results can be None
+
+
 class StreamJob:
     """The shared state of one imap / imap_unordered call: what arrived, what was consumed.
 
@@ -335,6 +338,9 @@ class StreamJob:
         self._taken: deque[_Piece] = deque()
         self._reading: _Piece | None = None
         self._position = 0
+        # A plain stream reads a piece without failures through a C iterator over its values:
+        # a stream of tiny tasks is bound by the consumer's cost per item (IMapIterator).
+        self.values_left: Iterator[Any] = iter(())
 
     # ---- producers (dispatcher and feeder threads) ----
 
@@ -378,11 +384,10 @@ class StreamJob:
     # ---- the consumer ----
 
     def next(self, timeout: float | None) -> Any:
+        value = next(self.values_left, _NOTHING)
+        if value is not _NOTHING:
+            return value
         piece, position = self._reading, self._position
-        if self._plain and piece is not None and position < piece.size and piece.clean:
-            # The common case, kept short: a stream of tiny tasks is bound by this line.
-            self._position = position + 1
-            return piece.values[position]
         if piece is None or position >= piece.size:
             # The Ctrl-C handler (terminate) runs only once _take has let go of the
             # condition: terminate waits for the dispatcher, which needs it to deliver.
@@ -394,6 +399,10 @@ class StreamJob:
                     self._progress.finish()
                 raise StopIteration
             piece, position = self._taken.popleft(), 0
+            if self._plain and piece.clean:
+                self._reading = None
+                self.values_left = iter(piece.values)
+                return next(self.values_left)  # a piece holds at least one item
             self._reading = piece
         self._position = position + 1
         ok, value = piece.outcome(position)
@@ -459,6 +468,7 @@ class StreamJob:
             self._arrival_order.clear()
         self._taken.clear()
         self._reading = None
+        self.values_left = iter(())
         self.window.cancel()
         if self._progress is not None:
             self._progress.finish()
@@ -484,7 +494,12 @@ class IMapIterator(Generic[T]):
     def next(self, timeout: float | None = None) -> T:
         return self._job.next(timeout)  # type: ignore[no-any-return]
 
-    __next__ = next
+    def __next__(self) -> T:
+        # The common case first, in C: the rest of a piece that has arrived.
+        value: Any = next(self._job.values_left, _NOTHING)
+        if value is not _NOTHING:
+            return value  # type: ignore[no-any-return]
+        return self._job.next(None)  # type: ignore[no-any-return]
 
     def __aiter__(self) -> IMapIterator[T]:
         return self
