@@ -194,3 +194,15 @@ def test_without_room_for_a_segment_buffers_stay_in_the_pickle(
     payload, names = shared_memory.dumps(arrays(2), shared_memory.SegmentNames("/procpool-x-"))
     assert names == ()
     np.testing.assert_array_equal(pickle.loads(payload)[1], arrays(2)[1])
+
+
+def test_streams_of_large_arrays_keep_one_array_per_chunk() -> None:
+    # Chunk sizes count the bytes sent through shared memory too, so a stream of large arrays
+    # and a quick task does not grow its chunks (and its memory in flight) with the pace.
+    data = arrays(24)
+    data[16][0] = -1
+    with procpool.Pool(1) as pool:
+        iterator = pool.imap(mb.double_or_crash, data)
+        with pytest.raises(procpool.WorkerDied, match="item 16:"):
+            for _ in range(24):
+                iterator.next(timeout=30)

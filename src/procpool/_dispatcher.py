@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -725,10 +726,14 @@ _live_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 def _end_live_pools() -> None:
     # Only in the process that made them: a child forked by user code inherits copies.
     mine = [d for d in list(_live_dispatchers) if d._owner_pid == os.getpid()]
+    # A program ended by Ctrl-C (an uncaught KeyboardInterrupt, which the interpreter keeps
+    # in sys.last_value) wants its work stopped, not finished: executors too are terminated.
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+    finishing = [d for d in mine if d.finish_at_exit and not interrupted]
     for dispatcher in mine:
-        if dispatcher.finish_at_exit:
+        if dispatcher in finishing:
             dispatcher.close()
         else:
             dispatcher.terminate()
     for dispatcher in mine:
-        dispatcher.join(None if dispatcher.finish_at_exit else KILL_WAIT + TERMINATE_GRACE + 1)
+        dispatcher.join(None if dispatcher in finishing else KILL_WAIT + TERMINATE_GRACE + 1)

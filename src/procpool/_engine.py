@@ -136,9 +136,9 @@ class Engine:
         prefix = self.dispatcher.segment_prefix
         try:
             if prefix is not None and not policy.reports_each_item:
-                payload, names = shared_memory.dumps(
-                    items, shared_memory.SegmentNames(f"{prefix}{chunk_id}-a"))
-                segments = shared_memory.SharedSegments(names) if names else None
+                namer = shared_memory.SegmentNames(f"{prefix}{chunk_id}-a")
+                payload, names = shared_memory.dumps(items, namer)
+                segments = shared_memory.SharedSegments(names, namer.nbytes) if names else None
             else:
                 payload = dumps(items)
         except Exception as exc:

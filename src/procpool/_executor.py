@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from ._engine import Engine, WorkerView, name_of
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
-from ._pace import ChunkSizer, Pace, read_batch
+from ._pace import ChunkSizer, read_batch
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
 from ._task import Chunk, TaskFunction
@@ -251,7 +251,7 @@ class ProcessPoolExecutor(Executor):
         end_time = None if timeout is None else time.monotonic() + timeout
         if chunksize is None and buffersize is not None:
             chunksize = 1  # buffersize then bounds items, as in the stdlib
-        submit = self._chunk_submitter(fn, policy)
+        submit = self._chunk_submitter(fn, policy, chunksize)
         if submit is None:  # fn cannot be pickled: the stdlib raises when it is consumed
             return _map_results(collections.deque([self._failed_future(fn)]), None,
                                 weakref.ref(self), None, end_time)
@@ -263,7 +263,7 @@ class ProcessPoolExecutor(Executor):
             feeder = _MapFeeder(self, list(arguments), submit)
             results = _fed_map_results(feeder, end_time)
         else:
-            batches = _batched(arguments, chunksize, submit.pace)
+            batches = _batched(arguments, submit.sizer)
             futures = collections.deque(
                 submit(batch) for batch in (itertools.islice(batches, buffersize)
                                             if buffersize else batches)
@@ -331,11 +331,11 @@ class ProcessPoolExecutor(Executor):
         if chunksize is None and buffersize is not None:
             chunksize = 1  # buffersize then bounds items, as in map
         buffersize = buffersize or ASYNC_CHUNKS_PER_WORKER * self._max_workers
-        submit = self._chunk_submitter(fn, self._engine.policy.override(**options))
+        submit = self._chunk_submitter(fn, self._engine.policy.override(**options), chunksize)
         if submit is None:
             self._failed_future(fn).result()  # raises the pickling error
             return
-        batches = _batched(zip(*iterables, strict=False), chunksize, submit.pace)
+        batches = _batched(zip(*iterables, strict=False), submit.sizer)
         in_flight: collections.deque[asyncio.Future[Any]] = collections.deque()
         sources: dict[asyncio.Future[Any], ProcessFuture[Any]] = {}
         input_errors: list[Exception] = []  # raised once what was read is delivered
@@ -421,10 +421,11 @@ class ProcessPoolExecutor(Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _chunk_submitter(self, fn: Callable[..., Any], policy: TaskPolicy) -> _Submitter | None:
+    def _chunk_submitter(self, fn: Callable[..., Any], policy: TaskPolicy,
+                         chunksize: int | None) -> _Submitter | None:
         """What map and amap submit their batches with; None if ``fn`` cannot be pickled."""
         function = self._engine.task_function(fn, lambda error: None)
-        return None if function is None else _Submitter(self, fn, function, policy)
+        return None if function is None else _Submitter(self, fn, function, policy, chunksize)
 
     def _stop_feeders(self) -> None:
         for feeder in list(self._feeders):
@@ -438,11 +439,12 @@ class ProcessPoolExecutor(Executor):
 
     def _submit(self, fn: Callable[..., Any], items: list[Any], mode: CallMode,
                 policy: TaskPolicy, *, outcomes: bool, function: TaskFunction | None = None,
-                withdrawn: Callable[[], bool] | None = None) -> ProcessFuture[Any]:
+                withdrawn: Callable[[], bool] | None = None,
+                on_chunk: Callable[[Chunk], object] | None = None) -> ProcessFuture[Any]:
         """One chunk as one future. ``function``: ``fn`` pickled already (map's batches share
         it, and so its pace). ``withdrawn``: the batch belongs to a map accepted earlier, so a
         shutdown does not refuse it; it is cancelled instead if this says so (asked under the
-        lock a cancelling shutdown takes)."""
+        lock a cancelling shutdown takes). ``on_chunk`` is told about the chunk made."""
         with self._shutdown_lock:
             future: ProcessFuture[Any] = ProcessFuture()
             if withdrawn is None:
@@ -458,6 +460,8 @@ class ProcessPoolExecutor(Executor):
             chunk = self._engine.make_chunk(function, items, mode, 0, sink, name_of(fn), policy)
             if chunk is None:
                 return future
+            if on_chunk is not None:
+                on_chunk(chunk)
             future._cancel_running = functools.partial(self._engine.dispatcher.cancel, chunk)
             future._on_interrupt = weakref.WeakMethod(self._interrupted)
             self._pending.add(future)
@@ -468,21 +472,25 @@ class ProcessPoolExecutor(Executor):
 
 class _Submitter:
     """Submits the batches of one map or amap call, each as one future, all with the same
-    pickled function (and so the same pace)."""
+    pickled function, and owns the call's chunk sizes (``sizer``: the caller's chunksize, or
+    from the function's pace and the size of what was sent)."""
 
     def __init__(self, executor: ProcessPoolExecutor, fn: Callable[..., Any],
-                 function: TaskFunction, policy: TaskPolicy) -> None:
+                 function: TaskFunction, policy: TaskPolicy, chunksize: int | None) -> None:
         self._executor = executor
         self._fn = fn
         self._function = function
         self._policy = policy
-        self.pace = function.pace
+        self.sizer = ChunkSizer(function.pace, chunksize)
 
     def __call__(self, batch: list[Any], *,
                  withdrawn: Callable[[], bool] | None = None) -> ProcessFuture[Any]:
         return self._executor._submit(self._fn, batch, CallMode.STAR_ARGS, self._policy,
                                       outcomes=True, function=self._function,
-                                      withdrawn=withdrawn)
+                                      withdrawn=withdrawn, on_chunk=self._sent)
+
+    def _sent(self, chunk: Chunk) -> None:
+        self.sizer.sent(chunk.size, chunk.payload_bytes)
 
 
 # How many chunks an eager map keeps submitted but unfinished, per worker.
@@ -517,7 +525,7 @@ class _MapFeeder:
         threading.Thread(target=self._run, name="procpool-map-feeder", daemon=True).start()
 
     def _run(self) -> None:
-        sizer = ChunkSizer(self._submit.pace)
+        sizer = self._submit.sizer
         items, start = self._items, 0
         try:
             while start < len(items) and not self._stopped:
@@ -645,11 +653,10 @@ def _unpack(outcome: tuple[list[Any], Mapping[int, BaseException]]) -> Iterator[
         raise failures[stop]
 
 
-def _batched(iterable: Iterable[Any], size: int | None, pace: Pace) -> Iterator[list[Any]]:
-    """Batches of ``size`` items, or sized from ``pace`` when ``size`` is None. If the input
-    raises, the items read before it still come out as a batch, then the exception."""
+def _batched(iterable: Iterable[Any], sizer: ChunkSizer) -> Iterator[list[Any]]:
+    """Batches of the sizes ``sizer`` gives. If the input raises, the items read before it
+    still come out as a batch, then the exception."""
     iterator = iter(iterable)
-    sizer = ChunkSizer(pace, size)
     while True:
         batch, error = read_batch(iterator, sizer.next_size())
         if batch:

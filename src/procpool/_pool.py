@@ -337,7 +337,7 @@ class Pool:
                 chunk = self._engine.make_chunk(function, batch, CallMode.ONE_ARG, index, job,
                                                 name, policy)
                 if chunk is not None:
-                    sizer.sent(chunk.size, len(chunk.items_payload))
+                    sizer.sent(chunk.size, chunk.payload_bytes)
                     self._dispatcher.submit([chunk])
                 index += len(batch)
             # The input's exception, if it raised, surfaces at its own position.

@@ -439,7 +439,8 @@ class Scheduler:
 
 
 def _short_and_small(chunk: Chunk) -> bool:
-    """Whether ``chunk`` may be queued behind another (see QUEUE_MAX_SECONDS)."""
+    """Whether ``chunk`` may be queued behind another (see QUEUE_MAX_SECONDS). Only what goes
+    through the pipe counts: buffers in shared memory do not."""
     seconds = chunk.function.pace.seconds_for(chunk.size)
     return (seconds is not None and seconds <= QUEUE_MAX_SECONDS
             and len(chunk.items_payload) + len(chunk.function.payload) <= QUEUE_MAX_BYTES)

@@ -62,11 +62,13 @@ def parent_prefix(parent_pid: int) -> str:
 
 
 class SegmentNames:
-    """Hands out the names of one chunk's argument or result segments: base0, base1, ..."""
+    """Hands out the names of one chunk's argument or result segments: base0, base1, ...;
+    ``nbytes`` counts what was written to them (a stream sizes its chunks by it)."""
 
     def __init__(self, base: str) -> None:
         self.base = base
         self.count = 0
+        self.nbytes = 0
 
     def next(self) -> str:
         name = f"{self.base}{self.count}"
@@ -75,11 +77,13 @@ class SegmentNames:
 
 
 class SharedSegments:
-    """The parent's hold on one chunk's argument segments: removed by ``release()``, or when
-    this object is garbage-collected, or at interpreter exit, whichever comes first."""
+    """The parent's hold on one chunk's argument segments (``nbytes`` in all): removed by
+    ``release()``, or when this object is garbage-collected, or at interpreter exit, whichever
+    comes first."""
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], nbytes: int) -> None:
         self.names = names
+        self.nbytes = nbytes
         self._finalizer = weakref.finalize(self, remove, names)
 
     def release(self) -> None:
@@ -115,7 +119,9 @@ def dumps(obj: Any, names: SegmentNames) -> tuple[bytes, tuple[str, ...]]:
         for buffer in large:
             name = names.next()
             created.append(name)
-            _write(name, buffer.raw())
+            raw = buffer.raw()
+            _write(name, raw)
+            names.nbytes += raw.nbytes
     except OSError:  # no room in /dev/shm, say: the buffers travel in the pickle instead
         remove(created)
         return pickle.dumps(obj, PROTOCOL), ()

@@ -97,6 +97,11 @@ class Chunk:
     segments: SharedSegments | None = field(default=None, repr=False)
 
     @property
+    def payload_bytes(self) -> int:
+        """The items' size as sent: the pickle, and their buffers in shared memory."""
+        return len(self.items_payload) + (0 if self.segments is None else self.segments.nbytes)
+
+    @property
     def description(self) -> str:
         """What error messages call it: "work() item 7" or "work() items 16-23"."""
         if self.size == 1:
