@@ -183,6 +183,9 @@ def test_shutdown_waits_and_then_refuses_work() -> None:
     assert [f.result(0) for f in futures] == [i * i for i in range(20)]
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         executor.submit(mb.square, 1)
+    for chunksize, buffersize in ((None, None), (2, None), (None, 2)):
+        with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+            executor.map(mb.square, range(3), chunksize=chunksize, buffersize=buffersize)
 
 
 def test_cancelling_a_pending_future_drops_it(fifos: Any, tmp_path: Path) -> None:

@@ -243,6 +243,8 @@ class ProcessPoolExecutor(Executor):
         _check_chunksize(chunksize)
         _check_buffersize(buffersize)
         check_per_call_options("map", options)
+        with self._shutdown_lock:
+            self._check_accepting()  # as the stdlib's map: at the call, not at the first item
         policy = self._engine.policy.override(**options)
         lengths = [length_of(iterable) for iterable in iterables]
         known = [length for length in lengths if length is not None]
@@ -328,6 +330,8 @@ class ProcessPoolExecutor(Executor):
         _check_chunksize(chunksize)
         _check_buffersize(buffersize)
         check_per_call_options("amap", options)
+        with self._shutdown_lock:
+            self._check_accepting()
         if chunksize is None and buffersize is not None:
             chunksize = 1  # buffersize then bounds items, as in map
         buffersize = buffersize or ASYNC_CHUNKS_PER_WORKER * self._max_workers
