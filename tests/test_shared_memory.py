@@ -194,6 +194,10 @@ def test_without_room_for_a_segment_buffers_stay_in_the_pickle(
     payload, names = shared_memory.dumps(arrays(2), shared_memory.SegmentNames("/procpool-x-"))
     assert names == ()
     np.testing.assert_array_equal(pickle.loads(payload)[1], arrays(2)[1])
+    # What only cloudpickle carries (a lambda) still falls back to it.
+    payload, names = shared_memory.dumps([arrays(1)[0], lambda: 7],
+                                         shared_memory.SegmentNames("/procpool-x-"))
+    assert names == () and pickle.loads(payload)[1]() == 7
 
 
 def test_streams_of_large_arrays_keep_one_array_per_chunk() -> None:

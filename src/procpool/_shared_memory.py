@@ -36,6 +36,8 @@ import pickle
 import weakref
 from collections.abc import Iterable
 
+from . import _codec
+
 TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
 if TYPE_CHECKING:
     from typing import Any
@@ -48,7 +50,7 @@ except ImportError:  # pragma: no cover - not on POSIX
 # Buffers smaller than this stay in the pickle: a segment costs a few system calls and fresh
 # pages, which only pays for itself on large data.
 MIN_SHARED_BYTES = 256 * 1024
-PROTOCOL = 5
+PROTOCOL = _codec.PROTOCOL
 _SHM_DIR = "/dev/shm"
 
 
@@ -124,7 +126,7 @@ def dumps(obj: Any, names: SegmentNames) -> tuple[bytes, tuple[str, ...]]:
             names.nbytes += raw.nbytes
     except OSError:  # no room in /dev/shm, say: the buffers travel in the pickle instead
         remove(created)
-        return pickle.dumps(obj, PROTOCOL), ()
+        return _codec.dumps(obj), ()
     except BaseException:
         remove(created)
         raise
