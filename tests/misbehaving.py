@@ -292,3 +292,60 @@ def double_or_block(array: Any, started_fifo: str, release_fifo: str) -> Any:
     if array[0] == -1:
         announce_then_block(started_fifo, release_fifo)
     return array * 2
+
+
+# ---- exactly once: tasks that misbehave with their own process --------------------------------
+
+
+def fork_child_then_hang(pid_fifo: str, new_session: bool) -> None:
+    """Fork a child that outlives this worker (in a session of its own, or in the worker's
+    process group) and holds every descriptor the worker had; report "worker child", hang."""
+    child = os.fork()
+    if child == 0:
+        if new_session:
+            os.setsid()
+        signal.pause()
+        os._exit(0)
+    with open(pid_fifo, "w") as fifo:
+        fifo.write(f"{os.getpid()} {child}")
+    hang()
+
+
+def fork_child_that_waits_then_return(release_fifo: str, x: int) -> int:
+    """Return x at once, leaving behind a forked child (holding the worker's descriptors)
+    that lives until the test writes to ``release_fifo``."""
+    if os.fork() == 0:
+        try:
+            with open(release_fifo) as fifo:
+                fifo.read()
+        finally:
+            os._exit(0)
+    return x
+
+
+def write_to_every_descriptor(x: int) -> int:
+    """Write a log line to every pipe and socket this process holds above stderr (a task
+    that thinks descriptor 3 is its log file, say), then return x."""
+    import stat
+
+    for fd in range(3, 256):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            try:
+                os.write(fd, b"log: hello\n")
+            except OSError:
+                pass
+    return x
+
+
+def kill_self_on_first_start(marker: str) -> None:
+    """An initializer: the first worker to start is SIGKILLed while starting (the OOM
+    killer, say); the replacements start normally."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)

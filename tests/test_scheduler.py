@@ -10,12 +10,14 @@ from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._scheduler import (
     BreakPool,
     Death,
+    DropChunk,
     FailChunk,
     KillWorker,
     Scheduler,
     SendChunk,
     StartWorker,
     StopWorker,
+    startup_deaths_allowed,
 )
 from procpool._task import Chunk, TaskFunction
 
@@ -245,12 +247,59 @@ def test_a_worker_that_never_gets_ready_breaks_the_pool() -> None:
     assert "initializer_timeout=3" in str(action.error)
 
 
-def test_a_death_before_ready_breaks_the_pool() -> None:
+def test_an_exit_before_ready_breaks_the_pool_and_fails_the_chunk_it_held() -> None:
+    # The initializer (or a spawned child's import of __main__) exited: nothing will ever
+    # run. The chunk waiting in the dead worker's pipe must be failed with the rest.
     scheduler = Scheduler(1)
     scheduler.start(0.0)
+    held = chunk(0)
+    assert sends(scheduler.submit([held], 0.0)) == [(0, 0)]
     (action,) = scheduler.worker_lost(0, Death(5, 3), 1.0)
     assert isinstance(action, BreakPool) and "died during start-up, exit code 3" in str(
         action.error)
+    assert scheduler.break_pool(action.error) == [FailChunk(held, action.error)]
+
+
+def test_a_worker_killed_while_starting_is_replaced_and_its_chunk_runs_elsewhere() -> None:
+    scheduler = Scheduler(1)
+    scheduler.start(0.0)
+    held = chunk(0)
+    scheduler.submit([held], 0.0)
+    actions = scheduler.worker_lost(0, Death(5, -9), 1.0)
+    assert actions == [StartWorker(1), SendChunk(1, held)]  # no attempt spent: it never ran
+    assert held.attempt == 1 and scheduler.broken is None
+    assert scheduler.counts.replacements == {"killed by SIGKILL": 1}
+
+
+def test_only_a_run_of_deaths_while_starting_breaks_the_pool() -> None:
+    scheduler = Scheduler(1)
+    scheduler.start(0.0)
+    allowed = startup_deaths_allowed(1)
+    for worker_id in range(allowed):
+        actions = scheduler.worker_lost(worker_id, Death(5, -9), 1.0)
+        assert actions == [StartWorker(worker_id + 1)]
+    scheduler.worker_ready(allowed, 2.0)  # a start that succeeds ends the run
+    scheduler.worker_lost(allowed, Death(5, -9), 3.0)  # a death of a ready worker
+    for worker_id in range(allowed + 1, 2 * allowed + 1):
+        assert scheduler.worker_lost(worker_id, Death(5, -9), 4.0) == [StartWorker(worker_id + 1)]
+    (action,) = scheduler.worker_lost(2 * allowed + 1, Death(6, -9), 5.0)
+    assert isinstance(action, BreakPool)
+    assert f"{allowed + 1} workers in a row died during start-up" in str(action.error)
+    assert "pid 6" in str(action.error) and "SIGKILL" in str(action.error)
+
+
+def test_breaking_the_pool_fails_only_the_unanswered_items_of_a_reporting_chunk() -> None:
+    # Items 0 and 1 were delivered as they finished; failing the whole chunk would answer
+    # them twice.
+    scheduler = started(Scheduler(1))
+    running = chunk(0, size=4, policy=TaskPolicy(retries=1))
+    scheduler.submit([running], 0.0)
+    scheduler.item_done(0, 1.0)
+    scheduler.item_done(0, 2.0)
+    error = RuntimeError("broken")
+    (action,) = scheduler.break_pool(error)
+    assert isinstance(action, FailChunk) and action.error is error
+    assert (action.chunk.first_index, action.chunk.size) == (2, 2)
 
 
 def test_a_worker_sentenced_to_die_gets_no_new_work() -> None:
@@ -271,7 +320,7 @@ def test_cancel_drops_a_pending_chunk_without_killing() -> None:
     scheduler = started(Scheduler(1))
     first, second = chunk(0), chunk(1)
     scheduler.submit([first, second], 0.0)
-    assert scheduler.cancel(second) == []
+    assert scheduler.cancel(second) == [DropChunk(second)]
     _, actions = scheduler.chunk_done(0, 0, 1.0)
     assert sends(actions) == []
 
@@ -286,7 +335,7 @@ def test_cancelling_work_on_a_worker_still_starting_does_not_break_the_pool() ->
     assert scheduler.cancel(queued) == [KillWorker(0)]
     actions = scheduler.worker_lost(0, DEATH, 1.0)
     assert not any(isinstance(a, BreakPool) for a in actions)
-    assert actions == [StartWorker(1)]
+    assert actions == [DropChunk(queued), StartWorker(1)]
     assert scheduler.broken is None
 
 

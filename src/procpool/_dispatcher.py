@@ -34,10 +34,13 @@ from multiprocessing.connection import wait
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
 
+from . import _accounting as accounting
 from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
+from ._callbacks import CallbackRunner
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
 from ._errors import InitializerFailed, PoolBroken, PoolTerminated, ResultSerializationError
+from ._framing import CorruptStream, FrameReader
 from ._messages import (
     ChunkDone,
     InitFailed,
@@ -53,6 +56,7 @@ from ._scheduler import (
     Action,
     BreakPool,
     Death,
+    DropChunk,
     FailChunk,
     KillWorker,
     Scheduler,
@@ -156,7 +160,9 @@ class Dispatcher:
         self._retire_deadlines: dict[int, float] = {}
         self._function_caches: dict[int, FunctionCache] = {}
         self._peak_rss: dict[int, int] = {}
+        self._readers: dict[int, FrameReader] = {}  # each worker's reply stream
         self._eof: set[int] = set()  # workers whose pipe closed; only the sentinel matters now
+        self._stream_lost: dict[int, str] = {}  # workers killed for a corrupt reply stream
         # Shared memory: the chunks sent to each worker and not yet reported done, and how
         # many result segments each has delivered so far, so that what a dead worker leaves
         # behind can be removed (_shared_memory).
@@ -167,15 +173,28 @@ class Dispatcher:
         self._items_done = 0  # items delivered with a value, for stats()
         self._items_failed = 0  # items delivered with an error
         self._oom_kills_seen = _oom_kill_count()
+        # The debug check that every accepted item is answered exactly once (_accounting).
+        self._ledger = accounting.Ledger() if accounting.enabled() else None
         # --- read by anyone
         self.broken: BaseException | None = None
         self.finished = threading.Event()
         self._owner_pid = os.getpid()
-        # Start the first workers before the dispatcher thread exists: a fork from a
-        # single-threaded parent is the safe kind.
-        self._carry_out_all(self._scheduler.start(time.monotonic()))
+        # User callbacks (Pool callbacks, executor done-callbacks) run here, never on the
+        # dispatcher thread; stopped once the dispatcher has delivered its last outcome.
+        self.callbacks = CallbackRunner()
         self._thread = threading.Thread(target=self._run, name="procpool-dispatcher", daemon=True)
-        self._thread.start()
+        try:
+            # Start the first workers before the dispatcher thread exists: a fork from a
+            # single-threaded parent is the safe kind. A start that fails here (too few
+            # descriptors, no memory, no thread) fails the constructor, leaving nothing.
+            for action in self._scheduler.start(time.monotonic()):
+                assert isinstance(action, StartWorker)
+                self._add_worker(action.worker_id)
+            self._thread.start()
+        except BaseException:
+            self._kill_all(force=True)
+            self._shut_down()
+            raise
         _live_dispatchers.add(self)
 
     # ---- the faces' side (any thread) ------------------------------------------------------
@@ -238,11 +257,22 @@ class Dispatcher:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def defer_callbacks(self, job: Callable[[], None]) -> bool:
+        """Run ``job`` (a future's done-callbacks) on the callback thread if it was called on
+        the dispatcher thread, which must never run user code; False: run it yourself."""
+        if threading.current_thread() is not self._thread:
+            return False
+        self.callbacks.post(job)
+        return True
+
     def _post(self, command: _Command) -> bool:
         """Queue a command for the dispatcher thread; False if it has finished already."""
         with self._lock:
             accepted = not self.finished.is_set()
             if accepted:
+                if self._ledger is not None and isinstance(command, _Submit):
+                    for chunk in command.chunks:
+                        self._ledger.accepted(chunk)
                 self._inbox.append(command)
                 if not self._wake_pending:
                     self._wake_pending = True
@@ -344,16 +374,38 @@ class Dispatcher:
                 _answer(command, self._stats_now())
 
     def _receive(self, worker_id: int, handle: WorkerHandle) -> None:
+        """Take what the worker's pipe holds now (one read: never waits) and handle every
+        reply it completes."""
         try:
-            message = loads(handle.connection.recv_bytes())
+            payloads = self._readers[worker_id].read()
         except (EOFError, OSError):
             self._eof.add(worker_id)  # it is ending; its sentinel will say how
             return
-        except BaseException:  # unpickling runs code, even sys.exit(); contain all of it
-            logger.exception("unreadable message from worker pid %s; killing it", handle.pid)
-            self._eof.add(worker_id)
-            handle.kill(force=True)
+        except CorruptStream as exc:
+            # A task wrote into the worker's reply pipe (it holds the descriptor): that
+            # worker's stream cannot be trusted any more; the pool's can.
+            self._lose_stream(worker_id, handle, f"its reply pipe was corrupted ({exc}); a "
+                                                 f"task wrote to a descriptor it inherited")
             return
+        for payload in payloads:
+            if worker_id not in self._workers or worker_id in self._eof:
+                return  # a reply before this one retired it, or broke the pool
+            try:
+                message = loads(payload)
+            except BaseException as exc:  # unpickling runs code, even sys.exit(): contain it
+                self._lose_stream(worker_id, handle, f"a reply could not be read ({exc!r})")
+                return
+            self._handle_reply(worker_id, message)
+
+    def _lose_stream(self, worker_id: int, handle: WorkerHandle, why: str) -> None:
+        """Stop listening to a worker and kill it: its death fails (or retries) what it held,
+        with ``why`` as the cause."""
+        logger.error("procpool: killing worker pid %s: %s", handle.pid, why)
+        self._eof.add(worker_id)
+        self._stream_lost[worker_id] = why
+        handle.kill(force=True)
+
+    def _handle_reply(self, worker_id: int, message: Any) -> None:
         now = time.monotonic()
         if isinstance(message, ItemDone):
             chunk, position = self._scheduler.item_done(worker_id, now)
@@ -413,7 +465,7 @@ class Dispatcher:
         oom_kills = _oom_kill_count()
         death = Death(handle.pid, exitcode, self._peak_rss.get(worker_id),
                       oom_killed=exitcode == -signal.SIGKILL and oom_kills > self._oom_kills_seen,
-                      cause=handle.loss_cause)
+                      cause=self._stream_lost.pop(worker_id, None) or handle.loss_cause)
         self._oom_kills_seen = oom_kills
         self._release(handle)
         self._carry_out_all(self._scheduler.worker_lost(worker_id, death, time.monotonic()))
@@ -446,6 +498,8 @@ class Dispatcher:
         worker_id = handle.worker_id
         self._remove_segments_left_by(worker_id)
         self._function_caches.pop(worker_id, None)
+        self._readers.pop(worker_id, None)
+        self._stream_lost.pop(worker_id, None)
         self._peak_rss.pop(worker_id, None)
         self._eof.discard(worker_id)
 
@@ -493,6 +547,9 @@ class Dispatcher:
             self._backend.close()  # a Dask cluster the pool started, for one
         except Exception:
             logger.exception("procpool: closing the %s backend failed", self._backend.name)
+        if self._ledger is not None:
+            self._ledger.close()
+        self.callbacks.stop(wait=False)  # after the callbacks of the last outcomes
         _live_dispatchers.discard(self)
 
     # ---- delivery: every outcome reaches its sink through these, and is counted -----------
@@ -501,13 +558,23 @@ class Dispatcher:
                     failures: Mapping[int, BaseException]) -> None:
         self._items_done += chunk.size - len(failures)
         self._items_failed += len(failures)
+        if self._ledger is not None:
+            self._ledger.answered(chunk, "done")
         chunk.sink.chunk_done(chunk, values, failures)
 
     def _chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
         if chunk.segments is not None:
             chunk.segments.release()  # it will not run (again): nobody else removes them
         self._items_failed += chunk.size
+        if self._ledger is not None:
+            self._ledger.answered(chunk, "failed")
         chunk.sink.chunk_failed(chunk, error)
+
+    def _chunk_dropped(self, chunk: Chunk) -> None:
+        if chunk.segments is not None:
+            chunk.segments.release()
+        if self._ledger is not None:
+            self._ledger.answered(chunk, "dropped")
 
     def _decode_results(self, chunk: Chunk, results_payload: bytes,
                         segments: tuple[str, ...]) -> list[Any] | None:
@@ -595,6 +662,8 @@ class Dispatcher:
             self._send_chunk(action.worker_id, action.chunk)
         elif isinstance(action, FailChunk):
             self._chunk_failed(action.chunk, action.error)
+        elif isinstance(action, DropChunk):
+            self._chunk_dropped(action.chunk)
         elif isinstance(action, StartWorker):
             self._start_worker(action.worker_id)
         elif isinstance(action, StopWorker):
@@ -606,18 +675,25 @@ class Dispatcher:
         elif isinstance(action, BreakPool):
             self._break(action.error)
 
-    def _start_worker(self, worker_id: int) -> None:
+    def _private_fds(self) -> list[int]:
+        """The parent's descriptors a forked worker must close (see WorkerHandle)."""
         private_fds = [self._wake_read, self._wake_write]
         for handle in (*self._workers.values(), *self._retiring.values()):
             private_fds += handle.private_fds()
+        return private_fds
+
+    def _start_worker(self, worker_id: int) -> None:
         try:
-            handle = self._backend.start_worker(worker_id, self._init, private_fds)
+            self._add_worker(worker_id)
         except Exception as exc:
             error = PoolBroken(f"could not start a worker process: {exc!r}")
             error.__cause__ = exc
             self._break(error)
-            return
+
+    def _add_worker(self, worker_id: int) -> None:
+        handle = self._backend.start_worker(worker_id, self._init, self._private_fds())
         self._workers[worker_id] = handle
+        self._readers[worker_id] = FrameReader(handle.connection.fileno())
         self._function_caches[worker_id] = FunctionCache()
 
     def _stop_worker(self, worker_id: int) -> None:

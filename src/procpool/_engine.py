@@ -19,6 +19,7 @@ from . import _shared_memory as shared_memory
 from ._backends import create_backend
 from ._codec import add_note, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher
+from ._errors import PoolBroken
 from ._messages import CallMode
 from ._options import (
     TaskPolicy,
@@ -175,6 +176,17 @@ def _argument_error(items: list[Any], first_index: int, exc: Exception) -> BaseE
                                       f"process. {PICKLING_ADVICE}")
     return add_note(exc, f"procpool: cannot send the arguments to a worker process. "
                          f"{PICKLING_ADVICE}")
+
+
+def start_thread(target: Callable[..., object], name: str, *args: Any) -> None:
+    """Start one of procpool's own daemon threads. Where no thread can be started (the
+    interpreter is shutting down), the call that needed it fails with PoolBroken (a
+    BrokenProcessPool) rather than waiting for work nobody will do."""
+    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    try:
+        thread.start()
+    except RuntimeError as exc:
+        raise PoolBroken(f"procpool could not start its {name} thread: {exc}") from exc
 
 
 def name_of(func: Callable[..., Any]) -> str:

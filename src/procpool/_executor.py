@@ -30,7 +30,7 @@ from concurrent.futures.process import _RemoteTraceback
 from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
-from ._engine import Engine, WorkerView, name_of
+from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
 from ._pace import ChunkSizer, read_batch
@@ -63,6 +63,16 @@ class ProcessFuture(Future[T]):
         # Ctrl-C while waiting on this future stops the executor's work (weak: a future must
         # not keep a dropped executor alive).
         self._on_interrupt: weakref.WeakMethod[Callable[[], None]] | None = None
+        # Hands the done-callbacks to the pool's callback thread when the dispatcher settles
+        # this future: a callback that waits on another future must not stall the pool.
+        self._defer_callbacks: Callable[[Callable[[], None]], bool] | None = None
+
+    def _invoke_callbacks(self) -> None:
+        invoke: Callable[[], None] = super()._invoke_callbacks  # type: ignore[misc]
+        defer = self._defer_callbacks
+        if defer is not None and self._done_callbacks and defer(invoke):  # type: ignore[attr-defined]
+            return
+        invoke()
 
     def result(self, timeout: float | None = None) -> T:
         try:
@@ -99,7 +109,7 @@ class ProcessFuture(Future[T]):
         cancel_running, self._cancel_running = self._cancel_running, None
         if cancel_running is not None:
             cancel_running()
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        self._invoke_callbacks()
         return True
 
 
@@ -109,11 +119,19 @@ class _FutureSink:
     For ``submit`` the chunk holds one call and the result is its value. For ``map`` the
     result is the chunk's list of values with its failures by position, so the map iterator
     can deliver every value before a failed item and raise at it.
+
+    A chunk that reports each item (timeouts, retries) is answered in parts: one per item,
+    and a part for the items a retry or a death split off. The future settles once every
+    position has its answer.
     """
 
-    def __init__(self, future: ProcessFuture[Any], outcomes: bool) -> None:
+    def __init__(self, future: ProcessFuture[Any], size: int, outcomes: bool) -> None:
         self.future = future
         self._outcomes = outcomes
+        self._size = size
+        self._values: list[Any] = []  # filled only when the answer comes in parts
+        self._failures: dict[int, BaseException] = {}
+        self._left = size
 
     def chunk_starting(self, chunk: Chunk) -> bool:
         state = self.future._state
@@ -125,15 +143,37 @@ class _FutureSink:
 
     def chunk_done(self, chunk: Chunk, values: Sequence[Any],
                    failures: Mapping[int, BaseException]) -> None:
+        if chunk.size == self._size:  # the whole chunk at once: the common case
+            self._settle_with(values, failures)
+            return
+        if not self._values:
+            self._values = [None] * self._size
+        start = chunk.first_index
+        self._values[start : start + chunk.size] = values
+        for position, error in failures.items():
+            self._failures[start + position] = error
+        self._part_answered(chunk.size)
+
+    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        if chunk.size == self._size:
+            self._settle(False, error)
+            return
+        for position in range(chunk.first_index, chunk.first_index + chunk.size):
+            self._failures[position] = error
+        self._part_answered(chunk.size)
+
+    def _part_answered(self, size: int) -> None:
+        self._left -= size
+        if self._left == 0:
+            self._settle_with(self._values or [None] * self._size, self._failures)
+
+    def _settle_with(self, values: Sequence[Any], failures: Mapping[int, BaseException]) -> None:
         if self._outcomes:
             self._settle(True, (values, failures))
         elif failures:
             self._settle(False, failures[0])
         else:
             self._settle(True, values[0])
-
-    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
-        self._settle(False, error)
 
     def _settle(self, success: bool, value: Any) -> None:
         future = self.future
@@ -288,6 +328,7 @@ class ProcessPoolExecutor(Executor):
         self._engine.dispatcher.close()
         if wait:
             self._engine.dispatcher.join()
+            self._engine.dispatcher.callbacks.stop(wait=True)
 
     def terminate_workers(self) -> None:
         """Stop now (3.14): cancel pending futures, SIGTERM the workers (SIGKILL after a grace
@@ -456,7 +497,7 @@ class ProcessPoolExecutor(Executor):
             elif withdrawn():
                 future.cancel()
                 return future
-            sink = _FutureSink(future, outcomes)
+            sink = _FutureSink(future, len(items), outcomes)
             if function is None:
                 function = self._engine.task_function(fn, future.set_exception)
             if function is None:
@@ -468,8 +509,8 @@ class ProcessPoolExecutor(Executor):
                 on_chunk(chunk)
             future._cancel_running = functools.partial(self._engine.dispatcher.cancel, chunk)
             future._on_interrupt = weakref.WeakMethod(self._interrupted)
-            self._pending.add(future)
-            future.add_done_callback(self._pending.discard)
+            future._defer_callbacks = self._engine.dispatcher.defer_callbacks
+            self._pending.add(future)  # weakly: a done future the caller dropped goes
             self._engine.dispatcher.submit([chunk])
             return future
 
@@ -526,7 +567,11 @@ class _MapFeeder:
         executor._feeders.add(self)
         # Like an open imap stream, this map holds close() back until it has submitted all.
         self._dispatcher.stream_opened()
-        threading.Thread(target=self._run, name="procpool-map-feeder", daemon=True).start()
+        try:
+            start_thread(self._run, "procpool-map-feeder")
+        except BaseException:
+            self._dispatcher.stream_closed()
+            raise
 
     def _run(self) -> None:
         sizer = self._submit.sizer

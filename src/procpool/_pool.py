@@ -14,14 +14,13 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from ._engine import Engine, WorkerView, name_of
+from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
 from ._pace import ChunkSizer, read_batch
 from ._progress import length_of, make_tracker
 from ._results import (
     ApplyResult,
-    CallbackRunner,
     IMapIterator,
     IMapUnorderedIterator,
     MapResult,
@@ -103,7 +102,6 @@ class Pool:
         if context is None or isinstance(context, str):
             context = _get_context(context)
         self._ctx = context  # the stdlib Pool's attribute name, kept for code that reads it
-        self._callbacks = CallbackRunner()
         self._streams: weakref.WeakSet[Window] = weakref.WeakSet()
         self._state_lock = threading.Lock()
         self._engine = Engine(
@@ -113,6 +111,7 @@ class Pool:
             initializer_timeout=initializer_timeout,
         )
         self._dispatcher = self._engine.dispatcher
+        self._callbacks = self._dispatcher.callbacks
         self._processes = self._engine.processes
         self._state = RUN
 
@@ -315,12 +314,12 @@ class Pool:
         self._dispatcher.stream_opened()
         if self._state != RUN:
             window.lift()  # close() raced with us: the input must still be read to the end
-        threading.Thread(
-            target=self._feed,
-            args=(function, iterator, chunksize, job, name_of(func), policy),
-            name="procpool-feeder",
-            daemon=True,
-        ).start()
+        try:
+            start_thread(self._feed, "procpool-feeder", function, iterator, chunksize, job,
+                         name_of(func), policy)
+        except BaseException:
+            self._dispatcher.stream_closed()
+            raise
         return cls(job)
 
     def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int | None,

@@ -1,10 +1,9 @@
-"""Result objects of the Pool face, and the two helpers they need: callbacks and credit.
+"""Result objects of the Pool face, and the credit its streams need.
 
 Owns: ApplyResult / MapResult (the stdlib's AsyncResult API), IMapIterator and
-IMapUnorderedIterator (streaming), the CallbackRunner (the one thread that runs user callbacks,
-so the dispatcher never does) and the Window (how many items a stream may have submitted but not
-yet handed to its consumer). Chunk outcomes arrive from the dispatcher thread; waiting happens
-in caller threads.
+IMapUnorderedIterator (streaming), and the Window (how many items a stream may have submitted
+but not yet handed to its consumer). Chunk outcomes arrive from the dispatcher thread; user
+callbacks run on the pool's callback thread (_callbacks.py); waiting happens in caller threads.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import queue
 import threading
 import weakref
 from collections import deque
@@ -20,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._callbacks import CallbackRunner
 from ._errors import TimeoutError
 from ._progress import ProgressTracker
 from ._task import Chunk
@@ -29,45 +28,10 @@ W = TypeVar("W")
 logger = logging.getLogger("procpool")
 
 
-class CallbackRunner:
-    """Runs user callbacks in order on one thread of their own.
-
-    A callback that blocks or raises cannot stall or kill the dispatcher; its exception is
-    logged. Started on first use; ``stop()`` lets queued callbacks finish.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def post(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="procpool-callbacks", daemon=True
-                )
-                self._thread.start()
-        self._queue.put(job)
-
-    def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            job()
-
-    def stop(self, wait: bool) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._queue.put(None)
-        if wait and thread is not threading.current_thread():
-            thread.join()
-
-
 def _call_user_callback(callback: Callable[[Any], object], argument: Any) -> None:
     try:
         callback(argument)
-    except Exception:
+    except BaseException:  # even SystemExit: the callback thread serves every later result
         logger.exception("a result callback raised; the pool carries on")
 
 
@@ -146,9 +110,11 @@ class _AsyncResultBase(Generic[T]):
             # The stdlib runs the callback before get() returns; so do we. A progress bar is
             # closed by then too (same thread, queued first), so map()'s caller never sees it
             # drawn after map() returned.
-            if callback is not None:
-                _call_user_callback(callback, value)
-            self._event.set()
+            try:
+                if callback is not None:
+                    _call_user_callback(callback, value)
+            finally:
+                self._event.set()
 
         self._callbacks.post(run_callback_then_release)
 

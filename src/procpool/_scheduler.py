@@ -53,13 +53,22 @@ class FailChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class DropChunk:
+    """Nobody wants ``chunk`` any more (its future was cancelled, its stream abandoned): it
+    will not run, or not to its end, and no outcome of it is delivered. The cancellation was
+    its answer."""
+
+    chunk: Chunk
+
+
+@dataclass(frozen=True, slots=True)
 class BreakPool:
     """Nothing can run any more (the initializer failed): fail everything, end every worker."""
 
     error: BaseException
 
 
-Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | BreakPool
+Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
 
 
 # ---- events' facts ----------------------------------------------------------------------------
@@ -99,6 +108,15 @@ QUEUE_MAX_SECONDS = 0.02
 QUEUE_MAX_BYTES = 32 * 1024
 
 
+
+def startup_deaths_allowed(processes: int) -> int:
+    """A worker killed by a signal while it starts (the OOM killer, a kill storm) is replaced
+    like any other; its chunk never started, so it runs elsewhere. Only more such deaths in a
+    row than this, with no worker finishing its start in between, break the pool: something
+    kills every worker as it starts, and respawning forever would help nobody."""
+    return max(5, 2 * processes)
+
+
 @dataclass(slots=True)
 class _WorkerSlot:
     running: Chunk | None = None
@@ -128,6 +146,14 @@ class _WorkerSlot:
         self.busy_since = None
         self.items_done += items
 
+    def unfinished(self) -> Chunk | None:
+        """What of the running chunk has no answer yet: all of it, or (a chunk that reports
+        each item) the items from the one running on."""
+        chunk = self.running
+        if chunk is None or self.position == 0:
+            return chunk
+        return chunk.part(self.position, chunk.size - self.position)
+
 
 class Scheduler:
     """Keeps ``processes`` workers busy with chunks in submission order (FIFO).
@@ -150,6 +176,7 @@ class Scheduler:
         self.open_streams = 0
         self.closing = False
         self.broken: BaseException | None = None
+        self._startup_deaths_in_a_row = 0
         # Counters for statistics (pool.stats()); decisions never read them.
         self.counts = SchedulerCounts()
 
@@ -199,6 +226,7 @@ class Scheduler:
             return
         slot.ready = True
         slot.deadline = None
+        self._startup_deaths_in_a_row = 0
         if slot.running is not None:
             slot.busy_since = now
             self._start_item(slot, now)  # its chunk was waiting in the pipe until now
@@ -250,19 +278,21 @@ class Scheduler:
 
     def cancel(self, chunk: Chunk) -> list[Action]:
         """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running
-        (if queued on a worker, as soon as it starts there)."""
-        if chunk in self.pending:
-            self.pending.remove(chunk)
-            return []
+        (if queued on a worker, as soon as it starts there). The parts a retry or a death
+        split off it share its sink, and go the same way."""
+        sink = chunk.sink
+        actions: list[Action] = []
+        for waiting in [c for c in self.pending if c.sink is sink]:
+            self.pending.remove(waiting)
+            actions.append(DropChunk(waiting))
         for worker_id, slot in self.workers.items():
-            if slot.queued is chunk:
+            if slot.queued is not None and slot.queued.sink is sink:
                 slot.queued_cancelled = True
-                return []
-            if slot.running is chunk and not slot.doomed:
+            if slot.running is not None and slot.running.sink is sink and not slot.doomed:
                 slot.cancelled = slot.doomed = True
                 slot.deadline = None
-                return [KillWorker(worker_id)]
-        return []  # finished already
+                actions.append(KillWorker(worker_id))
+        return actions
 
     def retry_item(self, chunk: Chunk, position: int, now: float) -> list[Action]:
         """Run item ``position`` of ``chunk`` again (the caller checked should_retry)."""
@@ -300,16 +330,19 @@ class Scheduler:
         if worker_id in self._idle:
             self._idle.remove(worker_id)
         if not slot.ready and not slot.doomed:  # a worker we killed is no start-up failure
-            signal_name, cause = describe_exit(death.exitcode)
-            how = f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
-            return [BreakPool(InitializerFailed(
-                f"worker pid {death.pid} died during start-up, {how}: {cause}"
-            ))]
+            return self._lost_while_starting(slot, death, now)
         actions: list[Action] = []
-        if slot.queued is not None and not slot.queued_cancelled:
-            self.pending.appendleft(slot.queued)  # it never started: run it elsewhere
+        if slot.queued is not None:
+            if slot.queued_cancelled:
+                actions.append(DropChunk(slot.queued))
+            else:
+                self.pending.appendleft(slot.queued)  # it never started: run it elsewhere
         chunk = slot.running
-        if chunk is not None and not slot.cancelled:
+        if chunk is not None and slot.cancelled:
+            unfinished = slot.unfinished()
+            assert unfinished is not None
+            actions.append(DropChunk(unfinished))
+        elif chunk is not None:
             actions += self._chunk_lost(chunk, slot, death)
         if self.broken is None and (not self.closing or self.has_work()):
             actions.append(self._new_worker(now, replacing=_cause_of(slot, death)))
@@ -322,8 +355,15 @@ class Scheduler:
         self.broken = error
         actions: list[Action] = [FailChunk(chunk, error) for chunk in self.pending]
         self.pending.clear()
-        actions += [FailChunk(s.running, error) for s in self.workers.values() if s.running]
-        actions += [FailChunk(s.queued, error) for s in self.workers.values() if s.queued]
+        for slot in self.workers.values():
+            unfinished = slot.unfinished()
+            if unfinished is not None and slot.cancelled:
+                actions.append(DropChunk(unfinished))
+            elif unfinished is not None:
+                actions.append(FailChunk(unfinished, error))
+            if slot.queued is not None:
+                actions.append(DropChunk(slot.queued) if slot.queued_cancelled
+                               else FailChunk(slot.queued, error))
         self.workers.clear()
         self._idle.clear()
         return actions
@@ -337,6 +377,30 @@ class Scheduler:
         return self._dispatch(now)
 
     # ---- internals -----------------------------------------------------------------------
+
+    def _lost_while_starting(self, slot: _WorkerSlot, death: Death, now: float) -> list[Action]:
+        """A worker ended before it was ready. Its chunk, if it had one, waited in its pipe
+        and never started: it goes back to the front of the queue either way. A worker that
+        exited (its initializer, or a spawned child's import of __main__, failed) breaks the
+        pool; one killed by a signal is replaced, up to startup_deaths_allowed in a row."""
+        if slot.running is not None:
+            self.pending.appendleft(slot.running)
+        signal_name, cause = describe_exit(death.exitcode)
+        how = f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
+        killed = signal_name is not None or death.cause is not None
+        self._startup_deaths_in_a_row += 1
+        allowed = startup_deaths_allowed(self.processes)
+        if not killed:
+            return [BreakPool(InitializerFailed(
+                f"worker pid {death.pid} died during start-up, {how}: {cause}"))]
+        if self._startup_deaths_in_a_row > allowed:
+            return [BreakPool(InitializerFailed(
+                f"{self._startup_deaths_in_a_row} workers in a row died during start-up, the "
+                f"last (pid {death.pid}) {how}: {cause}; the pool gave up replacing them"))]
+        actions: list[Action] = []
+        if self.broken is None and (not self.closing or self.has_work()):
+            actions.append(self._new_worker(now, replacing=_cause_of(slot, death)))
+        return actions + self._dispatch(now)
 
     def _chunk_lost(self, chunk: Chunk, slot: _WorkerSlot, death: Death) -> list[Action]:
         if not chunk.policy.reports_each_item:
@@ -415,7 +479,8 @@ class Scheduler:
         while self.pending and self._idle:
             chunk = self.pending.popleft()
             if not chunk.sink.chunk_starting(chunk):
-                continue  # cancelled while it waited
+                actions.append(DropChunk(chunk))  # cancelled while it waited
+                continue
             worker_id = self._idle.popleft()
             slot = self.workers[worker_id]
             slot.running = chunk
@@ -428,9 +493,11 @@ class Scheduler:
         for worker_id, slot in self.workers.items():
             while self._may_queue_on(slot) and self.pending and _short_and_small(self.pending[0]):
                 chunk = self.pending.popleft()
-                if chunk.sink.chunk_starting(chunk):  # else cancelled while it waited
+                if chunk.sink.chunk_starting(chunk):
                     slot.queued = chunk
                     actions.append(SendChunk(worker_id, chunk))
+                else:
+                    actions.append(DropChunk(chunk))  # cancelled while it waited
         if self.closing and not self.has_work():
             actions += [StopWorker(worker_id) for worker_id in self.workers]
             self.workers.clear()

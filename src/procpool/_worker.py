@@ -30,6 +30,7 @@ from ._codec import (
     portable_exception,
     short_repr,
 )
+from ._framing import FrameWriter
 from ._messages import (
     CallMode,
     ChunkDone,
@@ -127,9 +128,10 @@ def worker_main(
         _become_process_group_leader()
         threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True,
                          name="procpool-lifeline").start()
-    if init is not None and not _run_initializer(conn, init):
+    replies = FrameWriter(conn)
+    if init is not None and not _run_initializer(replies, init):
         return
-    conn.send_bytes(dumps(Ready(os.getpid())))
+    replies.send_bytes(dumps(Ready(os.getpid())))
     functions = FunctionCache()
     while True:
         try:
@@ -140,7 +142,7 @@ def worker_main(
             return
         assert isinstance(message, RunChunk), message
         try:
-            _run_chunk(conn, message, functions)
+            _run_chunk(replies, message, functions)
         except (EOFError, OSError):
             return  # the parent is gone mid-chunk
 

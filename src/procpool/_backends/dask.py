@@ -34,10 +34,10 @@ import threading
 import uuid
 from collections.abc import Sequence
 from multiprocessing import Pipe
-from multiprocessing.connection import Connection
 from typing import Any
 
 from .._codec import dumps, loads
+from .._framing import FrameWriter
 from .._messages import ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
 from .._worker import FunctionCache, run_detached
 
@@ -215,10 +215,11 @@ class _Relay:
 
     def _serve(self) -> int:
         pipe = self._relay_end
+        replies = FrameWriter(pipe)
         # The payloads of the functions the dispatcher believes this worker holds (it keeps
         # the mirror image of this cache and sends a payload only once).
         functions = FunctionCache()
-        pipe.send_bytes(dumps(Ready(os.getpid())))
+        replies.send_bytes(dumps(Ready(os.getpid())))
         while True:
             try:
                 message = loads(pipe.recv_bytes())
@@ -231,27 +232,28 @@ class _Relay:
                 functions.add(message.function_id, message.function_payload)
             message = message._replace(function_payload=functions.use(message.function_id))
             if message.report_each_item:
-                self._run_each_item(pipe, message)
+                self._run_each_item(replies, message)
             else:
                 for reply in self._run_remotely(message):
-                    pipe.send_bytes(reply)
+                    replies.send_bytes(reply)
 
-    def _run_each_item(self, pipe: Connection, message: RunChunk) -> None:
+    def _run_each_item(self, replies: FrameWriter, message: RunChunk) -> None:
         """One Dask task per item, one after another, each reported as it ends: the
         dispatcher then times each item and knows which one a loss or timeout hit."""
         seconds = 0.0
         for position, item in enumerate(loads(message.items_payload)):
             single = message._replace(items_payload=dumps([item]), size=1,
                                       report_each_item=False)
-            replies = self._run_remotely(single)
-            done = loads(replies[-1])
+            task_replies = self._run_remotely(single)
+            done = loads(task_replies[-1])
             if not isinstance(done, ChunkDone):  # the initializer failed: the pool breaks
-                for reply in replies:
-                    pipe.send_bytes(reply)
+                for reply in task_replies:
+                    replies.send_bytes(reply)
                 return
             seconds += done.seconds
-            pipe.send_bytes(dumps(ItemDone(message.chunk_id, position, done.results_payload)))
-        pipe.send_bytes(dumps(ChunkDone(message.chunk_id, b"", (), 0, 0, seconds)))
+            replies.send_bytes(dumps(ItemDone(message.chunk_id, position,
+                                              done.results_payload)))
+        replies.send_bytes(dumps(ChunkDone(message.chunk_id, b"", (), 0, 0, seconds)))
 
     def _run_remotely(self, message: RunChunk) -> list[bytes]:
         """Run the chunk as a Dask task; its replies, or _Ended: Dask's failures become

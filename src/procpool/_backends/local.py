@@ -4,16 +4,22 @@ Owns process creation, signalling and reaping. It honours whatever context the p
 (fork, spawn, forkserver), so the user's start method and its rules apply unchanged. Each worker
 gets a lifeline: a pipe whose write end only the parent holds, so the worker sees EOF the moment
 the parent dies, however it dies.
+
+A worker's death is seen through a pidfd (Linux), which becomes readable when the process
+exits, whatever its children hold. multiprocessing's own sentinel is a pipe the worker holds
+open, and a task's child inherits it: a worker killed while such a child lives on would look
+alive for as long as the child does. Where there is no pidfd, that sentinel is the fallback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import threading
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import _shared_memory as shared_memory
@@ -28,13 +34,14 @@ _REAP_TIMEOUT = 5.0
 
 class LocalWorker:
     def __init__(self, worker_id: int, process: Any, connection: Connection,
-                 lifeline: Connection) -> None:
+                 lifeline: Connection, pidfd: int | None) -> None:
         self.worker_id = worker_id
         self.process = process
         self.connection = connection
         self.lifeline = lifeline
         self.pid: int | None = process.pid
-        self.sentinel = process.sentinel
+        self._pidfd = pidfd
+        self.sentinel = process.sentinel if pidfd is None else pidfd
         self.loss_cause: str | None = None  # the exit status says it all
 
     def kill(self, *, force: bool) -> None:
@@ -50,16 +57,30 @@ class LocalWorker:
                 os.kill(self.process.pid, signum)
 
     def private_fds(self) -> list[int]:
-        return [self.connection.fileno(), self.lifeline.fileno()]
+        fds = [self.connection.fileno(), self.lifeline.fileno()]
+        return fds if self._pidfd is None else [*fds, self._pidfd]
 
     def reap(self) -> int | None:
+        popen = self.process._popen
+        # Our own child (fork, spawn): once its pidfd is readable it is a zombie, and waitpid
+        # answers at once. Process.join would wait on the sentinel pipe, which a task's child
+        # may hold open.
+        if (self._pidfd is not None and popen.method in ("fork", "spawn")
+                and wait([self._pidfd], _REAP_TIMEOUT)):
+            exitcode: int | None = popen.poll(os.WNOHANG)
+            if exitcode is not None:
+                return exitcode
+        # A forkserver's child: the forkserver reaps it and sends us its status.
         self.process.join(_REAP_TIMEOUT)
-        exitcode: int | None = self.process.exitcode
+        exitcode = self.process.exitcode
         return exitcode
 
     def close(self) -> None:
         self.connection.close()
         self.lifeline.close()  # a worker still alive now (it should not be) dies with this
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         # Not process.close(): it sets process._popen to None, and Process.start() in any other
         # thread iterates every child calling p._popen.poll() (multiprocessing.process._cleanup)
         # and would crash on it, breaking another pool that is starting a worker just then.
@@ -68,6 +89,22 @@ class LocalWorker:
 
     def __repr__(self) -> str:
         return f"<LocalWorker {self.worker_id} pid={self.pid}>"
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when process ``pid`` exits; None where the kernel
+    or Python has none (then multiprocessing's sentinel serves)."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    try:
+        return int(pidfd_open(pid))
+    except ProcessLookupError:
+        return None  # reaped already (a forkserver's child): its sentinel has fired
+    except OSError as exc:
+        if exc.errno in (errno.ENOSYS, errno.EPERM):  # an old kernel, or a sandbox
+            return None
+        raise
 
 
 # Every pool's dispatcher starts workers from its own thread. A fork in one thread while
@@ -94,25 +131,34 @@ class LocalBackend(OnThisMachine):
     def _start_worker(
         self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
     ) -> LocalWorker:
-        parent_end, child_end = self._context.Pipe(duplex=True)
-        lifeline_read, lifeline_write = self._context.Pipe(duplex=False)
-        # A forked child holds copies of every descriptor the parent has; it closes the
-        # parent's private ones (including its own pipe's and lifeline's parent ends) first.
-        to_close = ((*parent_fds, parent_end.fileno(), lifeline_write.fileno())
-                    if self.inherits_memory else ())
-        process = self._context.Process(
-            target=worker_main,
-            args=(child_end, init, to_close, lifeline_read),
-            name=f"procpool-worker-{worker_id}",
-            daemon=True,
-        )
-        try:
+        # Whatever fails (too few descriptors, no memory), nothing opened here stays open.
+        with contextlib.ExitStack() as on_failure, contextlib.ExitStack() as child_ends:
+            parent_end, child_end = self._context.Pipe(duplex=True)
+            on_failure.callback(parent_end.close)
+            child_ends.callback(child_end.close)
+            lifeline_read, lifeline_write = self._context.Pipe(duplex=False)
+            on_failure.callback(lifeline_write.close)
+            child_ends.callback(lifeline_read.close)
+            # A forked child holds copies of every descriptor the parent has; it closes the
+            # parent's private ones (including its own pipe's and lifeline's parent ends) first.
+            to_close = ((*parent_fds, parent_end.fileno(), lifeline_write.fileno())
+                        if self.inherits_memory else ())
+            process = self._context.Process(
+                target=worker_main,
+                args=(child_end, init, to_close, lifeline_read),
+                name=f"procpool-worker-{worker_id}",
+                daemon=True,
+            )
             process.start()
-        except BaseException:
-            parent_end.close()
-            lifeline_write.close()
-            raise
-        finally:
-            child_end.close()
-            lifeline_read.close()
-        return LocalWorker(worker_id, process, parent_end, lifeline_write)
+            on_failure.callback(_kill_and_reap, process)
+            worker = LocalWorker(worker_id, process, parent_end, lifeline_write,
+                                 _open_pidfd(process.pid))
+            on_failure.pop_all()
+        return worker
+
+
+def _kill_and_reap(process: Any) -> None:
+    """A worker started, but the parent could not finish setting it up: end it."""
+    with contextlib.suppress(OSError):
+        os.kill(process.pid, signal.SIGKILL)
+    process.join(_REAP_TIMEOUT)

@@ -1,0 +1,116 @@
+"""How replies travel from a worker to the dispatcher: framed, checked, read without blocking.
+
+A task runs in the worker's process and can write to any descriptor the worker holds; a task
+that takes descriptor 3 for its log file writes into the worker's reply pipe. The dispatcher
+must then lose that worker, not the pool: so every reply starts with a magic word and its
+length (``Frame``), a header that is not procpool's marks the stream corrupt at once
+(``CorruptStream``), and the dispatcher reads what a descriptor has without ever waiting for
+more (``FrameReader``: one read per readiness, complete frames out), so a stream that stops
+mid-frame cannot stall it. The parent-to-worker direction keeps multiprocessing's framing: only
+the parent writes there.
+
+Imported by workers: standard library only, nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _HasFileno(Protocol):
+        def fileno(self) -> int: ...
+
+
+MAGIC = b"PPf1"
+_HEADER = struct.Struct("!4sQ")  # magic, payload length
+# No reply is this large; a header that says so was written by something else.
+MAX_PAYLOAD = 1 << 40
+# What one read takes at most when no large payload is being filled.
+_READ_SIZE = 64 * 1024
+
+
+class CorruptStream(Exception):
+    """The reply stream holds bytes that procpool did not write."""
+
+
+class FrameWriter:
+    """Sends each payload as one frame on a connection's descriptor (the worker's side).
+
+    Has ``send_bytes`` so it stands wherever a connection did. Blocking, like the connection:
+    a worker waits for the parent to read.
+    """
+
+    def __init__(self, connection: _HasFileno) -> None:
+        self._fd = connection.fileno()
+
+    def send_bytes(self, payload: bytes) -> None:
+        pieces = [memoryview(_HEADER.pack(MAGIC, len(payload))), memoryview(payload)]
+        while pieces:
+            written = os.writev(self._fd, pieces)
+            while pieces and written >= len(pieces[0]):
+                written -= len(pieces[0])
+                pieces.pop(0)
+            if pieces and written:
+                pieces[0] = pieces[0][written:]
+
+
+class FrameReader:
+    """Takes frames off a descriptor the dispatcher's wait found readable (the parent's side).
+
+    ``read()`` makes exactly one read, which a readable descriptor answers at once, and
+    returns the payloads it completed (often none, or several). A large payload is read
+    straight into a buffer of its full size, piece by piece across calls.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._scratch = bytearray(_READ_SIZE)
+        self._unparsed = bytearray()
+        self._body: bytearray | None = None  # a large payload being filled
+        self._filled = 0
+
+    def read(self) -> list[bytearray]:
+        """One read; the payloads it completed. Raises EOFError at the end of the stream (a
+        frame cut short there is dropped: its writer died) and CorruptStream."""
+        if self._body is not None:
+            count = os.readv(self._fd, [memoryview(self._body)[self._filled:]])
+            if count == 0:
+                raise EOFError
+            self._filled += count
+            if self._filled < len(self._body):
+                return []
+            payload, self._body = self._body, None
+            return [payload]
+        count = os.readv(self._fd, [self._scratch])
+        if count == 0:
+            raise EOFError
+        self._unparsed += memoryview(self._scratch)[:count]
+        return self._parse()
+
+    def _parse(self) -> list[bytearray]:
+        unparsed = self._unparsed
+        payloads = []
+        offset = 0
+        while len(unparsed) - offset >= _HEADER.size:
+            magic, size = _HEADER.unpack_from(unparsed, offset)
+            if magic != MAGIC or size > MAX_PAYLOAD:
+                shown = bytes(unparsed[offset : offset + 24])
+                raise CorruptStream(f"bytes that are not a procpool reply: {shown!r}")
+            start = offset + _HEADER.size
+            available = len(unparsed) - start
+            if available >= size:
+                payloads.append(unparsed[start : start + size])
+                offset = start + size
+                continue
+            # The rest of this payload is still to come: read it into a buffer of its own.
+            self._body = bytearray(size)
+            self._body[:available] = unparsed[start:]
+            self._filled = available
+            offset = len(unparsed)
+            break
+        del unparsed[:offset]
+        return payloads

@@ -1,0 +1,279 @@
+"""Regressions for the ways a task could go unanswered, or answered twice, found under faults.
+
+Each test is named after what it guards; each failed (hung or lost results) before its fix.
+The fault matrix (test_fault_matrix.py) crosses faces, options and faults systematically;
+these are the specific cases that broke it, kept small so a failure points at one mechanism.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import procpool
+
+import misbehaving as mb
+
+WAIT = 30  # seconds: a bound on every wait, so a lost answer fails instead of hanging
+
+
+# ---- 1. per-item replies of an executor map ----------------------------------------------
+
+
+@pytest.mark.parametrize("options", [{"retries": 1}, {"task_timeout": 30}],
+                         ids=["retries", "task_timeout"])
+@pytest.mark.parametrize("chunksize", [None, 3])
+def test_executor_map_with_per_item_replies_returns_every_result(
+        options: dict[str, Any], chunksize: int | None) -> None:
+    with procpool.ProcessPoolExecutor(2, **options) as executor:
+        assert list(executor.map(mb.square, range(4))) == [0, 1, 4, 9]  # the pace is known
+        assert list(executor.map(mb.square, range(10), chunksize=chunksize)) == [
+            x * x for x in range(10)]
+
+
+def test_amap_with_retries_returns_every_result() -> None:
+    import asyncio
+
+    async def collect(executor: procpool.ProcessPoolExecutor) -> list[int]:
+        return [value async for value in executor.amap(mb.square, range(10), chunksize=3)]
+
+    with procpool.ProcessPoolExecutor(2, retries=1) as executor:
+        assert asyncio.run(collect(executor)) == [x * x for x in range(10)]
+
+
+def test_executor_map_batch_with_a_death_and_a_retry_is_answered_in_full(
+        tmp_path: Path) -> None:
+    # Item 2 of a batch of 5 dies on its first attempt: items 0-1 were answered one by one,
+    # 3-4 were split off and run elsewhere, 2 is retried. The batch's future settles once.
+    counter = str(tmp_path / "attempts")
+    with procpool.ProcessPoolExecutor(1, retries=1) as executor:
+        results = executor.map(_die_once_on_two, range(5), [counter] * 5, chunksize=5)
+        assert list(results) == [0, 1, 2, 3, 4]
+
+
+def _die_once_on_two(x: int, counter: str) -> int:
+    if x == 2:
+        mb.fail_until_attempt(counter, 2, how="exit")
+    return x
+
+
+# ---- 2. a death during start-up --------------------------------------------------------------
+
+
+def test_an_initializer_that_exits_fails_the_task_waiting_in_its_worker(
+        any_start_method: str) -> None:
+    with procpool.Pool(1, mb.exit_with_code, (3,), context=any_start_method) as pool:
+        result = pool.apply_async(mb.square, (3,))
+        with pytest.raises(procpool.InitializerFailed, match="exit code 3"):
+            result.get(timeout=WAIT)
+    with procpool.ProcessPoolExecutor(1, mp_context=any_start_method,
+                                      initializer=mb.exit_with_code, initargs=(3,)) as executor:
+        future = executor.submit(mb.square, 3)
+        with pytest.raises(procpool.InitializerFailed):
+            future.result(timeout=WAIT)
+
+
+def test_a_worker_killed_while_starting_is_replaced_and_its_task_runs(
+        any_start_method: str, tmp_path: Path) -> None:
+    marker = str(tmp_path / "first-start")
+    with procpool.Pool(1, mb.kill_self_on_first_start, (marker,),
+                       context=any_start_method) as pool:
+        assert pool.apply_async(mb.square, (3,)).get(timeout=WAIT) == 9
+        assert pool.stats().respawn_causes == {"killed by SIGKILL": 1}
+
+
+BROKEN_MAIN = """
+import sys
+import procpool
+
+if __name__ == "__mp_main__":  # a spawned worker importing this script
+    raise RuntimeError("this script cannot be imported by a worker")
+
+
+def square(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    with procpool.ProcessPoolExecutor(1, mp_context=sys.argv[1]) as executor:
+        future = executor.submit(square, 3)
+        try:
+            future.result(timeout=30)
+        except procpool.InitializerFailed as error:
+            print("answered:", type(error).__name__)
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_main_module_workers_cannot_import_fails_the_waiting_future(
+        method: str, tmp_path: Path) -> None:
+    script = tmp_path / "broken_main.py"
+    script.write_text(BROKEN_MAIN)
+    done = subprocess.run([sys.executable, str(script), method], capture_output=True,
+                          text=True, timeout=WAIT * 2)
+    assert done.stdout.strip() == "answered: InitializerFailed", done.stderr[-2000:]
+    assert done.returncode == 0
+
+
+# ---- 3. a task's child must not hide its worker's death --------------------------------------
+
+
+@pytest.mark.parametrize("new_session", [False, True], ids=["same-group", "setsid"])
+def test_a_worker_killed_while_its_childs_child_lives_is_seen_dead(
+        start_method: str, new_session: bool, tmp_path: Path) -> None:
+    pid_fifo = str(tmp_path / "pids")
+    os.mkfifo(pid_fifo)
+    with procpool.Pool(1, context=start_method) as pool:
+        result = pool.apply_async(mb.fork_child_then_hang, (pid_fifo, new_session))
+        with open(pid_fifo) as fifo:
+            worker, child = map(int, fifo.read().split())
+        try:
+            os.kill(worker, signal.SIGKILL)
+            with pytest.raises(procpool.WorkerDied, match="SIGKILL"):
+                result.get(timeout=WAIT)
+            assert pool.apply_async(mb.square, (4,)).get(timeout=WAIT) == 16
+        finally:
+            os.kill(child, signal.SIGKILL)  # no longer ours once its parent died
+
+
+def test_close_and_join_do_not_wait_for_a_child_a_task_left_behind(
+        start_method: str, fifos: Any) -> None:
+    pool = procpool.Pool(1, context=start_method)
+    assert pool.apply(mb.fork_child_that_waits_then_return, (fifos.release, 5)) == 5
+    pool.close()
+    joined = threading.Thread(target=pool.join)
+    joined.start()
+    joined.join(WAIT)
+    finished = not joined.is_alive()
+    fifos.release_task()  # the child may go now
+    joined.join()
+    assert finished, "join() waited for a task's child, not for the worker"
+
+
+# ---- 4. bytes a task writes into the worker's own pipe --------------------------------------
+
+
+@pytest.mark.parametrize("options", [{}, {"retries": 1}], ids=["plain", "retries"])
+def test_a_task_writing_to_inherited_descriptors_costs_only_its_worker(
+        start_method: str, options: dict[str, Any]) -> None:
+    with procpool.Pool(2, context=start_method, **options) as pool:
+        result = pool.apply_async(mb.write_to_every_descriptor, (7,))
+        others = [pool.apply_async(mb.square, (x,)) for x in range(6)]
+        with pytest.raises(procpool.WorkerDied, match="reply pipe was corrupted"):
+            result.get(timeout=WAIT)  # with retries it fails again: it writes every time
+        assert [other.get(timeout=WAIT) for other in others] == [x * x for x in range(6)]
+        assert pool.map(mb.square, range(8)) == [x * x for x in range(8)]
+        assert "lost" in pool.stats().respawn_causes
+
+
+# ---- 5, 6. callbacks -------------------------------------------------------------------------
+
+
+def test_a_callback_raising_system_exit_does_not_stop_later_callbacks() -> None:
+    seen: list[int] = []
+    with procpool.Pool(1) as pool:
+        pool.apply_async(mb.square, (1,), callback=_exit).get(timeout=WAIT)
+        pool.apply_async(mb.square, (2,), callback=seen.append).get(timeout=WAIT)
+        pool.map_async(mb.square, [3], error_callback=_exit).get(timeout=WAIT)
+        pool.map_async(mb.square, [5], callback=seen.extend).get(timeout=WAIT)
+    assert seen == [4, 25]
+
+
+def _exit(_: object) -> None:
+    sys.exit(3)
+
+
+def test_an_executor_done_callback_may_wait_for_another_future() -> None:
+    waited: list[int] = []
+    with procpool.ProcessPoolExecutor(1) as executor:
+        later: list[Any] = []
+        first = executor.submit(mb.square, 2)
+        first.add_done_callback(lambda _: waited.append(later[0].result(WAIT)))
+        later.append(executor.submit(mb.square, 3))
+        assert first.result(WAIT) == 4 and later[0].result(WAIT) == 9
+    assert waited == [9]
+
+
+# ---- 10. procpool's own threads cannot be started --------------------------------------------
+
+
+def test_no_new_threads_fails_the_map_instead_of_hanging(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CPython's test_python_finalization_error: during interpreter finalization, starting a
+    # thread raises RuntimeError. The executor's own thread exists; a map's feeder cannot.
+    executor = procpool.ProcessPoolExecutor(2)
+    name = "_start_joinable_thread" if hasattr(threading, "_start_joinable_thread") \
+        else "_start_new_thread"
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    with executor:
+        monkeypatch.setattr(threading, name, refuse)
+        with pytest.raises(procpool.PoolBroken, match="could not start"):
+            list(executor.map(mb.square, [2, 3] * 5))
+        monkeypatch.undo()
+        assert executor.submit(mb.square, 3).result(WAIT) == 9
+
+
+# ---- 11. a start that fails for want of descriptors ------------------------------------------
+
+
+def _open_descriptors() -> dict[int, str]:
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass  # the listing's own descriptor
+    return fds
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_a_pool_that_cannot_get_descriptors_fails_to_start_and_leaves_none_open() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Fill the holes below the highest descriptor: a new one must then be above it, where
+    # the limit bites.
+    top = max(_open_descriptors())
+    fillers = [os.open(os.devnull, os.O_RDONLY)
+               for _ in range(top + 1 - len(_open_descriptors()))]
+    before = _open_descriptors()
+    failures = 0
+    try:
+        for spare in range(0, 14):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(before) + 1 + spare, hard))
+            try:
+                pool = procpool.Pool(2, context="fork")
+            except OSError:
+                failures += 1
+            else:
+                pool.terminate()
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            # A worker that did start holds its sentinel pipes until multiprocessing forgets
+            # its Process object.
+            multiprocessing.active_children()
+            gc.collect()
+            left = {fd: target for fd, target in _open_descriptors().items()
+                    if fd not in before}
+            # CPython's popen_fork leaks one pipe (both ends) when its second os.pipe()
+            # fails; everything procpool opened must be closed.
+            leaked_pipes = set(left.values())
+            assert not left or (len(left) == 2 and len(leaked_pipes) == 1
+                                and leaked_pipes.pop().startswith("pipe:")), (spare, left)
+            for fd in left:
+                os.close(fd)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in fillers:
+            os.close(fd)
+    assert failures > 0, "the limit never stopped a start: the test tested nothing"
