@@ -15,6 +15,7 @@ Imported by workers: standard library only, nothing heavy.
 from __future__ import annotations
 
 import os
+import select
 import struct
 
 TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
@@ -68,6 +69,9 @@ class FrameReader:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        # Asked, while a large payload flows, whether more can be read at once.
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
         self._scratch = bytearray(_READ_SIZE)
         self._unparsed = bytearray()
         self._body: bytearray | None = None  # a large payload being filled
@@ -77,19 +81,29 @@ class FrameReader:
         """One read; the payloads it completed. Raises EOFError at the end of the stream (a
         frame cut short there is dropped: its writer died) and CorruptStream."""
         if self._body is not None:
-            count = os.readv(self._fd, [memoryview(self._body)[self._filled:]])
-            if count == 0:
-                raise EOFError
-            self._filled += count
-            if self._filled < len(self._body):
-                return []
-            payload, self._body = self._body, None
-            return [payload]
+            return self._fill_body()
         count = os.readv(self._fd, [self._scratch])
         if count == 0:
             raise EOFError
         self._unparsed += memoryview(self._scratch)[:count]
         return self._parse()
+
+    def _fill_body(self) -> list[bytearray]:
+        """Read into the large payload: once (which does not wait), then on for as long as
+        more is there at once: the writer refills the pipe while we copy."""
+        assert self._body is not None
+        view = memoryview(self._body)
+        while True:
+            count = os.readv(self._fd, [view[self._filled:]])
+            if count == 0:
+                raise EOFError
+            self._filled += count
+            if self._filled == len(view) or not self._poller.poll(0):
+                break
+        if self._filled < len(view):
+            return []
+        payload, self._body = self._body, None
+        return [payload]
 
     def _parse(self) -> list[bytearray]:
         unparsed = self._unparsed
