@@ -2,22 +2,36 @@
 
 Every test runs under pytest-timeout (pyproject.toml), which dumps all stacks on expiry. The
 autouse ``no_leaks`` fixture fails a test that leaves a child process, a procpool thread or a
-shared-memory segment behind.
+shared-memory segment behind, or whose pools broke the exactly-once accounting
+(``procpool._accounting``, switched on for the whole run in ``pytest_configure``).
+
+The guard counts only what this test run made, so that another program using /dev/shm beside
+the run (a benchmark, another test run) never fails a test: children and threads are the test
+process's own; a segment counts if procpool named it after this run's process or one it started
+(``procpool-<pid>-...``), or, for any other name (multiprocessing's ``sem.mp-*`` and ``psm_*``),
+if this run's processes still map it or hold it open when the test ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import multiprocessing
 import os
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+import support
+from procpool._accounting import ENVIRONMENT_VARIABLE as ACCOUNTING_VARIABLE
+from procpool._accounting import take_violations
 from support import Fifos
 
 START_METHODS = ["fork", "spawn"]
@@ -66,14 +80,9 @@ def _service_processes() -> list[psutil.Process]:
     return processes
 
 
-def _service_shm() -> set[str]:
-    """The /dev/shm segments the module's services map (a Dask nanny's semaphores)."""
-    names = set()
-    for process in _service_processes():
-        with contextlib.suppress(OSError), open(f"/proc/{process.pid}/maps") as maps:
-            names.update(line.rsplit("/dev/shm/", 1)[1].strip()
-                         for line in maps if "/dev/shm/" in line)
-    return names
+def _service_shm(names: set[str]) -> set[str]:
+    """Those of ``names`` that the module's services hold (a Dask nanny's semaphores)."""
+    return _held_by({process.pid for process in _service_processes()}, names)
 
 
 def _helper_pids() -> set[int]:
@@ -87,12 +96,86 @@ def _helper_pids() -> set[int]:
                 pids.add(pid)
     except ImportError:
         pass
+    try:  # procpool's janitor: a long-lived helper of the test process, like the tracker
+        pid = importlib.import_module("procpool._janitor").janitor_pid()
+        if pid:
+            pids.add(pid)
+    except (ImportError, AttributeError):
+        pass
     return pids
+
+
+_PROCPOOL_SEGMENT = re.compile(r"procpool-(\d+)-")
+
+
+def _live_descendants() -> set[int]:
+    """The test process and every process under it now."""
+    pids = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        pids.update(child.pid for child in psutil.Process().children(recursive=True))
+    return pids
+
+
+def _held_by(pids: set[int], names: set[str]) -> set[str]:
+    """Those of the /dev/shm ``names`` that the processes ``pids`` map or hold open now.
+
+    Files are compared by inode, not by the name in /proc: glibc's sem_open maps a temporary
+    file and then links it under the semaphore's name, so a process's maps never show that
+    name.
+    """
+    if not names:
+        return set()
+    held: set[tuple[int, int]] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                if "/dev/shm/" in line:  # address perms offset major:minor inode path
+                    fields = line.split()
+                    major, minor = fields[3].split(":")
+                    held.add((os.makedev(int(major, 16), int(minor, 16)), int(fields[4])))
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dev/shm/"):
+                        status = os.stat(f"/proc/{pid}/fd/{fd}")
+                        held.add((status.st_dev, status.st_ino))
+    found = set()
+    for name in names:
+        with contextlib.suppress(OSError):
+            status = os.stat(f"/dev/shm/{name}")
+            if (status.st_dev, status.st_ino) in held:
+                found.add(name)
+    return found
+
+
+def _ours(new_segments: set[str], seen: set[int]) -> set[str]:
+    """The segments among ``new_segments`` that this test run made.
+
+    procpool names a segment after the pool's parent process: it is ours if that process is
+    one this run has seen under the test process (``seen``) or started (``support.STARTED``,
+    which still holds a parent that has ended). Any other name is ours if this run's processes
+    map it or hold it open: a multiprocessing semaphore or ``SharedMemory`` left alive. Names
+    made by other programs on the machine are not counted, nor are names of ours that nothing
+    holds any more (they cannot be told from another program's).
+    """
+    ours = set()
+    others = set()
+    for name in new_segments:
+        match = _PROCPOOL_SEGMENT.match(name)
+        if match is None:
+            others.add(name)
+        elif int(match[1]) in seen or support.started_by_this_run(int(match[1])):
+            ours.add(name)
+    return ours | _held_by(_live_descendants(), others)
 
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
+    # Reports made between tests (a module fixture's pool ending) are this test's to show.
+    earlier_violations = take_violations()
+    support.STARTED.clear()  # only processes started during this test; pids get reused
     children_before = _children()
+    seen = _live_descendants()
     shm_before = _shm_segments()
     yield
     gc.collect()  # objects in reference cycles release their resources only now
@@ -100,14 +183,28 @@ def no_leaks() -> Iterator[None]:
     for thread in threads:
         thread.join(5)  # a feeder may still be returning from a generator
     leaked_threads = [t.name for t in threads if t.is_alive()]
+    seen |= _live_descendants()
     leaked_children = _children() - children_before - _helper_pids()
     for pid in leaked_children:  # do not let one leak cascade into every later test
         with contextlib.suppress(psutil.Error):
             psutil.Process(pid).kill()
-    leaked_shm = _shm_segments() - shm_before - _service_shm()
-    assert not leaked_children, f"test leaked child processes: {sorted(leaked_children)}"
-    assert not leaked_threads, f"test leaked procpool threads: {leaked_threads}"
-    assert not leaked_shm, f"test leaked shared-memory segments: {sorted(leaked_shm)}"
+    new_shm = _shm_segments() - shm_before
+    leaked_shm = _ours(new_shm - _service_shm(new_shm), seen)
+    violations = take_violations()  # after the threads: a dispatcher reports as it ends
+    problems = []
+    if leaked_children:
+        problems.append(f"test leaked child processes: {sorted(leaked_children)}")
+    if leaked_threads:
+        problems.append(f"test leaked procpool threads: {leaked_threads}")
+    if leaked_shm:
+        problems.append(f"test leaked shared-memory segments: {sorted(leaked_shm)}")
+    if earlier_violations:
+        problems.append("pools that ended before this test began broke the accounting:\n  "
+                        + "\n  ".join(earlier_violations))
+    if violations:
+        problems.append("the test's pools broke the accounting (every accepted item answered "
+                        "exactly once):\n  " + "\n  ".join(violations))
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture
@@ -133,3 +230,34 @@ def pytest_configure(config: pytest.Config) -> None:
             p for p in (here, os.environ.get("PYTHONPATH")) if p
         )
     multiprocessing.set_forkserver_preload([])
+    # Every pool of the run checks that each accepted item is answered exactly once; workers
+    # and the parent interpreters tests start inherit it. ``=0`` turns it off.
+    os.environ.setdefault(ACCOUNTING_VARIABLE, "1")
+    _remember_started_processes()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Pools that end after the last test (module fixtures, the garbage collector) report here.
+    violations = take_violations()
+    if violations:
+        print("\nprocpool accounting broken after the last test (every accepted item answered "
+              "exactly once):\n  " + "\n  ".join(violations))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _remember_started_processes() -> None:
+    """Record the pid of every process the test process starts (see support.STARTED)."""
+    popen_init = subprocess.Popen.__init__
+    process_start = multiprocessing.process.BaseProcess.start
+
+    def remembering_popen_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        popen_init(self, *args, **kwargs)
+        support.remember_process(self.pid)
+
+    def remembering_start(self: multiprocessing.process.BaseProcess) -> None:
+        process_start(self)
+        if self.pid is not None:
+            support.remember_process(self.pid)
+
+    subprocess.Popen.__init__ = remembering_popen_init  # type: ignore[method-assign]
+    multiprocessing.process.BaseProcess.start = remembering_start  # type: ignore[method-assign]

@@ -7,6 +7,7 @@ these are the specific cases that broke it, kept small so a failure points at on
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -231,10 +232,8 @@ def test_no_new_threads_fails_the_map_instead_of_hanging(monkeypatch: pytest.Mon
 def _open_descriptors() -> dict[int, str]:
     fds = {}
     for name in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # the listing's own descriptor
             fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            pass  # the listing's own descriptor
     return fds
 
 

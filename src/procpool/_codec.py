@@ -3,10 +3,18 @@
 Owns the choice between plain pickle (protocol 5, fast, by reference) and cloudpickle (by value,
 for lambdas, closures and interactively defined code). Imported by the worker, so it must stay
 small: cloudpickle is imported only when it is needed.
+
+cloudpickle carries code by value; it is never a fallback for data. Its pickler also converts
+some objects that plain pickle refuses into something else (an open text file into a StringIO of
+its contents, a memoryview into bytes): ``dumps_by_value`` uses a subclass that keeps only the
+reductions that rebuild an object of the same type, so such data fails with the error the
+stdlib raises (``TypeError: cannot pickle '_io.TextIOWrapper' object``) instead of arriving as
+another type.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import sys
 import traceback
@@ -24,14 +32,67 @@ PROTOCOL = 5
 def dumps(obj: Any) -> bytes:
     """Pickle ``obj``, falling back to cloudpickle for what plain pickle cannot carry.
 
-    Raises whatever cloudpickle raises when neither can pickle it.
+    Raises what ``dumps_by_value`` raises when neither can pickle it: for data plain pickle
+    refuses, the stdlib's own exception.
     """
     try:
         return pickle.dumps(obj, PROTOCOL)
     except Exception:  # pickle raises PicklingError, TypeError, AttributeError, ...
+        pass
+    return dumps_by_value(obj)  # outside the handler: its error is the only one reported
+
+
+def dumps_by_value(obj: Any, buffer_callback: Any = None) -> bytes:
+    """Pickle ``obj`` with cloudpickle: functions, classes and modules that cannot be named
+    travel by value; everything else exactly as plain pickle would carry it, or not at all.
+
+    ``buffer_callback`` is pickle's (protocol 5 out-of-band buffers).
+    """
+    file = io.BytesIO()
+    _by_value_pickler()(file, PROTOCOL, buffer_callback=buffer_callback).dump(obj)
+    return file.getvalue()
+
+
+_ByValuePickler: Any = None
+
+
+def _by_value_pickler() -> Any:
+    """cloudpickle's Pickler, less the reductions that change the type of what they carry.
+
+    cloudpickle's own reductions are its ``reducer_override`` (functions and classes by value,
+    which is what it is for) and its ``dispatch_table`` (by exact type). Two entries of that
+    table turn data plain pickle refuses into data of another type: a text file opened for
+    reading becomes a ``StringIO`` of its contents, a ``memoryview`` becomes ``bytes``. Those
+    are left out, so such data is pickled as plain pickle does it, which raises the stdlib's
+    error; every reduction that code travelling by value needs is kept.
+    """
+    global _ByValuePickler
+    if _ByValuePickler is None:
+        import copyreg
+        from collections import ChainMap
+
         import cloudpickle
 
-        return bytes(cloudpickle.dumps(obj, PROTOCOL))
+        table = {kind: reduce for kind, reduce in cloudpickle.Pickler.dispatch_table.items()
+                 if kind not in (io.TextIOWrapper, memoryview)}
+        table[io.TextIOWrapper] = _standard_stream_reduce
+
+        class ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]
+            dispatch_table = ChainMap(table, copyreg.dispatch_table)
+            dispatch = dispatch_table  # cloudpickle's alias, kept in step
+
+        _ByValuePickler = ByValuePickler
+    return _ByValuePickler
+
+
+def _standard_stream_reduce(stream: Any) -> Any:
+    """sys.stdout and sys.stderr go by name (the receiver's own), as cloudpickle sends them;
+    any other text file fails as plain pickle fails on it."""
+    if stream is sys.stdout:
+        return getattr, (sys, "stdout")
+    if stream is sys.stderr:
+        return getattr, (sys, "stderr")
+    return stream.__reduce_ex__(PROTOCOL)  # raises the stdlib's TypeError
 
 
 loads = pickle.loads
@@ -61,9 +122,7 @@ def dumps_callable(fn: Any, *, inherits_memory: bool) -> tuple[bytes, bool]:
             return pickle.dumps(fn, PROTOCOL), isinstance(fn, _NAMED_CALLABLES)
         except Exception:
             pass
-    import cloudpickle
-
-    return bytes(cloudpickle.dumps(fn, PROTOCOL)), False
+    return dumps_by_value(fn), False
 
 
 # Objects that plain pickle stores as "module.qualname" (it fails for anything it cannot look

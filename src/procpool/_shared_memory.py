@@ -109,11 +109,9 @@ def dumps(obj: Any, names: SegmentNames) -> tuple[bytes, tuple[str, ...]]:
 
     try:
         data = pickle.dumps(obj, PROTOCOL, buffer_callback=out_of_band)
-    except Exception:  # what plain pickle cannot carry, cloudpickle may
-        import cloudpickle
-
+    except Exception:  # what plain pickle cannot carry, cloudpickle may (functions, classes)
         large.clear()
-        data = bytes(cloudpickle.dumps(obj, PROTOCOL, buffer_callback=out_of_band))
+        data = _codec.dumps_by_value(obj, buffer_callback=out_of_band)
     if not large:
         return data, ()
     created: list[str] = []
