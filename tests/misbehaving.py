@@ -348,3 +348,12 @@ def kill_self_on_first_start(marker: str) -> None:
     except FileExistsError:
         return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def announce_then_hold_the_gil(started_fifo: str, seconds: int) -> None:
+    """Say this worker's pid, then sleep in C *holding the GIL* (a PyDLL call does not
+    release it), as an extension stuck in native code would: no thread of this process
+    runs Python meanwhile, the lifeline thread included."""
+    with open(started_fifo, "w") as fifo:
+        fifo.write(str(os.getpid()))
+    ctypes.PyDLL(None).sleep(seconds)

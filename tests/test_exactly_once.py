@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import procpool
@@ -203,6 +204,87 @@ def test_an_executor_done_callback_may_wait_for_another_future() -> None:
         later.append(executor.submit(mb.square, 3))
         assert first.result(WAIT) == 4 and later[0].result(WAIT) == 9
     assert waited == [9]
+
+
+# ---- 7, 9. the parent is SIGKILLed ---------------------------------------------------------
+
+KILLED_PARENT = """
+import sys
+import numpy
+import procpool
+import misbehaving as mb
+
+
+def main(method, started, what):
+    with procpool.Pool(2, context=method) as pool:
+        if what == "gil":  # each task says its pid on a FIFO of its own, then holds the GIL
+            results = [pool.apply_async(mb.announce_then_hold_the_gil, (f"{started}{n}", 60))
+                       for n in range(2)]
+            for result in results:
+                result.get()
+        else:  # large arrays in flight both ways, through shared memory, until killed
+            arrays = (numpy.full(2**16, x, dtype=numpy.float64) for x in range(10**6))
+            for done, _ in enumerate(pool.imap(mb.double_and_say_where, arrays)):
+                if done == 20:
+                    print("flowing", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
+"""
+
+
+def _run_and_kill_a_parent(tmp_path: Path, method: str,
+                           what: str) -> tuple[int, list[int], list[psutil.Process]]:
+    """Start a parent running KILLED_PARENT, SIGKILL it once its work runs; return its pid,
+    its workers' pids, and its janitor."""
+    script = tmp_path / "parent.py"
+    script.write_text(KILLED_PARENT)
+    started = tmp_path / "started"
+    for n in range(2):
+        os.mkfifo(f"{started}{n}")
+    with subprocess.Popen([sys.executable, str(script), method, str(started), what],
+                          stdout=subprocess.PIPE, text=True) as parent:
+        try:
+            if what == "gil":
+                workers = []
+                for n in range(2):
+                    with open(f"{started}{n}") as fifo:
+                        workers.append(int(fifo.read()))
+            else:
+                assert parent.stdout is not None
+                assert parent.stdout.readline() == "flowing\n"
+                workers = [child.pid for child in psutil.Process(parent.pid).children()]
+            janitor = [child for child in psutil.Process(parent.pid).children()
+                       if any("_janitor" in part for part in child.cmdline())]
+        finally:
+            parent.kill()  # SIGKILL: nothing of the parent runs after this
+    return parent.pid, workers, janitor
+
+
+def test_a_task_holding_the_gil_dies_with_a_killed_parent(
+        any_start_method: str, tmp_path: Path) -> None:
+    _, workers, _ = _run_and_kill_a_parent(tmp_path, any_start_method, "gil")
+    _, alive = psutil.wait_procs(
+        [psutil.Process(pid) for pid in workers if psutil.pid_exists(pid)], timeout=WAIT)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], (
+        "workers stuck in C outlived their killed parent")
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_no_segment_outlives_a_parent_killed_with_arrays_in_flight(
+        start_method: str, tmp_path: Path, attempt: int) -> None:
+    pytest.importorskip("numpy")
+    parent, _, janitor = _run_and_kill_a_parent(tmp_path, start_method, "arrays")
+    assert janitor, "the parent had no janitor"
+    # The janitor kills the workers, waits for them, removes what is left, then exits.
+    _, alive = psutil.wait_procs(janitor, timeout=WAIT)
+    assert not alive
+    assert not _segments_of(parent)
+
+
+def _segments_of(pid: int) -> list[str]:
+    return [name for name in os.listdir("/dev/shm") if name.startswith(f"procpool-{pid}-")]
 
 
 # ---- 10. procpool's own threads cannot be started --------------------------------------------

@@ -35,6 +35,7 @@ from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
 
 from . import _accounting as accounting
+from . import _janitor as janitor
 from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
 from ._callbacks import CallbackRunner
@@ -168,6 +169,8 @@ class Dispatcher:
         # behind can be removed (_shared_memory).
         self._segment_prefix = (shared_memory.parent_prefix(os.getpid())
                                 if backend.shares_memory else None)
+        if self._segment_prefix is not None:
+            janitor.watch_segments(self._segment_prefix)  # removed even if we are killed
         self._sent: dict[int, deque[Chunk]] = {}
         self._result_segments_read: dict[int, int] = {}  # chunk id -> count
         self._items_done = 0  # items delivered with a value, for stats()

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from .. import _janitor as janitor
 from .. import _shared_memory as shared_memory
 from .._messages import WorkerInit
 from .._worker import worker_main
@@ -43,6 +44,10 @@ class LocalWorker:
         self._pidfd = pidfd
         self.sentinel = process.sentinel if pidfd is None else pidfd
         self.loss_cause: str | None = None  # the exit status says it all
+        # Until it is reaped, the janitor kills its process group if this process dies
+        # (_start_worker told it): a backstop for a task holding the GIL, which stops the
+        # worker's lifeline thread.
+        self._watched = True
 
     def kill(self, *, force: bool) -> None:
         if self.process.exitcode is not None:
@@ -65,14 +70,18 @@ class LocalWorker:
         # Our own child (fork, spawn): once its pidfd is readable it is a zombie, and waitpid
         # answers at once. Process.join would wait on the sentinel pipe, which a task's child
         # may hold open.
+        exitcode: int | None = None
         if (self._pidfd is not None and popen.method in ("fork", "spawn")
                 and wait([self._pidfd], _REAP_TIMEOUT)):
-            exitcode: int | None = popen.poll(os.WNOHANG)
-            if exitcode is not None:
-                return exitcode
-        # A forkserver's child: the forkserver reaps it and sends us its status.
-        self.process.join(_REAP_TIMEOUT)
-        exitcode = self.process.exitcode
+            exitcode = popen.poll(os.WNOHANG)
+        if exitcode is None:
+            # A forkserver's child: the forkserver reaps it and sends us its status.
+            self.process.join(_REAP_TIMEOUT)
+            exitcode = self.process.exitcode
+        if exitcode is not None and self._watched:
+            # Once only: by a second call, another process may have taken the pid.
+            self._watched = False
+            janitor.forget_worker(self.process.pid)
         return exitcode
 
     def close(self) -> None:
@@ -150,6 +159,7 @@ class LocalBackend(OnThisMachine):
                 daemon=True,
             )
             process.start()
+            janitor.watch_worker(process.pid)
             on_failure.callback(_kill_and_reap, process)
             worker = LocalWorker(worker_id, process, parent_end, lifeline_write,
                                  _open_pidfd(process.pid))
@@ -162,3 +172,5 @@ def _kill_and_reap(process: Any) -> None:
     with contextlib.suppress(OSError):
         os.kill(process.pid, signal.SIGKILL)
     process.join(_REAP_TIMEOUT)
+    if process.exitcode is not None:
+        janitor.forget_worker(process.pid)
