@@ -18,7 +18,9 @@ Who removes a segment's name (its memory lives on while something maps it):
   reads each reply. When the worker dies first, the parent removes the rest of that chunk's
   numbers in turn until one is missing (``remove_numbered``).
 - When the parent itself is killed, its workers remove every segment named after it before
-  they exit (``remove_all_of``; Linux, where /dev/shm can be listed).
+  they exit (``remove_all_of``; Linux, where /dev/shm can be listed), and the janitor
+  (``_janitor.py``) removes them again once every worker has exited: a worker that was stuck
+  in C, or still creating a segment as it swept, leaves nothing behind.
 
 Segments are opened with ``_posixshmem``, as ``multiprocessing.shared_memory`` does, but with
 none of its resource-tracker registration: on Python 3.10-3.12 that registration makes every
