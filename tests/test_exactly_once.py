@@ -336,10 +336,12 @@ def test_a_pool_that_cannot_get_descriptors_fails_to_start_and_leaves_none_open(
                 pool = procpool.Pool(2, context="fork")
             except OSError:
                 failures += 1
-            else:
-                pool.terminate()
+                pool = None
             finally:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            if pool is not None:  # a pool that started serves: never a broken one
+                with pool:
+                    assert pool.apply(mb.square, (3,)) == 9
             # A worker that did start holds its sentinel pipes until multiprocessing forgets
             # its Process object.
             multiprocessing.active_children()
