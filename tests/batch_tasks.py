@@ -55,3 +55,10 @@ def logged_square(x: int, control: str) -> int:
         with open(os.path.join(control, "release")) as fifo:
             fifo.read()
     return x * x
+
+
+def as_float(x: str) -> Any:
+    """float(x) as a plain value, inside a list, a dict (as a value and as a key) and a set
+    (which the results encoder converts): "nan", "inf" and "-inf" give non-finite floats."""
+    value = float(x)
+    return [value, {"value": value, value: x}, {value}]

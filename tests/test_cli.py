@@ -7,8 +7,10 @@ task writes to; nothing sleeps.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import importlib.metadata
 import json
 import os
 import pty
@@ -381,3 +383,285 @@ def test_the_runner_runs_on_a_dask_cluster_too(tmp_path: Path) -> None:
     assert {i: r.get("result") for i, r in results.items() if r["status"] == "ok"} == {
         i: i * i for i in range(6)}
     assert results[6]["status"] == "error" and results[6]["error"]["type"] == "TypeError"
+
+
+# ---- found by using it as a new user -------------------------------------------------------------
+
+
+def journal_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".journal" in p.name)
+
+
+def test_a_results_path_that_is_a_folder_is_refused_clearly(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1, 2])
+    (tmp_path / "out").mkdir()
+    for extra in ([], ["--restart"]):
+        folder = procpool("run", "batch_tasks:square", "items.jsonl", "-o", "out", *extra,
+                          cwd=tmp_path)
+        assert folder.returncode == 2, folder.stderr
+        assert "the results file out is a folder" in folder.stderr
+        assert "Traceback" not in folder.stderr
+    assert journal_files(tmp_path) == []
+
+
+def test_a_run_that_cannot_start_leaves_nothing_and_a_plain_retry_runs(tmp_path: Path) -> None:
+    # The journal exists by the time the run finds what is wrong: a CSV header is read only
+    # once the items are.
+    (tmp_path / "words.csv").write_text("word,word\nhi,ho\n")
+    bad = procpool("run", "batch_tasks:shout", "words.csv", "-o", "words.jsonl", cwd=tmp_path)
+    assert bad.returncode == 2 and "must name each column once" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert journal_files(tmp_path) == [] and not (tmp_path / "words.jsonl").exists()
+    status = procpool("status", "words.jsonl.journal", cwd=tmp_path)
+    assert status.returncode == 2 and "there is no journal" in status.stderr
+
+    (tmp_path / "words.csv").write_text("word,times\nhi,2\n")  # fixed: the same command runs
+    fixed = procpool("run", "batch_tasks:shout", "words.csv", "-o", "words.jsonl", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert read_results(tmp_path / "words.jsonl")[0]["result"] == "HI!HI!"
+
+
+def test_a_csv_that_is_not_utf8_is_refused_without_a_journal(tmp_path: Path) -> None:
+    (tmp_path / "words.csv").write_bytes(b"word,times\nhi,1\nyo,1\n\xff\xfe,1\n")
+    done = procpool("run", "batch_tasks:shout", "words.csv", cwd=tmp_path)
+    assert done.returncode == 2 and "cannot read the input 'words.csv'" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert journal_files(tmp_path) == [] and not (tmp_path / "results.jsonl").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_a_read_only_results_folder_is_refused_before_any_journal(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        done = procpool("run", "batch_tasks:square", "items.jsonl", "-o", "locked/out.jsonl",
+                        "--journal", "out.journal", cwd=tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 2 and "the folder locked is not writable" in done.stderr
+    assert journal_files(tmp_path) == []
+
+
+def test_a_missing_results_folder_is_named(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1])
+    done = procpool("run", "batch_tasks:square", "items.jsonl", "-o", "nowhere/dir/out.jsonl",
+                    cwd=tmp_path)
+    assert done.returncode == 2
+    assert ("cannot write the results file nowhere/dir/out.jsonl: the folder nowhere/dir does "
+            "not exist") in done.stderr, done.stderr
+    assert ".journal" not in done.stderr
+
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "gone" / "out.jsonl")
+    linked = procpool("run", "batch_tasks:square", "items.jsonl", "-o", "link.jsonl",
+                      cwd=tmp_path)
+    assert linked.returncode == 2
+    assert f"the folder {tmp_path / 'gone'} does not exist" in linked.stderr, linked.stderr
+    assert journal_files(tmp_path) == []
+
+    journal = procpool("run", "batch_tasks:square", "items.jsonl", "--journal",
+                       "nowhere/run.journal", cwd=tmp_path)
+    assert journal.returncode == 2
+    assert ("cannot create the journal nowhere/run.journal: the folder nowhere does not exist"
+            in journal.stderr), journal.stderr
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def test_every_results_line_is_strict_json_even_for_nan_and_infinity(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", ["nan", "inf", "-inf", "1.5"])
+    (tmp_path / "items.jsonl").write_text(
+        (tmp_path / "items.jsonl").read_text() + "NaN\n")  # lenient input: a bare NaN
+    done = procpool("run", "batch_tasks:as_float", "items.jsonl", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    results = {}
+    for line in lines:
+        result = json.loads(line, parse_constant=_refuse_constant)
+        results[result["index"]] = result
+    assert [results[i]["result"] for i in range(4)] == [
+        ["NaN", {"value": "NaN", "NaN": "nan"}, ["NaN"]],
+        ["Infinity", {"value": "Infinity", "Infinity": "inf"}, ["Infinity"]],
+        ["-Infinity", {"value": "-Infinity", "-Infinity": "-inf"}, ["-Infinity"]],
+        [1.5, {"value": 1.5, "1.5": "1.5"}, [1.5]],
+    ]
+    assert results[4]["result"][0] == "NaN" and results[4]["input"] == "NaN"
+    assert [float(results[i]["result"][0]) for i in range(1, 4)] == [
+        float("inf"), float("-inf"), 1.5]  # the strings read back with float()
+
+
+def test_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "procpool", "--version"], capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"procpool {importlib.metadata.version('procpool')}\n"
+
+
+def test_every_option_has_help() -> None:
+    from procpool._cli import _parser
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in [("procpool", parser), *commands.choices.items()]:
+        for action in command._actions:
+            assert action.help, f"{name} {'/'.join(action.option_strings) or action.dest}"
+
+
+def test_status_accepts_the_results_file(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1, 2])
+    assert procpool("run", "batch_tasks:square", "items.jsonl", "-o", "out.jsonl",
+                    cwd=tmp_path).returncode == 0
+    status = procpool("status", "out.jsonl", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "journal   out.jsonl.journal" in status.stdout and "state     finished" in status.stdout
+
+    alone = procpool("status", "items.jsonl", cwd=tmp_path)
+    assert alone.returncode == 2 and "no items.jsonl.journal beside it" in alone.stderr
+
+
+def test_a_finished_run_leaves_only_the_results_and_the_journal(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(20)))
+    assert procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path).returncode == 0
+    assert procpool("status", "results.jsonl.journal", cwd=tmp_path).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "items.jsonl", "results.jsonl", "results.jsonl.journal"]
+    # Still a journal that resumes (nothing to do) and refuses a second plain run.
+    resumed = procpool("run", "batch_tasks:square", "items.jsonl", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0 and "20 of 20 items, 20 ok" in resumed.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "items.jsonl", "results.jsonl", "results.jsonl.journal"]
+    again = procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+# The runner with hooks: its clock is read from CONTROL/clock (which the test writes); after
+# the Nth item is recorded (journal and results file) for N in PAUSE_AT, it says N on the FIFO
+# CONTROL/recorded and waits for a line on the FIFO CONTROL/go; with FAIL_WRITE_AT, that
+# write to the results file fails as on a full disk.
+_HOOKED_RUNNER = """
+import errno
+import os
+import sys
+from pathlib import Path
+
+import procpool._batch
+import procpool._journal
+from procpool._cli import main
+
+control, pause_at, fail_write_at = Path(sys.argv[1]), eval(sys.argv[2]), int(sys.argv[3])
+
+
+def clock():
+    return (control / "clock").read_text()
+
+
+procpool._journal.now_text = procpool._batch.now_text = clock
+mark_written = procpool._journal.Journal.mark_written
+marked = 0
+
+
+def hooked_mark_written(self, index, offset):
+    global marked
+    mark_written(self, index, offset)
+    marked += 1
+    if marked in pause_at:
+        with open(control / "recorded", "w") as fifo:
+            fifo.write(str(marked))
+        with open(control / "go") as fifo:
+            fifo.read()
+
+
+class FullDisk:
+    writes = 0
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def pwrite(self, fd, data, offset):
+        FullDisk.writes += 1
+        if FullDisk.writes == fail_write_at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.pwrite(fd, data, offset)
+
+
+procpool._journal.Journal.mark_written = hooked_mark_written
+procpool._batch.os = FullDisk()
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def hooked_runner(control: Path, arguments: list[str], *, pause_at: tuple[int, ...] = (),
+                  fail_write_at: int = 0) -> list[str]:
+    control.mkdir(exist_ok=True)
+    for fifo in ("recorded", "go"):
+        if not (control / fifo).exists():
+            os.mkfifo(control / fifo)
+    if not (control / "clock").exists():
+        (control / "clock").write_text("2000-01-01 00:00:00 +0000")
+    return [sys.executable, "-c", _HOOKED_RUNNER, str(control), repr(pause_at),
+            str(fail_write_at), *arguments]
+
+
+def test_status_after_a_sigkill_shows_when_the_last_item_was_recorded(tmp_path: Path) -> None:
+    control = tmp_path / "control"
+    write_jsonl(tmp_path / "items.jsonl", list(range(10)))
+    command = hooked_runner(control, ["run", "batch_tasks:square", "items.jsonl", "-w", "1"],
+                            pause_at=(3, 4))
+    started, later = "2000-01-01 00:00:00 +0000", "2000-01-01 01:30:00 +0000"
+    runner = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        with open(control / "recorded") as fifo:
+            assert fifo.read() == "3"
+        (control / "clock").write_text(later)
+        with open(control / "go", "w") as fifo:
+            fifo.write("go")
+        with open(control / "recorded") as fifo:  # a fourth item, recorded at the later time
+            assert fifo.read() == "4"
+        runner.kill()
+        runner.wait(timeout=RUN_TIMEOUT)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    status = procpool("status", "results.jsonl.journal", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert f"started   {started}, last update {later}" in status.stdout, status.stdout
+    assert "stopped before finishing" in status.stdout
+    assert "items     4 of 10 recorded" in status.stdout
+
+
+def test_a_run_stopped_by_an_error_says_why_and_resumes(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(10)))
+    command = hooked_runner(tmp_path / "control",
+                            ["run", "batch_tasks:square", "items.jsonl", "-w", "1"],
+                            fail_write_at=4)
+    failed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT)
+    assert failed.returncode == 2, failed.stderr
+    assert ("cannot write the results file results.jsonl: No space left on device"
+            in failed.stderr), failed.stderr
+    status = procpool("status", "results.jsonl", cwd=tmp_path)
+    assert ("state     stopped by an error: cannot write the results file results.jsonl: No "
+            "space left on device (once that is fixed, continue it with --resume)"
+            in status.stdout), status.stdout
+    assert "4 of 10 recorded" in status.stdout  # the fourth is recorded, its line not written
+    resumed = procpool("run", "batch_tasks:square", "items.jsonl", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert {i: r["result"] for i, r in read_results(tmp_path / "results.jsonl").items()} == {
+        x: x * x for x in range(10)}
+    assert "state     finished" in procpool("status", "results.jsonl", cwd=tmp_path).stdout
+
+
+def test_a_refused_resume_leaves_the_journal_as_it_was(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(5)))
+    assert procpool("run", "batch_tasks:square", "items.jsonl", cwd=tmp_path).returncode == 0
+    before = procpool("status", "results.jsonl.journal", cwd=tmp_path).stdout
+    write_jsonl(tmp_path / "items.jsonl", [0, 1, 99, 3, 4])
+    changed = procpool("run", "batch_tasks:square", "items.jsonl", "--resume", cwd=tmp_path)
+    assert changed.returncode == 2 and "the input changed" in changed.stderr
+    after = procpool("status", "results.jsonl.journal", cwd=tmp_path).stdout
+    assert after == before and "state     finished" in after

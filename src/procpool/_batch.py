@@ -10,14 +10,19 @@ A results line:
     {"index": 3, "status": "ok", "result": ..., "attempts": 1, "duration": 0.0121, "input": ...}
     {"index": 4, "status": "error", "error": {"type", "message", "traceback"}, ...}
 status is ok, error (the function raised), died (its worker died), timeout (--task-timeout)
-or invalid (the input line is malformed; the function was not called).
+or invalid (the input line is malformed; the function was not called). Every line is strict
+JSON: a NaN or infinite float is written as the string "NaN", "Infinity" or "-Infinity".
+
+A run that fails before recording any item (the results file cannot be written, the input
+turns out unreadable) leaves nothing behind: the journal it created is deleted, so the same
+command works once the cause is fixed. One that fails later keeps its journal, marked failed
+with the reason, for --resume.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import json
 import os
 import queue
 import sys
@@ -28,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ._batch_input import InputError, InputRecord, InputSource
-from ._batch_item import BatchItem, ItemReport, describe_error, run_item
+from ._batch_item import BatchItem, ItemReport, describe_error, json_text, run_item
 from ._engine import name_of
 from ._errors import TaskTimeout, WorkerDied
 from ._journal import Journal, JournalCounts, JournalError, holder_of, now_text
@@ -121,36 +126,61 @@ def run_batch(spec: RunSpec) -> RunSummary:
         source = InputSource(spec.input, spec.input_format)
     except InputError as exc:
         raise UsageError(str(exc)) from None
-    journal = _open_journal(spec, source)
+    _check_output(spec.output)
+    journal, fresh = _open_journal(spec, source)
+    before = {"state": journal.meta("state") or "unknown", "updated": journal.meta("updated")}
     started = time.monotonic()
     recorder = _Recorder(journal, spec.output, name_of(function))
-    interrupted = False
-    total = source.count()
     try:
-        journal.set_meta(state="running", updated=now_text(),
-                         **({} if total is None else {"total": total}))
-        recorder.catch_up()
-        feeder = _Feeder(source, journal.fingerprints())
-        remaining = None if total is None else max(0, total - len(feeder.recorded))
-        tracker = make_tracker(spec.progress, remaining, name_of(function))
-        recorder.tracker_advance = tracker.advance if tracker else None
         try:
-            _run_items(spec, function, feeder, recorder)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if tracker is not None:
-                tracker.finish()
-        if interrupted:
-            journal.set_meta(state="interrupted", updated=now_text())
+            return _session(spec, function, source, journal, recorder, started)
+        except InputError as exc:
+            raise UsageError(str(exc)) from None
+    except BaseException as exc:
+        if fresh and journal.counts().items == 0:
+            # It never started: leave nothing that would make the same command refuse to run.
+            recorder.close(remove_if_created=True)
+            journal.discard()
+        elif not fresh and recorder.session_items == 0:
+            # A resume refused (the input changed) or stopped before it ran anything: the
+            # journal still tells the story of the session before it.
+            journal.set_meta(**{key: value for key, value in before.items() if value})
+        elif isinstance(exc, Exception):
+            journal.set_meta(state="failed", updated=now_text(),
+                             error=str(exc) or type(exc).__name__)
         else:
-            total = feeder.read
-            journal.set_meta(state="finished", updated=now_text(), total=total)
-        return RunSummary(journal.counts(), total, recorder.session_items,
-                          time.monotonic() - started, interrupted)
+            journal.set_meta(state="interrupted", updated=now_text())
+        raise
     finally:
         recorder.close()
         journal.close()
+
+
+def _session(spec: RunSpec, function: Callable[..., Any], source: InputSource,
+             journal: Journal, recorder: _Recorder, started: float) -> RunSummary:
+    interrupted = False
+    total = source.count()
+    journal.set_meta(state="running", updated=now_text(),
+                     **({} if total is None else {"total": total}))
+    recorder.catch_up()
+    feeder = _Feeder(source, journal.fingerprints())
+    remaining = None if total is None else max(0, total - len(feeder.recorded))
+    tracker = make_tracker(spec.progress, remaining, name_of(function))
+    recorder.tracker_advance = tracker.advance if tracker else None
+    try:
+        _run_items(spec, function, feeder, recorder)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if tracker is not None:
+            tracker.finish()
+    if interrupted:
+        journal.set_meta(state="interrupted", updated=now_text())
+    else:
+        total = feeder.read
+        journal.set_meta(state="finished", updated=now_text(), total=total)
+    return RunSummary(journal.counts(), total, recorder.session_items,
+                      time.monotonic() - started, interrupted)
 
 
 def _run_items(spec: RunSpec, function: Callable[..., Any], feeder: _Feeder,
@@ -228,6 +258,7 @@ class _Recorder:
         self._output = output
         self._fd = -1
         self._size = 0
+        self._created = False  # this session created the results file
         self.session_items = 0
         self.tracker_advance: Callable[..., None] | None = None
 
@@ -236,7 +267,11 @@ class _Recorder:
         lines recorded but not written before the last run stopped."""
         journal = self._journal
         try:
-            self._fd = os.open(self._output, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._fd = os.open(self._output, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                self._created = True
+            except FileExistsError:
+                self._fd = os.open(self._output, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise UsageError(f"cannot write the results file {self._output}: "
                              f"{exc.strerror}") from None
@@ -298,14 +333,21 @@ class _Recorder:
         data = line.encode()
         view = memoryview(data)
         while view:
-            written = os.pwrite(self._fd, view, self._size)
+            try:
+                written = os.pwrite(self._fd, view, self._size)
+            except OSError as exc:  # a full disk: what is recorded is written on --resume
+                raise UsageError(f"cannot write the results file {self._output}: "
+                                 f"{exc.strerror}") from None
             view = view[written:]
             self._size += written
 
-    def close(self) -> None:
+    def close(self, *, remove_if_created: bool = False) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if remove_if_created and self._created:
+            self._output.unlink(missing_ok=True)
+            self._created = False
 
 
 class _Raw:
@@ -319,18 +361,47 @@ def _line(record: InputRecord, status: str, attempts: int, duration: float | Non
           fields: dict[str, Any]) -> str:
     parts = [f'"index": {record.index}', f'"status": "{status}"']
     for key, value in fields.items():
-        text = value.text if isinstance(value, _Raw) else json.dumps(value)
+        text = value.text if isinstance(value, _Raw) else json_text(value, str)
         parts.append(f'"{key}": {text}')
     parts.append(f'"attempts": {attempts}')
     parts.append(f'"duration": {"null" if duration is None else round(duration, 6)}')
-    parts.append(f'"input": {json.dumps(record.shown, default=str)}')
+    parts.append(f'"input": {json_text(record.shown, str)}')
     return "{" + ", ".join(parts) + "}\n"
 
 
-def _open_journal(spec: RunSpec, source: InputSource) -> Journal:
+def _check_output(output: Path) -> None:
+    """Refuse, before any journal exists, a results file that cannot be written."""
+    if output.is_dir():
+        raise UsageError(f"the results file {output} is a folder; name a file with -o, for "
+                         f"example -o {output / 'results.jsonl'}")
+    real, named = output, str(output)
+    if output.is_symlink():
+        real = Path(os.path.realpath(output))
+        named = f"{output} (a link to {real})"
+    folder = real.parent
+    if not folder.exists():
+        raise UsageError(f"cannot write the results file {named}: the folder {folder} does "
+                         f"not exist")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write the results file {named}: {folder} is not a folder")
+    if real.exists():
+        if not real.is_file():
+            raise UsageError(f"the results file {named} is not a regular file (results are "
+                             f"rewritten in place on --resume); name a file with -o")
+        if not os.access(real, os.W_OK):
+            raise UsageError(f"cannot write the results file {named}: permission denied")
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the results file {named}: the folder {folder} is "
+                         f"not writable")
+
+
+def _open_journal(spec: RunSpec, source: InputSource) -> tuple[Journal, bool]:
+    """The journal of this run, and whether it was created now (not resumed)."""
     run = {"function": spec.function, "input": source.identity,
            "output": str(spec.output.resolve())}
     path = spec.journal
+    if path.is_dir():
+        raise UsageError(f"the journal {path} is a folder; name a file with --journal")
     if spec.restart:
         holder = holder_of(path)
         if holder is not None:
@@ -352,13 +423,13 @@ def _open_journal(spec: RunSpec, source: InputSource) -> Journal:
                     f"{theirs.get('input')} into {theirs.get('output')}; this is "
                     f"{run['function']} over {run['input']} into {run['output']}. Resume with "
                     f"the same arguments, or use another --output/--journal")
-            return journal
+            return journal, False
         if spec.resume:
             raise UsageError(f"nothing to resume: there is no journal at {path}")
         if spec.output.exists() and spec.output.stat().st_size:
             raise UsageError(f"the results file {spec.output} exists and has no journal; "
                              f"choose another --output, or pass --restart to overwrite it")
-        return Journal.create(path, run)
+        return Journal.create(path, run), True
     except JournalError as exc:
         raise UsageError(str(exc)) from None
 

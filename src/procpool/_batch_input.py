@@ -84,11 +84,14 @@ class InputSource:
             return None
         if self.kind == "files":
             return len(self._files)
-        if self.kind == "csv":
-            with open(self.spec, newline="", encoding="utf-8") as handle:
-                return max(0, sum(1 for _ in csv.reader(handle)) - 1)
-        with open(self.spec, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
+        try:
+            if self.kind == "csv":
+                with open(self.spec, newline="", encoding="utf-8") as handle:
+                    return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+            with open(self.spec, "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"cannot read the input {self.spec!r}: {exc}") from None
 
     def records(self) -> Iterator[InputRecord]:
         if self.kind == "files":

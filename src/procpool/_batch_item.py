@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 import traceback
@@ -46,7 +47,7 @@ def run_item(function: Callable[..., Any], item: BatchItem) -> ItemReport:
         return ItemReport(False, time.perf_counter() - started, error=describe_error(exc))
     duration = time.perf_counter() - started
     try:
-        return ItemReport(True, duration, result_json=json.dumps(result, default=_plain))
+        return ItemReport(True, duration, result_json=json_text(result, _plain))
     except (TypeError, ValueError) as exc:
         error = TypeError(
             f"the result ({type(result).__qualname__}) cannot be written as JSON: {exc}. Return "
@@ -54,6 +55,36 @@ def run_item(function: Callable[..., Any], item: BatchItem) -> ItemReport:
             f"numpy values are converted)"
         )
         return ItemReport(False, duration, error=describe_error(error))
+
+
+def json_text(value: Any, default: Callable[[Any], Any]) -> str:
+    """``value`` as strict JSON text. NaN, inf and -inf, which JSON has no numbers for, are
+    written as the strings "NaN", "Infinity" and "-Infinity" (what ``float()`` reads back), as
+    protobuf's JSON mapping and OPC UA's JSON encoding do, instead of the bare ``NaN`` that
+    ``json.dumps`` writes and strict JSON readers (jq, JavaScript, ``json.loads`` with
+    ``parse_constant`` raising) reject."""
+    text = json.dumps(value, default=default)
+    if "NaN" not in text and "Infinity" not in text:  # the usual case: nothing to replace
+        return text
+
+    def finite_default(item: Any) -> Any:
+        return _finite(default(item))
+
+    return json.dumps(_finite(value), default=finite_default, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (numpy's too, once converted) as a string."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {_finite(key) if isinstance(key, float) else key: _finite(item)
+                for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def describe_error(error: BaseException) -> dict[str, str]:

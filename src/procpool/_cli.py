@@ -10,9 +10,12 @@ arguments, unreadable input, a journal of another run); 130 interrupted (resume 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import re
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,7 +28,7 @@ examples:
   procpool run mytasks:resize 'photos/*.jpg' -o resized.jsonl
   procpool run mytasks:score items.jsonl --task-timeout 60 --retries 2
   procpool run mytasks:score items.jsonl --resume      # after Ctrl-C, a kill or a reboot
-  procpool status resized.jsonl.journal
+  procpool status resized.jsonl       # or its journal, resized.jsonl.journal
 """
 
 
@@ -39,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"procpool {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the first item or after the last: nothing to summarise
+        print(f"procpool {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -62,7 +68,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     )
     # A plain `kill` stops the run as Ctrl-C does: the journal is closed cleanly either way
     # (and a SIGKILL loses nothing recorded), but this way the summary is printed.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _interrupt_this_process())
     summary = run_batch(spec)
     print(summary.line(output), flush=True)
     if summary.interrupted:
@@ -80,6 +86,7 @@ def _backend(args: argparse.Namespace) -> Any:
 
 
 def _status(path: Path) -> int:
+    path = _journal_path(path)
     try:
         journal = Journal.open(path, read_only=True)
     except JournalError as exc:
@@ -96,6 +103,9 @@ def _status(path: Path) -> int:
             state = "stopped before finishing (killed?); continue it with --resume"
         elif state == "interrupted":
             state = "interrupted; continue it with --resume"
+        elif state == "failed":
+            state = (f"stopped by an error: {journal.meta('error')} (once that is fixed, "
+                     f"continue it with --resume)")
         failed = f"{counts.failed} failed"
         if counts.timed_out:
             failed += f" ({counts.timed_out} timed out)"
@@ -114,11 +124,61 @@ def _status(path: Path) -> int:
     return 0
 
 
+def _journal_path(path: Path) -> Path:
+    """The journal ``procpool status PATH`` means: PATH, or, when PATH is a run's results file,
+    the journal beside it (OUTPUT.journal)."""
+    if _is_sqlite(path):
+        return path
+    beside = Path(f"{path}.journal")
+    if beside.exists():
+        return beside
+    if path.is_file() and not path.name.endswith(".journal"):
+        raise UsageError(f"{path} is not a journal, and there is no {beside} beside it (the "
+                         f"journal of a run with -o {path}); pass the --journal path the run "
+                         f"used")
+    return path
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"procpool {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed procpool's version; from a source tree that is not installed, the
+    package's own ``__version__``."""
+    try:
+        return importlib.metadata.version("procpool")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="procpool", description="Run a Python function over many inputs in parallel.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print procpool's version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="run or status; procpool COMMAND -h for its options")
 
     run = commands.add_parser(
         "run", help="map MODULE:FUNCTION over the items of INPUT, with a resumable journal",
@@ -171,11 +231,17 @@ def _parser() -> argparse.ArgumentParser:
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true", default=None,
                        help="show a progress bar (default: when stderr is a terminal)")
-    shown.add_argument("--no-progress", dest="progress", action="store_false")
+    shown.add_argument("--no-progress", dest="progress", action="store_false",
+                       help="never show a progress bar, even when stderr is a terminal")
 
-    status = commands.add_parser("status", help="say where a run stands",
-                                 description="Print where the run recorded in JOURNAL stands.")
-    status.add_argument("journal", metavar="JOURNAL")
+    status = commands.add_parser(
+        "status", help="say where a run stands",
+        description="Print where the run recorded in JOURNAL stands: its function, input and "
+                    "results file, when it started and last recorded an item, whether it "
+                    "finished, and how many items are recorded.")
+    status.add_argument("journal", metavar="JOURNAL",
+                        help="the run's journal, or its results file (then the journal is "
+                             "OUTPUT.journal beside it)")
     return parser
 
 
@@ -220,5 +286,16 @@ def _parse(kind: Any, text: str, what: str) -> Any:
         raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> NoReturn:
-    raise KeyboardInterrupt
+def _interrupt_this_process() -> Callable[[int, object], NoReturn]:
+    """A SIGTERM handler that raises KeyboardInterrupt in this process only."""
+    runner = os.getpid()
+
+    def handler(signum: int, frame: object) -> NoReturn:
+        if os.getpid() != runner:
+            # A worker forked before it set its own handlers (the pool stops it as it
+            # starts): it dies of the signal, as without this handler, with no traceback.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        raise KeyboardInterrupt
+
+    return handler

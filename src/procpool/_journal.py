@@ -15,7 +15,14 @@ step 3 never happened, or half a line), rebuilt from the journal if it is shorte
 item is therefore never run again and never written twice.
 
 WAL mode with ``synchronous=NORMAL``: a commit survives the runner being killed at any point;
-after a power cut the last commits may be lost, and those items simply run again.
+after a power cut the last commits may be lost, and those items simply run again. Closing the
+journal (a run that finishes, is interrupted or fails) checkpoints it back into a single file
+(rollback-journal mode; the next runner turns WAL on again) and removes the lock file, so a
+run that ended leaves only the results file and the journal; ``procpool status`` then reads it
+without creating any file beside it.
+
+Every recorded item also stamps ``updated`` in the same commit, so after a ``kill -9`` the
+journal still says when the last item was recorded.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ class Journal:
         self.path = path
         self._db = connection
         self._lock_fd = lock_fd
+        self._closed = False
         self._written = self._db.execute("SELECT COALESCE(MAX(written), 0) FROM items"
                                          ).fetchone()[0]
 
@@ -80,14 +88,28 @@ class Journal:
             raise JournalError(f"a journal already exists at {path}")
         lock_fd = _lock(path)
         try:
-            connection = _connect(path)
-            with connection:
-                connection.executescript(_SCHEMA)
-                meta = {"format": FORMAT, "run": json.dumps(run, sort_keys=True),
-                        "created": now_text(), "output_offset": "0"}
-                connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            if path.exists():  # created by a runner that held the lock just before this one
+                raise JournalError(f"a journal already exists at {path}")
+            try:
+                connection = _connect(path)
+                try:
+                    with connection:
+                        connection.executescript(_SCHEMA)
+                        created = now_text()
+                        meta = {"format": FORMAT, "run": json.dumps(run, sort_keys=True),
+                                "created": created, "updated": created, "output_offset": "0"}
+                        connection.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+                except BaseException:
+                    connection.close()
+                    raise
+            except BaseException:
+                _remove_database(path)  # nothing half-made stays behind
+                raise
+        except sqlite3.Error as exc:
+            _unlock(path, lock_fd)
+            raise JournalError(f"cannot create the journal {path}: {exc}") from None
         except BaseException:
-            os.close(lock_fd)
+            _unlock(path, lock_fd)
             raise
         return cls(path, connection, lock_fd)
 
@@ -107,14 +129,37 @@ class Journal:
                 raise
         except BaseException:
             if lock_fd is not None:
-                os.close(lock_fd)
+                _unlock(path, lock_fd)
             raise
         return cls(path, connection, lock_fd)
 
     def close(self) -> None:
+        """Close the journal; the runner's copy is checkpointed into one file and unlocked."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._lock_fd is not None:
+            # Back to a single file: the WAL is checkpointed into the database and it and its
+            # index (-wal, -shm) are removed. A reader (procpool status) that holds it open
+            # makes this fail after a moment: the journal then simply stays in WAL mode.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA busy_timeout = 1000")
+                self._db.execute("PRAGMA journal_mode = DELETE")
         self._db.close()
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            _unlock(self.path, self._lock_fd)
+            self._lock_fd = None
+
+    def discard(self) -> None:
+        """Close and delete the journal: a run that failed before recording anything."""
+        if self._closed:
+            return
+        self._closed = True
+        self._db.close()
+        _remove_database(self.path)
+        if self._lock_fd is not None:
+            _unlock(self.path, self._lock_fd)
+            self._lock_fd = None
 
     # ---- what the run is ---------------------------------------------------------------------
 
@@ -145,13 +190,15 @@ class Journal:
                              (index, fingerprint, status, attempts, duration, line))
 
     def mark_written(self, index: int, output_offset: int) -> None:
-        """Step 3: the line is in the results file, which is now ``output_offset`` bytes."""
+        """Step 3: the line is in the results file, which is now ``output_offset`` bytes.
+        Also stamps ``updated``: the time of the last recorded item, even after a kill -9."""
         self._written += 1
         with self._db:
             self._db.execute("UPDATE items SET written = ? WHERE idx = ?",
                              (self._written, index))
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'output_offset'",
                              (str(output_offset),))
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'updated'", (now_text(),))
 
     def output_offset(self) -> int:
         return int(self.meta("output_offset") or 0)
@@ -205,24 +252,53 @@ def _check(path: Path, connection: sqlite3.Connection) -> None:
 
 
 def _lock(path: Path) -> int:
-    """Hold an exclusive lock on ``path``.lock for as long as the journal is open."""
+    """Hold an exclusive lock on ``path``.lock for as long as the journal is open.
+
+    The holder removes the lock file when it closes the journal (``_unlock``), so a lock taken
+    on a file that has just been removed guards nothing: it is dropped and taken again on the
+    file now at that path."""
     lock_path = Path(f"{path}.lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise JournalError(f"cannot use the journal {path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = ""
-        with contextlib.suppress(OSError):
-            holder = os.pread(fd, 32, 0).decode().strip()
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            folder = path.parent
+            if not folder.is_dir():
+                raise JournalError(f"cannot create the journal {path}: the folder {folder} "
+                                   f"does not exist") from None
+            raise JournalError(f"cannot use the journal {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 32, 0).decode().strip()
+            os.close(fd)
+            raise JournalError(f"another procpool run (pid {holder or '?'}) is using the "
+                               f"journal {path}; wait for it, or stop it first") from None
+        try:
+            current = os.stat(lock_path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
         os.close(fd)
-        raise JournalError(f"another procpool run (pid {holder or '?'}) is using the journal "
-                           f"{path}; wait for it, or stop it first") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+def _unlock(path: Path, fd: int) -> None:
+    """Remove the lock file, then let go of the lock (see ``_lock``)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{path}.lock")
+    os.close(fd)
+
+
+def _remove_database(path: Path) -> None:
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 def holder_of(path: Path) -> int | None:
