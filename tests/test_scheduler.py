@@ -433,3 +433,36 @@ def test_a_cancelled_chunk_is_skipped_and_the_next_one_queued_in_its_place() -> 
     chunks = quick_chunks(3)
     chunks[1] = Chunk(1, chunks[1].function, b"", CallMode.ONE_ARG, 1, 1, _Cancelled(), "c1")
     assert sends(scheduler.submit(chunks, 0.0)) == [(0, 0), (0, 2)]
+
+
+def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_took_it() -> None:
+    # The kill ordered for chunk 0 (cancelled) lands only after the worker has reported it
+    # done and gone on to chunk 2, waiting in its pipe: chunk 2 is running there now, and
+    # its answer, or its rerun elsewhere, must be the only one.
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    scheduler.submit(chunks[:1], 0.0)
+    scheduler.chunk_done(0, 0, 0.5, seconds=0.001)  # the pace is known: later chunks queue
+    scheduler.submit(chunks[1:], 1.0)
+    assert scheduler.workers[0].queued is chunks[2]
+    assert scheduler.cancel(chunks[1]) == [KillWorker(0)]
+    done, actions = scheduler.chunk_done(0, 0, 1.1, seconds=0.001)
+    assert done is chunks[1] and sends(actions) == []
+    assert scheduler.running[0] is chunks[2]  # no "reported a chunk it was not given" later
+    actions = scheduler.worker_lost(0, DEATH, 1.2)
+    assert not any(isinstance(a, (FailChunk, DropChunk)) for a in actions)
+    assert sends(actions) == [(1, 2)]  # it runs again on the replacement
+
+
+def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once() -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    scheduler.submit(chunks[:1], 0.0)
+    scheduler.chunk_done(0, 0, 0.5, seconds=0.001)
+    scheduler.submit(chunks[1:], 1.0)
+    scheduler.cancel(chunks[1])
+    scheduler.chunk_done(0, 0, 1.1, seconds=0.001)
+    done, _ = scheduler.chunk_done(0, 0, 1.2, seconds=0.001)
+    assert done is chunks[2]
+    actions = scheduler.worker_lost(0, DEATH, 1.3)
+    assert sends(actions) == [] and not scheduler.pending

@@ -444,7 +444,7 @@ class Dispatcher:
             return  # it could not be unpickled; the item has failed with that
         outcome = values[0]
         if type(outcome) is ItemFailure:
-            error = _with_remote_traceback(outcome.error, outcome.traceback_text)
+            error = _item_error(chunk, position, outcome)
             if self._scheduler.should_retry(chunk, error):
                 self._carry_out_all(self._scheduler.retry_item(chunk, position, now))
                 return
@@ -587,8 +587,9 @@ class Dispatcher:
             return shared_memory.loads(results_payload, segments)  # type: ignore[no-any-return]
         except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
             error = ResultSerializationError(
-                f"<results of {chunk.description}>",
-                f"the parent could not unpickle them ({describe_pickle_failure(exc)})",
+                "(unreadable)",
+                f"the parent could not unpickle it ({describe_pickle_failure(exc)})",
+                task=chunk.description,
             )
             error.__cause__ = exc
             self._chunk_failed(chunk, error)
@@ -599,11 +600,8 @@ class Dispatcher:
         values = self._decode_results(chunk, results_payload, segments)
         if values is None:
             return
-        failures = {
-            position: _with_remote_traceback(values[position].error,
-                                             values[position].traceback_text)
-            for position in failed_positions
-        }
+        failures = {position: _item_error(chunk, position, values[position])
+                     for position in failed_positions}
         self._chunk_done(chunk, values, failures)
 
     @contextlib.contextmanager
@@ -760,6 +758,15 @@ def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
 def _answer(request: _StatsRequest, stats: PoolStats) -> None:
     request.answer = stats
     request.answered.set()
+
+
+def _item_error(chunk: Chunk, position: int, failure: ItemFailure) -> BaseException:
+    """The error an item of ``chunk`` failed with, as its waiter gets it: with the remote
+    traceback, and, for a result procpool could not send, the name of the item."""
+    error = failure.error
+    if isinstance(error, ResultSerializationError) and error.task is None:
+        error.task = chunk.describe_item(position)
+    return _with_remote_traceback(error, failure.traceback_text)
 
 
 def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseException:

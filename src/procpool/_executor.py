@@ -125,10 +125,12 @@ class _FutureSink:
     position has its answer.
     """
 
-    def __init__(self, future: ProcessFuture[Any], size: int, outcomes: bool) -> None:
+    def __init__(self, future: ProcessFuture[Any], size: int, outcomes: bool,
+                 first_index: int = 0) -> None:
         self.future = future
         self._outcomes = outcomes
         self._size = size
+        self._first_index = first_index  # of the chunk's first item, in its map
         self._values: list[Any] = []  # filled only when the answer comes in parts
         self._failures: dict[int, BaseException] = {}
         self._left = size
@@ -148,7 +150,7 @@ class _FutureSink:
             return
         if not self._values:
             self._values = [None] * self._size
-        start = chunk.first_index
+        start = chunk.first_index - self._first_index
         self._values[start : start + chunk.size] = values
         for position, error in failures.items():
             self._failures[start + position] = error
@@ -158,7 +160,8 @@ class _FutureSink:
         if chunk.size == self._size:
             self._settle(False, error)
             return
-        for position in range(chunk.first_index, chunk.first_index + chunk.size):
+        start = chunk.first_index - self._first_index
+        for position in range(start, start + chunk.size):
             self._failures[position] = error
         self._part_answered(chunk.size)
 
@@ -484,10 +487,11 @@ class ProcessPoolExecutor(Executor):
 
     def _submit(self, fn: Callable[..., Any], items: list[Any], mode: CallMode,
                 policy: TaskPolicy, *, outcomes: bool, function: TaskFunction | None = None,
-                withdrawn: Callable[[], bool] | None = None,
+                first_index: int = 0, withdrawn: Callable[[], bool] | None = None,
                 on_chunk: Callable[[Chunk], object] | None = None) -> ProcessFuture[Any]:
         """One chunk as one future. ``function``: ``fn`` pickled already (map's batches share
-        it, and so its pace). ``withdrawn``: the batch belongs to a map accepted earlier, so a
+        it, and so its pace). ``first_index``: the first item's place in its map (errors name
+        items by it). ``withdrawn``: the batch belongs to a map accepted earlier, so a
         shutdown does not refuse it; it is cancelled instead if this says so (asked under the
         lock a cancelling shutdown takes). ``on_chunk`` is told about the chunk made."""
         with self._shutdown_lock:
@@ -497,12 +501,13 @@ class ProcessPoolExecutor(Executor):
             elif withdrawn():
                 future.cancel()
                 return future
-            sink = _FutureSink(future, len(items), outcomes)
+            sink = _FutureSink(future, len(items), outcomes, first_index)
             if function is None:
                 function = self._engine.task_function(fn, future.set_exception)
             if function is None:
                 return future
-            chunk = self._engine.make_chunk(function, items, mode, 0, sink, name_of(fn), policy)
+            chunk = self._engine.make_chunk(function, items, mode, first_index, sink,
+                                            name_of(fn), policy)
             if chunk is None:
                 return future
             if on_chunk is not None:
@@ -527,12 +532,15 @@ class _Submitter:
         self._function = function
         self._policy = policy
         self.sizer = ChunkSizer(function.pace, chunksize)
+        self._next_index = 0  # batches are submitted in order: where the next one starts
 
     def __call__(self, batch: list[Any], *,
                  withdrawn: Callable[[], bool] | None = None) -> ProcessFuture[Any]:
+        first_index, self._next_index = self._next_index, self._next_index + len(batch)
         return self._executor._submit(self._fn, batch, CallMode.STAR_ARGS, self._policy,
                                       outcomes=True, function=self._function,
-                                      withdrawn=withdrawn, on_chunk=self._sent)
+                                      first_index=first_index, withdrawn=withdrawn,
+                                      on_chunk=self._sent)
 
     def _sent(self, chunk: Chunk) -> None:
         self.sizer.sent(chunk.size, chunk.payload_bytes)

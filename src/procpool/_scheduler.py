@@ -132,6 +132,10 @@ class _WorkerSlot:
     # A kill was ordered (timeout, cancel). The worker may still report the chunk it was
     # finishing as the signal lands, but it must never be given another one.
     doomed: bool = False
+    # The running chunk was queued behind the one the kill was ordered for, and the worker
+    # went on to it before the signal landed: what it leaves unanswered is no fault of its
+    # own, and runs again elsewhere.
+    collateral: bool = False
     chunks_done: int = 0
     # For statistics: when the slot was created, when its current chunk started, how long it
     # has spent running chunks, and how many items it finished.
@@ -254,9 +258,13 @@ class Scheduler:
             chunk.function.pace.observe(chunk.size, seconds)
         slot.finish_chunk(now, chunk.size - slot.position)
         slot.running, slot.position, slot.deadline = None, 0, None
+        slot.collateral = False
         slot.chunks_done += 1
-        if slot.doomed:
-            return chunk, self._dispatch(now)  # its death is on the way; no more work for it
+        if slot.doomed:  # its death is on the way: no more work for it
+            if slot.queued is not None:  # but this one is in its pipe, and may start
+                slot.running, slot.queued = slot.queued, None
+                slot.collateral, slot.queued_cancelled = True, False
+            return chunk, self._dispatch(now)
         if slot.queued is not None:
             return chunk, self._start_queued(worker_id, slot, now)
         policy = self.worker_policy
@@ -338,11 +346,21 @@ class Scheduler:
             else:
                 self.pending.appendleft(slot.queued)  # it never started: run it elsewhere
         chunk = slot.running
-        if chunk is not None and slot.cancelled:
-            unfinished = slot.unfinished()
-            assert unfinished is not None
+        unfinished = slot.unfinished()
+        if chunk is None or unfinished is None:
+            pass
+        elif slot.collateral:
+            # Killed for the chunk before it. The rest runs again (if its future was
+            # cancelled meanwhile, its sink drops it then), unless its arguments were in
+            # shared memory: a worker removes those once it has mapped them.
+            if chunk.segments is None:
+                self.pending.appendleft(unfinished if unfinished is chunk else self._split(
+                    chunk, slot.position, chunk.size - slot.position, chunk.attempt))
+            else:
+                actions.append(FailChunk(chunk, _died(chunk, death)))
+        elif slot.cancelled:
             actions.append(DropChunk(unfinished))
-        elif chunk is not None:
+        else:
             actions += self._chunk_lost(chunk, slot, death)
         if self.broken is None and (not self.closing or self.has_work()):
             actions.append(self._new_worker(now, replacing=_cause_of(slot, death)))
@@ -404,9 +422,7 @@ class Scheduler:
 
     def _chunk_lost(self, chunk: Chunk, slot: _WorkerSlot, death: Death) -> list[Action]:
         if not chunk.policy.reports_each_item:
-            return [FailChunk(chunk, WorkerDied(death.pid, death.exitcode, chunk.description,
-                                                death.peak_rss, chunk.attempt,
-                                                death.oom_killed, death.cause))]
+            return [FailChunk(chunk, _died(chunk, death))]
         # The worker reported items before `position`; it was running `position`; the items
         # after it never started, so they can run elsewhere with no risk of running twice.
         position = slot.position
@@ -417,8 +433,7 @@ class Scheduler:
             self.counts.timed_out += 1
             error = TaskTimeout(chunk.policy.timeout, death.pid, lost.description, chunk.attempt)
         else:
-            error = WorkerDied(death.pid, death.exitcode, lost.description, death.peak_rss,
-                               chunk.attempt, death.oom_killed, death.cause)
+            error = _died(lost, death)
         actions: list[Action] = []
         rest = chunk.size - position - 1
         if rest > 0:
@@ -454,7 +469,8 @@ class Scheduler:
     def _start_item(self, slot: _WorkerSlot, now: float) -> None:
         assert slot.running is not None
         timeout = slot.running.policy.timeout
-        slot.deadline = None if timeout is None else now + timeout
+        # A doomed worker's kill is on its way: no deadline of its own can matter.
+        slot.deadline = None if timeout is None or slot.doomed else now + timeout
 
     def _new_worker(self, now: float, replacing: str | None = None) -> StartWorker:
         """A new worker slot; ``replacing`` says why the worker it replaces went away."""
@@ -511,6 +527,12 @@ def _short_and_small(chunk: Chunk) -> bool:
     seconds = chunk.function.pace.seconds_for(chunk.size)
     return (seconds is not None and seconds <= QUEUE_MAX_SECONDS
             and len(chunk.items_payload) + len(chunk.function.payload) <= QUEUE_MAX_BYTES)
+
+
+def _died(chunk: Chunk, death: Death) -> WorkerDied:
+    """The error of ``chunk``, whose worker died running it."""
+    return WorkerDied(death.pid, death.exitcode, chunk.description, death.peak_rss,
+                      chunk.attempt, death.oom_killed, death.cause)
 
 
 def _cause_of(slot: _WorkerSlot, death: Death) -> str:

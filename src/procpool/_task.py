@@ -105,8 +105,12 @@ class Chunk:
     def description(self) -> str:
         """What error messages call it: "work() item 7" or "work() items 16-23"."""
         if self.size == 1:
-            return f"{self.name}() item {self.first_index}"
+            return self.describe_item(0)
         return f"{self.name}() items {self.first_index}-{self.first_index + self.size - 1}"
+
+    def describe_item(self, position: int) -> str:
+        """What error messages call the item at ``position``: "work() item 7"."""
+        return f"{self.name}() item {self.first_index + position}"
 
     def part(self, position: int, size: int, items_payload: bytes = b"",
              attempt: int | None = None) -> Chunk:

@@ -58,21 +58,24 @@ class ResultSerializationError(SerializationError, MaybeEncodingError):
 
     __module__ = "procpool"
 
-    def __init__(self, value_repr: str, reason: str) -> None:
+    def __init__(self, value_repr: str, reason: str, task: str | None = None) -> None:
         self.what = "result"
         self.reason = reason
         self.exc = reason
         self.value = value_repr
+        # Which task's result ("work() item 3"): the parent names it, the worker cannot.
+        self.task = task
         Exception.__init__(self, reason, value_repr)
 
     def __str__(self) -> str:
+        whose = "" if self.task is None else f"of {self.task} "
         return (
-            f"cannot send the result {self.value} back from the worker: {self.exc}. "
+            f"cannot send the result {whose}{self.value} back from the worker: {self.exc}. "
             "Return picklable data from the task."
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.value, self.exc))
+        return (type(self), (self.value, self.exc, self.task))
 
 
 class RemoteError(ProcpoolError):
