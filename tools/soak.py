@@ -1,0 +1,522 @@
+"""A seeded kill storm: thousands of short tasks through every face while workers are SIGKILLed.
+
+    python tools/soak.py [--seed N] [--duration SECONDS] [--max-tasks N]
+                         [--methods fork,spawn,forkserver] [--faces apply_async,imap,...]
+                         [--threads N] [--workers N]
+
+For each start method, one ``procpool.Pool`` and one ``procpool.ProcessPoolExecutor`` serve
+several submitting threads at once, each picking faces at random (``apply_async``,
+``map_async``, ``imap``, ``imap_unordered``, executor ``submit`` and ``map``), some calls with
+``retries``, some tasks carrying numpy arrays of 320 KiB (which travel through shared memory).
+A killer thread SIGKILLs a random *busy* worker every 50-200 ms: tasks write ``busy-<pid>``
+in the run's log directory while they run, and append their id to ``runs-<pid>`` as they
+start, so the soak knows which task each kill hit and how often every task ran.
+
+Checked, not assumed, at the end of each start method:
+
+- every task answered exactly once, within a bound (a map that fails as a whole answers each
+  of its tasks with its error; an executor map stops at its first error, as the stdlib's);
+- values right (arrays included), and the only error is ``WorkerDied``, for a worker the killer
+  killed, and for a task with ``retries=r`` only once all ``r + 1`` attempts were made;
+- no task ran more often than 1 + the kills that hit it (with retries), or once (without);
+- nothing left: no child process, no procpool thread, no /dev/shm segment of this run, and no
+  report from procpool's exactly-once ledger (PROCPOOL_CHECK_ACCOUNTING=1).
+
+The seed is printed first: rerun with ``--seed`` to replay the same choices (which faces,
+batches, arrays and delays; the kills' timing still depends on the machine). Exits 1 on any
+violation, after one summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import importlib
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))  # the soak's task lives in tests/faulty_tasks.py
+os.environ["PYTHONPATH"] = os.pathsep.join(  # and spawned workers must import it too
+    p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+os.environ.setdefault("PROCPOOL_CHECK_ACCOUNTING", "1")
+
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+
+import faulty_tasks as ft  # noqa: E402
+import procpool  # noqa: E402
+
+CALL_BOUND = 60.0  # seconds any one call may take to answer all its tasks
+END_BOUND = 30.0  # seconds close/join and shutdown may take
+ARRAY_ITEMS = 40_000  # float64: 320 KiB, above the 256 KiB shared-memory threshold
+ARRAY_SHARE = 0.15  # of tasks carry an array
+RETRY_CHOICES = (0, 0, 1, 2)  # retries= of a call, picked at random
+FACE_WEIGHTS = {"apply_async": 2, "map_async": 2, "imap": 2, "imap_unordered": 1,
+                "submit": 2, "executor_map": 2}
+
+
+@dataclass
+class Task:
+    task_id: int
+    call: int
+    face: str
+    retries: int
+    has_array: bool
+    answers: list[tuple[bool, Any]] = field(default_factory=list)
+    dropped: bool = False  # an executor map stopped at an earlier error: no answer due
+
+
+@dataclass
+class Storm:
+    """One start method's run: its pools, its tasks and what happened to them."""
+
+    method: str
+    log_dir: str
+    rng_seed: int
+    pool: Any = None
+    executor: Any = None
+    tasks: dict[int, Task] = field(default_factory=dict)
+    calls: dict[int, list[int]] = field(default_factory=dict)
+    kills: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, task it hit)
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)
+    next_task: int = 0
+    next_call: int = 0
+
+    def new_call(self, rng: random.Random, face: str, size: int,
+                 retries: int) -> tuple[int, list[Any]]:
+        with self.lock:
+            call, self.next_call = self.next_call, self.next_call + 1
+            first, self.next_task = self.next_task, self.next_task + size
+        specs = []
+        for task_id in range(first, first + size):
+            array = (np.full(ARRAY_ITEMS, float(task_id)) if rng.random() < ARRAY_SHARE
+                     else None)
+            seconds = rng.uniform(0.001, 0.005)
+            specs.append((task_id, self.log_dir, seconds, array))
+            with self.lock:
+                self.tasks[task_id] = Task(task_id, call, face, retries, array is not None)
+        with self.lock:
+            self.calls[call] = [spec[0] for spec in specs]
+        return call, specs
+
+    def answer(self, task_id: int, ok: bool, payload: Any) -> None:
+        with self.lock:
+            self.tasks[task_id].answers.append((ok, payload))
+
+    def violation(self, kind: str, text: str) -> None:
+        """``kind``: a short name the summary groups by; ``text``: this occurrence."""
+        with self.lock:
+            self.violations.append((kind, f"[{self.method}] {text}"))
+
+
+class Late(Exception):
+    """A call's bound ran out before every task was answered."""
+
+
+def settle(storm: Storm, task_id: int, wait: Callable[[], Any]) -> None:
+    try:
+        value = wait()
+    except (multiprocessing.TimeoutError, TimeoutError) as exc:
+        raise Late(f"task {task_id}") from exc
+    except Exception as exc:
+        storm.answer(task_id, False, exc)
+    else:
+        storm.answer(task_id, True, value)
+
+
+def left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+# ---- the faces: each submits one call of specs and records every answer ----------------------
+
+
+def face_apply_async(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    results = [(spec[0], storm.pool.apply_async(ft.soak_task, (spec,), retries=retries))
+               for spec in specs]
+    for task_id, result in results:
+        settle(storm, task_id, lambda r=result: r.get(left(deadline)))
+
+
+def face_map_async(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    result = storm.pool.map_async(ft.soak_task, specs, retries=retries)
+    try:
+        values = result.get(left(deadline))
+    except multiprocessing.TimeoutError as exc:
+        raise Late("map_async") from exc
+    except Exception as exc:  # the map fails as a whole: each task is answered by it
+        for spec in specs:
+            storm.answer(spec[0], False, exc)
+        return
+    if len(values) != len(specs):
+        storm.violation("map_async: wrong number of values",
+                        f"map_async returned {len(values)} values for {len(specs)} tasks")
+    for spec, value in zip(specs, values, strict=False):
+        storm.answer(spec[0], True, value)
+
+
+def face_imap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    iterator = storm.pool.imap(ft.soak_task, specs, retries=retries)
+    for spec in specs:
+        settle(storm, spec[0], lambda: iterator.next(left(deadline)))
+    _expect_end(storm, iterator, deadline, "imap")
+
+
+def face_imap_unordered(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    iterator = storm.pool.imap_unordered(ft.soak_task, specs, retries=retries)
+    ids = {spec[0] for spec in specs}
+    errors = []
+    for _ in specs:
+        try:
+            value = iterator.next(left(deadline))
+        except (multiprocessing.TimeoutError, TimeoutError) as exc:
+            raise Late("imap_unordered") from exc
+        except StopIteration:
+            storm.violation("imap_unordered ended early",
+                            f"imap_unordered ended early: tasks {sorted(ids)} unanswered")
+            return
+        except Exception as exc:
+            errors.append(exc)
+            continue
+        task_id = value[0] if isinstance(value, tuple) else None
+        if task_id not in storm.tasks or storm.tasks[task_id].call != storm.tasks[
+                specs[0][0]].call:
+            storm.violation("imap_unordered: a stranger's value",
+                            f"imap_unordered gave a value of no task of its call: {value!r}")
+            continue
+        storm.answer(task_id, True, value)
+        ids.discard(task_id)
+    # Errors do not say which task they answer: give them to the tasks left, in order.
+    if len(errors) != len(ids):
+        storm.violation("imap_unordered: errors do not match",
+                        f"imap_unordered: {len(errors)} errors for {len(ids)} tasks without "
+                        "a value")
+    for task_id, error in zip(sorted(ids), errors, strict=False):
+        storm.answer(task_id, False, error)
+    _expect_end(storm, iterator, deadline, "imap_unordered")
+
+
+def _expect_end(storm: Storm, iterator: Any, deadline: float, face: str) -> None:
+    try:
+        extra = iterator.next(left(deadline))
+    except StopIteration:
+        return
+    except Exception as exc:
+        extra = exc
+    storm.violation(f"{face}: answers after the last task",
+                    f"{face} answered more than its tasks: {extra!r}")
+
+
+def face_submit(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    futures = [(spec[0], storm.executor.submit(ft.soak_task, spec)) for spec in specs]
+    for task_id, future in futures:
+        settle(storm, task_id, lambda f=future: f.result(left(deadline)))
+
+
+def face_executor_map(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    results = storm.executor.map(ft.soak_task, specs, timeout=left(deadline), retries=retries)
+    for index, spec in enumerate(specs):
+        try:
+            value = next(results)
+        except (TimeoutError, multiprocessing.TimeoutError) as exc:
+            raise Late("executor map") from exc
+        except StopIteration:
+            storm.violation("executor map ended early without an error",
+                            f"executor map ended after {index} of {len(specs)} results "
+                            "without an error")
+            return
+        except Exception as exc:  # raised at its position; the map ends there
+            storm.answer(spec[0], False, exc)
+            with storm.lock:
+                for later in specs[index + 1:]:
+                    storm.tasks[later[0]].dropped = True
+            return
+        storm.answer(spec[0], True, value)
+
+
+FACES: dict[str, Callable[[Storm, list[Any], int, float], None]] = {
+    "apply_async": face_apply_async,
+    "map_async": face_map_async,
+    "imap": face_imap,
+    "imap_unordered": face_imap_unordered,
+    "submit": face_submit,  # the executor's own retries (none): submit takes no options
+    "executor_map": face_executor_map,
+}
+
+
+def submitter(storm: Storm, index: int, max_tasks: int | None, names: list[str]) -> None:
+    rng = random.Random(storm.rng_seed * 1000 + index)
+    weights = [FACE_WEIGHTS[name] for name in names]
+    while not storm.stop.is_set() and (max_tasks is None or storm.next_task < max_tasks):
+        face = rng.choices(names, weights)[0]
+        size = rng.randint(1, 10) if face in ("apply_async", "submit") else rng.randint(1, 40)
+        retries = 0 if face == "submit" else rng.choice(RETRY_CHOICES)
+        call, specs = storm.new_call(rng, face, size, retries)
+        try:
+            FACES[face](storm, specs, retries, time.monotonic() + CALL_BOUND)
+        except Late as exc:
+            storm.violation(f"{face}: not answered within the bound",
+                            f"call {call} ({face}, {size} tasks, retries={retries}): {exc} "
+                            f"not answered within {CALL_BOUND:g} s")
+        except Exception as exc:  # the call itself failed: nothing of it was accepted
+            storm.violation(f"{face}: call refused", f"call {call} ({face}) refused: {exc!r}")
+            with storm.lock:
+                for spec in specs:
+                    storm.tasks[spec[0]].dropped = True
+
+
+# ---- the killer ------------------------------------------------------------------------------
+
+
+def killer(storm: Storm) -> None:
+    """Every 50-200 ms, SIGKILL one worker that is running a task, and note which task."""
+    rng = random.Random(storm.rng_seed * 1000 + 999)
+    me = psutil.Process()
+    while not storm.stop.wait(rng.uniform(0.05, 0.2)):
+        with contextlib.suppress(psutil.Error):
+            ours = {child.pid for child in me.children(recursive=True)}
+        busy = sorted(int(name[5:]) for name in os.listdir(storm.log_dir)
+                      if name.startswith("busy-") and int(name[5:]) in ours)
+        if not busy:
+            continue
+        pid = rng.choice(busy)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        storm.kills.append((pid, _task_hit(storm.log_dir, pid)))
+
+
+def _task_hit(log_dir: str, pid: int) -> int | None:
+    """The last task the killed worker started (the one the kill hit, if it was still
+    running), once the worker is dead; its log is moved aside, so that a later worker given
+    the same pid starts a log of its own."""
+    end = time.monotonic() + 2
+    while time.monotonic() < end:  # never reap it (that is the pool's job): watch its state
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.005)
+    runs = Path(log_dir, f"runs-{pid}")
+    try:
+        lines = runs.read_text().split()
+        runs.rename(runs.with_name(f"runs-{pid}-killed-{time.monotonic_ns()}"))
+    except FileNotFoundError:
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(log_dir, f"busy-{pid}"))
+    return int(lines[-1]) if lines else None
+
+
+# ---- the checks ------------------------------------------------------------------------------
+
+
+def check(storm: Storm) -> dict[str, int]:
+    """Every task's answers and executions against the rules (module docstring)."""
+    runs: collections.Counter[int] = collections.Counter()
+    for log in Path(storm.log_dir).glob("runs-*"):
+        runs.update(int(line) for line in log.read_text().split())
+    hits = collections.Counter(task for _, task in storm.kills if task is not None)
+    killed = {pid for pid, _ in storm.kills}
+    for task in storm.tasks.values():
+        name = f"task {task.task_id} ({task.face} call {task.call}, retries={task.retries})"
+        allowed = 1 + (hits[task.task_id] if task.retries else 0)
+        if runs[task.task_id] > allowed:
+            storm.violation("ran more often than the kills that hit it allow",
+                            f"{name} ran {runs[task.task_id]} times, "
+                            f"{hits[task.task_id]} kills hit it")
+        if task.dropped:
+            if task.answers:
+                storm.violation("answered after its map stopped", name)
+            continue
+        if len(task.answers) != 1:
+            storm.violation(f"answered {min(len(task.answers), 2)}{'+' * (len(task.answers) > 2)}"
+                            " times", f"{name} answered {len(task.answers)} times")
+            continue
+        ok, payload = task.answers[0]
+        if ok:
+            problem = _wrong_value(task, payload)
+            if problem:
+                storm.violation("wrong value", f"{name}: {problem}")
+            elif runs[task.task_id] < 1:
+                storm.violation("a value without a run", f"{name} delivered a value, never ran")
+        elif not isinstance(payload, procpool.WorkerDied):
+            storm.violation(f"failed with {type(payload).__name__}", f"{name}: {payload!r:.300}")
+        elif payload.pid not in killed:
+            storm.violation("WorkerDied for a worker the soak did not kill", f"{name}: {payload}")
+        elif task.retries and getattr(payload, "attempts", None) != task.retries + 1:
+            storm.violation("WorkerDied before its retries were used",
+                            f"{name}: attempts={getattr(payload, 'attempts', None)}: {payload}")
+    return {"tasks": len(storm.tasks), "kills": len(storm.kills), "hits": sum(hits.values()),
+            "reruns": sum(max(0, n - 1) for n in runs.values())}
+
+
+def _wrong_value(task: Task, value: Any) -> str | None:
+    if not isinstance(value, tuple) or len(value) != 2 or value[0] != task.task_id:
+        return f"wrong value {value!r:.80}"
+    array = value[1]
+    if not task.has_array:
+        return None if array is None else "an array it was not given"
+    if (array is None or array.shape != (ARRAY_ITEMS,) or array[0] != 2 * task.task_id
+            or array[-1] != 2 * task.task_id):
+        return "wrong array"
+    return None
+
+
+def helper_pids() -> set[int]:
+    """multiprocessing's long-lived helpers (forkserver, resource tracker) and procpool's."""
+    pids: set[int] = set()
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):  # type: ignore
+        pid = getattr(helper, "_forkserver_pid", None) or getattr(helper, "_pid", None)
+        if pid:
+            pids.add(pid)
+    with contextlib.suppress(ImportError, AttributeError):
+        pid = importlib.import_module("procpool._janitor").janitor_pid()
+        if pid:
+            pids.add(pid)
+    return pids
+
+
+def leftovers(storm: Storm) -> None:
+    """No child process, procpool thread or shared-memory segment of this run is left."""
+    end = time.monotonic() + 10
+    while True:
+        children = {child.pid for child in psutil.Process().children(recursive=True)
+                    if child.status() != psutil.STATUS_ZOMBIE} - helper_pids()
+        if not children or time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    if children:
+        storm.violation("child processes left", f"child processes left: {sorted(children)}")
+        for pid in children:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+    threads = [t for t in threading.enumerate() if t.name.startswith("procpool-")]
+    for thread in threads:
+        thread.join(5)
+    alive = [t.name for t in threads if t.is_alive()]
+    if alive:
+        storm.violation("procpool threads left", f"procpool threads left: {alive}")
+    shm = Path("/dev/shm")
+    prefix = f"procpool-{os.getpid()}-"
+    segments = sorted(p.name for p in shm.iterdir() if p.name.startswith(prefix)) if (
+        shm.is_dir()) else []
+    if segments:
+        storm.violation("shared-memory segments left",
+                        f"shared-memory segments left: {segments[:10]} ({len(segments)})")
+    with contextlib.suppress(ImportError):
+        for report in importlib.import_module("procpool._accounting").take_violations():
+            storm.violation("procpool accounting", f"procpool accounting: {report}")
+
+
+def end_pools(storm: Storm) -> None:
+    """close()+join() and shutdown(wait=True), each within END_BOUND, or a violation (and
+    then terminate, so the run can go on)."""
+    for name, graceful, force in (
+        ("Pool close()/join()", lambda: (storm.pool.close(), storm.pool.join()),
+         storm.pool.terminate),
+        ("executor shutdown(wait=True)", lambda: storm.executor.shutdown(wait=True),
+         storm.executor.kill_workers),
+    ):
+        thread = threading.Thread(target=graceful, name=f"soak-end-{name}", daemon=True)
+        thread.start()
+        thread.join(END_BOUND)
+        if thread.is_alive():
+            storm.violation(f"{name} hung", f"{name} did not return within {END_BOUND:g} s")
+            force()
+
+
+# ---- one start method ------------------------------------------------------------------------
+
+
+def run(method: str, seed: int,
+        args: argparse.Namespace) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"procpool-soak-{method}-") as log_dir:
+        storm = Storm(method, log_dir, seed)
+        storm.pool = procpool.Pool(args.workers, context=method)
+        storm.executor = procpool.ProcessPoolExecutor(args.workers, mp_context=method)
+        faces = args.faces.split(",")
+        threads = [threading.Thread(target=submitter, args=(storm, i, args.max_tasks, faces),
+                                    name=f"soak-submitter-{i}") for i in range(args.threads)]
+        threads.append(threading.Thread(target=killer, args=(storm,), name="soak-killer"))
+        for thread in threads:
+            thread.start()
+        storm.stop.wait(args.duration)
+        storm.stop.set()
+        for thread in threads:
+            thread.join(CALL_BOUND + 10)
+            if thread.is_alive():
+                storm.violation("a soak thread hung",
+                                f"{thread.name} still running {CALL_BOUND + 10:g} s after "
+                                "the end")
+        end_pools(storm)
+        counts = check(storm)
+        leftovers(storm)
+    counts["seconds"] = round(time.monotonic() - started)
+    counts["violations"] = len(storm.violations)
+    print(f"soak {method}: {counts['tasks']} tasks, {counts['kills']} kills "
+          f"({counts['hits']} hit a task), {counts['reruns']} reruns, "
+          f"{counts['violations']} violations, {time.monotonic() - started:.1f} s", flush=True)
+    return counts, storm.violations
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=None, help="replay a run (printed first)")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds of storm per start method (default 30)")
+    parser.add_argument("--max-tasks", type=int, default=None,
+                        help="stop submitting after this many tasks per start method")
+    parser.add_argument("--methods", default="fork,spawn,forkserver")
+    parser.add_argument("--faces", default=",".join(FACES),
+                        help=f"which faces to use (default: all of {','.join(FACES)})")
+    parser.add_argument("--threads", type=int, default=6, help="submitting threads")
+    parser.add_argument("--workers", type=int, default=2, help="workers per pool (two pools)")
+    args = parser.parse_args(argv)
+    unknown = set(args.faces.split(",")) - set(FACES)
+    if unknown:
+        parser.error(f"unknown faces: {', '.join(sorted(unknown))}")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    methods = args.methods.split(",")
+    print(f"soak: seed {seed} (replay: python tools/soak.py --seed {seed} "
+          f"--duration {args.duration:g} --methods {args.methods} --faces {args.faces})",
+          flush=True)
+    started = time.monotonic()
+    totals: collections.Counter[str] = collections.Counter()
+    violations: list[tuple[str, str]] = []
+    for number, method in enumerate(methods):
+        counts, found = run(method, seed + number, args)
+        totals.update(counts)
+        violations += found
+    kinds = collections.Counter(kind for kind, _ in violations)
+    for kind, count in kinds.most_common():
+        print(f"VIOLATION x{count}: {kind}", file=sys.stderr)
+        for example in [text for k, text in violations if k == kind][:3]:
+            print(f"    e.g. {example[:400]}", file=sys.stderr)
+    print(f"soak: seed {seed}: {totals['tasks']} tasks, {totals['kills']} kills, "
+          f"{totals['reruns']} retries, {len(violations)} violations, "
+          f"{time.monotonic() - started:.1f} s", flush=True)
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
