@@ -61,6 +61,10 @@ import sys
 import threading
 import time
 
+TYPE_CHECKING = False  # not typing's: the janitor process imports as little as it can
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # ---- the parent's side ---------------------------------------------------------------------
 
 # This file, run as the janitor. Resolved now: the program may change directory later.
@@ -85,59 +89,61 @@ _spawning: tuple[int, int] | None = None  # the new pipe while a janitor is bein
 def watch_worker(pid: int) -> None:
     """Kill the process group of worker ``pid`` (and the worker itself) if this process dies
     before ``forget_worker(pid)``."""
-    try:
-        pid = int(pid)
-        if pid <= 1 or pid == os.getpid():
-            _debug("procpool janitor: refusing to watch pid %s", pid)
-            return
-        lock = _acquire()
-        if lock is None:
-            return
-        try:
-            _workers.add(pid)
-            _tell(b"w %d\n" % pid)
-        finally:
-            lock.release()
-    except Exception:
-        _debug("procpool janitor: cannot watch worker %s", pid, exc_info=True)
+
+    def change() -> bytes:
+        number = int(pid)
+        if number <= 1 or number == os.getpid():
+            raise ValueError("not a worker's pid")
+        _workers.add(number)
+        return b"w %d\n" % number
+
+    _update(change, "watch worker", pid)
 
 
 def forget_worker(pid: int) -> None:
     """Worker ``pid`` has been reaped: no longer kill it (its pid may be reused)."""
-    try:
-        pid = int(pid)
-        lock = _acquire()
-        if lock is None:
-            return
-        try:
-            if pid in _workers:
-                _workers.discard(pid)
-                _tell(b"f %d\n" % pid)
-        finally:
-            lock.release()
-    except Exception:
-        _debug("procpool janitor: cannot forget worker %s", pid, exc_info=True)
+
+    def change() -> bytes | None:
+        number = int(pid)
+        if number not in _workers:
+            return None
+        _workers.discard(number)
+        return b"f %d\n" % number
+
+    _update(change, "forget worker", pid)
 
 
 def watch_segments(prefix: str) -> None:
     """Remove every shared-memory segment whose name starts with ``prefix`` (a leading "/"
     optional) when this process dies."""
-    try:
+
+    def change() -> bytes | None:
         stem = os.fsencode(prefix).lstrip(b"/")
         if not stem or any(c in stem for c in b"/\n\0"):
-            _debug("procpool janitor: refusing to watch segments %r", prefix)
-            return
+            raise ValueError("not a segment prefix")  # an empty one would take all of /dev/shm
+        if stem in _prefixes:
+            return None
+        _prefixes.add(stem)
+        return b"s " + stem + b"\n"
+
+    _update(change, "watch segments", prefix)
+
+
+def _update(change: Callable[[], bytes | None], what: str, argument: object) -> None:
+    """Apply ``change`` to what this process watches, under the lock, and tell the janitor the
+    line it returns. Never raises: the lifelines remain if the janitor cannot be told."""
+    try:
         lock = _acquire()
         if lock is None:
             return
         try:
-            if stem not in _prefixes:
-                _prefixes.add(stem)
-                _tell(b"s " + stem + b"\n")
+            line = change()
+            if line is not None:
+                _tell(line)
         finally:
             lock.release()
     except Exception:
-        _debug("procpool janitor: cannot watch segments %r", prefix, exc_info=True)
+        _debug("procpool janitor: cannot %s %r", what, argument, exc_info=True)
 
 
 def janitor_pid() -> int | None:
