@@ -37,11 +37,11 @@ from typing import Any
 from . import _accounting as accounting
 from . import _janitor as janitor
 from . import _shared_memory as shared_memory
-from ._backends import Backend, WorkerHandle
+from ._backends import Backend
 from ._callbacks import CallbackRunner
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
 from ._errors import InitializerFailed, PoolBroken, PoolTerminated, ResultSerializationError
-from ._framing import CorruptStream, FrameReader
+from ._framing import CorruptStream
 from ._messages import (
     ChunkDone,
     InitFailed,
@@ -49,7 +49,6 @@ from ._messages import (
     ItemFailure,
     Ready,
     RunChunk,
-    Stop,
     WorkerInit,
 )
 from ._options import WorkerPolicy
@@ -67,17 +66,10 @@ from ._scheduler import (
 )
 from ._stats import PoolStats, WorkerStats
 from ._task import Chunk
-from ._worker import FunctionCache
+from ._worker_table import KILL_WAIT, TERMINATE_GRACE, WorkerRecord, WorkerTable
 
 logger = logging.getLogger("procpool")
 
-# terminate(): how long workers get to exit after SIGTERM before SIGKILL, and how long after
-# SIGKILL before the dispatcher gives up on them (only a thread worker can outlive that).
-TERMINATE_GRACE = 1.0
-KILL_WAIT = 5.0
-# A worker asked to stop that has not exited after this long (a task left a non-daemon thread
-# running, which the interpreter waits for at exit) is killed.
-RETIRE_TIMEOUT = 5.0
 
 
 # ---- commands posted by caller threads ---------------------------------------------------
@@ -146,7 +138,6 @@ class Dispatcher:
         # terminate (the Pool's).
         self.finish_at_exit = finish_at_exit
         self._scheduler = Scheduler(processes, worker_policy, split=_split_chunk)
-        self._init = _worker_init(initializer, tuple(initargs), backend)
         # --- shared with caller threads, under _lock
         self._lock = threading.Lock()
         self._inbox: deque[_Command] = deque()
@@ -156,23 +147,12 @@ class Dispatcher:
         self._wake_pending = False
         self._wake_read, self._wake_write = os.pipe()
         # --- owned by the dispatcher thread
-        self._workers: dict[int, WorkerHandle] = {}
-        self._retiring: dict[int, WorkerHandle] = {}
-        self._retire_deadlines: dict[int, float] = {}
-        self._function_caches: dict[int, FunctionCache] = {}
-        self._peak_rss: dict[int, int] = {}
-        self._readers: dict[int, FrameReader] = {}  # each worker's reply stream
-        self._eof: set[int] = set()  # workers whose pipe closed; only the sentinel matters now
-        self._stream_lost: dict[int, str] = {}  # workers killed for a corrupt reply stream
-        # Shared memory: the chunks sent to each worker and not yet reported done, and how
-        # many result segments each has delivered so far, so that what a dead worker leaves
-        # behind can be removed (_shared_memory).
         self._segment_prefix = (shared_memory.parent_prefix(os.getpid())
                                 if backend.shares_memory else None)
         if self._segment_prefix is not None:
             janitor.watch_segments(self._segment_prefix)  # removed even if we are killed
-        self._sent: dict[int, deque[Chunk]] = {}
-        self._result_segments_read: dict[int, int] = {}  # chunk id -> count
+        self._workers = WorkerTable(backend, _worker_init(initializer, tuple(initargs), backend),
+                                    self._segment_prefix, [self._wake_read, self._wake_write])
         self._items_done = 0  # items delivered with a value, for stats()
         self._items_failed = 0  # items delivered with an error
         self._oom_kills_seen = _oom_kill_count()
@@ -192,10 +172,10 @@ class Dispatcher:
             # descriptors, no memory, no thread) fails the constructor, leaving nothing.
             for action in self._scheduler.start(time.monotonic()):
                 assert isinstance(action, StartWorker)
-                self._add_worker(action.worker_id)
+                self._workers.start(action.worker_id)
             self._thread.start()
         except BaseException:
-            self._kill_all(force=True)
+            self._workers.kill_all(force=True)
             self._shut_down()
             raise
         _live_dispatchers.add(self)
@@ -215,7 +195,7 @@ class Dispatcher:
     def worker_pids(self) -> list[int | None]:
         while True:  # read from another thread: retry if the dispatcher changed the dict
             try:
-                return [handle.pid for handle in list(self._workers.values())]
+                return self._workers.pids()
             except RuntimeError:
                 continue
 
@@ -303,38 +283,26 @@ class Dispatcher:
             self._shut_down()
 
     def _is_done(self) -> bool:
-        return self._scheduler.is_drained() and not self._workers and not self._retiring
+        return self._scheduler.is_drained() and not self._workers
 
     def _wait_and_handle(self) -> None:
-        waitables: list[Any] = [self._wake_read]
-        for worker_id, handle in self._workers.items():
-            # A killed thread-backed worker (inline, Dask relay) has its pipe closed by kill():
-            # only its sentinel is left to report the end.
-            if worker_id not in self._eof and not handle.connection.closed:
-                waitables.append(handle.connection)
-            waitables.append(handle.sentinel)
-        waitables += [handle.sentinel for handle in self._retiring.values()]
-        ready = wait(waitables, self._time_to_next_deadline())
+        ready = wait([self._wake_read, *self._workers.waitables()],
+                     self._time_to_next_deadline())
         if self._wake_read in ready:
             self._handle_commands()
-        for worker_id, handle in list(self._workers.items()):
-            if (handle.connection in ready and worker_id in self._workers
-                    and worker_id not in self._eof):
-                self._receive(worker_id, handle)
-        for worker_id, handle in list(self._workers.items()):
-            if handle.sentinel in ready:
-                self._worker_ended(worker_id, handle)
-        for worker_id, handle in list(self._retiring.items()):
-            if handle.sentinel in ready:
-                self._retire_deadlines.pop(worker_id, None)
-                self._release(self._retiring.pop(worker_id))
+        for record in list(self._workers.active.values()):
+            if record.handle.connection in ready:
+                self._receive(record)
+        for record in list(self._workers.active.values()):
+            if record.handle.sentinel in ready:
+                self._worker_ended(record)
+        self._workers.retired(ready)
         self._handle_deadlines()
 
     def _time_to_next_deadline(self) -> float | None:
-        deadlines = list(self._retire_deadlines.values())
-        scheduled = self._scheduler.next_deadline()
-        if scheduled is not None:
-            deadlines.append(scheduled)
+        deadlines = [deadline for deadline in (self._scheduler.next_deadline(),
+                                               self._workers.next_deadline())
+                     if deadline is not None]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
@@ -342,13 +310,7 @@ class Dispatcher:
     def _handle_deadlines(self) -> None:
         now = time.monotonic()
         self._carry_out_all(self._scheduler.expire(now))
-        for worker_id, deadline in list(self._retire_deadlines.items()):
-            if deadline <= now:
-                del self._retire_deadlines[worker_id]
-                logger.warning("worker pid %s did not exit %g s after it was asked to (a "
-                               "non-daemon thread left running?); killing it",
-                               self._retiring[worker_id].pid, RETIRE_TIMEOUT)
-                self._retiring[worker_id].kill(force=True)
+        self._workers.expire(now)
 
     def _handle_commands(self) -> None:
         os.read(self._wake_read, 4096)
@@ -376,52 +338,57 @@ class Dispatcher:
             elif isinstance(command, _StatsRequest):
                 _answer(command, self._stats_now())
 
-    def _receive(self, worker_id: int, handle: WorkerHandle) -> None:
+    def _receive(self, record: WorkerRecord) -> None:
         """Take what the worker's pipe holds now (one read: never waits) and handle every
         reply it completes."""
         try:
-            payloads = self._readers[worker_id].read()
+            payloads = record.reader.read()
         except (EOFError, OSError):
-            self._eof.add(worker_id)  # it is ending; its sentinel will say how
+            record.listening = False  # it is ending; its sentinel will say how
             return
         except CorruptStream as exc:
             # A task wrote into the worker's reply pipe (it holds the descriptor): that
             # worker's stream cannot be trusted any more; the pool's can.
-            self._lose_stream(worker_id, handle, f"its reply pipe was corrupted ({exc}); a "
-                                                 f"task wrote to a descriptor it inherited")
+            self._lose_stream(record, f"its reply pipe was corrupted ({exc}); a task wrote "
+                                      f"to a descriptor it inherited")
             return
         for payload in payloads:
-            if worker_id not in self._workers or worker_id in self._eof:
+            if not self._is_listening(record):
                 return  # a reply before this one retired it, or broke the pool
             try:
                 message = loads(payload)
             except BaseException as exc:  # unpickling runs code, even sys.exit(): contain it
-                self._lose_stream(worker_id, handle, f"a reply could not be read ({exc!r})")
+                self._lose_stream(record, f"a reply could not be read ({exc!r})")
                 return
-            self._handle_reply(worker_id, message)
+            self._handle_reply(record, message)
 
-    def _lose_stream(self, worker_id: int, handle: WorkerHandle, why: str) -> None:
+    def _is_listening(self, record: WorkerRecord) -> bool:
+        return record.listening and self._workers.active.get(record.worker_id) is record
+
+    def _lose_stream(self, record: WorkerRecord, why: str) -> None:
         """Stop listening to a worker and kill it: its death fails (or retries) what it held,
         with ``why`` as the cause."""
-        logger.error("procpool: killing worker pid %s: %s", handle.pid, why)
-        self._eof.add(worker_id)
-        self._stream_lost[worker_id] = why
-        handle.kill(force=True)
+        logger.error("procpool: killing worker pid %s: %s", record.handle.pid, why)
+        record.listening = False
+        record.lost_because = why
+        record.handle.kill(force=True)
 
-    def _handle_reply(self, worker_id: int, message: Any) -> None:
+    def _handle_reply(self, record: WorkerRecord, message: Any) -> None:
+        worker_id = record.worker_id
         now = time.monotonic()
         if isinstance(message, ItemDone):
             chunk, position = self._scheduler.item_done(worker_id, now)
-            self._result_segments_read[chunk.chunk_id] = (
-                self._result_segments_read.get(chunk.chunk_id, 0) + len(message.result_segments))
+            if record.segments is not None:
+                record.segments.results_read(chunk, len(message.result_segments))
             with self._failing_on_error(chunk.part(position, 1)):
                 self._deliver_item(chunk, position, message.result_payload,
                                    message.result_segments, now)
         elif isinstance(message, ChunkDone):
-            self._peak_rss[worker_id] = message.peak_rss
+            record.peak_rss = message.peak_rss
             chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now,
                                                         message.seconds)
-            self._forget_sent(worker_id, chunk)
+            if record.segments is not None:
+                record.segments.chunk_done(chunk)
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
             if message.results_payload:
@@ -452,82 +419,35 @@ class Dispatcher:
         else:
             self._chunk_done(part, [outcome], {})
 
-    def _worker_ended(self, worker_id: int, handle: WorkerHandle) -> None:
+    def _worker_ended(self, record: WorkerRecord) -> None:
+        handle = record.handle
         # Replies it sent before dying still count: a chunk it finished is not lost.
-        while worker_id not in self._eof and worker_id in self._workers:
+        while self._is_listening(record):
             try:
                 if not handle.connection.poll():
                     break
             except (EOFError, OSError):
                 break
-            self._receive(worker_id, handle)
-        if worker_id not in self._workers:
+            self._receive(record)
+        if self._workers.active.get(record.worker_id) is not record:
             return  # a reply above retired it, or broke the pool
-        del self._workers[worker_id]
+        del self._workers.active[record.worker_id]
         exitcode = handle.reap()
         oom_kills = _oom_kill_count()
-        death = Death(handle.pid, exitcode, self._peak_rss.get(worker_id),
+        death = Death(handle.pid, exitcode, record.peak_rss,
                       oom_killed=exitcode == -signal.SIGKILL and oom_kills > self._oom_kills_seen,
-                      cause=self._stream_lost.pop(worker_id, None) or handle.loss_cause)
+                      cause=record.lost_because or handle.loss_cause)
         self._oom_kills_seen = oom_kills
-        self._release(handle)
-        self._carry_out_all(self._scheduler.worker_lost(worker_id, death, time.monotonic()))
+        self._workers.release(record)
+        self._carry_out_all(self._scheduler.worker_lost(record.worker_id, death,
+                                                        time.monotonic()))
 
     def _break(self, error: BaseException, *, force: bool = False) -> None:
         """Fail all work now and later, and end every worker (SIGTERM, then SIGKILL): a worker
         that is mid-chunk would otherwise finish it and block writing a result nobody reads."""
         self.broken = error
         self._carry_out_all(self._scheduler.break_pool(error))
-        self._kill_all(force=force)
-
-    def _kill_all(self, *, force: bool = False) -> None:
-        handles = {**self._workers, **self._retiring}
-        self._workers.clear()
-        self._retiring.clear()
-        self._retire_deadlines.clear()
-        for handle in handles.values():
-            handle.kill(force=force)
-        alive = _wait_for_exit(handles.values(), TERMINATE_GRACE)
-        for handle in alive:
-            handle.kill(force=True)  # ignored SIGTERM
-        for handle in _wait_for_exit(alive, KILL_WAIT):
-            logger.error("worker pid %s did not exit after SIGKILL", handle.pid)
-        for handle in handles.values():
-            self._release(handle)
-
-    def _release(self, handle: WorkerHandle) -> None:
-        handle.reap()
-        handle.close()
-        worker_id = handle.worker_id
-        self._remove_segments_left_by(worker_id)
-        self._function_caches.pop(worker_id, None)
-        self._readers.pop(worker_id, None)
-        self._stream_lost.pop(worker_id, None)
-        self._peak_rss.pop(worker_id, None)
-        self._eof.discard(worker_id)
-
-    def _forget_sent(self, worker_id: int, chunk: Chunk) -> None:
-        """``chunk`` is done: its worker has taken its segments, and its results'."""
-        sent = self._sent.get(worker_id)
-        if sent:
-            sent.popleft()
-            self._result_segments_read.pop(chunk.chunk_id, None)
-        if chunk.segments is not None:
-            chunk.segments.release()  # removed by the worker already; this makes sure
-
-    def _remove_segments_left_by(self, worker_id: int) -> None:
-        """The worker has ended: remove the result segments its unfinished chunks created
-        that nobody will read, and the argument segments of the one it was running (a chunk
-        queued behind it keeps its own: it will run elsewhere)."""
-        sent = self._sent.pop(worker_id, None)
-        if not sent:
-            return
-        running = sent[0]
-        if running.segments is not None:
-            running.segments.release()
-        for chunk in sent:
-            read = self._result_segments_read.pop(chunk.chunk_id, 0)
-            shared_memory.remove_numbered(f"{self._segment_prefix}{chunk.chunk_id}-r", read)
+        self._workers.kill_all(force=force)
 
     def _shut_down(self) -> None:
         with self._lock:
@@ -545,7 +465,7 @@ class Dispatcher:
                 _answer(command, self._stats_now())
         os.close(self._wake_read)
         os.close(self._wake_write)
-        self._init = None  # may hold Locks and Queues: let them go with the pool
+        self._workers.forget_init()
         try:
             self._backend.close()  # a Dask cluster the pool started, for one
         except Exception:
@@ -623,23 +543,23 @@ class Dispatcher:
         workers = []
         running = 0
         for worker_id, slot in scheduler.workers.items():
-            handle = self._workers.get(worker_id)
+            record = self._workers.active.get(worker_id)
             busy = slot.busy_seconds
             if slot.busy_since is not None:
                 busy += now - slot.busy_since
             if slot.running is not None:
                 running += slot.running.size - slot.position
             workers.append(WorkerStats(
-                pid=None if handle is None else handle.pid,
+                pid=None if record is None else record.handle.pid,
                 busy=slot.running is not None,
                 tasks_done=slot.items_done,
                 busy_seconds=busy,
                 idle_seconds=max(0.0, now - slot.born - busy),
-                peak_rss=self._peak_rss.get(worker_id),
+                peak_rss=None if record is None else record.peak_rss,
             ))
         counts = scheduler.counts
         return PoolStats(
-            workers_alive=len(self._workers),
+            workers_alive=len(self._workers.active),
             workers_busy=sum(worker.busy for worker in workers),
             tasks_queued=sum(chunk.size for chunk in scheduler.pending) + sum(
                 slot.queued.size for slot in scheduler.workers.values() if slot.queued),
@@ -668,51 +588,25 @@ class Dispatcher:
         elif isinstance(action, StartWorker):
             self._start_worker(action.worker_id)
         elif isinstance(action, StopWorker):
-            self._stop_worker(action.worker_id)
+            self._workers.retire(action.worker_id, time.monotonic())
         elif isinstance(action, KillWorker):
-            handle = self._workers.get(action.worker_id)
-            if handle is not None:
-                handle.kill(force=True)  # its sentinel then reports the death
+            self._workers.kill(action.worker_id)  # its sentinel then reports the death
         elif isinstance(action, BreakPool):
             self._break(action.error)
 
-    def _private_fds(self) -> list[int]:
-        """The parent's descriptors a forked worker must close (see WorkerHandle)."""
-        private_fds = [self._wake_read, self._wake_write]
-        for handle in (*self._workers.values(), *self._retiring.values()):
-            private_fds += handle.private_fds()
-        return private_fds
-
     def _start_worker(self, worker_id: int) -> None:
         try:
-            self._add_worker(worker_id)
+            self._workers.start(worker_id)
         except Exception as exc:
             error = PoolBroken(f"could not start a worker process: {exc!r}")
             error.__cause__ = exc
             self._break(error)
 
-    def _add_worker(self, worker_id: int) -> None:
-        handle = self._backend.start_worker(worker_id, self._init, self._private_fds())
-        self._workers[worker_id] = handle
-        self._readers[worker_id] = FrameReader(handle.connection.fileno())
-        self._function_caches[worker_id] = FunctionCache()
-
-    def _stop_worker(self, worker_id: int) -> None:
-        handle = self._workers.pop(worker_id, None)
-        if handle is None:
-            return  # died before it could be asked
-        self._retiring[worker_id] = handle
-        self._retire_deadlines[worker_id] = time.monotonic() + RETIRE_TIMEOUT
-        try:
-            handle.connection.send_bytes(dumps(Stop()))
-        except OSError:
-            handle.kill(force=True)
-
     def _send_chunk(self, worker_id: int, chunk: Chunk) -> None:
-        handle = self._workers.get(worker_id)
-        if handle is None:
+        record = self._workers.active.get(worker_id)
+        if record is None:
             return  # the pool broke while carrying out earlier actions; the chunk failed then
-        cache = self._function_caches[worker_id]
+        cache = record.functions
         function = chunk.function
         payload: bytes | None = None
         if function.function_id in cache:
@@ -725,12 +619,12 @@ class Dispatcher:
             chunk.size, chunk.policy.reports_each_item,
             () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
         )
-        if self._segment_prefix is not None:
-            self._sent.setdefault(worker_id, deque()).append(chunk)
+        if record.segments is not None:
+            record.segments.sent(chunk)
         # If the worker is dying the send fails; its sentinel then fails the chunk with the
         # exit status, which says far more than a broken pipe.
         with contextlib.suppress(OSError):
-            handle.connection.send_bytes(dumps(message))
+            record.handle.connection.send_bytes(dumps(message))
 
 
 def _worker_init(
@@ -787,19 +681,6 @@ def _oom_kill_count() -> int:
     except (OSError, ValueError):
         pass
     return 0
-
-
-def _wait_for_exit(handles: Iterable[WorkerHandle], timeout: float) -> list[WorkerHandle]:
-    """Wait until every handle's sentinel fires or ``timeout`` passes; return the survivors."""
-    pending = {handle.sentinel: handle for handle in handles}
-    deadline = time.monotonic() + timeout
-    while pending:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        for sentinel in wait(list(pending), remaining):
-            del pending[sentinel]
-    return list(pending.values())
 
 
 # Pools still running at interpreter exit are ended before multiprocessing's own exit handler

@@ -31,6 +31,7 @@ buffers simply stay in the pickle.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import mmap
 import os
@@ -43,6 +44,8 @@ from . import _codec
 TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
 if TYPE_CHECKING:
     from typing import Any
+
+    from ._task import Chunk
 
 try:
     import _posixshmem  # type: ignore[import-not-found]
@@ -172,6 +175,48 @@ def remove_numbered(base: str, start: int = 0) -> None:
         except OSError:
             pass
         number += 1
+
+
+class WorkerSegments:
+    """The parent's account of one worker's segments: the chunks sent to it and not yet
+    reported done, and how many result segments of each it has read. When the worker ends,
+    ``worker_ended`` removes what it left: the argument segments of the chunk it was running
+    (a chunk queued behind that one never started, and keeps its own: it runs elsewhere), and
+    the result segments of its unfinished chunks that nobody will read."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._sent: collections.deque[Chunk] = collections.deque()
+        self._results_read: dict[int, int] = {}  # chunk id -> result segments read
+
+    def sent(self, chunk: Chunk) -> None:
+        self._sent.append(chunk)
+
+    def results_read(self, chunk: Chunk, count: int) -> None:
+        """A reply of ``chunk`` (one of its items) brought ``count`` result segments, which
+        the parent has mapped and removed."""
+        if count:
+            self._results_read[chunk.chunk_id] = self._results_read.get(chunk.chunk_id, 0) + count
+
+    def chunk_done(self, chunk: Chunk) -> None:
+        """``chunk`` is done: its worker has taken its argument segments, and we its
+        results'."""
+        if self._sent:
+            self._sent.popleft()
+        self._results_read.pop(chunk.chunk_id, None)
+        if chunk.segments is not None:
+            chunk.segments.release()  # removed by the worker already; this makes sure
+
+    def worker_ended(self) -> None:
+        if not self._sent:
+            return
+        running = self._sent[0]
+        if running.segments is not None:
+            running.segments.release()
+        for chunk in self._sent:
+            read = self._results_read.pop(chunk.chunk_id, 0)
+            remove_numbered(f"{self._prefix}{chunk.chunk_id}-r", read)
+        self._sent.clear()
 
 
 def remove_all_of(prefix: str) -> None:
