@@ -466,3 +466,24 @@ def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once(
     assert done is chunks[2]
     actions = scheduler.worker_lost(0, DEATH, 1.3)
     assert sends(actions) == [] and not scheduler.pending
+
+
+def test_an_item_that_raises_is_retried_by_its_policy_then_failed_with_the_attempts_noted(
+) -> None:
+    scheduler = started(Scheduler(1, split=_split))
+    policy = TaskPolicy(retries=1, retry_on=(ValueError,))
+    running = chunk(0, size=3, policy=policy)
+    scheduler.submit([running], 0.0)
+    scheduler.item_done(0, 1.0)
+    retry = scheduler.item_failed(running, 1, ValueError("first"), 2.0)
+    assert retry == [] and scheduler.counts.retried == 1  # queued; the worker is busy
+    again = scheduler.pending[0]
+    assert (again.first_index, again.size, again.attempt) == (1, 1, 2)
+    error = ValueError("second")
+    (failure,) = scheduler.item_failed(again, 0, error, 3.0)
+    assert isinstance(failure, FailChunk) and failure.error is error
+    assert (failure.chunk.first_index, failure.chunk.size) == (1, 1)
+    if hasattr(error, "__notes__"):
+        assert "each of 2 attempts" in error.__notes__[0]
+    other = scheduler.item_failed(running, 2, TypeError("not retried"), 3.0)
+    assert [type(a) for a in other] == [FailChunk]

@@ -159,7 +159,6 @@ class Dispatcher:
         # The debug check that every accepted item is answered exactly once (_accounting).
         self._ledger = accounting.Ledger() if accounting.enabled() else None
         # --- read by anyone
-        self.broken: BaseException | None = None
         self.finished = threading.Event()
         self._owner_pid = os.getpid()
         # User callbacks (Pool callbacks, executor done-callbacks) run here, never on the
@@ -181,6 +180,12 @@ class Dispatcher:
         _live_dispatchers.add(self)
 
     # ---- the faces' side (any thread) ------------------------------------------------------
+
+    @property
+    def broken(self) -> BaseException | None:
+        """What broke the pool (or terminated it), if anything: the scheduler's verdict, read
+        from any thread."""
+        return self._scheduler.broken
 
     @property
     def inherits_memory(self) -> bool:
@@ -404,7 +409,8 @@ class Dispatcher:
 
     def _deliver_item(self, chunk: Chunk, position: int, payload: bytes,
                       segments: tuple[str, ...], now: float) -> None:
-        """One item of a reporting chunk: deliver it, or run it again if the policy says so."""
+        """One item of a reporting chunk: deliver its value, or tell the scheduler it failed
+        (which runs it again, or fails it)."""
         part = chunk.part(position, 1)
         values = self._decode_results(part, payload, segments)
         if values is None:
@@ -412,10 +418,7 @@ class Dispatcher:
         outcome = values[0]
         if type(outcome) is ItemFailure:
             error = _item_error(chunk, position, outcome)
-            if self._scheduler.should_retry(chunk, error):
-                self._carry_out_all(self._scheduler.retry_item(chunk, position, now))
-                return
-            self._chunk_done(part, [None], {0: self._scheduler.fail_item(chunk, error)})
+            self._carry_out_all(self._scheduler.item_failed(chunk, position, error, now))
         else:
             self._chunk_done(part, [outcome], {})
 
@@ -445,7 +448,6 @@ class Dispatcher:
     def _break(self, error: BaseException, *, force: bool = False) -> None:
         """Fail all work now and later, and end every worker (SIGTERM, then SIGKILL): a worker
         that is mid-chunk would otherwise finish it and block writing a result nobody reads."""
-        self.broken = error
         self._carry_out_all(self._scheduler.break_pool(error))
         self._workers.kill_all(force=force)
 

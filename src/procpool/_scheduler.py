@@ -302,17 +302,17 @@ class Scheduler:
                 actions.append(KillWorker(worker_id))
         return actions
 
-    def retry_item(self, chunk: Chunk, position: int, now: float) -> list[Action]:
-        """Run item ``position`` of ``chunk`` again (the caller checked should_retry)."""
-        self.counts.retried += 1
-        self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
-        return self._dispatch(now)
-
-    def fail_item(self, chunk: Chunk, error: BaseException) -> BaseException:
-        """The error to deliver for an item that will not be retried (notes the attempts)."""
+    def item_failed(self, chunk: Chunk, position: int, error: BaseException,
+                    now: float) -> list[Action]:
+        """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``: run
+        it again if its policy retries that, else fail it, noting the attempts made."""
+        if self.should_retry(chunk, error):
+            self.counts.retried += 1
+            self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
+            return self._dispatch(now)
         if chunk.attempt > 1 and not hasattr(error, "attempts"):
             add_note(error, f"procpool: the task failed on each of {chunk.attempt} attempts")
-        return error
+        return [FailChunk(chunk.part(position, 1), error)]
 
     def expire(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
