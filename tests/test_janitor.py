@@ -65,7 +65,9 @@ PARENT = textwrap.dedent("""
                 "segment": segment, "janitor": _janitor.janitor_pid()}
 
     def report(info):
-        print(json.dumps(info), flush=True)
+        # One write of a whole line: the parent and its forked child report on one pipe, and
+        # a write of less than PIPE_BUF bytes is never interleaved with another.
+        os.write(1, (json.dumps(info) + "\\n").encode())
 
     # The test sends Ctrl-C to our process group. Not SIG_IGN: the janitor would inherit that.
     signal.signal(signal.SIGINT, lambda signum, frame: None)
