@@ -27,7 +27,6 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -42,6 +41,7 @@ from ._callbacks import CallbackRunner
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
 from ._errors import InitializerFailed, PoolBroken, PoolTerminated, ResultSerializationError
 from ._framing import CorruptStream
+from ._inbox import Inbox
 from ._messages import (
     ChunkDone,
     InitFailed,
@@ -138,28 +138,20 @@ class Dispatcher:
         # terminate (the Pool's).
         self.finish_at_exit = finish_at_exit
         self._scheduler = Scheduler(processes, worker_policy, split=_split_chunk)
-        # --- shared with caller threads, under _lock
-        self._lock = threading.Lock()
-        self._inbox: deque[_Command] = deque()
-        # --- owned by the dispatcher thread: commands taken from the inbox, not yet handled.
-        # If the thread crashes half-way through a batch, _shut_down still answers them.
-        self._in_hand: deque[_Command] = deque()
-        self._wake_pending = False
-        self._wake_read, self._wake_write = os.pipe()
+        self._inbox: Inbox[_Command] = Inbox()  # from any thread to the dispatcher thread
         # --- owned by the dispatcher thread
         self._segment_prefix = (shared_memory.parent_prefix(os.getpid())
                                 if backend.shares_memory else None)
         if self._segment_prefix is not None:
             janitor.watch_segments(self._segment_prefix)  # removed even if we are killed
         self._workers = WorkerTable(backend, _worker_init(initializer, tuple(initargs), backend),
-                                    self._segment_prefix, [self._wake_read, self._wake_write])
+                                    self._segment_prefix, self._inbox.private_fds())
         self._items_done = 0  # items delivered with a value, for stats()
         self._items_failed = 0  # items delivered with an error
         self._oom_kills_seen = _oom_kill_count()
         # The debug check that every accepted item is answered exactly once (_accounting).
         self._ledger = accounting.Ledger() if accounting.enabled() else None
         # --- read by anyone
-        self.finished = threading.Event()
         self._owner_pid = os.getpid()
         # User callbacks (Pool callbacks, executor done-callbacks) run here, never on the
         # dispatcher thread; stopped once the dispatcher has delivered its last outcome.
@@ -254,19 +246,17 @@ class Dispatcher:
         return True
 
     def _post(self, command: _Command) -> bool:
-        """Queue a command for the dispatcher thread; False if it has finished already."""
-        with self._lock:
-            accepted = not self.finished.is_set()
-            if accepted:
-                if self._ledger is not None and isinstance(command, _Submit):
-                    for chunk in command.chunks:
-                        self._ledger.accepted(chunk)
-                self._inbox.append(command)
-                if not self._wake_pending:
-                    self._wake_pending = True
-                    # Under the lock, so _shut_down cannot close the pipe in between. One byte
-                    # at most is ever unread, so this write never blocks.
-                    os.write(self._wake_write, b"!")
+        """Queue a command for the dispatcher thread; False if it has finished already (a
+        submission is then failed here)."""
+        accept = None
+        if self._ledger is not None and isinstance(command, _Submit):
+            ledger, chunks = self._ledger, command.chunks
+
+            def accept() -> None:  # before the dispatcher can answer any of them
+                for chunk in chunks:
+                    ledger.accepted(chunk)
+
+        accepted = self._inbox.post(command, accept)
         if not accepted and isinstance(command, _Submit):
             error = self.broken or PoolTerminated("the pool is no longer running")
             for chunk in command.chunks:
@@ -291,9 +281,9 @@ class Dispatcher:
         return self._scheduler.is_drained() and not self._workers
 
     def _wait_and_handle(self) -> None:
-        ready = wait([self._wake_read, *self._workers.waitables()],
+        ready = wait([self._inbox.waitable, *self._workers.waitables()],
                      self._time_to_next_deadline())
-        if self._wake_read in ready:
+        if self._inbox.waitable in ready:
             self._handle_commands()
         for record in list(self._workers.active.values()):
             if record.handle.connection in ready:
@@ -318,13 +308,7 @@ class Dispatcher:
         self._workers.expire(now)
 
     def _handle_commands(self) -> None:
-        os.read(self._wake_read, 4096)
-        with self._lock:
-            self._in_hand.extend(self._inbox)
-            self._inbox.clear()
-            self._wake_pending = False
-        while self._in_hand:
-            command = self._in_hand.popleft()
+        for command in self._inbox.take():
             now = time.monotonic()
             if isinstance(command, _Submit):
                 self._carry_out_all(self._scheduler.submit(command.chunks, now))
@@ -452,11 +436,7 @@ class Dispatcher:
         self._workers.kill_all(force=force)
 
     def _shut_down(self) -> None:
-        with self._lock:
-            self.finished.set()
-            leftovers = [*self._in_hand, *self._inbox]
-            self._in_hand.clear()
-            self._inbox.clear()
+        leftovers = self._inbox.close()
         error = self.broken or PoolTerminated("the pool is no longer running")
         for command in leftovers:
             if isinstance(command, _Submit):
@@ -465,8 +445,6 @@ class Dispatcher:
         for command in leftovers:
             if isinstance(command, _StatsRequest):
                 _answer(command, self._stats_now())
-        os.close(self._wake_read)
-        os.close(self._wake_write)
         self._workers.forget_init()
         try:
             self._backend.close()  # a Dask cluster the pool started, for one
