@@ -220,8 +220,11 @@ def test_shutdown_can_cancel_what_has_not_started(fifos: Any) -> None:
     blocker = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
     fifos.wait_started()
     queued = [executor.submit(mb.square, i) for i in range(5)]
-    threading.Thread(target=fifos.release_task).start()
-    executor.shutdown(wait=True, cancel_futures=True)
+    # Release the blocker only once the cancels are in: released earlier, its worker could
+    # take a queued task before shutdown() reached it (a race of the test, not of the pool).
+    executor.shutdown(wait=False, cancel_futures=True)
+    fifos.release_task()
+    executor.shutdown(wait=True)
     assert blocker.result(0) == "released"
     assert all(f.cancelled() for f in queued)
 
