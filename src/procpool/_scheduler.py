@@ -9,6 +9,7 @@ tests drive it directly (tests/test_scheduler.py).
 
 from __future__ import annotations
 
+import enum
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -117,6 +118,13 @@ def startup_deaths_allowed(processes: int) -> int:
     return max(5, 2 * processes)
 
 
+class KillReason(enum.Enum):
+    """Why the scheduler ordered a worker killed (the values name the replacement's cause)."""
+
+    TIMEOUT = "task timeout"
+    CANCEL = "task cancelled"
+
+
 @dataclass(slots=True)
 class _WorkerSlot:
     running: Chunk | None = None
@@ -126,12 +134,11 @@ class _WorkerSlot:
     queued_cancelled: bool = False  # cancel() while queued: kill the worker when it starts
     position: int = 0  # items of the running chunk already reported (chunks that report each)
     deadline: float | None = None  # the running item's timeout, or the initializer's
-    timed_out: bool = False
     ready: bool = False
-    cancelled: bool = False  # its chunk was cancelled while running: the death is expected
-    # A kill was ordered (timeout, cancel). The worker may still report the chunk it was
-    # finishing as the signal lands, but it must never be given another one.
-    doomed: bool = False
+    # Why a kill was ordered: its running chunk timed out, or was cancelled. The worker may
+    # still report the chunk it was finishing as the signal lands, but it must never be given
+    # another one; its death is expected.
+    kill_reason: KillReason | None = None
     # The running chunk was queued behind the one the kill was ordered for, and the worker
     # went on to it before the signal landed: what it leaves unanswered is no fault of its
     # own, and runs again elsewhere.
@@ -143,6 +150,10 @@ class _WorkerSlot:
     busy_since: float | None = None
     busy_seconds: float = 0.0
     items_done: int = 0
+
+    @property
+    def doomed(self) -> bool:
+        return self.kill_reason is not None
 
     def finish_chunk(self, now: float, items: int) -> None:
         if self.busy_since is not None:
@@ -297,7 +308,7 @@ class Scheduler:
             if slot.queued is not None and slot.queued.sink is sink:
                 slot.queued_cancelled = True
             if slot.running is not None and slot.running.sink is sink and not slot.doomed:
-                slot.cancelled = slot.doomed = True
+                slot.kill_reason = KillReason.CANCEL
                 slot.deadline = None
                 actions.append(KillWorker(worker_id))
         return actions
@@ -326,7 +337,7 @@ class Scheduler:
                 return [BreakPool(InitializerFailed(
                     f"a worker did not finish starting up within initializer_timeout={limit:g} s"
                 ))]
-            slot.timed_out = slot.doomed = True
+            slot.kill_reason = KillReason.TIMEOUT
             actions.append(KillWorker(worker_id))
         return actions
 
@@ -358,7 +369,7 @@ class Scheduler:
                     chunk, slot.position, chunk.size - slot.position, chunk.attempt))
             else:
                 actions.append(FailChunk(chunk, _died(chunk, death)))
-        elif slot.cancelled:
+        elif slot.kill_reason is KillReason.CANCEL:
             actions.append(DropChunk(unfinished))
         else:
             actions += self._chunk_lost(chunk, slot, death)
@@ -375,7 +386,7 @@ class Scheduler:
         self.pending.clear()
         for slot in self.workers.values():
             unfinished = slot.unfinished()
-            if unfinished is not None and slot.cancelled:
+            if unfinished is not None and slot.kill_reason is KillReason.CANCEL:
                 actions.append(DropChunk(unfinished))
             elif unfinished is not None:
                 actions.append(FailChunk(unfinished, error))
@@ -428,7 +439,7 @@ class Scheduler:
         position = slot.position
         lost = chunk.part(position, 1)
         error: BaseException
-        if slot.timed_out:
+        if slot.kill_reason is KillReason.TIMEOUT:
             assert chunk.policy.timeout is not None
             self.counts.timed_out += 1
             error = TaskTimeout(chunk.policy.timeout, death.pid, lost.description, chunk.attempt)
@@ -453,7 +464,7 @@ class Scheduler:
         self._start_item(slot, now)
         if slot.queued_cancelled:
             slot.queued_cancelled = False
-            slot.cancelled = slot.doomed = True
+            slot.kill_reason = KillReason.CANCEL
             slot.deadline = None
             return [KillWorker(worker_id)]
         return self._dispatch(now)
@@ -537,10 +548,8 @@ def _died(chunk: Chunk, death: Death) -> WorkerDied:
 
 def _cause_of(slot: _WorkerSlot, death: Death) -> str:
     """Why a worker that ended unasked went away, in a few words (the key of its count)."""
-    if slot.timed_out:
-        return "task timeout"
-    if slot.cancelled:
-        return "task cancelled"
+    if slot.kill_reason is not None:
+        return slot.kill_reason.value
     if death.oom_killed:
         return "killed by the OOM killer"
     if death.cause is not None:
