@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
-from ._pace import ChunkSizer, read_batch
+from ._pace import CHUNKS_PER_WORKER, ChunkSizer, read_batch, stream_sizes
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
 from ._task import Chunk, TaskFunction
@@ -43,8 +43,6 @@ T = TypeVar("T")
 # Bound once (see _pool.py): never look these up at call time.
 _get_context = multiprocessing.get_context
 
-# amap's default read-ahead, in chunks per worker (it has no stdlib precedent to follow).
-ASYNC_CHUNKS_PER_WORKER = 4
 
 
 class ProcessFuture(Future[T]):
@@ -294,8 +292,8 @@ class ProcessPoolExecutor(Executor):
         total = min(known, default=0) if len(known) == len(lengths) else None
         tracker = make_tracker(progress, total, name_of(fn))
         end_time = None if timeout is None else time.monotonic() + timeout
-        if chunksize is None and buffersize is not None:
-            chunksize = 1  # buffersize then bounds items, as in the stdlib
+        # Only the chunk size: without buffersize this map is eager, as the stdlib's.
+        chunksize, _ = stream_sizes(chunksize, buffersize, self._max_workers)
         submit = self._chunk_submitter(fn, policy, chunksize)
         if submit is None:  # fn cannot be pickled: the stdlib raises when it is consumed
             return _map_results(collections.deque([self._failed_future(fn)]), None,
@@ -376,9 +374,7 @@ class ProcessPoolExecutor(Executor):
         check_per_call_options("amap", options)
         with self._shutdown_lock:
             self._check_accepting()
-        if chunksize is None and buffersize is not None:
-            chunksize = 1  # buffersize then bounds items, as in map
-        buffersize = buffersize or ASYNC_CHUNKS_PER_WORKER * self._max_workers
+        chunksize, buffersize = stream_sizes(chunksize, buffersize, self._max_workers)
         submit = self._chunk_submitter(fn, self._engine.policy.override(**options), chunksize)
         if submit is None:
             self._failed_future(fn).result()  # raises the pickling error
@@ -546,15 +542,11 @@ class _Submitter:
         self.sizer.sent(chunk.size, chunk.payload_bytes)
 
 
-# How many chunks an eager map keeps submitted but unfinished, per worker.
-MAP_CHUNKS_PER_WORKER = 4
-
-
 class _MapFeeder:
     """Submits an eager ``map``'s batches from a thread of its own.
 
     All of them, whether or not anyone reads the results (the stdlib's eager map), but only
-    MAP_CHUNKS_PER_WORKER per worker ahead of the workers: batches are cut as they are
+    CHUNKS_PER_WORKER per worker ahead of the workers: batches are cut as they are
     submitted, so their sizes follow the pace of the first ones. Owns the futures submitted
     and not yet handed to the results iterator. Every wait has a way out: a future always
     finishes (done, failed, cancelled, or failed by a broken or terminated pool), and
@@ -566,7 +558,7 @@ class _MapFeeder:
         self._items = items
         self._submit = submit
         self._dispatcher = executor._engine.dispatcher
-        self._credit = threading.Semaphore(MAP_CHUNKS_PER_WORKER * executor._max_workers)
+        self._credit = threading.Semaphore(CHUNKS_PER_WORKER * executor._max_workers)
         self._condition = threading.Condition()
         self._futures: collections.deque[ProcessFuture[Any]] = collections.deque()
         self._finished = False  # every batch submitted, or stopped

@@ -22,6 +22,19 @@ TARGET_CHUNK_SECONDS = 0.01
 TARGET_CHUNK_BYTES = 24 * 1024
 # However fast the items, a chunk holds at most this many (bounds a stream's memory).
 MAX_CHUNK_ITEMS = 4096
+# How many chunks a stream (imap, executor map and amap) keeps submitted ahead of its
+# consumer by default, per worker: enough to keep every worker busy while results are taken.
+CHUNKS_PER_WORKER = 4
+
+
+def stream_sizes(chunksize: int | None, buffersize: int | None,
+                 processes: int) -> tuple[int | None, int]:
+    """A stream's chunk size (None: sized from the pace) and its bound in chunks. A
+    ``buffersize`` given alone means chunks of one item, as in the stdlib: it then bounds
+    items."""
+    if chunksize is None and buffersize is not None:
+        chunksize = 1
+    return chunksize, buffersize or CHUNKS_PER_WORKER * processes
 
 
 def read_batch(iterator: Iterator[Any], size: int) -> tuple[list[Any], Exception | None]:

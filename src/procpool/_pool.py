@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
-from ._pace import ChunkSizer, read_batch
+from ._pace import ChunkSizer, read_batch, stream_sizes
 from ._progress import length_of, make_tracker
 from ._results import (
     ApplyResult,
@@ -36,9 +36,6 @@ T = TypeVar("T")
 # multiprocessing.get_context is bound now, never looked up later: programs that replace
 # multiprocessing.Pool with procpool.Pool must not send us into our own constructor.
 _get_context = multiprocessing.get_context
-
-# A stream may run this many chunks per worker ahead of its consumer (imap's default bound).
-STREAM_CHUNKS_PER_WORKER = 4
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"  # the stdlib's state names
 
@@ -295,12 +292,9 @@ class Pool:
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
         if chunksize is not None:
             _check_chunksize(chunksize)
-        elif buffersize is not None:
-            chunksize = 1  # a buffersize given alone bounds items: chunks of one
-        if buffersize is None:
-            buffersize = STREAM_CHUNKS_PER_WORKER * self._processes
-        elif not isinstance(buffersize, int) or buffersize < 1:
+        if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
             raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
+        chunksize, buffersize = stream_sizes(chunksize, buffersize, self._processes)
         tracker = make_tracker(progress, length_of(iterable), name_of(func))
         iterator = iter(iterable)
         window = Window(buffersize)
