@@ -54,7 +54,14 @@ __all__ = [
     "TimeoutError",
     "WorkerDied",
     "describe_exit",
+    "how_it_ended",
 ]
+
+
+def how_it_ended(exitcode: int | None) -> str:
+    """A process's end in a few words: "killed by SIGKILL", or "exit code 3"."""
+    signal_name, _ = describe_exit(exitcode)
+    return f"killed by {signal_name}" if signal_name else f"exit code {exitcode}"
 
 
 def describe_exit(exitcode: int | None) -> tuple[str | None, str]:
@@ -120,12 +127,7 @@ class WorkerDied(ProcpoolError, BrokenProcessPool):
         self.peak_rss = peak_rss
         self.attempts = attempts
         self.oom_killed = oom_killed
-        if cause is not None and exitcode is None:
-            how = "lost"
-        elif self.signal_name:
-            how = f"killed by {self.signal_name}"
-        else:
-            how = f"exit code {exitcode}"
+        how = "lost" if cause is not None and exitcode is None else how_it_ended(exitcode)
         who = "worker" if pid is None else f"worker (pid {pid})"
         text = f"{who} died while running {task or 'a task'}: {how}, "
         text += f"likely cause: {self.likely_cause}"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ._codec import add_note
-from ._errors import InitializerFailed, TaskTimeout, WorkerDied, describe_exit
+from ._errors import InitializerFailed, TaskTimeout, WorkerDied, describe_exit, how_it_ended
 from ._options import WorkerPolicy
 from ._task import Chunk
 
@@ -415,7 +415,7 @@ class Scheduler:
         if slot.running is not None:
             self.pending.appendleft(slot.running)
         signal_name, cause = describe_exit(death.exitcode)
-        how = f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
+        how = how_it_ended(death.exitcode)
         killed = signal_name is not None or death.cause is not None
         self._startup_deaths_in_a_row += 1
         allowed = startup_deaths_allowed(self.processes)
@@ -554,8 +554,7 @@ def _cause_of(slot: _WorkerSlot, death: Death) -> str:
         return "killed by the OOM killer"
     if death.cause is not None:
         return "lost"
-    signal_name, _ = describe_exit(death.exitcode)
-    return f"killed by {signal_name}" if signal_name else f"exit code {death.exitcode}"
+    return how_it_ended(death.exitcode)
 
 
 def _cannot_split(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
