@@ -152,6 +152,7 @@ class Dispatcher:
         # The debug check that every accepted item is answered exactly once (_accounting).
         self._ledger = accounting.Ledger() if accounting.enabled() else None
         # --- read by anyone
+        self.finished = threading.Event()  # set once it has shut down
         self._owner_pid = os.getpid()
         # User callbacks (Pool callbacks, executor done-callbacks) run here, never on the
         # dispatcher thread; stopped once the dispatcher has delivered its last outcome.
@@ -437,6 +438,7 @@ class Dispatcher:
 
     def _shut_down(self) -> None:
         leftovers = self._inbox.close()
+        self.finished.set()
         error = self.broken or PoolTerminated("the pool is no longer running")
         for command in leftovers:
             if isinstance(command, _Submit):
