@@ -44,7 +44,6 @@ T = TypeVar("T")
 _get_context = multiprocessing.get_context
 
 
-
 class ProcessFuture(Future[T]):
     """A ``concurrent.futures.Future`` whose ``cancel()`` also works on a running task.
 
@@ -67,8 +66,10 @@ class ProcessFuture(Future[T]):
 
     def _invoke_callbacks(self) -> None:
         invoke: Callable[[], None] = super()._invoke_callbacks  # type: ignore[misc]
+        callbacks = self._done_callbacks  # type: ignore[attr-defined]
         defer = self._defer_callbacks
-        if defer is not None and self._done_callbacks and defer(invoke):  # type: ignore[attr-defined]
+        if (defer is not None and callbacks and not all(map(_only_schedules, callbacks))
+                and defer(invoke)):
             return
         invoke()
 
@@ -109,6 +110,15 @@ class ProcessFuture(Future[T]):
             cancel_running()
         self._invoke_callbacks()
         return True
+
+
+def _only_schedules(callback: Callable[..., object]) -> bool:
+    """Whether a done-callback is asyncio's bridge (``asyncio.wrap_future``, which
+    ``executor.run`` and ``amap`` use): it only hands the outcome to its event loop with
+    ``call_soon_threadsafe`` and never blocks, so it may run where the future is settled,
+    saving a thread hop per awaited call."""
+    return (getattr(callback, "__module__", None) == "asyncio.futures"
+            and getattr(callback, "__qualname__", None) == "_chain_future.<locals>._call_set_state")
 
 
 class _FutureSink:
@@ -250,7 +260,8 @@ class ProcessPoolExecutor(Executor):
             finish_at_exit=True,
         )
         self._max_workers = self._engine.processes
-        # Futures not yet done, so shutdown(cancel_futures=True) can find the pending ones.
+        # Futures submitted and still referenced (weakly: a dropped one goes), so that
+        # shutdown(cancel_futures=True) can find the pending ones.
         self._pending: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         # Eager maps still submitting, so a shutdown that cancels can stop them.
         self._feeders: weakref.WeakSet[_MapFeeder] = weakref.WeakSet()
