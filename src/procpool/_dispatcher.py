@@ -287,7 +287,10 @@ class Dispatcher:
         if self._inbox.waitable in ready:
             self._handle_commands()
         for record in list(self._workers.active.values()):
-            if record.handle.connection in ready:
+            # Not a pipe that a command above closed (kill() of a thread-backed worker): its
+            # number may already name another descriptor.
+            if (record.handle.connection in ready and self._is_listening(record)
+                    and not record.handle.connection.closed):
                 self._receive(record)
         for record in list(self._workers.active.values()):
             if record.handle.sentinel in ready:
