@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
 import resource
 import signal
@@ -23,6 +24,7 @@ import psutil
 import pytest
 
 import procpool
+from procpool import _inbox
 
 import misbehaving as mb
 
@@ -97,6 +99,7 @@ def test_a_worker_killed_while_starting_is_replaced_and_its_task_runs(
 BROKEN_MAIN = """
 import sys
 import procpool
+from procpool import _inbox
 
 if __name__ == "__mp_main__":  # a spawned worker importing this script
     raise RuntimeError("this script cannot be imported by a worker")
@@ -212,6 +215,7 @@ KILLED_PARENT = """
 import sys
 import numpy
 import procpool
+from procpool import _inbox
 import misbehaving as mb
 
 
@@ -360,3 +364,58 @@ def test_a_pool_that_cannot_get_descriptors_fails_to_start_and_leaves_none_open(
         for fd in fillers:
             os.close(fd)
     assert failures > 0, "the limit never stopped a start: the test tested nothing"
+
+
+def test_a_keyboard_interrupt_inside_a_post_does_not_silence_the_inbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Ctrl-C lands between two bytecodes of whatever the main thread runs, also inside
+    # Inbox.post. Whatever the post left behind, the next post must still wake the
+    # dispatcher, or shutdown(wait=True) after the Ctrl-C waits forever (seen on 3.10).
+    inbox: _inbox.Inbox[str] = _inbox.Inbox()
+    real_write = os.write
+
+    def interrupted_write(fd: int, data: bytes) -> int:
+        monkeypatch.setattr(_inbox.os, "write", real_write)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_inbox.os, "write", interrupted_write)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            inbox.post("submit")
+        assert inbox.post("close")
+        ready = multiprocessing.connection.wait([inbox.waitable], timeout=10)
+        assert ready == [inbox.waitable], "the dispatcher would never wake"
+        assert list(inbox.take()) == ["submit", "close"]
+    finally:
+        inbox.close()
+
+
+def test_an_interrupted_run_cancels_the_call_it_submitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Ctrl-C between executor.run's submit and its await: the call must not run on
+    # unseen, with nobody able to cancel it and shutdown(wait=True) waiting for it.
+    import asyncio
+
+    submitted: list[Any] = []
+    executor = procpool.ProcessPoolExecutor(1, mp_context="fork")
+    try:
+        real_submit = executor.submit
+
+        def spying_submit(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted.append(real_submit(fn, *args, **kwargs))
+            return submitted[-1]
+
+        def interrupted_wrap(future: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(executor, "submit", spying_submit)
+        monkeypatch.setattr(asyncio, "wrap_future", interrupted_wrap)
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(executor.run(mb.hang))
+        monkeypatch.undo()
+        assert len(submitted) == 1 and submitted[0].cancelled()
+        assert executor.submit(mb.square, 4).result(timeout=30) == 16
+    finally:
+        executor.kill_workers()  # a hanging call left behind must not hang the test

@@ -370,7 +370,15 @@ class ProcessPoolExecutor(Executor):
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``await executor.run(fn, *args, **kwargs)``: cancelling the awaiting task cancels
         the call, and kills its worker if it is running. No thread per call."""
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        future = self.submit(fn, *args, **kwargs)
+        try:
+            awaitable = asyncio.wrap_future(future)
+        except BaseException:
+            # A KeyboardInterrupt landing here would leave a call nobody can cancel, and
+            # shutdown(wait=True) waiting for it.
+            future.cancel()
+            raise
+        return await awaitable
 
     async def amap(self, fn: Callable[..., T], *iterables: Iterable[Any],
                    chunksize: int | None = None,

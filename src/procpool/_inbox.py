@@ -1,10 +1,11 @@
 """The dispatcher's inbox: how any thread hands a command to the dispatcher thread.
 
 Owns a queue under a lock, and a wake-up pipe whose read end the dispatcher's wait watches
-beside the workers' pipes. A post never blocks: at most one byte is ever unread in the pipe
-(``_wake_pending``), far below its capacity. Once the inbox is closed (the dispatcher is
-ending), posts are refused, and whatever was posted but not handled is handed back, so that
-the dispatcher can still answer it. Knows nothing of what the commands mean.
+beside the workers' pipes. A post never blocks: a byte is written only when none is known to
+be unread (``_wake_pending``), so a handful at most wait in the pipe, far below its capacity.
+Once the inbox is closed (the dispatcher is ending), posts are refused, and whatever was
+posted but not handled is handed back, so that the dispatcher can still answer it. Knows
+nothing of what the commands mean.
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ class Inbox(Generic[Command]):
                 on_accepted()
             self._posted.append(command)
             if not self._wake_pending:
-                self._wake_pending = True
-                # Under the lock, so close() cannot close the pipe in between.
+                # Under the lock, so close() cannot close the pipe in between. The byte goes
+                # first: a KeyboardInterrupt landing between the two lines then costs one
+                # spare byte, where the other order would leave the flag set with no byte,
+                # and the dispatcher would never wake again.
                 os.write(self._wake_write, b"!")
+                self._wake_pending = True
         return True
 
     def take(self) -> Iterator[Command]:
