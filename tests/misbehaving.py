@@ -324,17 +324,35 @@ def fork_child_that_waits_then_return(release_fifo: str, x: int) -> int:
     return x
 
 
-def write_to_every_descriptor(x: int) -> int:
+def pipes_and_sockets() -> set[tuple[int, int]]:
+    """The pipes and sockets this process holds above stderr, as (device, inode) pairs."""
+    import stat
+
+    held = set()
+    for fd in range(3, 256):
+        try:
+            status = os.fstat(fd)
+        except OSError:
+            continue
+        if stat.S_ISFIFO(status.st_mode) or stat.S_ISSOCK(status.st_mode):
+            held.add((status.st_dev, status.st_ino))
+    return held
+
+
+def write_to_every_descriptor(x: int, spare: frozenset[tuple[int, int]] = frozenset()) -> int:
     """Write a log line to every pipe and socket this process holds above stderr (a task
-    that thinks descriptor 3 is its log file, say), then return x."""
+    that thinks descriptor 3 is its log file, say), then return x. ``spare``: (device,
+    inode) pairs to leave alone, the test runner's own (pytest-xdist talks to its workers
+    through pipes that a forked worker inherits)."""
     import stat
 
     for fd in range(3, 256):
         try:
-            mode = os.fstat(fd).st_mode
+            status = os.fstat(fd)
         except OSError:
             continue
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        if (stat.S_ISFIFO(status.st_mode) or stat.S_ISSOCK(status.st_mode)) and (
+                (status.st_dev, status.st_ino) not in spare):
             with contextlib.suppress(OSError):  # a read end, say
                 os.write(fd, b"log: hello\n")
     return x
