@@ -60,6 +60,9 @@ class Ledger:
         # id(sink) -> (what the sink was, {item index: times answered})
         self._answers: dict[int, tuple[str, dict[int, int]]] = {}
         self._collected: deque[int] = deque()  # ids of sinks the collector took
+        # The last ids forgotten, and why: a report can then tell a sink the ledger forgot
+        # from one it never saw.
+        self._forgotten: dict[int, str] = {}
         self._problems: list[str] = []
 
     def accepted(self, chunk: Chunk) -> None:
@@ -84,8 +87,14 @@ class Ledger:
             entry = self._answers.get(id(chunk.sink))
             for index in _indices(chunk):
                 if entry is None or index not in entry[1]:
+                    known = ("its sink's entry was forgotten "
+                             + self._forgotten.get(id(chunk.sink), "never")
+                             if entry is None else
+                             f"its sink had items {sorted(entry[1])[:5]}...")
                     self._problems.append(
-                        f"{_describe(chunk, index)} was answered ({how}) but never accepted")
+                        f"{_describe(chunk, index)} was answered ({how}) but never accepted "
+                        f"(chunk {chunk.chunk_id}: items {chunk.first_index} to "
+                        f"{chunk.first_index + chunk.size - 1}; {known})")
                     continue
                 entry[1][index] += 1
                 if entry[1][index] > 1:
@@ -115,6 +124,9 @@ class Ledger:
         entry = self._answers.pop(key, None)
         if entry is None:
             return
+        if len(self._forgotten) > 10_000:
+            self._forgotten.clear()
+        self._forgotten[key] = f"{when} (it was {entry[0]})"
         sink, counts = entry
         missing = sorted(index for index, count in counts.items() if count == 0)
         if missing:
