@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
 from procpool._messages import CallMode
 from procpool._options import TaskPolicy, WorkerPolicy
@@ -202,6 +204,24 @@ def test_a_death_mid_chunk_loses_one_item_and_requeues_the_rest() -> None:
     assert (failure.chunk.first_index, failure.chunk.size) == (2, 1)
     requeued = [a.chunk for a in actions if isinstance(a, SendChunk)]
     assert [(c.first_index, c.size, c.attempt) for c in requeued] == [(3, 2, 1)]
+
+
+@pytest.mark.parametrize("policy", [TaskPolicy(timeout=60.0), TaskPolicy(retries=1)],
+                         ids=["timeout", "retries"])
+def test_a_death_after_the_last_item_before_the_chunk_ends_loses_nothing(
+    policy: TaskPolicy,
+) -> None:
+    # Every item has its answer; the worker dies before it says the chunk is over (a kill
+    # storm hit this window): nothing is lost, and no phantom item past the chunk's end is
+    # failed or run again.
+    scheduler = started(Scheduler(1, split=_split))
+    scheduler.submit([chunk(0, size=2, policy=policy)], 0.0)
+    scheduler.item_done(0, 1.0)
+    scheduler.item_done(0, 2.0)
+    actions = scheduler.worker_lost(0, DEATH, 3.0)
+    assert not [a for a in actions if isinstance(a, (FailChunk, DropChunk, SendChunk))]
+    assert not scheduler.pending and scheduler.counts.retried == 0
+    assert [a for a in actions if isinstance(a, StartWorker)]  # the worker is replaced
 
 
 def test_retries_rerun_only_the_lost_item_and_count_attempts() -> None:

@@ -163,10 +163,13 @@ class _WorkerSlot:
 
     def unfinished(self) -> Chunk | None:
         """What of the running chunk has no answer yet: all of it, or (a chunk that reports
-        each item) the items from the one running on."""
+        each item) the items from the one running on; None if nothing (every item reported,
+        and the worker ended before it said the chunk was over)."""
         chunk = self.running
         if chunk is None or self.position == 0:
             return chunk
+        if self.position >= chunk.size:
+            return None
         return chunk.part(self.position, chunk.size - self.position)
 
 
