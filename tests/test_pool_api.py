@@ -561,3 +561,33 @@ def test_terminate_does_not_wait_for_a_callback_that_never_returns() -> None:
     assert stuck.wait(30)
     pool.terminate()  # must return although the callback thread is stuck
     release.set()
+
+
+@pytest.mark.parametrize("options", [{}, {"retries": 1}], ids=["whole-chunks", "per-item"])
+def test_map_async_shows_its_progress_where_recipes_read_it(
+    fifos: Any, options: dict[str, Any]
+) -> None:
+    # parmap and many progress-bar recipes poll MapResult._number_left (chunks of
+    # _chunksize items still to come) while waiting on map_async.
+    task = functools.partial(mb.block_on_first, started_fifo=fifos.started,
+                             release_fifo=fifos.release)
+    with procpool.Pool(1, context="fork", **options) as pool:
+        result = pool.map_async(task, range(10), chunksize=3)
+        fifos.wait_started()  # item 0 runs: nothing is done yet
+        assert (result._chunksize, result._number_left) == (3, 4)
+        with pytest.raises(AttributeError):
+            result._number_left = 0  # type: ignore[misc]
+        fifos.release_task()
+        assert result.get(timeout=30) == list(range(10))
+        assert result._number_left == 0
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 10, 100])
+def test_map_async_picks_the_stdlib_chunksize(length: int) -> None:
+    with multiprocessing.get_context("fork").Pool(2) as stdlib_pool, \
+            procpool.Pool(2, context="fork") as pool:
+        expected = stdlib_pool.map_async(mb.square, range(length))
+        result = pool.map_async(mb.square, range(length))
+        assert result._chunksize == expected._chunksize
+        assert result.get(timeout=30) == expected.get(timeout=30)
+        assert result._number_left == 0

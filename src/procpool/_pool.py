@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
-from ._pace import ChunkSizer, read_batch, stream_sizes
+from ._pace import CHUNKS_PER_WORKER, ChunkSizer, read_batch, stream_sizes
 from ._progress import length_of, make_tracker
 from ._results import (
     ApplyResult,
@@ -217,13 +217,13 @@ class Pool:
         items = iterable if isinstance(iterable, list) else list(iterable)
         if chunksize is None:
             # The stdlib's rule: about four chunks per worker.
-            chunksize, extra = divmod(len(items), self._processes * 4)
+            chunksize, extra = divmod(len(items), self._processes * CHUNKS_PER_WORKER)
             chunksize += bool(extra)
         else:
             _check_chunksize(chunksize)
         tracker = make_tracker(progress, len(items), name_of(func), self._callbacks.post)
-        result: MapResult[T] = MapResult(len(items), self._callbacks, callback, error_callback,
-                                         self._interrupted, tracker)
+        result: MapResult[T] = MapResult(len(items), chunksize, self._callbacks, callback,
+                                         error_callback, self._interrupted, tracker)
         function = self._engine.task_function(func, result.fail) if items else None
         if function is None:
             return result  # empty input (already complete), or the function failed it

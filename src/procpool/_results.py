@@ -144,13 +144,19 @@ AsyncResult = ApplyResult
 
 
 class MapResult(_AsyncResultBase[list[T]]):
-    """The result of ``map_async`` and ``starmap_async``: a list, or the first error."""
+    """The result of ``map_async`` and ``starmap_async``: a list, or the first error.
+
+    Like the stdlib's, it shows its progress in two private attributes that progress-bar
+    recipes (and parmap) read: ``_chunksize``, and ``_number_left``, the chunks of that size
+    still to come (read-only here, and exact: it reaches 0 when the last item is done).
+    """
 
     __module__ = "procpool"
 
     def __init__(
         self,
         length: int,
+        chunksize: int,
         callbacks: CallbackRunner,
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
@@ -160,8 +166,19 @@ class MapResult(_AsyncResultBase[list[T]]):
         super().__init__(callbacks, callback, error_callback, on_interrupt, progress)
         self._values: list[Any] = [None] * length
         self._items_left = length
+        self._chunk_length = chunksize if length else 0  # the stdlib's, for an empty map too
         if length == 0:
             self._settle(True, self._values)
+
+    @property
+    def _chunksize(self) -> int:
+        return self._chunk_length
+
+    @property
+    def _number_left(self) -> int:
+        if self._chunk_length == 0:
+            return 0
+        return -(-self._items_left // self._chunk_length)
 
     def chunk_done(
         self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
