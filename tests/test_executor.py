@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import io
 import itertools
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tqdm import tqdm
 
 import procpool
 from support import still_alive
@@ -353,6 +355,81 @@ def test_dask_can_use_it_as_its_scheduler(executor: Any) -> None:
     bag = dask.bag.from_sequence(range(100), npartitions=8).map(mb.square)
     assert bag.sum().compute(scheduler=executor) == sum(x * x for x in range(100))
 
+
+
+class _CountingExecutor(procpool.ProcessPoolExecutor):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.submitted = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def _wrap_submit_on_the_instance(executor: Any) -> Any:
+    """What tqdm's process_map does: count submit calls through the instance's attribute."""
+    executor.submitted = 0
+    original = executor.submit
+
+    def counting_submit(*args: Any, **kwargs: Any) -> Any:
+        executor.submitted += 1
+        return original(*args, **kwargs)
+
+    executor.submit = counting_submit
+    return executor
+
+
+@pytest.mark.parametrize("buffersize", [None, 2])
+@pytest.mark.parametrize("chunksize, calls", [(None, 10), (1, 10), (3, 4)])
+@pytest.mark.parametrize("where", ["subclass", "instance"])
+def test_map_goes_through_an_overridden_submit(
+    where: str, chunksize: int | None, calls: int, buffersize: int | None
+) -> None:
+    # The stdlib's Executor.map calls self.submit once per chunk (chunksize 1 by default):
+    # subclasses and tqdm's process_map count the work there.
+    made = (_CountingExecutor(2) if where == "subclass"
+            else _wrap_submit_on_the_instance(procpool.ProcessPoolExecutor(2)))
+    with made as executor:
+        results = executor.map(mb.add, range(10), range(10), chunksize=chunksize,
+                               buffersize=buffersize)
+        assert list(results) == [2 * x for x in range(10)]
+        assert executor.submitted == calls
+
+
+def test_a_map_through_submit_raises_at_the_failing_item_and_keeps_its_options() -> None:
+    with _wrap_submit_on_the_instance(procpool.ProcessPoolExecutor(2)) as executor:
+        results = executor.map(mb.raise_if, range(6))
+        assert [next(results) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(ValueError, match="item 3 is bad"):
+            next(results)
+        # Per-call options reach the submit calls the map makes.
+        with pytest.raises(procpool.WorkerDied) as died:
+            list(executor.map(mb.crash_if, range(6), retries=1))
+        assert died.value.attempts == 2
+
+
+class _CountingBar(tqdm):  # type: ignore[type-arg]
+    """A tqdm bar that keeps every count it was given, even after it was closed."""
+
+    counted: list[int] = []
+
+    def update(self, n: float | None = 1) -> bool | None:
+        self.counted.append(int(n or 0))
+        return super().update(n)  # type: ignore[no-any-return]
+
+
+def test_tqdm_process_map_counts_every_item_with_procpool() -> None:
+    from tqdm.contrib import concurrent as tqdm_concurrent  # the code process_map runs
+
+    _CountingBar.counted.clear()
+    results = tqdm_concurrent._executor_map(procpool.ProcessPoolExecutor, mb.square,
+                                            range(20), max_workers=2, tqdm_class=_CountingBar,
+                                            file=io.StringIO())
+    assert results == [x * x for x in range(20)]
+    # Every call was counted by the time the executor shut down (whether the bar drew the
+    # last count before it closed is a race the stdlib's pool has too).
+    assert sum(_CountingBar.counted) == 20
 
 
 def test_map_keeps_no_reference_to_results_already_yielded(executor: Any) -> None:

@@ -28,12 +28,12 @@ from concurrent.futures._base import (
 )
 from concurrent.futures.process import _RemoteTraceback
 from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
 from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
-from ._pace import CHUNKS_PER_WORKER, ChunkSizer, read_batch, stream_sizes
+from ._pace import CHUNKS_PER_WORKER, ChunkSizer, Pace, read_batch, stream_sizes
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
 from ._task import Chunk, TaskFunction
@@ -66,12 +66,16 @@ class ProcessFuture(Future[T]):
 
     def _invoke_callbacks(self) -> None:
         invoke: Callable[[], None] = super()._invoke_callbacks  # type: ignore[misc]
-        callbacks = self._done_callbacks  # type: ignore[attr-defined]
-        defer = self._defer_callbacks
-        if (defer is not None and callbacks and not all(map(_only_schedules, callbacks))
-                and defer(invoke)):
+        if self._needs_callback_thread() and self._defer_callbacks(invoke):  # type: ignore[misc]
             return
         invoke()
+
+    def _needs_callback_thread(self) -> bool:
+        """Whether done-callbacks other than asyncio's bridge wait to run (and the pool has
+        a callback thread to run them)."""
+        callbacks = self._done_callbacks  # type: ignore[attr-defined]
+        return (self._defer_callbacks is not None and bool(callbacks)
+                and not all(map(_only_schedules, callbacks)))
 
     def result(self, timeout: float | None = None) -> T:
         try:
@@ -189,18 +193,30 @@ class _FutureSink:
     def _settle(self, success: bool, value: Any) -> None:
         future = self.future
         future._cancel_running = None  # nothing left to stop; let go of the chunk
-        if future._state == CANCELLED:
-            # Cancelled while pending and failed (terminate) before it was dispatched: tell
-            # as_completed() and wait(), which only count *notified* cancellations as done.
-            future.set_running_or_notify_cancel()
-            return
-        try:
-            if success:
-                future.set_result(value)
-            else:
-                future.set_exception(_executor_traceback(value))
-        except InvalidStateError:
-            pass  # cancelled meanwhile: nobody wants the outcome
+        # A future with done-callbacks settles on the callback thread, right before they run
+        # there: waiters wake and callbacks run at once in one thread, as in the stdlib, so
+        # a callback counting the work (tqdm's process_map) has counted it all by the time
+        # the last result is read, as often as with the stdlib's.
+        if future._needs_callback_thread():
+            assert future._defer_callbacks is not None
+            if future._defer_callbacks(functools.partial(_settle, future, success, value)):
+                return
+        _settle(future, success, value)
+
+
+def _settle(future: ProcessFuture[Any], success: bool, value: Any) -> None:
+    if future._state == CANCELLED:
+        # Cancelled while pending and failed (terminate) before it was dispatched: tell
+        # as_completed() and wait(), which only count *notified* cancellations as done.
+        future.set_running_or_notify_cancel()
+        return
+    try:
+        if success:
+            future.set_result(value)
+        else:
+            future.set_exception(_executor_traceback(value))
+    except InvalidStateError:
+        pass  # cancelled meanwhile: nobody wants the outcome
 
 
 class ProcessPoolExecutor(Executor):
@@ -266,12 +282,16 @@ class ProcessPoolExecutor(Executor):
         # Eager maps still submitting, so a shutdown that cancels can stop them.
         self._feeders: weakref.WeakSet[_MapFeeder] = weakref.WeakSet()
         self._shutdown = False
+        # A map's per-call options, for the submit calls it makes through an overridden
+        # submit (which cannot pass them on): set around each such call, in its thread.
+        self._map_call = threading.local()
 
     # ---- concurrent.futures API --------------------------------------------------------------
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ProcessFuture[T]:
         """Schedule ``fn(*args, **kwargs)``; every keyword goes to ``fn``."""
-        return self._submit(fn, [(args, kwargs)], CallMode.ARGS_KWARGS, self._engine.policy,
+        policy = getattr(self._map_call, "policy", None) or self._engine.policy
+        return self._submit(fn, [(args, kwargs)], CallMode.ARGS_KWARGS, policy,
                             outcomes=False)
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
@@ -303,6 +323,10 @@ class ProcessPoolExecutor(Executor):
         total = min(known, default=0) if len(known) == len(lengths) else None
         tracker = make_tracker(progress, total, name_of(fn))
         end_time = None if timeout is None else time.monotonic() + timeout
+        if self._submit_overridden():
+            through = self._map_through_submit(fn, iterables, chunksize, buffersize, policy,
+                                               end_time)
+            return through if tracker is None else tracker.count(through)
         # Only the chunk size: without buffersize this map is eager, as the stdlib's.
         chunksize, _ = stream_sizes(chunksize, buffersize, self._max_workers)
         submit = self._chunk_submitter(fn, policy, chunksize)
@@ -317,13 +341,7 @@ class ProcessPoolExecutor(Executor):
             feeder = _MapFeeder(self, list(arguments), submit)
             results = _fed_map_results(feeder, end_time)
         else:
-            batches = _batched(arguments, submit.sizer)
-            futures = collections.deque(
-                submit(batch) for batch in (itertools.islice(batches, buffersize)
-                                            if buffersize else batches)
-            )
-            results = _map_results(futures, batches if buffersize else None, weakref.ref(self),
-                                   submit, end_time)
+            results = self._stream_map(submit, arguments, buffersize, end_time)
         return results if tracker is None else tracker.count(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -477,6 +495,32 @@ class ProcessPoolExecutor(Executor):
 
     # ---- helpers -----------------------------------------------------------------------------
 
+    def _submit_overridden(self) -> bool:
+        """Whether a subclass or the instance replaced ``submit`` (tqdm's ``process_map``
+        wraps it to count the work): ``map`` must then go through it, as the stdlib's does."""
+        return ("submit" in vars(self)
+                or getattr(type(self), "submit", None) is not ProcessPoolExecutor.submit)
+
+    def _map_through_submit(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
+                            chunksize: int | None, buffersize: int | None,
+                            policy: TaskPolicy, end_time: float | None) -> Iterator[Any]:
+        """``map`` as the stdlib runs it: one ``self.submit`` per chunk of ``chunksize``
+        items (default 1), all at once, or ``buffersize`` ahead of the reader; a chunk
+        fails as a whole, at its first failing item."""
+        submit = _SubmitThrough(self, fn, policy, chunksize or 1)
+        return self._stream_map(submit, zip(*iterables, strict=False), buffersize, end_time)
+
+    def _stream_map(self, submit: _BatchSubmitter, arguments: Iterator[tuple[Any, ...]],
+                    buffersize: int | None, end_time: float | None) -> Iterator[Any]:
+        """Submit every batch now, or the first ``buffersize``; the iterator returned submits
+        one more as it delivers each (the shape of CPython 3.14's Executor.map)."""
+        batches = _batched(arguments, submit.sizer)
+        futures: collections.deque[Future[Any]] = collections.deque(
+            submit(batch) for batch in (itertools.islice(batches, buffersize)
+                                        if buffersize else batches))
+        return _map_results(futures, batches if buffersize else None, weakref.ref(self),
+                            submit, end_time)
+
     def _check_accepting(self) -> None:
         error = self._engine.broken_error()
         if error is not None:
@@ -559,6 +603,41 @@ class _Submitter:
 
     def _sent(self, chunk: Chunk) -> None:
         self.sizer.sent(chunk.size, chunk.payload_bytes)
+
+
+class _BatchSubmitter(Protocol):
+    """Submits one batch of a map's arguments as one future (``sizer`` cuts the batches)."""
+
+    sizer: ChunkSizer
+
+    def __call__(self, batch: list[Any]) -> Future[Any]: ...
+
+
+class _SubmitThrough:
+    """Submits the chunks of a ``map`` through the executor's overridden ``submit``, each
+    as one call of ``_call_each`` whose future's result is the chunk's outcomes (the shape
+    ``_map_results`` reads), with the map's per-call options."""
+
+    def __init__(self, executor: ProcessPoolExecutor, fn: Callable[..., Any],
+                 policy: TaskPolicy, chunksize: int) -> None:
+        self._executor = executor
+        self._fn = fn
+        self._policy = policy
+        self.sizer = ChunkSizer(Pace(), chunksize)
+
+    def __call__(self, batch: list[Any]) -> Future[Any]:
+        call = self._executor._map_call
+        call.policy = self._policy
+        try:
+            return self._executor.submit(_call_each, self._fn, batch)
+        finally:
+            call.policy = None
+
+
+def _call_each(fn: Callable[..., Any], batch: list[tuple[Any, ...]]
+               ) -> tuple[list[Any], Mapping[int, BaseException]]:
+    """In the worker: one chunk of a map that went through ``submit``."""
+    return [fn(*arguments) for arguments in batch], {}
 
 
 class _MapFeeder:
@@ -666,10 +745,10 @@ def _executor_traceback(error: BaseException) -> BaseException:
     return error
 
 
-def _map_results(futures: collections.deque[ProcessFuture[Any]],
+def _map_results(futures: collections.deque[Future[Any]],
                  more_batches: Iterator[list[Any]] | None,
                  executor: weakref.ref[ProcessPoolExecutor],
-                 submit: _Submitter | None,
+                 submit: Callable[[list[Any]], Future[Any]] | None,
                  end_time: float | None) -> Iterator[Any]:
     """The iterator ``map`` returns: results in order, topping up the buffer as it goes
     (the shape of CPython 3.14's Executor.map), cancelling what is left when closed early."""
@@ -695,7 +774,7 @@ def _map_results(futures: collections.deque[ProcessFuture[Any]],
             future.cancel()
 
 
-def _wait_for_batch(future: ProcessFuture[Any], end_time: float | None,
+def _wait_for_batch(future: Future[Any], end_time: float | None,
                     ) -> tuple[list[Any], Mapping[int, BaseException]]:
     """One batch's outcomes, waited for until the map's deadline. If the wait fails (the
     deadline passed, Ctrl-C), nobody will read them: the batch is cancelled, as in the stdlib."""
