@@ -19,6 +19,8 @@ EXAMPLES = [
     procpool.PoolTerminated("terminated"),
     procpool.SerializationError("arguments of item 3 (<lock>)", "TypeError: cannot pickle"),
     procpool.ResultSerializationError("<lock>", "TypeError: cannot pickle"),
+    procpool.TaskUnpicklingError("arguments", "RuntimeError: refused"),
+    procpool.ResultUnpicklingError("(unreadable)", "RuntimeError: refused", "work() item 2"),
     procpool.RemoteError("mymod.MyError", "went wrong", "Traceback ...\nMyError: went wrong"),
 ]
 
@@ -53,3 +55,35 @@ def test_result_error_is_also_the_stdlib_maybe_encoding_error() -> None:
     assert isinstance(error, MaybeEncodingError)
     assert isinstance(error, pickle.PicklingError)
     assert (error.exc, error.value) == ("TypeError: cannot pickle", "<lock>")
+
+
+@pytest.mark.parametrize("face", ["executor", "pool"])
+def test_what_breaks_the_stdlibs_pool_fails_one_task_as_a_broken_process_pool(
+    face: str,
+) -> None:
+    # The stdlib's executor breaks when a task's arguments cannot be unpickled in the worker,
+    # or its result in the parent (CPython's test_deadlock); procpool fails only that task,
+    # with an error that is also a BrokenProcessPool. A result that cannot be *pickled* is a
+    # PicklingError there, and stays one here.
+    import misbehaving as mb
+
+    def run(fn: object, *args: object) -> object:
+        if face == "executor":
+            return executor.submit(fn, *args).result(timeout=30)  # type: ignore[arg-type]
+        return pool.apply(fn, args)  # type: ignore[arg-type]
+
+    with procpool.ProcessPoolExecutor(2, mp_context="fork") as executor, \
+            procpool.Pool(2, context="fork") as pool:
+        with pytest.raises(procpool.TaskUnpicklingError) as argument:
+            run(mb.identity, mb.FailsToUnpickle())
+        assert isinstance(argument.value, BrokenProcessPool)
+        assert isinstance(argument.value, procpool.SerializationError)
+        with pytest.raises(procpool.ResultUnpicklingError) as result:
+            run(mb.return_unloadable)
+        assert isinstance(result.value, BrokenProcessPool)
+        assert isinstance(result.value, MaybeEncodingError)
+        with pytest.raises(procpool.ResultSerializationError) as unpicklable:
+            run(mb.return_lock)
+        assert isinstance(unpicklable.value, pickle.PicklingError)
+        assert not isinstance(unpicklable.value, BrokenProcessPool)
+        assert run(mb.square, 7) == 49  # and the pool goes on

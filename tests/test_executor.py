@@ -247,6 +247,30 @@ def test_terminate_and_kill_workers_stop_everything(method: str, fifos: Any) -> 
         executor.submit(mb.square, 1)
 
 
+def test_submit_after_interpreter_shutdown_is_refused_as_in_the_stdlib(tmp_path: Path) -> None:
+    script = tmp_path / "late.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, sys
+        import procpool
+
+        @atexit.register
+        def run_last():  # registered first: runs after procpool's own exit handler
+            try:
+                executor.submit(id, None)
+            except RuntimeError:
+                print("runtime-error")
+                raise
+
+        if __name__ == "__main__":
+            executor = procpool.ProcessPoolExecutor(2, mp_context=sys.argv[1])
+            executor.submit(id, 42).result()
+    """))
+    done = subprocess.run([sys.executable, str(script), "fork"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == "runtime-error"
+    assert "RuntimeError: cannot schedule new futures after interpreter shutdown" in done.stderr
+
+
 def test_submitted_work_finishes_at_interpreter_exit(tmp_path: Path) -> None:
     script = tmp_path / "fire_and_forget.py"
     script.write_text(textwrap.dedent("""

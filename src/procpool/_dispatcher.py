@@ -39,7 +39,15 @@ from . import _shared_memory as shared_memory
 from ._backends import Backend
 from ._callbacks import CallbackRunner
 from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
-from ._errors import InitializerFailed, PoolBroken, PoolTerminated, ResultSerializationError
+from ._errors import (
+    InitializerFailed,
+    PoolBroken,
+    PoolTerminated,
+    ResultSerializationError,
+    ResultUnpicklingError,
+    SerializationError,
+    TaskUnpicklingError,
+)
 from ._framing import CorruptStream
 from ._inbox import Inbox
 from ._messages import (
@@ -491,7 +499,7 @@ class Dispatcher:
         try:
             return shared_memory.loads(results_payload, segments)  # type: ignore[no-any-return]
         except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
-            error = ResultSerializationError(
+            error = ResultUnpicklingError(
                 "(unreadable)",
                 f"the parent could not unpickle it ({describe_pickle_failure(exc)})",
                 task=chunk.description,
@@ -643,6 +651,8 @@ def _item_error(chunk: Chunk, position: int, failure: ItemFailure) -> BaseExcept
     """The error an item of ``chunk`` failed with, as its waiter gets it: with the remote
     traceback, and, for a result procpool could not send, the name of the item."""
     error = failure.error
+    if type(error) is SerializationError:
+        error = TaskUnpicklingError(error.what, error.reason)
     if isinstance(error, ResultSerializationError) and error.task is None:
         error.task = chunk.describe_item(position)
     return _with_remote_traceback(error, failure.traceback_text)

@@ -17,8 +17,12 @@ a process boundary or a results file.
           |    |                                a worker could not unpickle a function or its
           |    |                                arguments (pickling failures in the parent raise
           |    |                                the pickler's own exception, as the stdlib does)
+          |    +-- TaskUnpicklingError (+ BrokenProcessPool)
+          |    |                                what the parent makes of the above
           |    +-- ResultSerializationError (+ multiprocessing.pool.MaybeEncodingError)
-          |                                     a result could not travel back
+          |         |                           a result could not travel back
+          |         +-- ResultUnpicklingError (+ BrokenProcessPool)
+          |                                     ... because the parent could not unpickle it
           +-- RemoteError                       stand-in for a task exception that could not be
                                                 pickled or unpickled; keeps type, text, traceback
 
@@ -206,5 +210,28 @@ class InitializerFailed(PoolBroken):
 class PoolTerminated(ProcpoolError, BrokenProcessPool):
     """The pool was terminated before this task could finish (``terminate()``,
     ``terminate_workers()``, ``kill_workers()``, Ctrl-C)."""
+
+    __module__ = "procpool"
+
+
+class TaskUnpicklingError(SerializationError, BrokenProcessPool):
+    """A worker could not unpickle a task's function or arguments, so the task never ran.
+
+    Only that task fails, and the pool goes on. The stdlib's executor breaks there, raising
+    ``BrokenProcessPool``: this is one too, so ``except`` clauses written for it still match.
+    The parent turns the worker's ``SerializationError`` into this one (the worker cannot
+    import ``concurrent.futures`` just for the class).
+    """
+
+    __module__ = "procpool"
+
+
+class ResultUnpicklingError(ResultSerializationError, BrokenProcessPool):
+    """A task's result was pickled in the worker, but the parent could not unpickle it.
+
+    Only that task (its chunk) fails. Also a ``BrokenProcessPool``, what the stdlib's executor
+    raises there. A result that cannot be *pickled* in the worker stays a plain
+    ``ResultSerializationError`` (a ``PicklingError``, as in the stdlib).
+    """
 
     __module__ = "procpool"

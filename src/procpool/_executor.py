@@ -44,6 +44,20 @@ T = TypeVar("T")
 _get_context = multiprocessing.get_context
 
 
+# Set when the interpreter starts to exit (threading's exit hooks run before atexit's): as in
+# the stdlib, a submit from then on, from an atexit handler say, is refused.
+_interpreter_exiting = False
+
+
+def _refuse_new_futures() -> None:
+    global _interpreter_exiting
+    _interpreter_exiting = True
+
+
+# Private, and what concurrent.futures itself uses for this (typeshed does not declare it).
+threading._register_atexit(_refuse_new_futures)  # type: ignore[attr-defined]
+
+
 class ProcessFuture(Future[T]):
     """A ``concurrent.futures.Future`` whose ``cancel()`` also works on a running task.
 
@@ -522,6 +536,8 @@ class ProcessPoolExecutor(Executor):
                             submit, end_time)
 
     def _check_accepting(self) -> None:
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         error = self._engine.broken_error()
         if error is not None:
             raise error
