@@ -40,6 +40,13 @@ def sys_exit(code: int) -> None:
     sys.exit(code)
 
 
+def sys_exit_if(x: int, bad: int = 2) -> int:
+    """Return x, but call sys.exit() on item ``bad``."""
+    if x == bad:
+        sys.exit(x)
+    return x
+
+
 def kill_self(signum: int = signal.SIGKILL) -> None:
     os.kill(os.getpid(), signum)
 
@@ -255,6 +262,17 @@ def initializer_keeps(shared: Any) -> None:
 def put_pid_on_shared_queue(_: object = None) -> int:
     _shared.put(os.getpid())
     return os.getpid()
+
+
+class ExitsWhenPickled:
+    """Its pickling calls sys.exit() (CPython's test_deadlock ExitAtPickle)."""
+
+    def __reduce__(self) -> Any:
+        sys.exit(3)
+
+
+def return_exits_when_pickled(_: object = None) -> ExitsWhenPickled:
+    return ExitsWhenPickled()
 
 
 class Plain:

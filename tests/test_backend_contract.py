@@ -177,6 +177,35 @@ def test_sys_exit_in_a_task_is_a_death_with_its_code(backend: Any) -> None:
         assert pool.apply(mb.square, (5,)) == 25
 
 
+@pytest.mark.parametrize("options", [{}, {"retries": 1}, {"task_timeout": 60}],
+                         ids=["whole-chunks", "retries", "task_timeout"])
+def test_sys_exit_in_an_executor_task_is_its_futures_exception(
+    backend: Any, options: dict[str, Any]
+) -> None:
+    # As in concurrent.futures: the future's exception is the SystemExit, the worker goes on
+    # (and SystemExit is no failure the default retry_on retries).
+    with procpool.ProcessPoolExecutor(1, backend=backend, **options) as executor:
+        with pytest.raises(SystemExit) as exited:
+            executor.submit(mb.sys_exit, 4).result(timeout=60)
+        assert exited.value.code == 4
+        with pytest.raises(SystemExit) as exited:
+            executor.submit(mb.return_exits_when_pickled).result(timeout=60)
+        assert exited.value.code == 3
+        results = executor.map(mb.sys_exit_if, range(5), chunksize=2)
+        assert [next(results), next(results)] == [0, 1]
+        with pytest.raises(SystemExit):
+            next(results)
+
+        async def awaited() -> None:
+            await executor.run(mb.sys_exit, 5)
+
+        with pytest.raises(SystemExit):
+            asyncio.run(awaited())
+        assert executor.submit(mb.square, 5).result(timeout=60) == 25
+        # No worker ended for an exit (the map's last chunk may have been cancelled running).
+        assert set(executor.stats().respawn_causes) <= {"task cancelled"}
+
+
 def test_a_task_timeout_fails_the_task(backend: Any, fifos: Fifos) -> None:
     with procpool.Pool(2, backend=backend) as pool:
         slow = pool.apply_async(mb.announce_then_block, (fifos.started, fifos.release),

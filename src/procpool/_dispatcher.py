@@ -611,6 +611,7 @@ class Dispatcher:
             chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode,
             chunk.size, chunk.policy.reports_each_item,
             () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
+            chunk.policy.exit_fails_task,
         )
         if record.segments is not None:
             record.segments.sent(chunk)
@@ -651,6 +652,10 @@ def _item_error(chunk: Chunk, position: int, failure: ItemFailure) -> BaseExcept
     """The error an item of ``chunk`` failed with, as its waiter gets it: with the remote
     traceback, and, for a result procpool could not send, the name of the item."""
     error = failure.error
+    if isinstance(error, SystemExit) and error.code is None and len(error.args) == 1:
+        # tblib's exception pickling (which importing distributed installs) rebuilds a
+        # SystemExit without calling its __init__, and so without its code.
+        error.code = error.args[0]
     if type(error) is SerializationError:
         error = TaskUnpicklingError(error.what, error.reason)
     if isinstance(error, ResultSerializationError) and error.task is None:

@@ -58,11 +58,13 @@ class Engine:
         max_memory_per_child: Any,
         initializer_timeout: Any,
         finish_at_exit: bool = False,
+        exit_fails_task: bool = False,
     ) -> None:
         self.policy = TaskPolicy(
             timeout=check_seconds("task_timeout", task_timeout),
             retries=check_count("retries", retries),
             retry_on=check_retry_on(retry_on),
+            exit_fails_task=exit_fails_task,
         )
         worker_policy = WorkerPolicy(
             max_tasks=max_tasks,

@@ -287,7 +287,7 @@ class ProcessPoolExecutor(Executor):
             context=mp_context, backend=backend, max_tasks=max_tasks_per_child,
             task_timeout=task_timeout, retries=retries, retry_on=retry_on,
             max_memory_per_child=max_memory_per_child, initializer_timeout=initializer_timeout,
-            finish_at_exit=True,
+            finish_at_exit=True, exit_fails_task=True,
         )
         self._max_workers = self._engine.processes
         # Futures submitted and still referenced (weakly: a dropped one goes), so that

@@ -78,6 +78,9 @@ class RunChunk(_Message):
     # Where the worker may put its results' large buffers: segments named after the parent's
     # pid (this prefix) and the chunk. None: everything travels in the pickle.
     segment_prefix: str | None = None
+    # A SystemExit in the task, or while its result is pickled, is the item's failure (the
+    # executor's rule) instead of the end of the worker (TaskPolicy.exit_fails_task).
+    exit_fails_task: bool = False
 
 
 class Stop(_Message):

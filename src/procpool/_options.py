@@ -33,12 +33,16 @@ class TaskPolicy:
     that its worker (and every process in the worker's process group) is killed and the item
     fails with TaskTimeout. ``retries``: how many more times an item is run after a failure
     listed in ``retry_on`` (worker death and task timeout by default; add exception classes
-    to retry those too).
+    to retry those too). ``exit_fails_task``: a task's ``SystemExit`` (``sys.exit()`` in the
+    task, or while its result is pickled) is that task's error and the worker goes on, as in
+    ``concurrent.futures`` (the executor's faces); otherwise it ends the worker, as in
+    ``multiprocessing.Pool``, and the task fails with WorkerDied.
     """
 
     timeout: float | None = None
     retries: int = 0
     retry_on: tuple[type[BaseException], ...] = DEFAULT_RETRY_ON
+    exit_fails_task: bool = False
 
     @property
     def reports_each_item(self) -> bool:

@@ -222,6 +222,7 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache) -> No
     global _segment_prefix
     started = time.perf_counter()
     results_names = None
+    caught = _CAUGHT_WITH_EXIT if message.exit_fails_task else _CAUGHT
     if message.segment_prefix is not None:
         _segment_prefix = message.segment_prefix
         results_names = shared_memory.SegmentNames(
@@ -243,13 +244,14 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache) -> No
     else:
         if message.report_each_item:
             for position, item in enumerate(items):
-                payload, _, names = _encode_results(*_run_all(call, [item]), results_names)
+                payload, _, names = _encode_results(*_run_all(call, [item], caught),
+                                                    results_names, caught)
                 conn.send_bytes(dumps(ItemDone(message.chunk_id, position, payload, names)))
             outcomes, failed = [], []
         else:
-            outcomes, failed = _run_all(call, items)
+            outcomes, failed = _run_all(call, items, caught)
         del items  # the argument segments' mappings can go before the results are written
-    payload, failed_positions, names = (_encode_results(outcomes, failed, results_names)
+    payload, failed_positions, names = (_encode_results(outcomes, failed, results_names, caught)
                                         if outcomes else (b"", (), ()))
     conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions, current_rss(),
                                     peak_rss(), time.perf_counter() - started, names)))
@@ -314,7 +316,15 @@ def _call_form(function: Callable[..., Any], mode: CallMode) -> Callable[[Any], 
     return lambda item: function(*item[0], **item[1])
 
 
-def _run_all(call: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], list[int]]:
+# What a task may raise and still fail alone: its exceptions, and with exit_fails_task its
+# SystemExit too (anything else, KeyboardInterrupt say, ends the worker).
+_CAUGHT: tuple[type[BaseException], ...] = (Exception,)
+_CAUGHT_WITH_EXIT: tuple[type[BaseException], ...] = (Exception, SystemExit)
+
+
+def _run_all(call: Callable[[Any], Any], items: list[Any],
+             caught: tuple[type[BaseException], ...] = _CAUGHT,
+             ) -> tuple[list[Any], list[int]]:
     """Each item's value or ItemFailure, and the positions that failed.
 
     The hot loop for chunks of tiny tasks runs in C: ``list.extend`` over ``map``. When a call
@@ -328,36 +338,39 @@ def _run_all(call: Callable[[Any], Any], items: list[Any]) -> tuple[list[Any], l
         try:
             outcomes.extend(calls)
             return outcomes, failed
-        except Exception as exc:
+        except caught as exc:
             failed.append(len(outcomes))
             outcomes.append(_failure(exc))
 
 
-def _failure(exc: Exception) -> ItemFailure:
+def _failure(exc: BaseException) -> ItemFailure:
     return ItemFailure(portable_exception(exc), format_remote_traceback(exc))
 
 
 def _encode_results(outcomes: list[Any], failed: list[int],
                     names: shared_memory.SegmentNames | None = None,
+                    caught: tuple[type[BaseException], ...] = _CAUGHT,
                     ) -> tuple[bytes, tuple[int, ...], tuple[str, ...]]:
     """Pickle the outcomes; return the payload, the positions that hold failures, and the
-    shared-memory segments of their large buffers (only when ``names`` are given)."""
+    shared-memory segments of their large buffers (only when ``names`` are given). Pickling
+    runs the results' own code: what it raises, of ``caught``, fails that result alone."""
     try:
         if names is None:
             return dumps(outcomes), tuple(failed), ()
         payload, segments = shared_memory.dumps(outcomes, names)
         return payload, tuple(failed), segments
-    except Exception:
+    except caught:
         pass
     # Find the culprits one by one, so only they fail and every other item is delivered.
     checked: list[Any] = []
     for value in outcomes:
         try:
             dumps(value)
-        except Exception as exc:
-            value = ItemFailure(
-                ResultSerializationError(short_repr(value), describe_pickle_failure(exc)), ""
-            )
+        except caught as exc:
+            # A SystemExit (caught with exit_fails_task) is the task's own error, as in
+            # concurrent.futures; anything else, a result that cannot travel.
+            value = _failure(exc) if isinstance(exc, SystemExit) else ItemFailure(
+                ResultSerializationError(short_repr(value), describe_pickle_failure(exc)), "")
         checked.append(value)
     return (dumps(checked), tuple(i for i, v in enumerate(checked) if type(v) is ItemFailure),
             ())
