@@ -4,13 +4,16 @@
 #   make bench  the side-by-side benchmarks (installs the peer libraries into .venv)
 #   make bench-dask  procpool on Dask against Client.map and get_executor().map, one cluster
 #   make soak   a seeded kill storm on fork, spawn and forkserver, then the fault matrix's slow cells
+#   make docs-check  run every Python example of README.md and docs/*.md
+#   make dist-check  build the wheel and sdist from a clean clone of HEAD, install and test them
 PYTHON ?= python3
 VENV ?= .venv
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 # Other supported interpreters to run the suite on, when this machine has them (pyenv or PATH).
 EXTRA_PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13
 
-.PHONY: demo test bench bench-dask soak lint typecheck pytest test-other-pythons clean
+.PHONY: demo test bench bench-dask soak lint typecheck pytest test-other-pythons clean \
+        docs-check dist-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -97,3 +100,64 @@ test-other-pythons: $(VENV)/.installed
 
 clean:
 	rm -rf .venv .venv-* build src/*.egg-info .mypy_cache .ruff_cache
+
+
+# Every ```python block of README.md and docs/*.md runs as a script of its own, under forkserver
+# (tools/docs_check.py; tests/test_docs.py runs the same blocks in the suite). A block marked
+# <!-- docs-check: skip (reason) --> in the Markdown is listed with its reason, not run.
+# DOCS_CHECK_ARGS="--list" only lists the blocks; "--start-method fork" runs them under fork.
+DOCS_CHECK_ARGS ?=
+docs-check: $(VENV)/.installed
+	$(VENV)/bin/python tools/docs_check.py $(DOCS_CHECK_ARGS)
+
+# What a user of the release gets, checked in a temporary folder that is removed at the end:
+# a clean clone of HEAD (committed work only: uncommitted changes are not in it) is built into
+# a wheel and an sdist (python -m build: the wheel is built from the sdist). A fresh virtualenv
+# installs the wheel and runs `import procpool` and `procpool --version`; another installs the
+# sdist with its test dependencies (the dev extra) and runs, from the unpacked sdist, with its
+# src/ removed so that only the installed package can be imported, a representative part of
+# the sdist's own suite: DIST_TESTS, by default the Pool and executor API tests and the docs
+# examples (-x -q; the whole suite takes too long for a packaging check). The interpreter is
+# DIST_PYTHON if set, else Python DIST_PYTHON_VERSION found as test-other-pythons finds them.
+DIST_PYTHON ?=
+DIST_PYTHON_VERSION ?= 3.13
+DIST_TESTS ?= tests/test_pool_api.py tests/test_executor.py tests/test_docs.py
+dist-check:
+	@set -e; \
+	interpreter="$(DIST_PYTHON)"; version=$(DIST_PYTHON_VERSION); \
+	if [ -z "$$interpreter" ]; then \
+	  interpreter=$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$version.*/bin/python$$version 2>/dev/null | tail -n 1); \
+	  [ -n "$$interpreter" ] || { python$$version -c pass 2>/dev/null && interpreter=python$$version; }; \
+	fi; \
+	[ -n "$$interpreter" ] || { echo "== dist-check: Python $$version not found; set DIST_PYTHON"; exit 2; }; \
+	revision=$$(git rev-parse --verify HEAD); \
+	[ -z "$$(git status --porcelain --untracked-files=no)" ] || \
+	  echo "== dist-check: the work tree has uncommitted changes; they are not checked"; \
+	work=$$(mktemp -d "$${TMPDIR:-/tmp}/procpool-dist-check.XXXXXX"); \
+	trap 'rm -rf "$$work"' EXIT; \
+	echo "== clone of $$(git rev-parse --short HEAD) in $$work; $$($$interpreter --version) ($$interpreter)"; \
+	git clone --quiet --no-checkout "$(CURDIR)" "$$work/clone"; \
+	git -C "$$work/clone" checkout --quiet "$$revision"; \
+	echo "== build: wheel and sdist"; \
+	$$interpreter -m venv "$$work/build-venv"; \
+	"$$work/build-venv/bin/pip" install $(PIP_FLAGS) build; \
+	"$$work/build-venv/bin/python" -m build --outdir "$$work/dist" "$$work/clone" \
+	    >"$$work/build.log" 2>&1 || { cat "$$work/build.log"; exit 1; }; \
+	wheel=$$(ls "$$work"/dist/*.whl); sdist=$$(ls "$$work"/dist/*.tar.gz); \
+	ls -l "$$work/dist"; \
+	echo "== wheel: install in a fresh virtualenv, import, procpool --version"; \
+	$$interpreter -m venv "$$work/wheel-venv"; \
+	"$$work/wheel-venv/bin/pip" install $(PIP_FLAGS) "$$wheel"; \
+	(cd "$$work" && "$$work/wheel-venv/bin/python" -c \
+	    'import procpool; print("import procpool:", procpool.__version__, procpool.__file__)'); \
+	"$$work/wheel-venv/bin/procpool" --version; \
+	echo "== sdist: install with the dev extra in a fresh virtualenv, run its tests"; \
+	$$interpreter -m venv "$$work/sdist-venv"; \
+	"$$work/sdist-venv/bin/pip" install $(PIP_FLAGS) "$$sdist[dev]"; \
+	tar -xzf "$$sdist" -C "$$work"; \
+	unpacked="$$work/$$(basename "$$sdist" .tar.gz)"; \
+	rm -rf "$$unpacked/src"; \
+	cd "$$unpacked"; \
+	"$$work/sdist-venv/bin/python" -c 'import procpool; print("tests import", procpool.__file__)'; \
+	"$$work/sdist-venv/bin/python" -m pytest -x -q $(DIST_TESTS); \
+	echo "== dist-check passed: $$(basename "$$wheel") and $$(basename "$$sdist") of $$(git -C "$$work/clone" rev-parse --short HEAD)"
