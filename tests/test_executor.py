@@ -231,6 +231,21 @@ def test_shutdown_can_cancel_what_has_not_started(fifos: Any) -> None:
     assert all(f.cancelled() for f in queued)
 
 
+def test_shutdown_cancelling_spares_what_the_workers_took_at_once() -> None:
+    # CPython's test_cancel_futures: submit many, shutdown(cancel_futures=True) at once. As
+    # with the stdlib's call queue, the workers' first tasks are theirs (here: every task
+    # submitted before the shutdown reaches the dispatcher first), and only the rest is
+    # cancelled.
+    executor = procpool.ProcessPoolExecutor(2, mp_context="fork")
+    try:
+        futures = [executor.submit(mb.hang) for _ in range(10)]
+        executor.shutdown(wait=False, cancel_futures=True)
+        taken = [future for future in futures if not future.cancelled()]
+        assert len(taken) == 2 and all(future.running() for future in taken)
+    finally:
+        executor.kill_workers()
+
+
 @pytest.mark.parametrize("method", ["terminate_workers", "kill_workers"])
 def test_terminate_and_kill_workers_stop_everything(method: str, fifos: Any) -> None:
     executor = procpool.ProcessPoolExecutor(1)

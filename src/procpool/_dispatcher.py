@@ -240,6 +240,11 @@ class Dispatcher:
         self._thread.join()  # it is ending: once it has, its state is ours to read
         return self._stats_now()
 
+    def sync(self) -> None:
+        """Return once the dispatcher thread has handled every command posted before this
+        call (or has ended)."""
+        self.stats()  # a round trip through the inbox, behind everything posted before it
+
     def join(self, timeout: float | None = None) -> bool:
         if threading.current_thread() is self._thread:
             raise RuntimeError("cannot join the pool from its own dispatcher thread")

@@ -366,6 +366,10 @@ class ProcessPoolExecutor(Executor):
             if cancel_futures:
                 self._stop_feeders()
         if cancel_futures:
+            # What was submitted before this call reaches the workers first (those already
+            # free take their share, as the stdlib's call queue does); only the rest waits,
+            # and is cancelled.
+            self._engine.dispatcher.sync()
             for future in list(self._pending):
                 if not future.running():
                     future.cancel()
