@@ -15,6 +15,7 @@ EXAMPLES = [
     procpool.WorkerDied(123, -signal.SIGKILL, "work() item 4", 2**30),
     procpool.WorkerDied(124, 3),
     procpool.InitializerFailed("RuntimeError: no database"),
+    procpool.WorkerStartFailed(77, "exit code 1", True),
     procpool.PoolBroken("could not start a worker"),
     procpool.PoolTerminated("terminated"),
     procpool.SerializationError("arguments of item 3 (<lock>)", "TypeError: cannot pickle"),

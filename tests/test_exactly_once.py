@@ -99,7 +99,6 @@ def test_a_worker_killed_while_starting_is_replaced_and_its_task_runs(
 BROKEN_MAIN = """
 import sys
 import procpool
-from procpool import _inbox
 
 if __name__ == "__mp_main__":  # a spawned worker importing this script
     raise RuntimeError("this script cannot be imported by a worker")
@@ -126,7 +125,7 @@ def test_a_main_module_workers_cannot_import_fails_the_waiting_future(
     script.write_text(BROKEN_MAIN)
     done = subprocess.run([sys.executable, str(script), method], capture_output=True,
                           text=True, timeout=WAIT * 2)
-    assert done.stdout.strip() == "answered: InitializerFailed", done.stderr[-2000:]
+    assert done.stdout.strip() == "answered: WorkerStartFailed", done.stderr[-2000:]
     assert done.returncode == 0
 
 
@@ -216,7 +215,6 @@ KILLED_PARENT = """
 import sys
 import numpy
 import procpool
-from procpool import _inbox
 import misbehaving as mb
 
 

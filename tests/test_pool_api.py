@@ -591,3 +591,36 @@ def test_map_async_picks_the_stdlib_chunksize(length: int) -> None:
         assert result._chunksize == expected._chunksize
         assert result.get(timeout=30) == expected.get(timeout=30)
         assert result._number_left == 0
+
+
+UNGUARDED_SCRIPT = """
+import sys
+import procpool
+
+def square(x):
+    return x * x
+
+# No `if __name__ == "__main__":` guard: every spawned worker runs this again on import.
+if sys.argv[2] == "pool":
+    with procpool.Pool(1, context=sys.argv[1]) as pool:
+        print(pool.map(square, range(3)))
+else:
+    with procpool.ProcessPoolExecutor(1, mp_context=sys.argv[1]) as executor:
+        print(list(executor.map(square, range(3))))
+"""
+
+
+@pytest.mark.parametrize("face", ["pool", "executor"])
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_script_without_a_main_guard_is_told_what_to_write(
+    method: str, face: str, tmp_path: Any
+) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), method, face], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("procpool.WorkerStartFailed: worker pid "), done.stderr[-3000:]
+    assert 'move that code under `if __name__ == "__main__":`' in last_line
+    assert "initializer" not in last_line

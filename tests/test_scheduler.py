@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
+from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied, WorkerStartFailed
 from procpool._messages import CallMode
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._scheduler import (
@@ -267,16 +267,24 @@ def test_a_worker_that_never_gets_ready_breaks_the_pool() -> None:
     assert "initializer_timeout=3" in str(action.error)
 
 
-def test_an_exit_before_ready_breaks_the_pool_and_fails_the_chunk_it_held() -> None:
+@pytest.mark.parametrize("policy, error, text", [
+    (WorkerPolicy(has_initializer=True), InitializerFailed, "died during start-up, exit code 3"),
+    (WorkerPolicy(imports_main=True), WorkerStartFailed, 'under `if __name__ == "__main__":`'),
+    (WorkerPolicy(), WorkerStartFailed, "ended (exit code 3) while starting"),
+], ids=["initializer", "spawned-main", "neither"])
+def test_an_exit_before_ready_breaks_the_pool_and_fails_the_chunk_it_held(
+    policy: WorkerPolicy, error: type[BaseException], text: str
+) -> None:
     # The initializer (or a spawned child's import of __main__) exited: nothing will ever
-    # run. The chunk waiting in the dead worker's pipe must be failed with the rest.
-    scheduler = Scheduler(1)
+    # run. The chunk waiting in the dead worker's pipe must be failed with the rest, and the
+    # error blames the initializer only if there is one.
+    scheduler = Scheduler(1, policy)
     scheduler.start(0.0)
     held = chunk(0)
     assert sends(scheduler.submit([held], 0.0)) == [(0, 0)]
     (action,) = scheduler.worker_lost(0, Death(5, 3), 1.0)
-    assert isinstance(action, BreakPool) and "died during start-up, exit code 3" in str(
-        action.error)
+    assert isinstance(action, BreakPool) and type(action.error) is error
+    assert text in str(action.error)
     assert scheduler.break_pool(action.error) == [FailChunk(held, action.error)]
 
 

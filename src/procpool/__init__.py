@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         TaskUnpicklingError,
         TimeoutError,
         WorkerDied,
+        WorkerStartFailed,
     )
     from ._executor import ProcessFuture, ProcessPoolExecutor
     from ._pool import Pool
@@ -49,7 +50,7 @@ _HOMES = {
     **dict.fromkeys(["InitializerFailed", "PoolBroken", "PoolTerminated", "ProcpoolError",
                      "RemoteError", "ResultSerializationError", "ResultUnpicklingError",
                      "SerializationError", "TaskTimeout", "TaskUnpicklingError",
-                     "TimeoutError", "WorkerDied"], "._errors"),
+                     "TimeoutError", "WorkerDied", "WorkerStartFailed"], "._errors"),
     "ProcessFuture": "._executor",
     "ProcessPoolExecutor": "._executor",
     "Pool": "._pool",
@@ -98,6 +99,7 @@ __all__ = [
     "TaskUnpicklingError",
     "TimeoutError",
     "WorkerDied",
+    "WorkerStartFailed",
     "WorkerStats",
 ]
 

@@ -66,14 +66,16 @@ class Engine:
             retry_on=check_retry_on(retry_on),
             exit_fails_task=exit_fails_task,
         )
+        self._lock = threading.Lock()
+        self._functions: OrderedDict[Any, TaskFunction] = OrderedDict()
+        built_backend = create_backend(backend, context)
         worker_policy = WorkerPolicy(
             max_tasks=max_tasks,
             max_memory=check_positive_int("max_memory_per_child", max_memory_per_child),
             initializer_timeout=check_seconds("initializer_timeout", initializer_timeout),
+            has_initializer=initializer is not None,
+            imports_main=built_backend.imports_main,
         )
-        self._lock = threading.Lock()
-        self._functions: OrderedDict[Any, TaskFunction] = OrderedDict()
-        built_backend = create_backend(backend, context)
         # None: as many as the backend suggests (this machine's CPUs, a Dask cluster's threads).
         self.processes = built_backend.default_processes() if processes is None else processes
         self.dispatcher = Dispatcher(

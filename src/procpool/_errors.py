@@ -12,6 +12,8 @@ a process boundary or a results file.
           |                                     worker was killed (not a *waiting* timeout)
           +-- PoolBroken  (+ BrokenProcessPool) the pool cannot run anything any more
           |    +-- InitializerFailed            ... because the worker initializer failed
+          |         +-- WorkerStartFailed       ... or, with no initializer, a worker could
+          |                                     not start (an unguarded script, say)
           +-- PoolTerminated  (+ BrokenProcessPool) the task was dropped by terminate()
           +-- SerializationError (+ pickle.PicklingError)
           |    |                                a worker could not unpickle a function or its
@@ -205,6 +207,37 @@ class InitializerFailed(PoolBroken):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.detail,))
+
+
+class WorkerStartFailed(InitializerFailed):
+    """A worker exited while it started, and no initializer was given to blame.
+
+    Under spawn and forkserver a worker imports the parent's main module before anything
+    else; a script that creates its pool at import time, without an
+    ``if __name__ == "__main__":`` guard, fails there in every worker (multiprocessing prints
+    why in the worker's stderr). An InitializerFailed, so code that catches that still does.
+    """
+
+    __module__ = "procpool"
+
+    def __init__(self, pid: int | None, how: str, imports_main: bool) -> None:
+        self.pid = pid
+        self.how = how
+        self.imports_main = imports_main
+        self.detail = f"worker pid {pid} ended ({how}) while starting, before it could run a task"
+        if imports_main:
+            advice = (
+                "Under spawn and forkserver each worker first imports your main module, so "
+                "code there that runs at import time runs in every worker too (the worker "
+                "printed its traceback above). If your script creates the pool at import "
+                'time, move that code under `if __name__ == "__main__":`.'
+            )
+        else:
+            advice = "The worker's own output above may say why."
+        PoolBroken.__init__(self, f"{self.detail}; the pool is broken. {advice}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.pid, self.how, self.imports_main))
 
 
 class PoolTerminated(ProcpoolError, BrokenProcessPool):

@@ -71,6 +71,10 @@ class WorkerPolicy:
     max_tasks: int | None = None  # chunks per worker (the stdlib's maxtasksperchild)
     max_memory: int | None = None  # resident bytes after a chunk
     initializer_timeout: float | None = None
+    # What a worker runs before it is ready, for the error when it dies then: the pool's
+    # initializer, and (spawn, forkserver) an import of the parent's main module.
+    has_initializer: bool = False
+    imports_main: bool = False
 
 
 PER_CALL_OPTIONS = ("task_timeout", "retries", "retry_on")

@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ._codec import add_note
-from ._errors import InitializerFailed, TaskTimeout, WorkerDied, describe_exit, how_it_ended
+from ._errors import (
+    InitializerFailed,
+    TaskTimeout,
+    WorkerDied,
+    WorkerStartFailed,
+    describe_exit,
+    how_it_ended,
+)
 from ._options import WorkerPolicy
 from ._task import Chunk
 
@@ -423,8 +430,7 @@ class Scheduler:
         self._startup_deaths_in_a_row += 1
         allowed = startup_deaths_allowed(self.processes)
         if not killed:
-            return [BreakPool(InitializerFailed(
-                f"worker pid {death.pid} died during start-up, {how}: {cause}"))]
+            return [BreakPool(self._start_failure(death, how, cause))]
         if self._startup_deaths_in_a_row > allowed:
             return [BreakPool(InitializerFailed(
                 f"{self._startup_deaths_in_a_row} workers in a row died during start-up, the "
@@ -433,6 +439,14 @@ class Scheduler:
         if self.broken is None and (not self.closing or self.has_work()):
             actions.append(self._new_worker(now, replacing=_cause_of(slot, death)))
         return actions + self._dispatch(now)
+
+    def _start_failure(self, death: Death, how: str, cause: str) -> BaseException:
+        """Why a worker that exited while starting broke the pool, as far as we can tell."""
+        policy = self.worker_policy
+        if policy.has_initializer:
+            return InitializerFailed(f"worker pid {death.pid} died during start-up, {how}: "
+                                     f"{cause}")
+        return WorkerStartFailed(death.pid, how, policy.imports_main)
 
     def _chunk_lost(self, chunk: Chunk, slot: _WorkerSlot, death: Death) -> list[Action]:
         if not chunk.policy.reports_each_item:

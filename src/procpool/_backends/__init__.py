@@ -46,6 +46,9 @@ class Backend(Protocol):
     name: str
     # True when workers are forked copies of the parent (they see everything in __main__).
     inherits_memory: bool
+    # True when a worker imports the parent's main module as it starts (spawn, forkserver):
+    # a script that starts work at import time then fails in every worker.
+    imports_main: bool
     # True when workers are processes on this machine, which can map the parent's
     # shared-memory segments: large buffers then travel through them (_shared_memory).
     shares_memory: bool

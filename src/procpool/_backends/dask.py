@@ -97,6 +97,7 @@ class DaskRuntime:
 
     name = "dask"
     inherits_memory = False  # cluster workers see nothing of this process's __main__
+    imports_main = False  # a relay runs procpool's code only; the cluster runs the tasks
     shares_memory = False  # they may be on other machines
 
     def __init__(self, spec: DaskBackend) -> None:

@@ -67,6 +67,7 @@ class InlineWorker:
 class InlineBackend(OnThisMachine):
     name = "inline"
     inherits_memory = True
+    imports_main = False
     shares_memory = False  # threads: nothing to gain over the pipe
 
     def start_worker(

@@ -129,6 +129,7 @@ class LocalBackend(OnThisMachine):
     def __init__(self, context: Any) -> None:
         self._context = context
         self.inherits_memory = context.get_start_method() == "fork"
+        self.imports_main = not self.inherits_memory
         self.shares_memory = shared_memory.available()
 
     def start_worker(
