@@ -275,6 +275,19 @@ def return_exits_when_pickled(_: object = None) -> ExitsWhenPickled:
     return ExitsWhenPickled()
 
 
+class BlocksWhenFreedInAWorker:
+    """An argument that, when a worker lets go of it (after its task ran, before the worker
+    says its chunk is over), announces itself on one FIFO and blocks on the other."""
+
+    def __init__(self, started_fifo: str, release_fifo: str) -> None:
+        self.fifos = (started_fifo, release_fifo)
+        self.owner = os.getpid()
+
+    def __del__(self) -> None:
+        if os.getpid() != self.owner:
+            announce_then_block(*self.fifos)
+
+
 class Plain:
     """A picklable object that supports weak references."""
 

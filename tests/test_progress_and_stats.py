@@ -186,6 +186,25 @@ def test_stats_while_a_task_runs(fifos: Fifos) -> None:
         assert waiting.get(timeout=30) == [x * x for x in range(6)]
 
 
+@pytest.mark.parametrize("options", [{"task_timeout": 60}, {"retries": 1}])
+def test_a_worker_that_answered_all_its_items_is_not_busy(
+    fifos: Fifos, options: dict[str, Any]
+) -> None:
+    # With per-item replies, a chunk's last result reaches the parent before its worker says
+    # the chunk is over. In between, busy workers and running tasks must agree (they said
+    # (1, 0)). The first argument holds the worker there: it blocks as the worker frees it.
+    with procpool.Pool(1, context="fork", **options) as pool:
+        blocker = mb.BlocksWhenFreedInAWorker(fifos.started, fifos.release)
+        result = pool.map_async(mb.pid_of_worker, [blocker, 1], chunksize=2)
+        del blocker
+        assert len(result.get(timeout=30)) == 2  # every item has its answer
+        fifos.wait_started()  # and the worker is inside that window
+        stats = pool.stats()
+        assert (stats.workers_busy, stats.tasks_running) == (0, 0), stats
+        assert not stats.workers[0].busy
+        fifos.release_task()
+
+
 def test_stats_name_why_workers_were_replaced(start_method: str) -> None:
     with procpool.Pool(1, context=start_method, maxtasksperchild=2) as pool:
         with pytest.raises(procpool.WorkerDied):

@@ -545,11 +545,14 @@ class Dispatcher:
             busy = slot.busy_seconds
             if slot.busy_since is not None:
                 busy += now - slot.busy_since
-            if slot.running is not None:
-                running += slot.running.size - slot.position
+            # Busy means items without an answer, the same count tasks_running adds up: a
+            # worker that reported its chunk's last item and has yet to say the chunk is
+            # over is not busy (the two used to disagree then).
+            unanswered = 0 if slot.running is None else slot.running.size - slot.position
+            running += unanswered
             workers.append(WorkerStats(
                 pid=None if record is None else record.handle.pid,
-                busy=slot.running is not None,
+                busy=unanswered > 0,
                 tasks_done=slot.items_done,
                 busy_seconds=busy,
                 idle_seconds=max(0.0, now - slot.born - busy),
