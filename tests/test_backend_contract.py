@@ -239,6 +239,38 @@ def test_a_function_the_workers_cannot_import_fails_its_items_clearly(
         assert pool.map(mb.square, [3]) == [9]  # no worker was harmed
 
 
+MAIN_FUNCTION_SCRIPT = """
+import sys
+import procpool
+
+def triple(x):  # defined in the user's script: a cluster's workers never ran it
+    return 3 * x
+
+if __name__ == "__main__":
+    where = sys.argv[1]
+    backend = where if where in ("local", "dask") else procpool.DaskBackend(scheduler_file=where)
+    with procpool.Pool(2, backend=backend) as pool:
+        print(pool.map(triple, range(4)))
+    with procpool.ProcessPoolExecutor(2, backend=backend) as executor:
+        print(list(executor.map(triple, range(4))))
+"""
+
+
+def test_a_function_of_the_users_script_reaches_every_backend(
+    backend: Any, tmp_path: Path
+) -> None:
+    # On a cluster started elsewhere, a function of __main__ looked up by reference fails
+    # (Can't get attribute 'triple' on <module '__mp_main__'>): it travels by value there,
+    # as Dask's own client sends it.
+    script = tmp_path / "users_script.py"
+    script.write_text(MAIN_FUNCTION_SCRIPT)
+    where = backend if isinstance(backend, str) else backend.scheduler_file
+    done = subprocess.run([sys.executable, str(script), where], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["[0, 3, 6, 9]"] * 2
+
+
 # ---- what travels, and how much -----------------------------------------------------------------
 
 

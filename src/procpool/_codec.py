@@ -105,17 +105,21 @@ def _main_module_is_importable() -> bool:
     return bool(getattr(main, "__file__", None))
 
 
-def dumps_callable(fn: Any, *, inherits_memory: bool) -> tuple[bytes, bool]:
+def dumps_callable(fn: Any, *, inherits_memory: bool, imports_main: bool) -> tuple[bytes, bool]:
     """Pickle a task function; return the payload and whether it went by reference.
 
     ``inherits_memory`` is true when workers are forked copies of this process (they can look
-    up anything defined in ``__main__``). A by-reference payload names an importable object, so
-    it may be cached across calls; a by-value one is a snapshot and must not be.
+    up anything defined in ``__main__``); ``imports_main`` when each worker imports the
+    parent's main module as it starts (spawn, forkserver), so it can look up what is defined
+    in a main *file*. Workers of a Dask cluster do neither: a function of the user's script
+    goes to them by value, as Dask's own client sends it. A by-reference payload names an
+    importable object, so it may be cached across calls; a by-value one is a snapshot and
+    must not be.
     """
     by_reference_ok = (
         inherits_memory
         or getattr(fn, "__module__", None) != "__main__"
-        or _main_module_is_importable()
+        or (imports_main and _main_module_is_importable())
     )
     if by_reference_ok:
         try:

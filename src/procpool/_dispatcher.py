@@ -193,6 +193,10 @@ class Dispatcher:
         return self._backend.inherits_memory
 
     @property
+    def imports_main(self) -> bool:
+        return self._backend.imports_main
+
+    @property
     def segment_prefix(self) -> str | None:
         """How this pool's shared-memory segments are named; None when its workers cannot map
         them (the large buffers of its payloads then travel in the pickle)."""
@@ -634,7 +638,8 @@ def _worker_init(
 ) -> WorkerInit | None:
     if initializer is None:
         return None
-    function_payload, _ = dumps_callable(initializer, inherits_memory=backend.inherits_memory)
+    function_payload, _ = dumps_callable(initializer, inherits_memory=backend.inherits_memory,
+                                         imports_main=backend.imports_main)
     return WorkerInit(function_payload, initargs)
 
 

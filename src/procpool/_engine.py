@@ -112,7 +112,8 @@ class Engine:
             pass  # unhashable callable: pickle it every time
         try:
             payload, by_reference = dumps_callable(
-                func, inherits_memory=self.dispatcher.inherits_memory
+                func, inherits_memory=self.dispatcher.inherits_memory,
+                imports_main=self.dispatcher.imports_main,
             )
         except Exception as exc:
             add_note(exc, f"procpool: cannot send the function {short_repr(func)} to a worker "

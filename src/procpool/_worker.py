@@ -206,8 +206,7 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
                 SerializationError(
                     "function",
                     "it was pickled, but the worker could not unpickle it "
-                    f"({describe_pickle_failure(exc)}); is its module importable in the "
-                    "worker process?",
+                    f"({describe_pickle_failure(exc)})",
                 )
             )
         functions.add(message.function_id, loaded)

@@ -36,14 +36,17 @@ class SerializationError(ProcpoolError, pickle.PicklingError):
     def __init__(self, what: str, reason: str) -> None:
         self.what = what
         self.reason = reason
+        if what == "function":
+            advice = ("Its module must be importable in the worker processes (installed "
+                      "where they run, or on their sys.path).")
+        else:
+            advice = ("Pass picklable objects (module-level functions, plain data), or create "
+                      "the resource inside the task or the pool initializer.")
+        stop = "" if reason.endswith((".", "?", "!")) else "."
         # Exception.__init__ directly: in ResultSerializationError the next class in the MRO
         # is MaybeEncodingError, whose __init__ wants other arguments.
         Exception.__init__(
-            self,
-            f"cannot send the {what} to a worker process: {reason}. Pass picklable objects "
-            "(module-level functions, plain data), or create the resource inside the task "
-            "or the pool initializer.",
-        )
+            self, f"cannot send the {what} to a worker process: {reason}{stop} {advice}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.what, self.reason))
