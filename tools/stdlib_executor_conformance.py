@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib
 import multiprocessing.util
+import re
 import sys
 import unittest
 
@@ -43,12 +44,13 @@ def _load(pattern: list[str] | None, method: str) -> tuple[unittest.TestSuite, o
     except ImportError:
         single = importlib.import_module("test.test_concurrent_futures")
         modules, setup = [single], getattr(single, "setUpModule", lambda: None)
-    wanted = f"ProcessPool{method.capitalize()}"
+    # ProcessPoolFork... but not ProcessPoolForkserver... for "fork": one start method's classes.
+    wanted = re.compile(f"ProcessPool{method.capitalize()}[A-Z]")
     for module in modules:
         for name in dir(module):
             case = getattr(module, name)
             if (isinstance(case, type) and issubclass(case, unittest.TestCase)
-                    and wanted.lower() in name.lower()):
+                    and wanted.match(name)):
                 suite.addTests(loader.loadTestsFromTestCase(case))
     return suite, setup
 
