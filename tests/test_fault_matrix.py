@@ -642,10 +642,11 @@ def _check_error(cell: Cell, expected: Expectation, error: BaseException,
     # procpool's own errors must name the item they answer.
     named = named_items(error)
     if cell.face.delivery is Delivery.EACH:
-        # One call per item: the error names the call's function (as "item 0" of the call).
-        if not named:
-            problems.append(f"{where}: the error does not name its task (FaultyTask() item "
-                            f"...): {shown}")
+        # One call per item: the error names the call's function, and no item ("item 0" of a
+        # single call would be wrong).
+        if "FaultyTask()" not in str(error) or named:
+            problems.append(f"{where}: the error does not name its call (FaultyTask(), with "
+                            f"no item number): {shown}")
         elif position != BAD:
             problems.append(f"{where}: failed with an error meant for item {BAD}: {shown}")
         return problems

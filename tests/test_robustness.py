@@ -49,7 +49,8 @@ def test_task_timeout_kills_the_task_and_everything_it_started(
         with pytest.raises(procpool.TaskTimeout) as info:
             hung.get(timeout=30)
         error = info.value
-        assert error.timeout == 0.5 and "spawn_grandchild_then_hang() item 0" in str(error)
+        assert error.timeout == 0.5
+        assert str(error).startswith("spawn_grandchild_then_hang() ran longer")  # no "item 0"
         assert not isinstance(error, procpool.TimeoutError)  # not a *waiting* timeout
         assert still_alive([error.pid, grandchild]) == []
         assert other.get(timeout=30) == [x * x for x in range(20)]

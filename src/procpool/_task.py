@@ -109,7 +109,10 @@ class Chunk:
         return f"{self.name}() items {self.first_index}-{self.first_index + self.size - 1}"
 
     def describe_item(self, position: int) -> str:
-        """What error messages call the item at ``position``: "work() item 7"."""
+        """What error messages call the item at ``position``: "work() item 7" of a map, or
+        "work()" for a single call (``apply_async``, ``submit``), which is no map's item."""
+        if self.mode is CallMode.ARGS_KWARGS:
+            return f"{self.name}()"
         return f"{self.name}() item {self.first_index + position}"
 
     def part(self, position: int, size: int, items_payload: bytes = b"",
