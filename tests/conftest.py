@@ -212,14 +212,24 @@ def fifos(tmp_path: Path) -> Fifos:
     return Fifos(tmp_path)
 
 
+# Tests that take a minute or more each (CPython's own suites, run in a subprocess): started
+# first, so that with two test processes one runs them while the other takes the rest, instead
+# of one of them ending the run alone.
+LONG_TESTS = ("tests/test_stdlib_conformance.py", "tests/test_demo.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that use Dask last (stable sort: the order is otherwise kept).
-    Importing distributed installs tblib's pickling of
-    exceptions process-wide (and forked workers inherit it): an exception that cannot be
-    rebuilt by pickle then can be, and the failure matrix's RemoteError case would test
-    tblib instead of procpool."""
-    items.sort(key=lambda item: "dask" in item.nodeid
-               or item.nodeid.startswith("tests/test_backend_contract.py"))
+    """Run the long tests first, and the tests that use Dask last (stable sort: the order is
+    otherwise kept). Importing distributed installs tblib's pickling of exceptions
+    process-wide (and forked workers inherit it): an exception that cannot be rebuilt by
+    pickle then can be, and the failure matrix's RemoteError case would test tblib instead
+    of procpool."""
+    def place(item: pytest.Item) -> int:
+        if "dask" in item.nodeid or item.nodeid.startswith("tests/test_backend_contract.py"):
+            return 2
+        return 0 if item.nodeid.startswith(LONG_TESTS) else 1
+
+    items.sort(key=place)
 
 
 def pytest_configure(config: pytest.Config) -> None:
