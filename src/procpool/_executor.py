@@ -28,17 +28,21 @@ from concurrent.futures._base import (
 )
 from concurrent.futures.process import _RemoteTraceback
 from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
-from ._options import DEFAULT_RETRY_ON, TaskPolicy, check_per_call_options
+from ._options import DEFAULT_RETRY_ON, CallOptions, TaskPolicy, check_per_call_options
 from ._pace import CHUNKS_PER_WORKER, ChunkSizer, Pace, read_batch, stream_sizes
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
 from ._task import Chunk, TaskFunction
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from 3.11
+
 T = TypeVar("T")
+P = ParamSpec("P")  # a submitted call's parameters, which its arguments must match
 
 # Bound once (see _pool.py): never look these up at call time.
 _get_context = multiprocessing.get_context
@@ -302,7 +306,8 @@ class ProcessPoolExecutor(Executor):
 
     # ---- concurrent.futures API --------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> ProcessFuture[T]:
+    def submit(self, fn: Callable[P, T], /, *args: P.args,
+               **kwargs: P.kwargs) -> ProcessFuture[T]:
         """Schedule ``fn(*args, **kwargs)``; every keyword goes to ``fn``."""
         policy = getattr(self._map_call, "policy", None) or self._engine.policy
         return self._submit(fn, [(args, kwargs)], CallMode.ARGS_KWARGS, policy,
@@ -310,7 +315,7 @@ class ProcessPoolExecutor(Executor):
 
     def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
             chunksize: int | None = None, buffersize: int | None = None, progress: Any = False,
-            **options: Any) -> Iterator[T]:
+            **options: Unpack[CallOptions]) -> Iterator[T]:
         """Like ``map(fn, *iterables)``, run in the pool; results in order.
 
         Without ``chunksize`` or ``buffersize``, chunks are sized from how long the items take
@@ -403,7 +408,7 @@ class ProcessPoolExecutor(Executor):
 
     # ---- asyncio -----------------------------------------------------------------------------
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``await executor.run(fn, *args, **kwargs)``: cancelling the awaiting task cancels
         the call, and kills its worker if it is running. No thread per call."""
         future = self.submit(fn, *args, **kwargs)
@@ -419,7 +424,7 @@ class ProcessPoolExecutor(Executor):
     async def amap(self, fn: Callable[..., T], *iterables: Iterable[Any],
                    chunksize: int | None = None,
                    buffersize: int | None = None, ordered: bool = True,
-                   **options: Any) -> AsyncIterator[T]:
+                   **options: Unpack[CallOptions]) -> AsyncIterator[T]:
         """``async for result in executor.amap(fn, items)``: results in order (or as they
         finish, with ``ordered=False``), at most ``buffersize`` chunks in flight (default 4
         per worker), input read lazily. Leaving the loop early, or cancelling the consuming

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._errors import TaskTimeout, WorkerDied
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (WorkerDied, TaskTimeout)
 
@@ -77,10 +80,23 @@ class WorkerPolicy:
     imports_main: bool = False
 
 
-PER_CALL_OPTIONS = ("task_timeout", "retries", "retry_on")
+# What retry_on takes: an exception class, or a tuple of them (as an except clause does).
+RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 
 
-def check_per_call_options(call: str, options: dict[str, Any]) -> None:
+class CallOptions(TypedDict, total=False):
+    """The options every call that submits work takes besides its own (``**options``), as a
+    type checker sees them: each replaces the pool's setting for that call."""
+
+    task_timeout: float | None
+    retries: int
+    retry_on: RetryOn
+
+
+PER_CALL_OPTIONS = tuple(CallOptions.__annotations__)
+
+
+def check_per_call_options(call: str, options: Mapping[str, object]) -> None:
     """Reject a keyword that is not a per-call option, naming the ones there are."""
     for name in options:
         if name not in PER_CALL_OPTIONS:

@@ -12,11 +12,18 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._engine import Engine, WorkerView, name_of, start_thread
 from ._messages import CallMode
-from ._options import DEFAULT_RETRY_ON, UNSET, TaskPolicy, check_per_call_options
+from ._options import (
+    DEFAULT_RETRY_ON,
+    UNSET,
+    CallOptions,
+    RetryOn,
+    TaskPolicy,
+    check_per_call_options,
+)
 from ._pace import CHUNKS_PER_WORKER, ChunkSizer, read_batch, stream_sizes
 from ._progress import length_of, make_tracker
 from ._results import (
@@ -31,7 +38,11 @@ from ._results import (
 from ._stats import PoolStats
 from ._task import TaskFunction
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from 3.11
+
 T = TypeVar("T")
+S = TypeVar("S")  # a map's items, which its function takes
 
 # multiprocessing.get_context is bound now, never looked up later: programs that replace
 # multiprocessing.Pool with procpool.Pool must not send us into our own constructor.
@@ -115,8 +126,8 @@ class Pool:
     # ---- single calls ------------------------------------------------------------------------
 
     def apply(self, func: Callable[..., T], args: Iterable[Any] = (),
-              kwds: Mapping[str, Any] | None = None, *, task_timeout: Any = UNSET,
-              retries: Any = UNSET, retry_on: Any = UNSET) -> T:
+              kwds: Mapping[str, Any] | None = None, *, task_timeout: float | None = UNSET,
+              retries: int = UNSET, retry_on: RetryOn = UNSET) -> T:
         """Call ``func(*args, **kwds)`` in a worker and return its result."""
         return self.apply_async(func, args, kwds, task_timeout=task_timeout, retries=retries,
                                 retry_on=retry_on).get()
@@ -129,9 +140,9 @@ class Pool:
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         *,
-        task_timeout: Any = UNSET,
-        retries: Any = UNSET,
-        retry_on: Any = UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
+        retry_on: RetryOn = UNSET,
     ) -> ApplyResult[T]:
         """Start ``func(*args, **kwds)`` in a worker; return an AsyncResult at once."""
         self._check_accepting()
@@ -149,8 +160,9 @@ class Pool:
 
     # ---- eager maps --------------------------------------------------------------------------
 
-    def map(self, func: Callable[[Any], T], iterable: Iterable[Any],
-            chunksize: int | None = None, *, progress: Any = False, **options: Any) -> list[T]:
+    def map(self, func: Callable[[S], T], iterable: Iterable[S],
+            chunksize: int | None = None, *, progress: Any = False,
+            **options: Unpack[CallOptions]) -> list[T]:
         """Apply ``func`` to every item; return the results in order (like the builtin map).
 
         ``progress``: True for a progress bar (tqdm), or a callable that receives
@@ -163,14 +175,14 @@ class Pool:
 
     def map_async(
         self,
-        func: Callable[[Any], T],
-        iterable: Iterable[Any],
+        func: Callable[[S], T],
+        iterable: Iterable[S],
         chunksize: int | None = None,
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         progress: Any = False,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> MapResult[T]:
         check_per_call_options("map_async", options)
         return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, callback,
@@ -178,7 +190,7 @@ class Pool:
 
     def starmap(self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
                 chunksize: int | None = None, *, progress: Any = False,
-                **options: Any) -> list[T]:
+                **options: Unpack[CallOptions]) -> list[T]:
         """Like map, but each item is unpacked as the arguments: ``func(*item)``."""
         check_per_call_options("starmap", options)
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, None, None,
@@ -193,7 +205,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None = None,
         *,
         progress: Any = False,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> MapResult[T]:
         check_per_call_options("starmap_async", options)
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, callback,
@@ -208,9 +220,9 @@ class Pool:
         callback: Callable[[list[T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         progress: Any = False,
-        task_timeout: Any = UNSET,
-        retries: Any = UNSET,
-        retry_on: Any = UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
+        retry_on: RetryOn = UNSET,
     ) -> MapResult[T]:
         self._check_accepting()
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
@@ -248,9 +260,9 @@ class Pool:
 
     # ---- streaming maps ----------------------------------------------------------------------
 
-    def imap(self, func: Callable[[Any], T], iterable: Iterable[Any],
+    def imap(self, func: Callable[[S], T], iterable: Iterable[S],
              chunksize: int | None = None, buffersize: int | None = None, *,
-             progress: Any = False, **options: Any) -> IMapIterator[T]:
+             progress: Any = False, **options: Unpack[CallOptions]) -> IMapIterator[T]:
         """Like map, but returns an iterator, reads the input lazily, and yields in order.
 
         Without ``chunksize``, chunks are sized from how long the items take (one item
@@ -265,9 +277,10 @@ class Pool:
         return self._imap(func, iterable, chunksize, buffersize, progress, ordered=True,
                           **options)
 
-    def imap_unordered(self, func: Callable[[Any], T], iterable: Iterable[Any],
+    def imap_unordered(self, func: Callable[[S], T], iterable: Iterable[S],
                        chunksize: int | None = None, buffersize: int | None = None, *,
-                       progress: Any = False, **options: Any) -> IMapIterator[T]:
+                       progress: Any = False,
+                       **options: Unpack[CallOptions]) -> IMapIterator[T]:
         """Like imap, but yields results as they finish."""
         check_per_call_options("imap_unordered", options)
         return self._imap(func, iterable, chunksize, buffersize, progress, ordered=False,
