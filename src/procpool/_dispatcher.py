@@ -203,11 +203,8 @@ class Dispatcher:
         return self._segment_prefix
 
     def worker_pids(self) -> list[int | None]:
-        while True:  # read from another thread: retry if the dispatcher changed the dict
-            try:
-                return self._workers.pids()
-            except RuntimeError:
-                continue
+        """From any thread: the table's published snapshot, never its live dicts."""
+        return list(self._workers.pids)
 
     def submit(self, chunks: Iterable[Chunk]) -> None:
         self._post(_Submit(tuple(chunks)))
@@ -439,7 +436,7 @@ class Dispatcher:
             self._receive(record)
         if self._workers.active.get(record.worker_id) is not record:
             return  # a reply above retired it, or broke the pool
-        del self._workers.active[record.worker_id]
+        self._workers.lost(record)
         exitcode = handle.reap()
         oom_kills = _oom_kill_count()
         death = Death(handle.pid, exitcode, record.peak_rss,

@@ -61,7 +61,11 @@ class WorkerRecord:
 
 class WorkerTable:
     """Every worker a dispatcher has started and not yet released: ``active`` ones (the
-    scheduler's workers) and ``retiring`` ones (asked to stop, not yet exited)."""
+    scheduler's workers) and ``retiring`` ones (asked to stop, not yet exited).
+
+    The dispatcher thread alone changes it, and only through these methods, which also
+    publish ``pids``: an immutable snapshot that other threads may read at any time.
+    """
 
     def __init__(self, backend: Backend, init: WorkerInit | None, segment_prefix: str | None,
                  parent_fds: Sequence[int]) -> None:
@@ -71,6 +75,7 @@ class WorkerTable:
         self._parent_fds = list(parent_fds)  # the dispatcher's own, for forked children to close
         self.active: dict[int, WorkerRecord] = {}
         self.retiring: dict[int, WorkerRecord] = {}
+        self.pids: tuple[int | None, ...] = ()  # of the active workers; replaced, never changed
 
     def __bool__(self) -> bool:
         return bool(self.active or self.retiring)
@@ -90,7 +95,16 @@ class WorkerTable:
             handle, FrameReader(handle.connection.fileno()),
             segments=None if prefix is None else shared_memory.WorkerSegments(prefix))
         self.active[worker_id] = record
+        self._publish()
         return record
+
+    def lost(self, record: WorkerRecord) -> None:
+        """An active worker ended without being asked to."""
+        del self.active[record.worker_id]
+        self._publish()
+
+    def _publish(self) -> None:
+        self.pids = tuple(record.handle.pid for record in self.active.values())
 
     def forget_init(self) -> None:
         """The initializer may hold Locks and Queues: let them go with the pool."""
@@ -101,6 +115,7 @@ class WorkerTable:
         record = self.active.pop(worker_id, None)
         if record is None:
             return  # died before it could be asked
+        self._publish()
         record.retire_by = now + RETIRE_TIMEOUT
         self.retiring[worker_id] = record
         try:
@@ -155,6 +170,7 @@ class WorkerTable:
         records = list(self.records())
         self.active.clear()
         self.retiring.clear()
+        self._publish()
         handles = [record.handle for record in records]
         for handle in handles:
             handle.kill(force=force)
@@ -173,9 +189,6 @@ class WorkerTable:
         record.handle.close()
         if record.segments is not None:
             record.segments.worker_ended()
-
-    def pids(self) -> list[int | None]:
-        return [record.handle.pid for record in list(self.active.values())]
 
 
 def _wait_for_exit(handles: Iterable[WorkerHandle], timeout: float) -> list[WorkerHandle]:
