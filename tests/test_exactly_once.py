@@ -209,6 +209,25 @@ def test_an_executor_done_callback_may_wait_for_another_future() -> None:
     assert waited == [9]
 
 
+def test_a_done_callback_may_wait_for_a_future_that_has_done_callbacks_too(
+    fifos: Any,
+) -> None:
+    # Every future of tqdm's process_map has a done-callback. The future waited for must be
+    # settled even while the callback thread is busy with the callback that waits for it.
+    waited: list[str] = []
+    counted: list[int] = []
+    with procpool.ProcessPoolExecutor(2, mp_context="fork") as executor:
+        later = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+        later.add_done_callback(lambda _: counted.append(1))
+        fifos.wait_started()  # one worker holds it; the other takes the next
+        first = executor.submit(mb.square, 2)
+        first.add_done_callback(lambda _: waited.append(later.result(WAIT)))
+        assert first.result(WAIT) == 4  # its callback now waits for `later`
+        fifos.release_task()
+        assert later.result(WAIT) == "released"
+    assert waited == ["released"] and counted == [1]
+
+
 # ---- 7, 9. the parent is SIGKILLed ---------------------------------------------------------
 
 KILLED_PARENT = """

@@ -84,16 +84,12 @@ class ProcessFuture(Future[T]):
 
     def _invoke_callbacks(self) -> None:
         invoke: Callable[[], None] = super()._invoke_callbacks  # type: ignore[misc]
-        if self._needs_callback_thread() and self._defer_callbacks(invoke):  # type: ignore[misc]
+        callbacks = self._done_callbacks  # type: ignore[attr-defined]
+        defer = self._defer_callbacks
+        if (defer is not None and callbacks and not all(map(_only_schedules, callbacks))
+                and defer(invoke)):
             return
         invoke()
-
-    def _needs_callback_thread(self) -> bool:
-        """Whether done-callbacks other than asyncio's bridge wait to run (and the pool has
-        a callback thread to run them)."""
-        callbacks = self._done_callbacks  # type: ignore[attr-defined]
-        return (self._defer_callbacks is not None and bool(callbacks)
-                and not all(map(_only_schedules, callbacks)))
 
     def result(self, timeout: float | None = None) -> T:
         try:
@@ -209,32 +205,23 @@ class _FutureSink:
             self._settle(True, values[0])
 
     def _settle(self, success: bool, value: Any) -> None:
+        # Here, on the dispatcher thread, so that waiters wake at once; the done-callbacks go
+        # to the callback thread (ProcessFuture._invoke_callbacks). Settling there too would
+        # deadlock a callback waiting for a future that has callbacks of its own.
         future = self.future
         future._cancel_running = None  # nothing left to stop; let go of the chunk
-        # A future with done-callbacks settles on the callback thread, right before they run
-        # there: waiters wake and callbacks run at once in one thread, as in the stdlib, so
-        # a callback counting the work (tqdm's process_map) has counted it all by the time
-        # the last result is read, as often as with the stdlib's.
-        if future._needs_callback_thread():
-            assert future._defer_callbacks is not None
-            if future._defer_callbacks(functools.partial(_settle, future, success, value)):
-                return
-        _settle(future, success, value)
-
-
-def _settle(future: ProcessFuture[Any], success: bool, value: Any) -> None:
-    if future._state == CANCELLED:
-        # Cancelled while pending and failed (terminate) before it was dispatched: tell
-        # as_completed() and wait(), which only count *notified* cancellations as done.
-        future.set_running_or_notify_cancel()
-        return
-    try:
-        if success:
-            future.set_result(value)
-        else:
-            future.set_exception(_executor_traceback(value))
-    except InvalidStateError:
-        pass  # cancelled meanwhile: nobody wants the outcome
+        if future._state == CANCELLED:
+            # Cancelled while pending and failed (terminate) before it was dispatched: tell
+            # as_completed() and wait(), which only count *notified* cancellations as done.
+            future.set_running_or_notify_cancel()
+            return
+        try:
+            if success:
+                future.set_result(value)
+            else:
+                future.set_exception(_executor_traceback(value))
+        except InvalidStateError:
+            pass  # cancelled meanwhile: nobody wants the outcome
 
 
 class ProcessPoolExecutor(Executor):
@@ -629,6 +616,9 @@ class _Submitter:
     def _sent(self, chunk: Chunk) -> None:
         self.sizer.sent(chunk.size, chunk.payload_bytes)
 
+    def callbacks_ran(self, future: Future[Any]) -> None:
+        pass  # its futures are procpool's own: nobody counts on their callbacks
+
 
 class _BatchSubmitter(Protocol):
     """Submits one batch of a map's arguments as one future (``sizer`` cuts the batches)."""
@@ -636,6 +626,12 @@ class _BatchSubmitter(Protocol):
     sizer: ChunkSizer
 
     def __call__(self, batch: list[Any]) -> Future[Any]: ...
+
+    def callbacks_ran(self, future: Future[Any]) -> None:
+        """Called once the batch's outcome is in, before its values are delivered."""
+
+
+CALLBACK_WAIT = 1.0  # seconds a map through an overridden submit waits for its callbacks
 
 
 class _SubmitThrough:
@@ -649,14 +645,27 @@ class _SubmitThrough:
         self._fn = fn
         self._policy = policy
         self.sizer = ChunkSizer(Pace(), chunksize)
+        self._ran: dict[Future[Any], threading.Event] = {}
 
     def __call__(self, batch: list[Any]) -> Future[Any]:
         call = self._executor._map_call
         call.policy = self._policy
         try:
-            return self._executor.submit(_call_each, self._fn, batch)
+            future = self._executor.submit(_call_each, self._fn, batch)
         finally:
             call.policy = None
+        # Added after the overriding submit's own callbacks, so it runs after them.
+        ran = self._ran[future] = threading.Event()
+        future.add_done_callback(lambda _: ran.set())
+        return future
+
+    def callbacks_ran(self, future: Future[Any]) -> None:
+        """Wait a little for the overriding submit's done-callbacks (tqdm's bar counts there):
+        the stdlib runs them before its map goes on, and so a bar ends full. Bounded: a
+        callback that blocks costs the map this wait, never a hang."""
+        ran = self._ran.pop(future, None)
+        if ran is not None:
+            ran.wait(CALLBACK_WAIT)
 
 
 def _call_each(fn: Callable[..., Any], batch: list[tuple[Any, ...]]
@@ -773,7 +782,7 @@ def _executor_traceback(error: BaseException) -> BaseException:
 def _map_results(futures: collections.deque[Future[Any]],
                  more_batches: Iterator[list[Any]] | None,
                  executor: weakref.ref[ProcessPoolExecutor],
-                 submit: Callable[[list[Any]], Future[Any]] | None,
+                 submit: _BatchSubmitter | None,
                  end_time: float | None) -> Iterator[Any]:
     """The iterator ``map`` returns: results in order, topping up the buffer as it goes
     (the shape of CPython 3.14's Executor.map), cancelling what is left when closed early."""
@@ -790,6 +799,8 @@ def _map_results(futures: collections.deque[Future[Any]],
                     futures.append(submit(batch))
             future = futures.popleft()
             outcomes = _wait_for_batch(future, end_time)
+            if submit is not None:
+                submit.callbacks_ran(future)
             del future  # hold no reference to a result the caller has let go of (gh-14406)
             yield from _unpack(outcomes)
         if input_error is not None:
