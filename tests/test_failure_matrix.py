@@ -166,8 +166,10 @@ def test_a_death_spares_the_short_chunk_queued_behind_the_dying_one(start_method
     # One worker, quick items of one each: once the first has finished (the pace is known),
     # every chunk it runs has the next one queued in its pipe. Item 4 kills it while item 5
     # waits there; item 5 never started, so it runs on the replacement and succeeds.
+    # chunksize=1: left to size itself, imap may put items 3 and 4 in one chunk once it knows
+    # the pace (it did under load), and the death then fails both, as it should.
     with procpool.Pool(1, context=start_method) as pool:
-        iterator = pool.imap(_CrashIf("exit"), range(10))
+        iterator = pool.imap(_CrashIf("exit"), range(10), chunksize=1)
         outcomes = [_outcome(lambda: iterator.next(timeout=30)) for _ in range(10)]
     for index, (ok, value) in enumerate(outcomes):
         if index == 4:
