@@ -515,3 +515,18 @@ def test_an_item_that_raises_is_retried_by_its_policy_then_failed_with_the_attem
         assert "each of 2 attempts" in error.__notes__[0]
     other = scheduler.item_failed(running, 2, TypeError("not retried"), 3.0)
     assert [type(a) for a in other] == [FailChunk]
+
+
+def test_the_scheduler_builds_its_share_of_the_stats() -> None:
+    scheduler = started(Scheduler(1, split=_split))
+    policy = TaskPolicy(retries=1)
+    scheduler.submit([chunk(0, size=3, policy=policy), chunk(1, size=2)], 0.0)
+    scheduler.item_done(0, 1.0)
+    share = scheduler.stats(2.0)
+    assert share.tasks_queued == 2 and share.tasks_retried == 0
+    (slot,) = share.workers
+    assert (slot.worker_id, slot.unanswered, slot.tasks_done) == (0, 2, 1)
+    assert slot.busy_seconds == 2.0 and slot.idle_seconds == 0.0
+    scheduler.item_done(0, 3.0)
+    scheduler.item_done(0, 4.0)  # every item answered, the chunk's end still to come
+    assert scheduler.stats(4.0).workers[0].unanswered == 0

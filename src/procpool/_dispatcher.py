@@ -537,40 +537,29 @@ class Dispatcher:
             self._chunk_failed(chunk, error)
 
     def _stats_now(self) -> PoolStats:
-        now = time.monotonic()
-        scheduler = self._scheduler
+        """The scheduler's share, with each worker's pid and memory and the delivery counts."""
+        share = self._scheduler.stats(time.monotonic())
         workers = []
-        running = 0
-        for worker_id, slot in scheduler.workers.items():
-            record = self._workers.active.get(worker_id)
-            busy = slot.busy_seconds
-            if slot.busy_since is not None:
-                busy += now - slot.busy_since
-            # Busy means items without an answer, the same count tasks_running adds up: a
-            # worker that reported its chunk's last item and has yet to say the chunk is
-            # over is not busy (the two used to disagree then).
-            unanswered = 0 if slot.running is None else slot.running.size - slot.position
-            running += unanswered
+        for slot in share.workers:
+            record = self._workers.active.get(slot.worker_id)
             workers.append(WorkerStats(
                 pid=None if record is None else record.handle.pid,
-                busy=unanswered > 0,
-                tasks_done=slot.items_done,
-                busy_seconds=busy,
-                idle_seconds=max(0.0, now - slot.born - busy),
+                busy=slot.unanswered > 0,
+                tasks_done=slot.tasks_done,
+                busy_seconds=slot.busy_seconds,
+                idle_seconds=slot.idle_seconds,
                 peak_rss=None if record is None else record.peak_rss,
             ))
-        counts = scheduler.counts
         return PoolStats(
             workers_alive=len(self._workers.active),
             workers_busy=sum(worker.busy for worker in workers),
-            tasks_queued=sum(chunk.size for chunk in scheduler.pending) + sum(
-                slot.queued.size for slot in scheduler.workers.values() if slot.queued),
-            tasks_running=running,
+            tasks_queued=share.tasks_queued,
+            tasks_running=sum(slot.unanswered for slot in share.workers),
             tasks_done=self._items_done,
             tasks_failed=self._items_failed,
-            tasks_retried=counts.retried,
-            tasks_timed_out=counts.timed_out,
-            respawn_causes=dict(counts.replacements),
+            tasks_retried=share.tasks_retried,
+            tasks_timed_out=share.tasks_timed_out,
+            respawn_causes=share.respawn_causes,
             workers=tuple(workers),
         )
 

@@ -103,6 +103,28 @@ class SchedulerCounts:
     replacements: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True, slots=True)
+class SlotStats:
+    """One worker's work as the scheduler sees it (the dispatcher adds its pid and memory)."""
+
+    worker_id: int
+    unanswered: int  # items of its running chunk without an answer: busy while above 0
+    tasks_done: int
+    busy_seconds: float
+    idle_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """The scheduler's share of a ``PoolStats`` snapshot, taken at one instant."""
+
+    tasks_queued: int
+    tasks_retried: int
+    tasks_timed_out: int
+    respawn_causes: dict[str, int]
+    workers: tuple[SlotStats, ...]
+
+
 # Makes a runnable chunk of ``size`` items of ``chunk`` from ``position`` on, for ``attempt``.
 Splitter = Callable[[Chunk, int, int, int], Chunk]
 
@@ -168,16 +190,29 @@ class _WorkerSlot:
         self.busy_since = None
         self.items_done += items
 
+    @property
+    def unanswered(self) -> int:
+        """How many items of the running chunk have no answer yet. 0 also once a chunk that
+        reports each item has reported them all and its end has yet to come: then the worker
+        holds nothing a death could lose."""
+        return 0 if self.running is None else self.running.size - self.position
+
     def unfinished(self) -> Chunk | None:
         """What of the running chunk has no answer yet: all of it, or (a chunk that reports
-        each item) the items from the one running on; None if nothing (every item reported,
-        and the worker ended before it said the chunk was over)."""
+        each item) the items from the one running on; None if nothing."""
         chunk = self.running
         if chunk is None or self.position == 0:
             return chunk
-        if self.position >= chunk.size:
+        if self.unanswered <= 0:
             return None
-        return chunk.part(self.position, chunk.size - self.position)
+        return chunk.part(self.position, self.unanswered)
+
+    def stats(self, worker_id: int, now: float) -> SlotStats:
+        busy = self.busy_seconds
+        if self.busy_since is not None:
+            busy += now - self.busy_since
+        return SlotStats(worker_id, self.unanswered, self.items_done, busy,
+                         max(0.0, now - self.born - busy))
 
 
 class Scheduler:
@@ -219,6 +254,17 @@ class Scheduler:
     def is_drained(self) -> bool:
         """Closing, nothing left to run, and every worker asked to stop."""
         return self.closing and not self.has_work() and not self.workers
+
+    def stats(self, now: float) -> SchedulerStats:
+        """Its share of a snapshot: what waits, what each worker holds, what it counted."""
+        queued = sum(chunk.size for chunk in self.pending) + sum(
+            slot.queued.size for slot in self.workers.values() if slot.queued)
+        counts = self.counts
+        return SchedulerStats(
+            tasks_queued=queued, tasks_retried=counts.retried, tasks_timed_out=counts.timed_out,
+            respawn_causes=dict(counts.replacements),
+            workers=tuple(slot.stats(worker_id, now) for worker_id, slot in self.workers.items()),
+        )
 
     def next_deadline(self) -> float | None:
         deadlines = [s.deadline for s in self.workers.values() if s.deadline is not None]
