@@ -19,6 +19,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
+from concurrent.futures import process as stdlib_process
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -46,20 +47,6 @@ P = ParamSpec("P")  # a submitted call's parameters, which its arguments must ma
 
 # Bound once (see _pool.py): never look these up at call time.
 _get_context = multiprocessing.get_context
-
-
-# Set when the interpreter starts to exit (threading's exit hooks run before atexit's): as in
-# the stdlib, a submit from then on, from an atexit handler say, is refused.
-_interpreter_exiting = False
-
-
-def _refuse_new_futures() -> None:
-    global _interpreter_exiting
-    _interpreter_exiting = True
-
-
-# Private, and what concurrent.futures itself uses for this (typeshed does not declare it).
-threading._register_atexit(_refuse_new_futures)  # type: ignore[attr-defined]
 
 
 class ProcessFuture(Future[T]):
@@ -532,7 +519,9 @@ class ProcessPoolExecutor(Executor):
                             submit, end_time)
 
     def _check_accepting(self) -> None:
-        if _interpreter_exiting:
+        # The stdlib executor's own flag, set by its exit hook (threading's, which runs before
+        # atexit handlers): a submit from then on is refused, as there.
+        if stdlib_process._global_shutdown:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         error = self._engine.broken_error()
         if error is not None:
