@@ -437,3 +437,31 @@ def test_an_interrupted_run_cancels_the_call_it_submitted(
         assert executor.submit(mb.square, 4).result(timeout=30) == 16
     finally:
         executor.kill_workers()  # a hanging call left behind must not hang the test
+
+
+@pytest.mark.parametrize("call", ["apply", "map", "starmap"])
+def test_a_ctrl_c_before_a_blocking_call_waits_still_stops_the_pool(
+    call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ctrl-C can land after the call has submitted (its task may already run) and before
+    # its wait begins. The caller cannot tell that from one inside the wait, so the pool
+    # must do the same: terminate, and leave no task running on unseen (seen on 3.11 CI).
+    pool = procpool.Pool(1, context="fork")
+    try:
+        real_submit = pool._dispatcher.submit
+
+        def submit_then_interrupted(chunks: Any) -> None:
+            real_submit(chunks)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(pool._dispatcher, "submit", submit_then_interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            if call == "apply":
+                pool.apply(mb.hang)
+            elif call == "map":
+                pool.map(mb.hang, [1, 2])
+            else:
+                pool.starmap(mb.hang, [(1,), (2,)])
+        assert "state=TERMINATE" in repr(pool) and pool._pool == []
+    finally:
+        pool.terminate()

@@ -34,6 +34,7 @@ from ._results import (
     Outcome,
     StreamJob,
     Window,
+    _AsyncResultBase,
 )
 from ._stats import PoolStats
 from ._task import TaskFunction
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 S = TypeVar("S")  # a map's items, which its function takes
+W = TypeVar("W")
 
 # multiprocessing.get_context is bound now, never looked up later: programs that replace
 # multiprocessing.Pool with procpool.Pool must not send us into our own constructor.
@@ -73,7 +75,8 @@ class Pool:
     - ``backend="inline"`` runs workers as threads of this process (for debugging).
 
     As in the stdlib, leaving a ``with Pool() as pool:`` block calls ``terminate()``. A
-    KeyboardInterrupt while waiting for results terminates the pool, then propagates.
+    KeyboardInterrupt inside a blocking call (``map``, ``apply``, ``get``, ``next``)
+    terminates the pool, then propagates.
     """
 
     __module__ = "procpool"
@@ -129,8 +132,8 @@ class Pool:
               kwds: Mapping[str, Any] | None = None, *, task_timeout: float | None = UNSET,
               retries: int = UNSET, retry_on: RetryOn = UNSET) -> T:
         """Call ``func(*args, **kwds)`` in a worker and return its result."""
-        return self.apply_async(func, args, kwds, task_timeout=task_timeout, retries=retries,
-                                retry_on=retry_on).get()
+        return self._blocking(lambda: self.apply_async(
+            func, args, kwds, task_timeout=task_timeout, retries=retries, retry_on=retry_on))
 
     def apply_async(
         self,
@@ -170,8 +173,8 @@ class Pool:
         ``retries``, ``retry_on`` for this call.
         """
         check_per_call_options("map", options)
-        return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, None, None,
-                               progress, **options).get()
+        return self._blocking(lambda: self._map_async(
+            func, iterable, CallMode.ONE_ARG, chunksize, None, None, progress, **options))
 
     def map_async(
         self,
@@ -193,8 +196,8 @@ class Pool:
                 **options: Unpack[CallOptions]) -> list[T]:
         """Like map, but each item is unpacked as the arguments: ``func(*item)``."""
         check_per_call_options("starmap", options)
-        return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, None, None,
-                               progress, **options).get()
+        return self._blocking(lambda: self._map_async(
+            func, iterable, CallMode.STAR_ARGS, chunksize, None, None, progress, **options))
 
     def starmap_async(
         self,
@@ -362,6 +365,19 @@ class Pool:
         for window in list(self._streams):
             window.lift()  # join() must be able to read every stream's input to the end
         self._dispatcher.close()
+
+    def _blocking(self, start: Callable[[], _AsyncResultBase[W]]) -> W:
+        """Run a blocking call: Ctrl-C anywhere in it stops the pool's work, as in its wait.
+
+        The interrupt can land before the wait begins (while the call submits, with a task
+        already running); the caller cannot tell the two apart, so neither may the pool.
+        """
+        try:
+            result = start()
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        return result.get()
 
     def _interrupted(self) -> None:
         """Ctrl-C while a caller waited on this pool: drop the queue, kill running tasks."""
