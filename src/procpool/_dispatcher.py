@@ -14,6 +14,10 @@ single ``multiprocessing.connection.wait`` call whose timeout is the nearest dea
 timeout, an initializer timeout, a worker slow to exit): no polling, no sleeps. It always knows
 which chunk, and which item, each worker holds, so a death fails exactly that. It never runs
 user code: results go to sinks, which hand callbacks to another thread.
+
+Its parts, each with one owner: the Inbox (commands from other threads), the Scheduler (every
+decision), the WorkerTable (one record per worker), Delivery (every outcome, counted once).
+The dispatcher itself only waits, decodes what arrived, and carries out the scheduler's actions.
 """
 
 from __future__ import annotations
@@ -27,26 +31,21 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from typing import Any
 
-from . import _accounting as accounting
 from . import _janitor as janitor
 from . import _shared_memory as shared_memory
 from ._backends import Backend
 from ._callbacks import CallbackRunner
-from ._codec import describe_pickle_failure, dumps, dumps_callable, loads
+from ._codec import dumps, dumps_callable, loads
+from ._delivery import Delivery, with_remote_traceback
 from ._errors import (
     InitializerFailed,
     PoolBroken,
     PoolTerminated,
-    ResultSerializationError,
-    ResultUnpicklingError,
-    SerializationError,
-    TaskUnpicklingError,
 )
 from ._framing import CorruptStream
 from ._inbox import Inbox
@@ -54,7 +53,6 @@ from ._messages import (
     ChunkDone,
     InitFailed,
     ItemDone,
-    ItemFailure,
     Ready,
     RunChunk,
     WorkerInit,
@@ -140,8 +138,12 @@ class Dispatcher:
         worker_policy: WorkerPolicy | None = None,
         *,
         finish_at_exit: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._backend = backend
+        # Every "now" the dispatcher acts on (deadlines, busy times) is read here: tests pass
+        # a clock they move by hand.
+        self._clock = clock
         # At interpreter exit: finish the submitted work (the executor's contract) or
         # terminate (the Pool's).
         self.finish_at_exit = finish_at_exit
@@ -154,11 +156,8 @@ class Dispatcher:
             janitor.watch_segments(self._segment_prefix)  # removed even if we are killed
         self._workers = WorkerTable(backend, _worker_init(initializer, tuple(initargs), backend),
                                     self._segment_prefix, self._inbox.private_fds())
-        self._items_done = 0  # items delivered with a value, for stats()
-        self._items_failed = 0  # items delivered with an error
+        self._delivery = Delivery()  # every outcome leaves through it, and is counted there
         self._oom_kills_seen = _oom_kill_count()
-        # The debug check that every accepted item is answered exactly once (_accounting).
-        self._ledger = accounting.Ledger() if accounting.enabled() else None
         # --- read by anyone
         self.finished = threading.Event()  # set once it has shut down
         self._owner_pid = os.getpid()
@@ -170,7 +169,7 @@ class Dispatcher:
             # Start the first workers before the dispatcher thread exists: a fork from a
             # single-threaded parent is the safe kind. A start that fails here (too few
             # descriptors, no memory, no thread) fails the constructor, leaving nothing.
-            for action in self._scheduler.start(time.monotonic()):
+            for action in self._scheduler.start(self._clock()):
                 assert isinstance(action, StartWorker)
                 self._workers.start(action.worker_id)
             self._thread.start()
@@ -263,14 +262,8 @@ class Dispatcher:
     def _post(self, command: _Command) -> bool:
         """Queue a command for the dispatcher thread; False if it has finished already (a
         submission is then failed here)."""
-        accept = None
-        if self._ledger is not None and isinstance(command, _Submit):
-            ledger, chunks = self._ledger, command.chunks
-
-            def accept() -> None:  # before the dispatcher can answer any of them
-                for chunk in chunks:
-                    ledger.accepted(chunk)
-
+        accept = (self._delivery.accepting(command.chunks) if isinstance(command, _Submit)
+                  else None)
         accepted = self._inbox.post(command, accept)
         if not accepted and isinstance(command, _Submit):
             error = self.broken or PoolTerminated("the pool is no longer running")
@@ -318,16 +311,16 @@ class Dispatcher:
                      if deadline is not None]
         if not deadlines:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, min(deadlines) - self._clock())
 
     def _handle_deadlines(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._carry_out_all(self._scheduler.expire(now))
         self._workers.expire(now)
 
     def _handle_commands(self) -> None:
         for command in self._inbox.take():
-            now = time.monotonic()
+            now = self._clock()
             if isinstance(command, _Submit):
                 self._carry_out_all(self._scheduler.submit(command.chunks, now))
             elif isinstance(command, _StreamOpened):
@@ -382,14 +375,17 @@ class Dispatcher:
 
     def _handle_reply(self, record: WorkerRecord, message: Any) -> None:
         worker_id = record.worker_id
-        now = time.monotonic()
+        now = self._clock()
         if isinstance(message, ItemDone):
             chunk, position = self._scheduler.item_done(worker_id, now)
             if record.segments is not None:
                 record.segments.results_read(chunk, len(message.result_segments))
-            with self._failing_on_error(chunk.part(position, 1)):
-                self._deliver_item(chunk, position, message.result_payload,
-                                   message.result_segments, now)
+            with self._delivery.failing_on_error(chunk.part(position, 1)):
+                error = self._delivery.item_reply(chunk, position, message.result_payload,
+                                                  message.result_segments)
+                if error is not None:  # run it again, or fail it: the scheduler's choice
+                    self._carry_out_all(self._scheduler.item_failed(chunk, position, error,
+                                                                    now))
         elif isinstance(message, ChunkDone):
             record.peak_rss = message.peak_rss
             chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now,
@@ -399,30 +395,15 @@ class Dispatcher:
             # Give the worker its next chunk before decoding this one's results.
             self._carry_out_all(actions)
             if message.results_payload:
-                with self._failing_on_error(chunk):
-                    self._deliver(chunk, message.results_payload, message.failed_positions,
-                                  message.result_segments)
+                with self._delivery.failing_on_error(chunk):
+                    self._delivery.chunk_reply(chunk, message.results_payload,
+                                               message.failed_positions, message.result_segments)
         elif isinstance(message, Ready):
             self._scheduler.worker_ready(worker_id, now)
         elif isinstance(message, InitFailed):
             error = InitializerFailed(f"{type(message.error).__qualname__}: {message.error}")
-            error.__cause__ = _with_remote_traceback(message.error, message.traceback_text)
+            error.__cause__ = with_remote_traceback(message.error, message.traceback_text)
             self._break(error)
-
-    def _deliver_item(self, chunk: Chunk, position: int, payload: bytes,
-                      segments: tuple[str, ...], now: float) -> None:
-        """One item of a reporting chunk: deliver its value, or tell the scheduler it failed
-        (which runs it again, or fails it)."""
-        part = chunk.part(position, 1)
-        values = self._decode_results(part, payload, segments)
-        if values is None:
-            return  # it could not be unpickled; the item has failed with that
-        outcome = values[0]
-        if type(outcome) is ItemFailure:
-            error = _item_error(chunk, position, outcome)
-            self._carry_out_all(self._scheduler.item_failed(chunk, position, error, now))
-        else:
-            self._chunk_done(part, [outcome], {})
 
     def _worker_ended(self, record: WorkerRecord) -> None:
         handle = record.handle
@@ -445,7 +426,7 @@ class Dispatcher:
         self._oom_kills_seen = oom_kills
         self._workers.release(record)
         self._carry_out_all(self._scheduler.worker_lost(record.worker_id, death,
-                                                        time.monotonic()))
+                                                        self._clock()))
 
     def _break(self, error: BaseException, *, force: bool = False) -> None:
         """Fail all work now and later, and end every worker (SIGTERM, then SIGKILL): a worker
@@ -460,7 +441,7 @@ class Dispatcher:
         for command in leftovers:
             if isinstance(command, _Submit):
                 for chunk in command.chunks:
-                    self._chunk_failed(chunk, error)
+                    self._delivery.failed(chunk, error)
         for command in leftovers:
             if isinstance(command, _StatsRequest):
                 _answer(command, self._stats_now())
@@ -469,76 +450,13 @@ class Dispatcher:
             self._backend.close()  # a Dask cluster the pool started, for one
         except Exception:
             logger.exception("procpool: closing the %s backend failed", self._backend.name)
-        if self._ledger is not None:
-            self._ledger.close()
+        self._delivery.close()
         self.callbacks.stop(wait=False)  # after the callbacks of the last outcomes
         _live_dispatchers.discard(self)
 
-    # ---- delivery: every outcome reaches its sink through these, and is counted -----------
-
-    def _chunk_done(self, chunk: Chunk, values: Sequence[Any],
-                    failures: Mapping[int, BaseException]) -> None:
-        self._items_done += chunk.size - len(failures)
-        self._items_failed += len(failures)
-        if self._ledger is not None:
-            self._ledger.answered(chunk, "done")
-        chunk.sink.chunk_done(chunk, values, failures)
-
-    def _chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
-        if chunk.segments is not None:
-            chunk.segments.release()  # it will not run (again): nobody else removes them
-        self._items_failed += chunk.size
-        if self._ledger is not None:
-            self._ledger.answered(chunk, "failed")
-        chunk.sink.chunk_failed(chunk, error)
-
-    def _chunk_dropped(self, chunk: Chunk) -> None:
-        if chunk.segments is not None:
-            chunk.segments.release()
-        if self._ledger is not None:
-            self._ledger.answered(chunk, "dropped")
-
-    def _decode_results(self, chunk: Chunk, results_payload: bytes,
-                        segments: tuple[str, ...]) -> list[Any] | None:
-        """Unpickle a reply's results (removing their segments); on failure, fail ``chunk``
-        with the reason and return None."""
-        try:
-            return shared_memory.loads(results_payload, segments)  # type: ignore[no-any-return]
-        except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
-            error = ResultUnpicklingError(
-                "(unreadable)",
-                f"the parent could not unpickle it ({describe_pickle_failure(exc)})",
-                task=chunk.description,
-            )
-            error.__cause__ = exc
-            self._chunk_failed(chunk, error)
-            return None
-
-    def _deliver(self, chunk: Chunk, results_payload: bytes,
-                 failed_positions: tuple[int, ...], segments: tuple[str, ...] = ()) -> None:
-        values = self._decode_results(chunk, results_payload, segments)
-        if values is None:
-            return
-        failures = {position: _item_error(chunk, position, values[position])
-                     for position in failed_positions}
-        self._chunk_done(chunk, values, failures)
-
-    @contextlib.contextmanager
-    def _failing_on_error(self, chunk: Chunk) -> Iterator[None]:
-        """Deliver a chunk the scheduler has already let go of: if delivery itself fails, fail
-        the chunk with that error. Past this point no other path (not even the crash handler)
-        knows the chunk, so an escaping error would leave its waiters waiting forever."""
-        try:
-            yield
-        except BaseException as exc:
-            logger.exception("procpool could not deliver the results of %s", chunk.description)
-            error = PoolBroken(f"internal error while delivering {chunk.description}: {exc!r}")
-            error.__cause__ = exc
-            self._chunk_failed(chunk, error)
-
     def _stats_now(self) -> PoolStats:
         """The scheduler's share, with each worker's pid and memory and the delivery counts."""
-        share = self._scheduler.stats(time.monotonic())
+        share = self._scheduler.stats(self._clock())
         workers = []
         for slot in share.workers:
             record = self._workers.active.get(slot.worker_id)
@@ -555,8 +473,8 @@ class Dispatcher:
             workers_busy=sum(worker.busy for worker in workers),
             tasks_queued=share.tasks_queued,
             tasks_running=sum(slot.unanswered for slot in share.workers),
-            tasks_done=self._items_done,
-            tasks_failed=self._items_failed,
+            tasks_done=self._delivery.items_done,
+            tasks_failed=self._delivery.items_failed,
             tasks_retried=share.tasks_retried,
             tasks_timed_out=share.tasks_timed_out,
             respawn_causes=share.respawn_causes,
@@ -573,13 +491,13 @@ class Dispatcher:
         if isinstance(action, SendChunk):
             self._send_chunk(action.worker_id, action.chunk)
         elif isinstance(action, FailChunk):
-            self._chunk_failed(action.chunk, action.error)
+            self._delivery.failed(action.chunk, action.error)
         elif isinstance(action, DropChunk):
-            self._chunk_dropped(action.chunk)
+            self._delivery.dropped(action.chunk)
         elif isinstance(action, StartWorker):
             self._start_worker(action.worker_id)
         elif isinstance(action, StopWorker):
-            self._workers.retire(action.worker_id, time.monotonic())
+            self._workers.retire(action.worker_id, self._clock())
         elif isinstance(action, KillWorker):
             self._workers.kill(action.worker_id)  # its sentinel then reports the death
         elif isinstance(action, BreakPool):
@@ -645,29 +563,6 @@ def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
 def _answer(request: _StatsRequest, stats: PoolStats) -> None:
     request.answer = stats
     request.answered.set()
-
-
-def _item_error(chunk: Chunk, position: int, failure: ItemFailure) -> BaseException:
-    """The error an item of ``chunk`` failed with, as its waiter gets it: with the remote
-    traceback, and, for a result procpool could not send, the name of the item."""
-    error = failure.error
-    if isinstance(error, SystemExit) and error.code is None and len(error.args) == 1:
-        # tblib's exception pickling (which importing distributed installs) rebuilds a
-        # SystemExit without calling its __init__, and so without its code.
-        error.code = error.args[0]
-    if type(error) is SerializationError:
-        error = TaskUnpicklingError(error.what, error.reason)
-    if isinstance(error, ResultSerializationError) and error.task is None:
-        error.task = chunk.describe_item(position)
-    return _with_remote_traceback(error, failure.traceback_text)
-
-
-def _with_remote_traceback(error: BaseException, traceback_text: str) -> BaseException:
-    # The stdlib's convention (multiprocessing.pool.ExceptionWithTraceback): the worker's
-    # formatted traceback rides along as __cause__.
-    if traceback_text:
-        error.__cause__ = RemoteTraceback(traceback_text)
-    return error
 
 
 def _oom_kill_count() -> int:
