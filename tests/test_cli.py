@@ -117,7 +117,7 @@ def test_each_kind_of_failure_is_recorded_for_its_item_only(
                         6: "ok", 7: "ok"}
     assert results[1]["error"]["type"] == "ValueError"
     assert 'raise ValueError(f"item {x} is bad")' in results[1]["error"]["traceback"]
-    assert "_batch_item" not in results[1]["error"]["traceback"]  # starts in the user's code
+    assert "_batch/item.py" not in results[1]["error"]["traceback"]  # starts in the user's code
     died = results[2]
     assert died["attempts"] == 2 and "misbehave() on item 2 (line 3)" in died["error"]["message"]
     assert "exit code 3" in died["error"]["message"]
@@ -497,7 +497,7 @@ def test_version() -> None:
 
 
 def test_every_option_has_help() -> None:
-    from procpool._cli import _parser
+    from procpool._batch.cli import _parser
 
     parser = _parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -543,9 +543,9 @@ import os
 import sys
 from pathlib import Path
 
-import procpool._batch
-import procpool._journal
-from procpool._cli import main
+import procpool._batch.journal
+import procpool._batch.runner
+from procpool._batch.cli import main
 
 control, pause_at, fail_write_at = Path(sys.argv[1]), eval(sys.argv[2]), int(sys.argv[3])
 
@@ -554,8 +554,8 @@ def clock():
     return (control / "clock").read_text()
 
 
-procpool._journal.now_text = procpool._batch.now_text = clock
-mark_written = procpool._journal.Journal.mark_written
+procpool._batch.journal.now_text = procpool._batch.runner.now_text = clock
+mark_written = procpool._batch.journal.Journal.mark_written
 marked = 0
 
 
@@ -583,8 +583,8 @@ class FullDisk:
         return os.pwrite(fd, data, offset)
 
 
-procpool._journal.Journal.mark_written = hooked_mark_written
-procpool._batch.os = FullDisk()
+procpool._batch.journal.Journal.mark_written = hooked_mark_written
+procpool._batch.runner.os = FullDisk()
 sys.exit(main(sys.argv[4:]))
 """
 

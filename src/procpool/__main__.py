@@ -1,7 +1,7 @@
-"""``python -m procpool``: the same as the ``procpool`` command (see _cli.py)."""
+"""``python -m procpool``: the same as the ``procpool`` command (see _batch/cli.py)."""
 
 import sys
 
-from ._cli import main
+from ._batch.cli import main
 
 sys.exit(main())

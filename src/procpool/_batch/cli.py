@@ -1,7 +1,7 @@
 """The ``procpool`` command: ``procpool run`` (a resumable batch run) and ``procpool status``.
 
 Owns the command line only: arguments, their checks and help, messages, exit statuses. The run
-itself is _batch.py.
+itself is runner.py.
 
 Exit status: 0 every item ok; 1 some item failed; 2 the run could not start or go on (bad
 arguments, unreadable input, a journal of another run); 130 interrupted (resume with --resume).
@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ._batch import RunSpec, UsageError, run_batch
-from ._batch_input import KINDS
-from ._journal import Journal, JournalError, holder_of
+from .inputs import KINDS
+from .journal import Journal, JournalError, holder_of
+from .runner import RunSpec, UsageError, run_batch
 
 EXAMPLES = """\
 examples:
@@ -79,7 +79,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _backend(args: argparse.Namespace) -> Any:
     if args.dask_address or args.dask_scheduler_file:
-        from ._backends.dask import DaskBackend
+        from .._backends.dask import DaskBackend
 
         return DaskBackend(address=args.dask_address, scheduler_file=args.dask_scheduler_file)
     return args.backend
@@ -166,7 +166,7 @@ def version() -> str:
     try:
         return importlib.metadata.version("procpool")
     except importlib.metadata.PackageNotFoundError:
-        from . import __version__
+        from .. import __version__
 
         return __version__
 

@@ -3,8 +3,9 @@
 Owns a run from start to summary: finding MODULE:FUNCTION, creating the journal or checking
 that the one to resume belongs to this run, bringing the results file in line with the journal,
 feeding the pool only the items not recorded yet, and recording each outcome (journal first,
-then the results file: the protocol is in _journal.py). The pool does the running, with the
-library's options; _batch_input.py reads the input; _cli.py is the command line around this.
+then the results file: the protocol is in journal.py). The pool does the running, with the
+library's options; inputs.py reads the input; item.py is what a worker runs for each item;
+cli.py is the command line around this.
 
 A results line:
     {"index": 3, "status": "ok", "result": ..., "attempts": 1, "duration": 0.0121, "input": ...}
@@ -32,14 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._batch_input import InputError, InputRecord, InputSource
-from ._batch_item import BatchItem, ItemReport, describe_error, json_text, run_item
-from ._engine import name_of
-from ._errors import TaskTimeout, WorkerDied
-from ._journal import Journal, JournalCounts, JournalError, holder_of, now_text
-from ._pool import Pool
-from ._progress import make_tracker
-from ._results import Outcome
+from .._engine import name_of
+from .._errors import TaskTimeout, WorkerDied
+from .._pool import Pool
+from .._progress import make_tracker
+from .._results import Outcome
+from .inputs import InputError, InputRecord, InputSource
+from .item import BatchItem, ItemReport, describe_error, json_text, run_item
+from .journal import Journal, JournalCounts, JournalError, holder_of, now_text
 
 
 class UsageError(Exception):
@@ -250,7 +251,7 @@ class _Feeder:
 
 
 class _Recorder:
-    """Writes each outcome to the journal, then to the results file (see _journal.py)."""
+    """Writes each outcome to the journal, then to the results file (see journal.py)."""
 
     def __init__(self, journal: Journal, output: Path, function_name: str) -> None:
         self._journal = journal
