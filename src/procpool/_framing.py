@@ -126,5 +126,10 @@ class FrameReader:
             self._filled = available
             offset = len(unparsed)
             break
+        rest = unparsed[offset : offset + len(MAGIC)]
+        if self._body is None and not MAGIC.startswith(rest):
+            # Too short for a header, yet already not the start of one: say so now, not
+            # when the worker's next reply completes it (which may be never, or much later).
+            raise CorruptStream(f"bytes that are not a procpool reply: {bytes(rest)!r}...")
         del unparsed[:offset]
         return payloads

@@ -1,0 +1,336 @@
+"""The dispatcher driven by hand: a scripted backend plays the workers, a fake clock the time.
+
+No process starts and no test waits for time to pass. Each test says what a worker sends, when
+it dies and how far the clock moves, then checks what the dispatcher did: what it sent, whom it
+killed, what each caller got. These are the deadline and death paths the fault matrix can only
+reach through real processes and real seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from multiprocessing import Pipe
+from typing import Any
+
+import pytest
+
+from procpool._codec import dumps, loads
+from procpool._dispatcher import Dispatcher
+from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
+from procpool._framing import FrameWriter
+from procpool._messages import CallMode, ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
+from procpool._options import TaskPolicy, WorkerPolicy
+from procpool._task import Chunk, TaskFunction
+from procpool._worker_table import RETIRE_TIMEOUT
+
+WAIT = 10.0  # seconds any step may take before the test fails (nothing here should wait)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedWorker:
+    """The parent's side of a worker that the test plays: ``send`` is the worker speaking,
+    ``receive`` what the dispatcher sent it, ``die`` its end."""
+
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.pid: int | None = 40_000 + worker_id  # never signalled: kill() is scripted
+        self.loss_cause: str | None = None
+        self.connection, self._worker_end = Pipe(duplex=True)
+        self._replies = FrameWriter(self._worker_end)  # how a real worker replies
+        self.sentinel, self._alive = os.pipe()  # readable once the write end closes
+        self.exitcode: int | None = None
+        self.kills: list[bool] = []  # the ``force`` of each kill() call
+
+    def send(self, message: Any) -> None:
+        self._replies.send_bytes(dumps(message))
+
+    def send_raw(self, data: bytes) -> None:
+        os.write(self._worker_end.fileno(), data)
+
+    def receive(self) -> Any:
+        assert self._worker_end.poll(WAIT), "the dispatcher sent this worker nothing"
+        return loads(self._worker_end.recv_bytes())
+
+    def die(self, exitcode: int) -> None:
+        if self.exitcode is None:
+            self.exitcode = exitcode
+            os.close(self._alive)
+
+    # The WorkerHandle protocol.
+    def kill(self, *, force: bool) -> None:
+        self.kills.append(force)
+        self.die(-signal.SIGKILL if force else -signal.SIGTERM)
+
+    def private_fds(self) -> list[int]:
+        return []
+
+    def reap(self) -> int | None:
+        return self.exitcode
+
+    def close(self) -> None:
+        self.connection.close()
+        self._worker_end.close()
+        os.close(self.sentinel)
+
+
+class ScriptedBackend:
+    name = "scripted"
+    inherits_memory = True
+    imports_main = False
+    shares_memory = False
+
+    def __init__(self) -> None:
+        self.workers: list[ScriptedWorker] = []
+        self._started = threading.Condition()
+
+    def default_processes(self) -> int:
+        return 1
+
+    def close(self) -> None:
+        pass
+
+    def start_worker(self, worker_id: int, init: WorkerInit | None,
+                     parent_fds: Sequence[int]) -> ScriptedWorker:
+        worker = ScriptedWorker(worker_id)
+        with self._started:
+            self.workers.append(worker)
+            self._started.notify_all()
+        return worker
+
+    def worker(self, n: int) -> ScriptedWorker:
+        """The n-th worker started (0: the first), once it has been started."""
+        with self._started:
+            assert self._started.wait_for(lambda: len(self.workers) > n, WAIT), (
+                f"worker {n} was never started")
+            return self.workers[n]
+
+
+class Outcome:
+    """A chunk's sink: what its caller got (each item's value, or the first error)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.settled = threading.Event()
+        self.values: list[Any] = []
+        self.error: BaseException | None = None
+
+    def chunk_starting(self, chunk: Chunk) -> bool:
+        return True
+
+    def chunk_done(self, chunk: Chunk, values: Sequence[Any],
+                   failures: Mapping[int, BaseException]) -> None:
+        self.values += [v for position, v in enumerate(values) if position not in failures]
+        if failures:
+            self.error = next(iter(failures.values()))
+        if len(self.values) == self.size or failures:
+            self.settled.set()
+
+    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        self.error = error
+        self.settled.set()
+
+    def result(self) -> Any:
+        assert self.settled.wait(WAIT), "the caller was never answered"
+        if self.error is not None:
+            return self.error
+        return self.values
+
+
+FUNCTION = TaskFunction(1, dumps(abs))
+_chunk_ids = iter(range(1, 1_000_000))
+
+
+def a_chunk(items: list[Any], policy: TaskPolicy | None = None) -> tuple[Chunk, Outcome]:
+    outcome = Outcome(len(items))
+    chunk = Chunk(next(_chunk_ids), FUNCTION, dumps(items), CallMode.ONE_ARG, 0, len(items),
+                  outcome, "work", policy or TaskPolicy())
+    return chunk, outcome
+
+
+def chunk_done(chunk: Chunk, values: list[Any]) -> ChunkDone:
+    return ChunkDone(chunk.chunk_id, dumps(values), (), rss=0, peak_rss=0)
+
+
+class Harness:
+    def __init__(self, processes: int = 1, policy: WorkerPolicy | None = None) -> None:
+        self.clock = FakeClock()
+        self.backend = ScriptedBackend()
+        self.dispatcher = Dispatcher(self.backend, processes, worker_policy=policy,
+                                     clock=self.clock)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock, and return once the dispatcher has acted on the new time: the first
+        round trip wakes it and its deadlines are checked after that command; the second
+        returns after that check."""
+        self.clock.now += seconds
+        self.dispatcher.sync()
+        self.dispatcher.sync()
+
+    def ready_worker(self, n: int) -> ScriptedWorker:
+        worker = self.backend.worker(n)
+        worker.send(Ready(worker.pid))
+        self.settle()
+        return worker
+
+    def settle(self) -> None:
+        """Return once the dispatcher has handled everything sent to it before this call."""
+        self.advance(0)
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    made: list[Harness] = []
+
+    def make(*args: Any, **kwargs: Any) -> Harness:
+        made.append(Harness(*args, **kwargs))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for each in made:
+        each.dispatcher.terminate()
+        assert each.dispatcher.join(WAIT)
+
+
+def test_a_task_times_out_on_the_dispatchers_clock_and_not_before(harness: Any) -> None:
+    h = harness()
+    worker = h.ready_worker(0)
+    slow, outcome = a_chunk([1], TaskPolicy(timeout=30))
+    h.dispatcher.submit([slow])
+    sent = worker.receive()
+    assert type(sent) is RunChunk and sent.chunk_id == slow.chunk_id and sent.report_each_item
+    h.advance(29.9)
+    assert worker.kills == [] and not outcome.settled.is_set()
+    h.advance(0.2)
+    assert worker.kills == [True]  # SIGKILL: a task past its timeout gets no grace
+    assert isinstance(outcome.result(), TaskTimeout)
+    # Replaced, and the replacement serves the next task.
+    replacement = h.ready_worker(1)
+    quick, answer = a_chunk([2])
+    h.dispatcher.submit([quick])
+    assert replacement.receive().chunk_id == quick.chunk_id
+    replacement.send(chunk_done(quick, [2]))
+    assert answer.result() == [2]
+
+
+def test_each_item_of_a_reporting_chunk_gets_its_own_timeout(harness: Any) -> None:
+    h = harness()
+    worker = h.ready_worker(0)
+    chunk, outcome = a_chunk([1, 2], TaskPolicy(timeout=10))
+    h.dispatcher.submit([chunk])
+    worker.receive()
+    h.advance(9)
+    worker.send(ItemDone(chunk.chunk_id, 0, dumps([1])))
+    h.settle()  # handled at 9 s: the second item's own timeout starts then
+    h.advance(9)  # 18 s into the chunk, 9 s into its second item
+    assert worker.kills == []
+    h.advance(2)
+    assert worker.kills == [True]
+    error = outcome.result()
+    assert isinstance(error, TaskTimeout) and outcome.values == [1]
+    assert "work() item 1" in str(error)
+
+
+def test_a_death_fails_exactly_the_chunk_its_worker_held(harness: Any) -> None:
+    h = harness(2)
+    first, second = h.ready_worker(0), h.ready_worker(1)
+    doomed, lost = a_chunk([1, 2])
+    fine, kept = a_chunk([3, 4])
+    h.dispatcher.submit([doomed, fine])
+    assert first.receive().chunk_id == doomed.chunk_id
+    assert second.receive().chunk_id == fine.chunk_id
+    first.die(-signal.SIGKILL)
+    error = lost.result()
+    assert isinstance(error, WorkerDied) and "SIGKILL" in str(error)
+    second.send(chunk_done(fine, [3, 4]))
+    assert kept.result() == [3, 4]
+    h.backend.worker(2)  # the dead one was replaced
+    assert h.dispatcher.stats().respawns == 1
+
+
+def test_a_reply_sent_just_before_a_death_still_counts(harness: Any) -> None:
+    h = harness()
+    worker = h.ready_worker(0)
+    chunk, outcome = a_chunk([5])
+    h.dispatcher.submit([chunk])
+    worker.receive()
+    worker.send(chunk_done(chunk, [5]))
+    worker.die(-signal.SIGKILL)  # both are waiting when the dispatcher next wakes
+    assert outcome.result() == [5]
+
+
+def test_a_corrupt_reply_stream_costs_that_worker_only(harness: Any) -> None:
+    h = harness()
+    worker = h.ready_worker(0)
+    chunk, outcome = a_chunk([1])
+    h.dispatcher.submit([chunk])
+    worker.receive()
+    worker.send_raw(b"log: hello\n")  # what a task writing to an inherited pipe leaves
+    error = outcome.result()
+    assert isinstance(error, WorkerDied) and "reply pipe was corrupted" in str(error)
+    assert worker.kills == [True]
+    replacement = h.ready_worker(1)
+    again, answer = a_chunk([2])
+    h.dispatcher.submit([again])
+    replacement.receive()
+    replacement.send(chunk_done(again, [2]))
+    assert answer.result() == [2]
+
+
+def test_a_worker_that_does_not_exit_when_asked_is_killed_after_the_retire_timeout(
+    harness: Any,
+) -> None:
+    h = harness(policy=WorkerPolicy(max_tasks=1))
+    worker = h.ready_worker(0)
+    chunk, outcome = a_chunk([1])
+    h.dispatcher.submit([chunk])
+    worker.receive()
+    worker.send(chunk_done(chunk, [1]))
+    assert outcome.result() == [1]
+    assert type(worker.receive()) is Stop  # recycled after its one chunk
+    h.advance(RETIRE_TIMEOUT - 0.1)
+    assert worker.kills == []
+    h.advance(0.2)
+    assert worker.kills == [True]
+    h.backend.worker(1)  # its replacement
+
+
+def test_a_worker_slow_to_start_breaks_the_pool_at_the_initializer_timeout(
+    harness: Any,
+) -> None:
+    h = harness(policy=WorkerPolicy(initializer_timeout=60, has_initializer=True))
+    chunk, outcome = a_chunk([1])
+    h.dispatcher.submit([chunk])
+    h.advance(59.9)
+    assert not outcome.settled.is_set() and h.dispatcher.broken is None
+    h.advance(0.2)
+    error = outcome.result()
+    assert isinstance(error, InitializerFailed) and "initializer_timeout=60" in str(error)
+    assert h.dispatcher.broken is not None
+    late, refused = a_chunk([2])
+    h.dispatcher.submit([late])
+    assert isinstance(refused.result(), InitializerFailed)
+
+
+def test_busy_and_idle_time_are_read_on_the_dispatchers_clock(harness: Any) -> None:
+    h = harness()
+    worker = h.ready_worker(0)
+    h.advance(2)
+    chunk, outcome = a_chunk([1])
+    h.dispatcher.submit([chunk])
+    worker.receive()
+    h.advance(3)
+    worker.send(chunk_done(chunk, [1]))
+    assert outcome.result() == [1]
+    [stats] = h.dispatcher.stats().workers
+    assert stats.busy_seconds == pytest.approx(3)
+    assert stats.idle_seconds == pytest.approx(2)
