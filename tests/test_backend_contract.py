@@ -3,8 +3,10 @@
 Each test runs on three backends: ``local`` (worker processes), ``dask`` (``backend="dask"``: a
 LocalCluster on loopback that the pool starts and stops, as a user gets it), and
 ``dask-external`` (a ``dask scheduler`` and two ``dask worker`` processes started once for the
-module, reached through a scheduler file, and stopped by pid). Tests synchronise on FIFOs the
-tasks write to; nothing sleeps.
+module, reached through a scheduler file, and stopped by pid). Those that threads can meet (the
+``any_backend`` fixture) also run on ``inline``: worker threads in the test process, which
+cannot be killed and share its interpreter; each test left on ``backend`` says why. Tests
+synchronise on FIFOs the tasks write to; nothing sleeps.
 """
 
 from __future__ import annotations
@@ -96,26 +98,35 @@ def external_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exter
         cluster.stop()
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Any:
-    if request.param == "local":
-        return "local"
-    if request.param == "dask":
-        return "dask"
+def _backend_named(request: pytest.FixtureRequest, name: str) -> Any:
+    if name in ("local", "dask", "inline"):
+        return name
     cluster: ExternalCluster = request.getfixturevalue("external_cluster")
     cluster.replenish()  # a test before may have killed a worker
     return procpool.DaskBackend(scheduler_file=cluster.scheduler_file)
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Any:
+    """The backends whose workers are processes: for the points threads cannot meet."""
+    return _backend_named(request, request.param)
+
+
+@pytest.fixture(params=["inline", *BACKENDS])
+def any_backend(request: pytest.FixtureRequest) -> Any:
+    """Every backend, ``inline`` (worker threads in this process) included."""
+    return _backend_named(request, request.param)
+
+
 def is_dask(backend: Any) -> bool:
-    return backend != "local"
+    return backend not in ("local", "inline")
 
 
 # ---- the Pool face -------------------------------------------------------------------------------
 
 
-def test_every_pool_call_gives_the_local_answers(backend: Any) -> None:
-    with procpool.Pool(2, backend=backend) as pool:
+def test_every_pool_call_gives_the_local_answers(any_backend: Any) -> None:
+    with procpool.Pool(2, backend=any_backend) as pool:
         assert pool.map(mb.square, range(50), chunksize=7) == [x * x for x in range(50)]
         assert pool.starmap(mb.add, [(i, i) for i in range(10)]) == [2 * i for i in range(10)]
         assert list(pool.imap(mb.square, iter(range(30)), chunksize=4)) == [
@@ -127,8 +138,8 @@ def test_every_pool_call_gives_the_local_answers(backend: Any) -> None:
         assert pool.map(lambda x: x + 1, [1, 2]) == [2, 3]  # a lambda travels by value
 
 
-def test_the_executor_face_and_asyncio(backend: Any) -> None:
-    with procpool.ProcessPoolExecutor(2, backend=backend) as executor:
+def test_the_executor_face_and_asyncio(any_backend: Any) -> None:
+    with procpool.ProcessPoolExecutor(2, backend=any_backend) as executor:
         futures = {executor.submit(mb.square, i): i for i in range(10)}
         done = {futures[f]: f.result() for f in concurrent.futures.as_completed(futures, 60)}
         assert done == {i: i * i for i in range(10)}
@@ -145,8 +156,8 @@ def test_the_executor_face_and_asyncio(backend: Any) -> None:
 # ---- failures ------------------------------------------------------------------------------------
 
 
-def test_a_task_exception_arrives_as_itself_with_its_traceback(backend: Any) -> None:
-    with procpool.Pool(2, backend=backend) as pool:
+def test_a_task_exception_arrives_as_itself_with_its_traceback(any_backend: Any) -> None:
+    with procpool.Pool(2, backend=any_backend) as pool:
         with pytest.raises(ValueError, match="bad value 3") as info:
             pool.apply(mb.raise_value_error, (3,))
         assert "raise_value_error" in str(info.value.__cause__)  # the remote traceback
@@ -157,6 +168,7 @@ def test_a_task_exception_arrives_as_itself_with_its_traceback(backend: Any) -> 
 
 
 def test_a_dying_task_fails_alone_and_the_pool_goes_on(backend: Any) -> None:
+    # Not inline: os._exit() in a worker thread ends this whole process, the caller with it.
     with procpool.Pool(2, backend=backend) as pool:
         doomed = pool.apply_async(mb.exit_with_code, (7,))
         others = [pool.apply_async(mb.square, (i,)) for i in range(6)]
@@ -170,8 +182,8 @@ def test_a_dying_task_fails_alone_and_the_pool_goes_on(backend: Any) -> None:
         assert pool.stats().respawns == 1
 
 
-def test_sys_exit_in_a_task_is_a_death_with_its_code(backend: Any) -> None:
-    with procpool.Pool(1, backend=backend) as pool:
+def test_sys_exit_in_a_task_is_a_death_with_its_code(any_backend: Any) -> None:
+    with procpool.Pool(1, backend=any_backend) as pool:
         with pytest.raises(procpool.WorkerDied, match="exit code 4"):
             pool.apply(mb.sys_exit, (4,))
         assert pool.apply(mb.square, (5,)) == 25
@@ -180,11 +192,11 @@ def test_sys_exit_in_a_task_is_a_death_with_its_code(backend: Any) -> None:
 @pytest.mark.parametrize("options", [{}, {"retries": 1}, {"task_timeout": 60}],
                          ids=["whole-chunks", "retries", "task_timeout"])
 def test_sys_exit_in_an_executor_task_is_its_futures_exception(
-    backend: Any, options: dict[str, Any]
+    any_backend: Any, options: dict[str, Any]
 ) -> None:
     # As in concurrent.futures: the future's exception is the SystemExit, the worker goes on
     # (and SystemExit is no failure the default retry_on retries).
-    with procpool.ProcessPoolExecutor(1, backend=backend, **options) as executor:
+    with procpool.ProcessPoolExecutor(1, backend=any_backend, **options) as executor:
         with pytest.raises(SystemExit) as exited:
             executor.submit(mb.sys_exit, 4).result(timeout=60)
         assert exited.value.code == 4
@@ -206,15 +218,15 @@ def test_sys_exit_in_an_executor_task_is_its_futures_exception(
         assert set(executor.stats().respawn_causes) <= {"task cancelled"}
 
 
-def test_a_task_timeout_fails_the_task(backend: Any, fifos: Fifos) -> None:
-    with procpool.Pool(2, backend=backend) as pool:
+def test_a_task_timeout_fails_the_task(any_backend: Any, fifos: Fifos) -> None:
+    with procpool.Pool(2, backend=any_backend) as pool:
         slow = pool.apply_async(mb.announce_then_block, (fifos.started, fifos.release),
                                 task_timeout=1)
         fifos.wait_started()
         with pytest.raises(procpool.TaskTimeout):
             slow.get(timeout=60)
-        # Dask cannot stop the function: let it return so its worker thread is free again
-        # (a killed local worker no longer reads: ENXIO).
+        # Dask and inline cannot stop the function: let it return so its worker thread is
+        # free again (a killed local worker no longer reads: ENXIO).
         with contextlib.suppress(OSError):
             fd = os.open(fifos.release, os.O_WRONLY | os.O_NONBLOCK)
             os.write(fd, b"released")
@@ -225,6 +237,7 @@ def test_a_task_timeout_fails_the_task(backend: Any, fifos: Fifos) -> None:
 def test_a_function_the_workers_cannot_import_fails_its_items_clearly(
     backend: Any, tmp_path: Path
 ) -> None:
+    # Not inline: worker threads share this process's sys.path and modules, so they see it.
     with procpool.Pool(2, backend=backend) as pool:
         (tmp_path / "only_here.py").write_text("def double(x):\n    return 2 * x\n")
         sys.path.insert(0, str(tmp_path))  # after the workers started: they do not see it
@@ -248,7 +261,8 @@ def triple(x):  # defined in the user's script: a cluster's workers never ran it
 
 if __name__ == "__main__":
     where = sys.argv[1]
-    backend = where if where in ("local", "dask") else procpool.DaskBackend(scheduler_file=where)
+    named = ("local", "inline", "dask")
+    backend = where if where in named else procpool.DaskBackend(scheduler_file=where)
     with procpool.Pool(2, backend=backend) as pool:
         print(pool.map(triple, range(4)))
     with procpool.ProcessPoolExecutor(2, backend=backend) as executor:
@@ -257,14 +271,14 @@ if __name__ == "__main__":
 
 
 def test_a_function_of_the_users_script_reaches_every_backend(
-    backend: Any, tmp_path: Path
+    any_backend: Any, tmp_path: Path
 ) -> None:
     # On a cluster started elsewhere, a function of __main__ looked up by reference fails
     # (Can't get attribute 'triple' on <module '__mp_main__'>): it travels by value there,
     # as Dask's own client sends it.
     script = tmp_path / "users_script.py"
     script.write_text(MAIN_FUNCTION_SCRIPT)
-    where = backend if isinstance(backend, str) else backend.scheduler_file
+    where = any_backend if isinstance(any_backend, str) else any_backend.scheduler_file
     done = subprocess.run([sys.executable, str(script), where], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -274,15 +288,15 @@ def test_a_function_of_the_users_script_reaches_every_backend(
 # ---- what travels, and how much -----------------------------------------------------------------
 
 
-def test_identical_calls_all_run(backend: Any, tmp_path: Path) -> None:
+def test_identical_calls_all_run(any_backend: Any, tmp_path: Path) -> None:
     counter = str(tmp_path / "calls")
-    with procpool.Pool(2, backend=backend) as pool:
+    with procpool.Pool(2, backend=any_backend) as pool:
         pool.starmap(mb.fail_until_attempt, [(counter, 0)] * 4, chunksize=1)
         assert [pool.apply(mb.fail_until_attempt, (counter, 0)) for _ in range(2)] == [5, 6]
     assert os.path.getsize(counter) == 6  # never deduplicated
 
 
-def test_imap_reads_its_input_lazily_and_stops_when_dropped(backend: Any) -> None:
+def test_imap_reads_its_input_lazily_and_stops_when_dropped(any_backend: Any) -> None:
     read = itertools.count()
 
     def endless() -> Iterator[int]:
@@ -290,7 +304,7 @@ def test_imap_reads_its_input_lazily_and_stops_when_dropped(backend: Any) -> Non
             next(read)
             yield n
 
-    with procpool.Pool(2, backend=backend) as pool:
+    with procpool.Pool(2, backend=any_backend) as pool:
         results = pool.imap(mb.square, endless(), chunksize=2, buffersize=3)
         assert [next(results) for _ in range(10)] == [x * x for x in range(10)]
         del results
@@ -298,14 +312,19 @@ def test_imap_reads_its_input_lazily_and_stops_when_dropped(backend: Any) -> Non
         assert next(read) <= 10 + 3 * 2 + 2
 
 
-def test_initializer_runs_where_the_tasks_run(backend: Any) -> None:
-    with procpool.Pool(2, mb.initializer_sets, ("ready",), backend=backend) as pool:
+def test_initializer_runs_where_the_tasks_run(
+    any_backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inline, the initializer sets this process's module: unset before (forked workers would
+    # inherit a leftover), restored after.
+    monkeypatch.setattr(mb, "_initialized_value", None)
+    with procpool.Pool(2, mb.initializer_sets, ("ready",), backend=any_backend) as pool:
         assert set(pool.map(mb.read_initialized, range(8), chunksize=1)) == {"ready"}
 
 
 @pytest.mark.parametrize("options", [{}, {"task_timeout": 30}])
-def test_a_failing_initializer_breaks_the_pool(backend: Any, options: dict[str, Any]) -> None:
-    with procpool.Pool(2, mb.initializer_that_raises, ("no database",), backend=backend,
+def test_a_failing_initializer_breaks_the_pool(any_backend: Any, options: dict[str, Any]) -> None:
+    with procpool.Pool(2, mb.initializer_that_raises, ("no database",), backend=any_backend,
                        **options) as pool:
         with pytest.raises(procpool.InitializerFailed, match="no database"):
             pool.map(mb.square, range(4))
@@ -313,9 +332,9 @@ def test_a_failing_initializer_breaks_the_pool(backend: Any, options: dict[str, 
             pool.apply(mb.square, (1,))
 
 
-def test_progress_and_stats_work_the_same(backend: Any) -> None:
+def test_progress_and_stats_work_the_same(any_backend: Any) -> None:
     snapshots: list[procpool.Progress] = []
-    with procpool.Pool(2, backend=backend) as pool:
+    with procpool.Pool(2, backend=any_backend) as pool:
         assert pool.map(mb.square, range(20), chunksize=3, progress=snapshots.append) == [
             x * x for x in range(20)]
         stats = pool.stats()
