@@ -1,4 +1,8 @@
-"""The scheduler's decisions, driven directly: no processes, no threads, no clock."""
+"""The scheduler's decisions, driven directly: no processes, no threads, no clock.
+
+Every test tells the scheduler what happened through ``Scheduler.handle`` (the helpers below
+spell the common events, and ask ``running_on`` first as the dispatcher does) and checks the
+actions it answers."""
 
 from __future__ import annotations
 
@@ -7,18 +11,32 @@ from typing import Any
 import pytest
 
 from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied, WorkerStartFailed
-from procpool._messages import CallMode
+from procpool._messages import CallMode, Ready
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._scheduler import (
+    Action,
+    Break,
     BreakPool,
+    Cancel,
+    ChunkFinished,
+    Close,
     Death,
     DropChunk,
     FailChunk,
+    ItemFailed,
+    ItemFinished,
     KillWorker,
     Scheduler,
     SendChunk,
+    Started,
     StartWorker,
     StopWorker,
+    StreamClosed,
+    StreamOpened,
+    Submitted,
+    Tick,
+    WorkerLost,
+    WorkerReady,
     startup_deaths_allowed,
 )
 from procpool._task import Chunk, TaskFunction
@@ -47,10 +65,34 @@ DEATH = Death(pid=99, exitcode=-9)
 
 def started(scheduler: Scheduler, now: float = 0.0) -> Scheduler:
     """Start the scheduler's workers and mark them all ready (their initializers ran)."""
-    scheduler.start(now)
+    scheduler.handle(Started(), now)
     for worker_id in list(scheduler.workers):
-        scheduler.worker_ready(worker_id, now)
+        scheduler.handle(WorkerReady(worker_id), now)
     return scheduler
+
+
+def submit(scheduler: Scheduler, *chunks: Chunk, now: float = 0.0) -> list[Action]:
+    return scheduler.handle(Submitted(chunks), now)
+
+
+def item_done(scheduler: Scheduler, worker_id: int, now: float = 0.0) -> tuple[Chunk, int]:
+    """A worker's ItemDone, as the dispatcher tells it: the chunk and the position of the item
+    it answers, asked first. The next item starts at once: nothing to do."""
+    chunk_, position = scheduler.running_on(worker_id)
+    assert scheduler.handle(ItemFinished(worker_id), now) == []
+    return chunk_, position
+
+
+def chunk_done(scheduler: Scheduler, worker_id: int, rss: int = 0, now: float = 0.0,
+               seconds: float | None = None) -> tuple[Chunk, list[Action]]:
+    """A worker's ChunkDone, as the dispatcher tells it: the chunk it answers, asked first,
+    and the actions."""
+    done, _ = scheduler.running_on(worker_id)
+    return done, scheduler.handle(ChunkFinished(worker_id, rss, seconds), now)
+
+
+def lost(scheduler: Scheduler, worker_id: int, death: Death, now: float = 0.0) -> list[Action]:
+    return scheduler.handle(WorkerLost(worker_id, death), now)
 
 
 def sends(actions: list[Any]) -> list[tuple[int, int]]:
@@ -58,14 +100,25 @@ def sends(actions: list[Any]) -> list[tuple[int, int]]:
 
 
 def test_start_asks_for_one_worker_per_process() -> None:
-    assert Scheduler(3).start(0.0) == [StartWorker(0), StartWorker(1), StartWorker(2)]
+    assert Scheduler(3).handle(Started(), 0.0) == [StartWorker(0), StartWorker(1), StartWorker(2)]
+
+
+def test_handle_refuses_anything_but_an_event() -> None:
+    """``handle`` raises TypeError for an object that is none of the scheduler's events (here
+    a worker's own Ready reply, passed by mistake) rather than ignoring it, and changes
+    nothing."""
+    scheduler = Scheduler(1)
+    scheduler.handle(Started(), 0.0)
+    with pytest.raises(TypeError, match=r"not Ready\(pid=1\)"):
+        scheduler.handle(Ready(pid=1), 0.0)  # type: ignore[arg-type]
+    assert not scheduler.workers[0].ready
 
 
 def test_chunks_go_out_in_order_one_per_worker() -> None:
     scheduler = started(Scheduler(2))
-    actions = scheduler.submit([chunk(i) for i in range(5)], 0.0)
+    actions = submit(scheduler, *(chunk(i) for i in range(5)))
     assert sends(actions) == [(0, 0), (1, 1)]
-    done, actions = scheduler.chunk_done(1, 0, 0.0)
+    done, actions = chunk_done(scheduler, 1, 0, 0.0)
     assert done.chunk_id == 1
     assert sends(actions) == [(1, 2)]
     assert len(scheduler.pending) == 2
@@ -74,8 +127,8 @@ def test_chunks_go_out_in_order_one_per_worker() -> None:
 def test_a_lost_worker_fails_exactly_its_chunk_and_is_replaced() -> None:
     scheduler = started(Scheduler(2))
     chunks = [chunk(i) for i in range(3)]
-    scheduler.submit(chunks, 0.0)
-    actions = scheduler.worker_lost(0, DEATH, 0.0)
+    submit(scheduler, *chunks)
+    actions = lost(scheduler, 0, DEATH, 0.0)
     assert isinstance(actions[0], FailChunk) and actions[0].chunk is chunks[0]
     error = actions[0].error
     assert isinstance(error, WorkerDied) and error.pid == 99 and error.signal_name == "SIGKILL"
@@ -86,39 +139,39 @@ def test_a_lost_worker_fails_exactly_its_chunk_and_is_replaced() -> None:
 
 def test_an_idle_worker_lost_is_replaced_without_failures() -> None:
     scheduler = started(Scheduler(1))
-    assert scheduler.worker_lost(0, DEATH, 0.0) == [StartWorker(1)]
+    assert lost(scheduler, 0, DEATH, 0.0) == [StartWorker(1)]
 
 
 def test_max_tasks_per_worker_retires_and_replaces() -> None:
     scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=2)))
-    scheduler.submit([chunk(i) for i in range(3)], 0.0)
-    _, actions = scheduler.chunk_done(0, 0, 0.0)
+    submit(scheduler, *(chunk(i) for i in range(3)))
+    _, actions = chunk_done(scheduler, 0, 0, 0.0)
     assert sends(actions) == [(0, 1)]
-    _, actions = scheduler.chunk_done(0, 0, 0.0)
+    _, actions = chunk_done(scheduler, 0, 0, 0.0)
     assert actions[:2] == [StopWorker(0), StartWorker(1)]
     assert sends(actions) == [(1, 2)]
 
 
 def test_close_stops_workers_only_when_all_work_and_streams_are_done() -> None:
     scheduler = started(Scheduler(2))
-    scheduler.submit([chunk(0)], 0.0)
-    scheduler.stream_opened()
-    assert scheduler.close(0.0) == []
-    _, actions = scheduler.chunk_done(0, 0, 0.0)
+    submit(scheduler, chunk(0))
+    scheduler.handle(StreamOpened(), 0.0)
+    assert scheduler.handle(Close(), 0.0) == []
+    _, actions = chunk_done(scheduler, 0, 0, 0.0)
     assert actions == []  # a stream may still submit
     assert not scheduler.is_drained()
-    actions = scheduler.stream_closed(0.0)
+    actions = scheduler.handle(StreamClosed(), 0.0)
     assert sorted(a.worker_id for a in actions if isinstance(a, StopWorker)) == [0, 1]
     assert scheduler.is_drained()
 
 
 def test_a_death_while_closing_with_no_work_is_not_replaced() -> None:
     scheduler = started(Scheduler(2))
-    scheduler.submit([chunk(0)], 0.0)
-    scheduler.stream_opened()
-    scheduler.close(0.0)
-    scheduler.stream_closed(0.0)
-    actions = scheduler.worker_lost(0, DEATH, 0.0)
+    submit(scheduler, chunk(0))
+    scheduler.handle(StreamOpened(), 0.0)
+    scheduler.handle(Close(), 0.0)
+    scheduler.handle(StreamClosed(), 0.0)
+    actions = lost(scheduler, 0, DEATH, 0.0)
     assert isinstance(actions[0], FailChunk) and actions[0].chunk.chunk_id == 0
     assert not any(isinstance(a, StartWorker) for a in actions)
 
@@ -126,35 +179,35 @@ def test_a_death_while_closing_with_no_work_is_not_replaced() -> None:
 def test_break_pool_fails_everything_now_and_later() -> None:
     scheduler = started(Scheduler(1))
     chunks = [chunk(i) for i in range(3)]
-    scheduler.submit(chunks, 0.0)
+    submit(scheduler, *chunks)
     error = RuntimeError("broken")
-    actions = scheduler.break_pool(error)
+    actions = scheduler.handle(Break(error), 0.0)
     failed = [a.chunk.chunk_id for a in actions if isinstance(a, FailChunk)]
     assert sorted(failed) == [0, 1, 2]
     assert not scheduler.workers
     late = chunk(9)
-    assert scheduler.submit([late], 0.0) == [FailChunk(late, error)]
-    assert scheduler.worker_lost(0, DEATH, 0.0) == []  # forgotten already
+    assert submit(scheduler, late) == [FailChunk(late, error)]
+    assert lost(scheduler, 0, DEATH, 0.0) == []  # forgotten already
 
 
 def test_terminate_abandons_open_streams() -> None:
     scheduler = started(Scheduler(1))
-    scheduler.stream_opened()
-    scheduler.break_pool(RuntimeError())
-    scheduler.close(0.0, abandon_streams=True)
+    scheduler.handle(StreamOpened(), 0.0)
+    scheduler.handle(Break(RuntimeError()), 0.0)
+    scheduler.handle(Close(abandon_streams=True), 0.0)
     assert scheduler.is_drained()
 
 
 def test_work_arriving_after_the_workers_stopped_starts_new_ones() -> None:
     scheduler = started(Scheduler(2))
-    stops = scheduler.close(0.0)
+    stops = scheduler.handle(Close(), 0.0)
     assert sorted(a.worker_id for a in stops if isinstance(a, StopWorker)) == [0, 1]
     late = chunk(7)
-    actions = scheduler.submit([late], 0.0)
+    actions = submit(scheduler, late)
     assert actions[:2] == [StartWorker(2), StartWorker(3)]
     assert sends(actions) == [(2, 7)]
     assert not scheduler.is_drained()
-    _, actions = scheduler.chunk_done(2, 0, 0.0)
+    _, actions = chunk_done(scheduler, 2, 0, 0.0)
     assert sorted(a.worker_id for a in actions if isinstance(a, StopWorker)) == [2, 3]
     assert scheduler.is_drained()
 
@@ -168,15 +221,15 @@ def _split(chunk_: Chunk, position: int, size: int, attempt: int) -> Chunk:
 
 def test_timeout_counts_from_when_the_worker_starts_the_item() -> None:
     scheduler = Scheduler(1, split=_split)
-    scheduler.start(0.0)
-    scheduler.submit([chunk(0, policy=TaskPolicy(timeout=5.0))], 1.0)
+    scheduler.handle(Started(), 0.0)
+    submit(scheduler, chunk(0, policy=TaskPolicy(timeout=5.0)), now=1.0)
     assert scheduler.next_deadline() is None  # the worker is still starting up
-    scheduler.worker_ready(0, 10.0)
+    scheduler.handle(WorkerReady(0), 10.0)
     assert scheduler.next_deadline() == 15.0
-    assert scheduler.expire(14.9) == []
-    assert scheduler.expire(15.0) == [KillWorker(0)]
+    assert scheduler.handle(Tick(), 14.9) == []
+    assert scheduler.handle(Tick(), 15.0) == [KillWorker(0)]
     assert scheduler.next_deadline() is None  # killed once, not again
-    actions = scheduler.worker_lost(0, Death(99, -9), 15.1)
+    actions = lost(scheduler, 0, Death(99, -9), 15.1)
     failure = actions[0]
     assert isinstance(failure, FailChunk) and isinstance(failure.error, TaskTimeout)
     assert failure.error.timeout == 5.0 and "chunk0() item 0" in str(failure.error)
@@ -184,21 +237,21 @@ def test_timeout_counts_from_when_the_worker_starts_the_item() -> None:
 
 def test_each_item_gets_its_own_deadline() -> None:
     scheduler = started(Scheduler(1, split=_split))
-    scheduler.submit([chunk(0, size=3, policy=TaskPolicy(timeout=2.0))], 0.0)
+    submit(scheduler, chunk(0, size=3, policy=TaskPolicy(timeout=2.0)))
     assert scheduler.next_deadline() == 2.0
-    assert scheduler.item_done(0, 1.5)[1] == 0
+    assert item_done(scheduler, 0, 1.5)[1] == 0
     assert scheduler.next_deadline() == 3.5
-    assert scheduler.item_done(0, 3.0)[1] == 1
+    assert item_done(scheduler, 0, 3.0)[1] == 1
     assert scheduler.next_deadline() == 5.0
 
 
 def test_a_death_mid_chunk_loses_one_item_and_requeues_the_rest() -> None:
     scheduler = started(Scheduler(1, split=_split))
     big = chunk(0, size=5, policy=TaskPolicy(timeout=60.0))
-    scheduler.submit([big], 0.0)
-    scheduler.item_done(0, 1.0)
-    scheduler.item_done(0, 2.0)  # items 0 and 1 delivered; item 2 is running
-    actions = scheduler.worker_lost(0, DEATH, 3.0)
+    submit(scheduler, big)
+    item_done(scheduler, 0, 1.0)
+    item_done(scheduler, 0, 2.0)  # items 0 and 1 delivered; item 2 is running
+    actions = lost(scheduler, 0, DEATH, 3.0)
     failure = actions[0]
     assert isinstance(failure, FailChunk)
     assert (failure.chunk.first_index, failure.chunk.size) == (2, 1)
@@ -215,10 +268,10 @@ def test_a_death_after_the_last_item_before_the_chunk_ends_loses_nothing(
     # storm hit this window): nothing is lost, and no phantom item past the chunk's end is
     # failed or run again.
     scheduler = started(Scheduler(1, split=_split))
-    scheduler.submit([chunk(0, size=2, policy=policy)], 0.0)
-    scheduler.item_done(0, 1.0)
-    scheduler.item_done(0, 2.0)
-    actions = scheduler.worker_lost(0, DEATH, 3.0)
+    submit(scheduler, chunk(0, size=2, policy=policy))
+    item_done(scheduler, 0, 1.0)
+    item_done(scheduler, 0, 2.0)
+    actions = lost(scheduler, 0, DEATH, 3.0)
     assert not [a for a in actions if isinstance(a, (FailChunk, DropChunk, SendChunk))]
     assert not scheduler.pending and scheduler.counts.retried == 0
     assert [a for a in actions if isinstance(a, StartWorker)]  # the worker is replaced
@@ -227,13 +280,13 @@ def test_a_death_after_the_last_item_before_the_chunk_ends_loses_nothing(
 def test_retries_rerun_only_the_lost_item_and_count_attempts() -> None:
     scheduler = started(Scheduler(1, split=_split))
     policy = TaskPolicy(retries=1)
-    scheduler.submit([chunk(0, size=2, policy=policy)], 0.0)
-    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    submit(scheduler, chunk(0, size=2, policy=policy))
+    actions = lost(scheduler, 0, DEATH, 1.0)
     resent = [a.chunk for a in actions if isinstance(a, SendChunk)]
     assert [(c.first_index, c.size, c.attempt) for c in resent] == [(0, 1, 2)]
     assert not any(isinstance(a, FailChunk) for a in actions)
-    scheduler.worker_ready(1, 1.5)
-    actions = scheduler.worker_lost(1, DEATH, 2.0)  # the retry dies too: no retries left
+    scheduler.handle(WorkerReady(1), 1.5)
+    actions = lost(scheduler, 1, DEATH, 2.0)  # the retry dies too: no retries left
     failure = next(a for a in actions if isinstance(a, FailChunk))
     assert isinstance(failure.error, WorkerDied) and failure.error.attempts == 2
 
@@ -250,19 +303,19 @@ def test_ordinary_exceptions_are_retried_only_when_asked() -> None:
 
 def test_a_worker_over_its_memory_limit_is_replaced() -> None:
     scheduler = started(Scheduler(1, WorkerPolicy(max_memory=100)))
-    scheduler.submit([chunk(0), chunk(1)], 0.0)
-    _, actions = scheduler.chunk_done(0, 99, 1.0)
+    submit(scheduler, chunk(0), chunk(1))
+    _, actions = chunk_done(scheduler, 0, 99, 1.0)
     assert sends(actions) == [(0, 1)]
-    _, actions = scheduler.chunk_done(0, 101, 2.0)
+    _, actions = chunk_done(scheduler, 0, 101, 2.0)
     assert actions[:2] == [StopWorker(0), StartWorker(1)]
 
 
 def test_a_worker_that_never_gets_ready_breaks_the_pool() -> None:
     scheduler = Scheduler(2, WorkerPolicy(initializer_timeout=3.0))
-    scheduler.start(0.0)
-    scheduler.worker_ready(0, 1.0)
+    scheduler.handle(Started(), 0.0)
+    scheduler.handle(WorkerReady(0), 1.0)
     assert scheduler.next_deadline() == 3.0
-    (action,) = scheduler.expire(3.0)
+    (action,) = scheduler.handle(Tick(), 3.0)
     assert isinstance(action, BreakPool) and isinstance(action.error, InitializerFailed)
     assert "initializer_timeout=3" in str(action.error)
 
@@ -279,21 +332,21 @@ def test_an_exit_before_ready_breaks_the_pool_and_fails_the_chunk_it_held(
     # run. The chunk waiting in the dead worker's pipe must be failed with the rest, and the
     # error blames the initializer only if there is one.
     scheduler = Scheduler(1, policy)
-    scheduler.start(0.0)
+    scheduler.handle(Started(), 0.0)
     held = chunk(0)
-    assert sends(scheduler.submit([held], 0.0)) == [(0, 0)]
-    (action,) = scheduler.worker_lost(0, Death(5, 3), 1.0)
+    assert sends(submit(scheduler, held)) == [(0, 0)]
+    (action,) = lost(scheduler, 0, Death(5, 3), 1.0)
     assert isinstance(action, BreakPool) and type(action.error) is error
     assert text in str(action.error)
-    assert scheduler.break_pool(action.error) == [FailChunk(held, action.error)]
+    assert scheduler.handle(Break(action.error), 0.0) == [FailChunk(held, action.error)]
 
 
 def test_a_worker_killed_while_starting_is_replaced_and_its_chunk_runs_elsewhere() -> None:
     scheduler = Scheduler(1)
-    scheduler.start(0.0)
+    scheduler.handle(Started(), 0.0)
     held = chunk(0)
-    scheduler.submit([held], 0.0)
-    actions = scheduler.worker_lost(0, Death(5, -9), 1.0)
+    submit(scheduler, held)
+    actions = lost(scheduler, 0, Death(5, -9), 1.0)
     assert actions == [StartWorker(1), SendChunk(1, held)]  # no attempt spent: it never ran
     assert held.attempt == 1 and scheduler.broken is None
     assert scheduler.counts.replacements == {"killed by SIGKILL": 1}
@@ -301,16 +354,16 @@ def test_a_worker_killed_while_starting_is_replaced_and_its_chunk_runs_elsewhere
 
 def test_only_a_run_of_deaths_while_starting_breaks_the_pool() -> None:
     scheduler = Scheduler(1)
-    scheduler.start(0.0)
+    scheduler.handle(Started(), 0.0)
     allowed = startup_deaths_allowed(1)
     for worker_id in range(allowed):
-        actions = scheduler.worker_lost(worker_id, Death(5, -9), 1.0)
+        actions = lost(scheduler, worker_id, Death(5, -9), 1.0)
         assert actions == [StartWorker(worker_id + 1)]
-    scheduler.worker_ready(allowed, 2.0)  # a start that succeeds ends the run
-    scheduler.worker_lost(allowed, Death(5, -9), 3.0)  # a death of a ready worker
+    scheduler.handle(WorkerReady(allowed), 2.0)  # a start that succeeds ends the run
+    lost(scheduler, allowed, Death(5, -9), 3.0)  # a death of a ready worker
     for worker_id in range(allowed + 1, 2 * allowed + 1):
-        assert scheduler.worker_lost(worker_id, Death(5, -9), 4.0) == [StartWorker(worker_id + 1)]
-    (action,) = scheduler.worker_lost(2 * allowed + 1, Death(6, -9), 5.0)
+        assert lost(scheduler, worker_id, Death(5, -9), 4.0) == [StartWorker(worker_id + 1)]
+    (action,) = lost(scheduler, 2 * allowed + 1, Death(6, -9), 5.0)
     assert isinstance(action, BreakPool)
     assert f"{allowed + 1} workers in a row died during start-up" in str(action.error)
     assert "pid 6" in str(action.error) and "SIGKILL" in str(action.error)
@@ -321,11 +374,11 @@ def test_breaking_the_pool_fails_only_the_unanswered_items_of_a_reporting_chunk(
     # them twice.
     scheduler = started(Scheduler(1))
     running = chunk(0, size=4, policy=TaskPolicy(retries=1))
-    scheduler.submit([running], 0.0)
-    scheduler.item_done(0, 1.0)
-    scheduler.item_done(0, 2.0)
+    submit(scheduler, running)
+    item_done(scheduler, 0, 1.0)
+    item_done(scheduler, 0, 2.0)
     error = RuntimeError("broken")
-    (action,) = scheduler.break_pool(error)
+    (action,) = scheduler.handle(Break(error), 0.0)
     assert isinstance(action, FailChunk) and action.error is error
     assert (action.chunk.first_index, action.chunk.size) == (2, 2)
 
@@ -335,11 +388,11 @@ def test_a_worker_sentenced_to_die_gets_no_new_work() -> None:
     # first: it must not be handed the next chunk, which the kill would then take down.
     scheduler = started(Scheduler(1))
     first, second = chunk(0), chunk(1)
-    scheduler.submit([first, second], 0.0)
-    assert scheduler.cancel(first) == [KillWorker(0)]
-    done, actions = scheduler.chunk_done(0, 0, 1.0)
+    submit(scheduler, first, second)
+    assert scheduler.handle(Cancel(first), 0.0) == [KillWorker(0)]
+    done, actions = chunk_done(scheduler, 0, 0, 1.0)
     assert done is first and sends(actions) == []
-    actions = scheduler.worker_lost(0, DEATH, 1.1)
+    actions = lost(scheduler, 0, DEATH, 1.1)
     assert not any(isinstance(a, FailChunk) for a in actions)  # the cancel was expected
     assert actions[0] == StartWorker(1) and sends(actions) == [(1, 1)]
 
@@ -347,9 +400,9 @@ def test_a_worker_sentenced_to_die_gets_no_new_work() -> None:
 def test_cancel_drops_a_pending_chunk_without_killing() -> None:
     scheduler = started(Scheduler(1))
     first, second = chunk(0), chunk(1)
-    scheduler.submit([first, second], 0.0)
-    assert scheduler.cancel(second) == [DropChunk(second)]
-    _, actions = scheduler.chunk_done(0, 0, 1.0)
+    submit(scheduler, first, second)
+    assert scheduler.handle(Cancel(second), 0.0) == [DropChunk(second)]
+    _, actions = chunk_done(scheduler, 0, 0, 1.0)
     assert sends(actions) == []
 
 
@@ -357,11 +410,11 @@ def test_cancelling_work_on_a_worker_still_starting_does_not_break_the_pool() ->
     # A chunk may wait in a starting worker's pipe; killing that worker for a cancel is not
     # an initializer failure.
     scheduler = Scheduler(1)
-    scheduler.start(0.0)
+    scheduler.handle(Started(), 0.0)
     queued = chunk(0)
-    scheduler.submit([queued], 0.0)
-    assert scheduler.cancel(queued) == [KillWorker(0)]
-    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    submit(scheduler, queued)
+    assert scheduler.handle(Cancel(queued), 0.0) == [KillWorker(0)]
+    actions = lost(scheduler, 0, DEATH, 1.0)
     assert not any(isinstance(a, BreakPool) for a in actions)
     assert actions == [DropChunk(queued), StartWorker(1)]
     assert scheduler.broken is None
@@ -382,9 +435,9 @@ def quick_chunks(count: int, *, seconds_per_item: float = 0.001, payload: bytes 
 def test_a_short_chunk_is_queued_behind_a_running_one_and_starts_when_it_is_done() -> None:
     scheduler = started(Scheduler(2))
     chunks = quick_chunks(6)
-    actions = scheduler.submit(chunks, 0.0)
+    actions = submit(scheduler, *chunks)
     assert sends(actions) == [(0, 0), (1, 1), (0, 2), (1, 3)]
-    done, actions = scheduler.chunk_done(0, 0, 1.0, seconds=0.001)
+    done, actions = chunk_done(scheduler, 0, 0, 1.0, seconds=0.001)
     assert done is chunks[0]
     # Chunk 2 was waiting in worker 0's pipe: it runs now, and chunk 4 is queued behind it.
     assert scheduler.running[0] is chunks[2]
@@ -398,23 +451,23 @@ def test_a_chunk_of_unknown_pace_long_or_large_is_not_queued() -> None:
     large = quick_chunks(3, payload=b"x" * 100_000)
     for chunks in (unknown, long, large):
         scheduler = started(Scheduler(2))
-        assert sends(scheduler.submit(chunks, 0.0)) == [(0, 0), (1, 1)]
+        assert sends(submit(scheduler, *chunks)) == [(0, 0), (1, 1)]
 
 
 def test_the_workers_pace_is_measured_from_finished_chunks() -> None:
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(2, size=10)
     chunks[0].function.pace.seconds_per_item = None
-    scheduler.submit(chunks, 0.0)
-    scheduler.chunk_done(0, 0, 1.0, seconds=0.05)
+    submit(scheduler, *chunks)
+    chunk_done(scheduler, 0, 0, 1.0, seconds=0.05)
     assert chunks[0].function.pace.seconds_per_item == 0.005
 
 
 def test_a_death_fails_the_running_chunk_and_requeues_the_queued_one() -> None:
     scheduler = started(Scheduler(2))
     chunks = quick_chunks(4)
-    scheduler.submit(chunks, 0.0)
-    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    submit(scheduler, *chunks)
+    actions = lost(scheduler, 0, DEATH, 1.0)
     failed = [a.chunk for a in actions if isinstance(a, FailChunk)]
     assert failed == [chunks[0]]
     assert StartWorker(2) in actions
@@ -425,29 +478,29 @@ def test_a_death_fails_the_running_chunk_and_requeues_the_queued_one() -> None:
 def test_a_cancelled_queued_chunk_kills_its_worker_when_it_starts_and_fails_nothing() -> None:
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
-    scheduler.submit(chunks, 0.0)
-    assert scheduler.cancel(chunks[1]) == []
-    _, actions = scheduler.chunk_done(0, 0, 1.0)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[1]), 0.0) == []
+    _, actions = chunk_done(scheduler, 0, 0, 1.0)
     assert actions == [KillWorker(0)]
-    actions = scheduler.worker_lost(0, DEATH, 1.0)
+    actions = lost(scheduler, 0, DEATH, 1.0)
     assert not [a for a in actions if isinstance(a, FailChunk)]
     assert sends(actions) == [(1, 2)]
 
 
 def test_nothing_is_queued_on_a_worker_that_will_be_recycled() -> None:
     scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=1)))
-    assert sends(scheduler.submit(quick_chunks(3), 0.0)) == [(0, 0)]
+    assert sends(submit(scheduler, *quick_chunks(3))) == [(0, 0)]
     scheduler = started(Scheduler(1, WorkerPolicy(max_memory=10**9)))
-    assert sends(scheduler.submit(quick_chunks(3), 0.0)) == [(0, 0)]
+    assert sends(submit(scheduler, *quick_chunks(3))) == [(0, 0)]
     scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=2)))
-    assert sends(scheduler.submit(quick_chunks(3), 0.0)) == [(0, 0), (0, 1)]
+    assert sends(submit(scheduler, *quick_chunks(3))) == [(0, 0), (0, 1)]
 
 
 def test_breaking_the_pool_fails_queued_chunks_too() -> None:
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
-    scheduler.submit(chunks, 0.0)
-    failed = [a.chunk for a in scheduler.break_pool(RuntimeError("x"))
+    submit(scheduler, *chunks)
+    failed = [a.chunk for a in scheduler.handle(Break(RuntimeError("x")), 0.0)
               if isinstance(a, FailChunk)]
     assert sorted(c.chunk_id for c in failed) == [0, 1, 2]
 
@@ -460,7 +513,7 @@ def test_a_cancelled_chunk_is_skipped_and_the_next_one_queued_in_its_place() -> 
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
     chunks[1] = Chunk(1, chunks[1].function, b"", CallMode.ONE_ARG, 1, 1, _Cancelled(), "c1")
-    assert sends(scheduler.submit(chunks, 0.0)) == [(0, 0), (0, 2)]
+    assert sends(submit(scheduler, *chunks)) == [(0, 0), (0, 2)]
 
 
 def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_took_it() -> None:
@@ -469,15 +522,15 @@ def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_
     # its answer, or its rerun elsewhere, must be the only one.
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
-    scheduler.submit(chunks[:1], 0.0)
-    scheduler.chunk_done(0, 0, 0.5, seconds=0.001)  # the pace is known: later chunks queue
-    scheduler.submit(chunks[1:], 1.0)
+    submit(scheduler, *chunks[:1])
+    chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)  # the pace is known: later chunks queue
+    submit(scheduler, *chunks[1:], now=1.0)
     assert scheduler.workers[0].queued is chunks[2]
-    assert scheduler.cancel(chunks[1]) == [KillWorker(0)]
-    done, actions = scheduler.chunk_done(0, 0, 1.1, seconds=0.001)
+    assert scheduler.handle(Cancel(chunks[1]), 0.0) == [KillWorker(0)]
+    done, actions = chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
     assert done is chunks[1] and sends(actions) == []
     assert scheduler.running[0] is chunks[2]  # no "reported a chunk it was not given" later
-    actions = scheduler.worker_lost(0, DEATH, 1.2)
+    actions = lost(scheduler, 0, DEATH, 1.2)
     assert not any(isinstance(a, (FailChunk, DropChunk)) for a in actions)
     assert sends(actions) == [(1, 2)]  # it runs again on the replacement
 
@@ -485,14 +538,14 @@ def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_
 def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once() -> None:
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
-    scheduler.submit(chunks[:1], 0.0)
-    scheduler.chunk_done(0, 0, 0.5, seconds=0.001)
-    scheduler.submit(chunks[1:], 1.0)
-    scheduler.cancel(chunks[1])
-    scheduler.chunk_done(0, 0, 1.1, seconds=0.001)
-    done, _ = scheduler.chunk_done(0, 0, 1.2, seconds=0.001)
+    submit(scheduler, *chunks[:1])
+    chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)
+    submit(scheduler, *chunks[1:], now=1.0)
+    scheduler.handle(Cancel(chunks[1]), 0.0)
+    chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
+    done, _ = chunk_done(scheduler, 0, 0, 1.2, seconds=0.001)
     assert done is chunks[2]
-    actions = scheduler.worker_lost(0, DEATH, 1.3)
+    actions = lost(scheduler, 0, DEATH, 1.3)
     assert sends(actions) == [] and not scheduler.pending
 
 
@@ -501,32 +554,32 @@ def test_an_item_that_raises_is_retried_by_its_policy_then_failed_with_the_attem
     scheduler = started(Scheduler(1, split=_split))
     policy = TaskPolicy(retries=1, retry_on=(ValueError,))
     running = chunk(0, size=3, policy=policy)
-    scheduler.submit([running], 0.0)
-    scheduler.item_done(0, 1.0)
-    retry = scheduler.item_failed(running, 1, ValueError("first"), 2.0)
+    submit(scheduler, running)
+    item_done(scheduler, 0, 1.0)
+    retry = scheduler.handle(ItemFailed(running, 1, ValueError("first")), 2.0)
     assert retry == [] and scheduler.counts.retried == 1  # queued; the worker is busy
     again = scheduler.pending[0]
     assert (again.first_index, again.size, again.attempt) == (1, 1, 2)
     error = ValueError("second")
-    (failure,) = scheduler.item_failed(again, 0, error, 3.0)
+    (failure,) = scheduler.handle(ItemFailed(again, 0, error), 3.0)
     assert isinstance(failure, FailChunk) and failure.error is error
     assert (failure.chunk.first_index, failure.chunk.size) == (1, 1)
     if hasattr(error, "__notes__"):
         assert "each of 2 attempts" in error.__notes__[0]
-    other = scheduler.item_failed(running, 2, TypeError("not retried"), 3.0)
+    other = scheduler.handle(ItemFailed(running, 2, TypeError("not retried")), 3.0)
     assert [type(a) for a in other] == [FailChunk]
 
 
 def test_the_scheduler_builds_its_share_of_the_stats() -> None:
     scheduler = started(Scheduler(1, split=_split))
     policy = TaskPolicy(retries=1)
-    scheduler.submit([chunk(0, size=3, policy=policy), chunk(1, size=2)], 0.0)
-    scheduler.item_done(0, 1.0)
+    submit(scheduler, chunk(0, size=3, policy=policy), chunk(1, size=2))
+    item_done(scheduler, 0, 1.0)
     share = scheduler.stats(2.0)
     assert share.tasks_queued == 2 and share.tasks_retried == 0
     (slot,) = share.workers
     assert (slot.worker_id, slot.unanswered, slot.tasks_done) == (0, 2, 1)
     assert slot.busy_seconds == 2.0 and slot.idle_seconds == 0.0
-    scheduler.item_done(0, 3.0)
-    scheduler.item_done(0, 4.0)  # every item answered, the chunk's end still to come
+    item_done(scheduler, 0, 3.0)
+    item_done(scheduler, 0, 4.0)  # every item answered, the chunk's end still to come
     assert scheduler.stats(4.0).workers[0].unanswered == 0

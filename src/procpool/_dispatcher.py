@@ -18,6 +18,14 @@ user code: results go to sinks, which hand callbacks to another thread.
 Its parts, each with one owner: the Inbox (commands from other threads), the Scheduler (every
 decision), the WorkerTable (one record per worker), Delivery (every outcome, counted once).
 The dispatcher itself only waits, decodes what arrived, and carries out the scheduler's actions.
+
+It tells the scheduler everything through ``Scheduler.handle(event, now)``. Most commands are
+the scheduler's own event records (``Submitted``, ``StreamOpened``, ``StreamClosed``,
+``Close``, ``Cancel``), handed over as they come; only what the dispatcher does itself
+(``_Terminate``, ``_StatsRequest``) has a class here. Replies become events too
+(``WorkerReady``, ``ItemFinished``, ``ChunkFinished``, ``ItemFailed``), as do deaths
+(``WorkerLost``), passing time (``Tick``) and a broken pool (``Break``). Which chunk and item a
+reply answers it asks first (``Scheduler.running_on``).
 """
 
 from __future__ import annotations
@@ -60,15 +68,29 @@ from ._messages import (
 from ._options import WorkerPolicy
 from ._scheduler import (
     Action,
+    Break,
     BreakPool,
+    Cancel,
+    ChunkFinished,
+    Close,
     Death,
     DropChunk,
+    Event,
     FailChunk,
+    ItemFailed,
+    ItemFinished,
     KillWorker,
     Scheduler,
     SendChunk,
+    Started,
     StartWorker,
     StopWorker,
+    StreamClosed,
+    StreamOpened,
+    Submitted,
+    Tick,
+    WorkerLost,
+    WorkerReady,
 )
 from ._stats import PoolStats, WorkerStats
 from ._task import Chunk
@@ -79,36 +101,13 @@ logger = logging.getLogger("procpool")
 
 
 # ---- commands posted by caller threads ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Submit:
-    chunks: tuple[Chunk, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _StreamOpened:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _StreamClosed:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    pass
+# Besides the scheduler's events that callers post as they are (see _Command), two that only
+# the dispatcher acts on.
 
 
 @dataclass(frozen=True, slots=True)
 class _Terminate:
     force: bool = False  # SIGKILL at once instead of SIGTERM first
-
-
-@dataclass(frozen=True, slots=True)
-class _Cancel:
-    chunk: Chunk
 
 
 class _StatsRequest:
@@ -119,7 +118,9 @@ class _StatsRequest:
         self.answer: PoolStats | None = None
 
 
-_Command = _Submit | _StreamOpened | _StreamClosed | _Close | _Terminate | _Cancel | _StatsRequest
+# What caller threads post: the scheduler's events, handed to Scheduler.handle as they are,
+# and the dispatcher's own commands.
+_Command = Submitted | StreamOpened | StreamClosed | Close | Cancel | _Terminate | _StatsRequest
 
 
 class Dispatcher:
@@ -169,7 +170,7 @@ class Dispatcher:
             # Start the first workers before the dispatcher thread exists: a fork from a
             # single-threaded parent is the safe kind. A start that fails here (too few
             # descriptors, no memory, no thread) fails the constructor, leaving nothing.
-            for action in self._scheduler.start(self._clock()):
+            for action in self._scheduler.handle(Started(), self._clock()):
                 assert isinstance(action, StartWorker)
                 self._workers.start(action.worker_id)
             self._thread.start()
@@ -206,18 +207,18 @@ class Dispatcher:
         return list(self._workers.pids)
 
     def submit(self, chunks: Iterable[Chunk]) -> None:
-        self._post(_Submit(tuple(chunks)))
+        self._post(Submitted(tuple(chunks)))
 
     def stream_opened(self) -> None:
         """A job will keep submitting (imap's input is being read); close() must wait for it."""
-        self._post(_StreamOpened())
+        self._post(StreamOpened())
 
     def stream_closed(self) -> None:
-        self._post(_StreamClosed())
+        self._post(StreamClosed())
 
     def close(self) -> None:
         """Finish every submitted chunk, then stop the workers and the dispatcher thread."""
-        self._post(_Close())
+        self._post(Close())
 
     def terminate(self, *, force: bool = False) -> None:
         """Fail everything not yet finished, kill the workers (SIGTERM, then SIGKILL after a
@@ -226,7 +227,7 @@ class Dispatcher:
 
     def cancel(self, chunk: Chunk) -> None:
         """Drop ``chunk`` if it has not started; kill its worker if it is running."""
-        self._post(_Cancel(chunk))
+        self._post(Cancel(chunk))
 
     def stats(self) -> PoolStats:
         """A consistent snapshot, taken by the dispatcher thread between two events."""
@@ -262,10 +263,10 @@ class Dispatcher:
     def _post(self, command: _Command) -> bool:
         """Queue a command for the dispatcher thread; False if it has finished already (a
         submission is then failed here)."""
-        accept = (self._delivery.accepting(command.chunks) if isinstance(command, _Submit)
+        accept = (self._delivery.accepting(command.chunks) if isinstance(command, Submitted)
                   else None)
         accepted = self._inbox.post(command, accept)
-        if not accepted and isinstance(command, _Submit):
+        if not accepted and isinstance(command, Submitted):
             error = self.broken or PoolTerminated("the pool is no longer running")
             for chunk in command.chunks:
                 chunk.sink.chunk_failed(chunk, error)
@@ -315,28 +316,20 @@ class Dispatcher:
 
     def _handle_deadlines(self) -> None:
         now = self._clock()
-        self._carry_out_all(self._scheduler.expire(now))
+        self._tell(Tick(), now)
         self._workers.expire(now)
 
     def _handle_commands(self) -> None:
         for command in self._inbox.take():
             now = self._clock()
-            if isinstance(command, _Submit):
-                self._carry_out_all(self._scheduler.submit(command.chunks, now))
-            elif isinstance(command, _StreamOpened):
-                self._scheduler.stream_opened()
-            elif isinstance(command, _StreamClosed):
-                self._carry_out_all(self._scheduler.stream_closed(now))
-            elif isinstance(command, _Close):
-                self._carry_out_all(self._scheduler.close(now))
-            elif isinstance(command, _Terminate):
+            if isinstance(command, _Terminate):
                 self._break(PoolTerminated("the pool was terminated before this task finished"),
                             force=command.force)
-                self._carry_out_all(self._scheduler.close(now, abandon_streams=True))
-            elif isinstance(command, _Cancel):
-                self._carry_out_all(self._scheduler.cancel(command.chunk))
+                self._tell(Close(abandon_streams=True), now)
             elif isinstance(command, _StatsRequest):
                 _answer(command, self._stats_now())
+            else:  # one of the scheduler's events
+                self._tell(command, now)
 
     def _receive(self, record: WorkerRecord) -> None:
         """Take what the worker's pipe holds now (one read: never waits) and handle every
@@ -377,19 +370,21 @@ class Dispatcher:
         worker_id = record.worker_id
         now = self._clock()
         if isinstance(message, ItemDone):
-            chunk, position = self._scheduler.item_done(worker_id, now)
+            # Which item this answers, asked before the scheduler moves the worker on.
+            chunk, position = self._scheduler.running_on(worker_id)
+            self._tell(ItemFinished(worker_id), now)
             if record.segments is not None:
                 record.segments.results_read(chunk, len(message.result_segments))
             with self._delivery.failing_on_error(chunk.part(position, 1)):
                 error = self._delivery.item_reply(chunk, position, message.result_payload,
                                                   message.result_segments)
                 if error is not None:  # run it again, or fail it: the scheduler's choice
-                    self._carry_out_all(self._scheduler.item_failed(chunk, position, error,
-                                                                    now))
+                    self._tell(ItemFailed(chunk, position, error), now)
         elif isinstance(message, ChunkDone):
             record.peak_rss = message.peak_rss
-            chunk, actions = self._scheduler.chunk_done(worker_id, message.rss, now,
-                                                        message.seconds)
+            chunk, _ = self._scheduler.running_on(worker_id)
+            actions = self._scheduler.handle(
+                ChunkFinished(worker_id, message.rss, message.seconds), now)
             if record.segments is not None:
                 record.segments.chunk_done(chunk)
             # Give the worker its next chunk before decoding this one's results.
@@ -399,7 +394,7 @@ class Dispatcher:
                     self._delivery.chunk_reply(chunk, message.results_payload,
                                                message.failed_positions, message.result_segments)
         elif isinstance(message, Ready):
-            self._scheduler.worker_ready(worker_id, now)
+            self._tell(WorkerReady(worker_id), now)
         elif isinstance(message, InitFailed):
             error = InitializerFailed(f"{type(message.error).__qualname__}: {message.error}")
             error.__cause__ = with_remote_traceback(message.error, message.traceback_text)
@@ -425,13 +420,12 @@ class Dispatcher:
                       cause=record.lost_because or handle.loss_cause)
         self._oom_kills_seen = oom_kills
         self._workers.release(record)
-        self._carry_out_all(self._scheduler.worker_lost(record.worker_id, death,
-                                                        self._clock()))
+        self._tell(WorkerLost(record.worker_id, death), self._clock())
 
     def _break(self, error: BaseException, *, force: bool = False) -> None:
         """Fail all work now and later, and end every worker (SIGTERM, then SIGKILL): a worker
         that is mid-chunk would otherwise finish it and block writing a result nobody reads."""
-        self._carry_out_all(self._scheduler.break_pool(error))
+        self._tell(Break(error), self._clock())
         self._workers.kill_all(force=force)
 
     def _shut_down(self) -> None:
@@ -439,7 +433,7 @@ class Dispatcher:
         self.finished.set()
         error = self.broken or PoolTerminated("the pool is no longer running")
         for command in leftovers:
-            if isinstance(command, _Submit):
+            if isinstance(command, Submitted):
                 for chunk in command.chunks:
                     self._delivery.failed(chunk, error)
         for command in leftovers:
@@ -482,6 +476,10 @@ class Dispatcher:
         )
 
     # ---- actions -----------------------------------------------------------------------------
+
+    def _tell(self, event: Event, now: float) -> None:
+        """Tell the scheduler what happened and carry out what it answers."""
+        self._carry_out_all(self._scheduler.handle(event, now))
 
     def _carry_out_all(self, actions: list[Action]) -> None:
         for action in actions:

@@ -2,9 +2,14 @@
 
 Owns the queue of pending chunks, the record of what each worker holds and how far it got, the
 deadlines (task timeouts, initializer timeouts) and the retry policy. It is told what happened
-(submitted, ready, item done, chunk done, lost, closing) with the current time passed in, and
-answers with actions for the dispatcher to carry out. No threads, pipes, processes or clocks:
-tests drive it directly (tests/test_scheduler.py).
+through one door, ``Scheduler.handle(event, now)``, with the current time passed in; the events
+are the records below (``Started``, ``Submitted``, ``StreamOpened``, ``StreamClosed``,
+``WorkerReady``, ``ItemFinished``, ``ItemFailed``, ``ChunkFinished``, ``WorkerLost``, ``Cancel``,
+``Close``, ``Break``, ``Tick``: the ``Event`` union), and every one is answered with a list of
+actions for the dispatcher to carry out (``Action``). What else the dispatcher needs to know it
+asks through read-only queries (``running_on``, ``next_deadline``, ``stats``, ...), never by
+changing anything. No threads, pipes, processes or clocks: tests drive it directly
+(tests/test_scheduler.py).
 """
 
 from __future__ import annotations
@@ -76,10 +81,66 @@ class BreakPool:
     error: BaseException
 
 
-Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
+# ---- events ---------------------------------------------------------------------------------
+# What happened, told to Scheduler.handle. Not the worker's replies (procpool._messages: Ready,
+# ItemDone, ChunkDone): the dispatcher reads those and tells the scheduler in these terms.
 
 
-# ---- events' facts ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The pool starts: its first workers are wanted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """New chunks to run, in order (once the pool is broken, they fail at once)."""
+
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """A job will keep submitting (imap's input is being read): closing must wait for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """A stream has submitted its last chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    """A worker finished starting (its initializer ran)."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFinished:
+    """A worker reported one more item of its running chunk (one that reports each item);
+    ``running_on`` says which, asked before this is handled."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailed:
+    """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``."""
+
+    chunk: Chunk
+    position: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFinished:
+    """A worker reported its running chunk done; ``running_on`` says which, asked before this
+    is handled. ``rss``: its memory now; ``seconds``: how long it took over the chunk (for
+    its function's Pace)."""
+
+    worker_id: int
+    rss: int
+    seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +152,50 @@ class Death:
     peak_rss: int | None = None
     oom_killed: bool = False
     cause: str | None = None  # the backend's account of a loss (Dask: the worker was lost)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLost:
+    """A worker ended without being asked to."""
+
+    worker_id: int
+    death: Death
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Nobody wants ``chunk`` (or the parts split off it) any more."""
+
+    chunk: Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Stop once the work is done; with ``abandon_streams``, open streams no longer count
+    (terminate: whatever they still submit fails at once)."""
+
+    abandon_streams: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """Nothing can run any more (or the pool was terminated): fail everything, now and
+    later."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time has passed: act on every deadline due by ``now``."""
+
+
+Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
+Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | ItemFinished
+         | ItemFailed | ChunkFinished | WorkerLost | Cancel | Close | Break | Tick)
+
+
+# ---- statistics -------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -266,6 +371,13 @@ class Scheduler:
             workers=tuple(slot.stats(worker_id, now) for worker_id, slot in self.workers.items()),
         )
 
+    def running_on(self, worker_id: int) -> tuple[Chunk, int]:
+        """The chunk worker ``worker_id`` runs and the position of the item it is on: what its
+        next ``ItemDone`` or ``ChunkDone`` reply belongs to (ask before handling the event)."""
+        slot = self.workers[worker_id]
+        assert slot.running is not None, f"worker {worker_id} reported on a chunk it was not given"
+        return slot.running, slot.position
+
     def next_deadline(self) -> float | None:
         deadlines = [s.deadline for s in self.workers.values() if s.deadline is not None]
         return min(deadlines, default=None)
@@ -275,48 +387,83 @@ class Scheduler:
 
     # ---- events --------------------------------------------------------------------------
 
-    def start(self, now: float) -> list[Action]:
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """The one way in: ``event`` happened at ``now``; answer what the dispatcher is to do.
+        Anything that is not an ``Event`` raises TypeError (a reply or command passed by
+        mistake must not be lost quietly)."""
+        match event:
+            case Started():
+                return self._on_started(now)
+            case Submitted(chunks):
+                return self._on_submitted(chunks, now)
+            case StreamOpened():
+                return self._on_stream_opened()
+            case StreamClosed():
+                return self._on_stream_closed(now)
+            case WorkerReady(worker_id):
+                return self._on_worker_ready(worker_id, now)
+            case ItemFinished(worker_id):
+                return self._on_item_finished(worker_id, now)
+            case ItemFailed(chunk, position, error):
+                return self._on_item_failed(chunk, position, error, now)
+            case ChunkFinished(worker_id, rss, seconds):
+                return self._on_chunk_finished(worker_id, rss, seconds, now)
+            case WorkerLost(worker_id, death):
+                return self._on_worker_lost(worker_id, death, now)
+            case Cancel(chunk):
+                return self._on_cancel(chunk)
+            case Close(abandon_streams):
+                return self._on_close(now, abandon_streams)
+            case Break(error):
+                return self._on_break(error)
+            case Tick():
+                return self._on_tick(now)
+            case _:
+                raise TypeError(f"the scheduler handles events, not {event!r}")
+
+    def _on_started(self, now: float) -> list[Action]:
         return [self._new_worker(now) for _ in range(self.processes)]
 
-    def submit(self, chunks: Iterable[Chunk], now: float) -> list[Action]:
+    def _on_submitted(self, chunks: Iterable[Chunk], now: float) -> list[Action]:
         if self.broken is not None:
             return [FailChunk(chunk, self.broken) for chunk in chunks]
         self.pending.extend(chunks)
         return self._dispatch(now)
 
-    def stream_opened(self) -> None:
+    def _on_stream_opened(self) -> list[Action]:
         self.open_streams += 1
+        return []
 
-    def stream_closed(self, now: float) -> list[Action]:
+    def _on_stream_closed(self, now: float) -> list[Action]:
         self.open_streams = max(0, self.open_streams - 1)
         return self._dispatch(now)
 
-    def worker_ready(self, worker_id: int, now: float) -> None:
+    def _on_worker_ready(self, worker_id: int, now: float) -> list[Action]:
         slot = self.workers.get(worker_id)
         if slot is None:
-            return
+            return []
         slot.ready = True
         slot.deadline = None
         self._startup_deaths_in_a_row = 0
         if slot.running is not None:
             slot.busy_since = now
             self._start_item(slot, now)  # its chunk was waiting in the pipe until now
+        return []
 
-    def item_done(self, worker_id: int, now: float) -> tuple[Chunk, int]:
-        """A reporting chunk finished one more item; return the chunk and that item's position."""
+    def _on_item_finished(self, worker_id: int, now: float) -> list[Action]:
+        """A reporting chunk finished one more item; the next one starts now."""
         slot = self.workers[worker_id]
         chunk = slot.running
         assert chunk is not None, f"worker {worker_id} reported an item it was not given"
-        position = slot.position
         slot.position += 1
         slot.items_done += 1
         slot.deadline = None
         if slot.position < chunk.size:
             self._start_item(slot, now)
-        return chunk, position
+        return []
 
-    def chunk_done(self, worker_id: int, rss: int, now: float,
-                   seconds: float | None = None) -> tuple[Chunk, list[Action]]:
+    def _on_chunk_finished(self, worker_id: int, rss: int, seconds: float | None,
+                           now: float) -> list[Action]:
         """``seconds``: how long the worker took over the chunk (for its function's Pace)."""
         slot = self.workers[worker_id]
         chunk = slot.running
@@ -331,9 +478,9 @@ class Scheduler:
             if slot.queued is not None:  # but this one is in its pipe, and may start
                 slot.running, slot.queued = slot.queued, None
                 slot.collateral, slot.queued_cancelled = True, False
-            return chunk, self._dispatch(now)
+            return self._dispatch(now)
         if slot.queued is not None:
-            return chunk, self._start_queued(worker_id, slot, now)
+            return self._start_queued(worker_id, slot, now)
         policy = self.worker_policy
         actions: list[Action] = []
         recycle = None
@@ -349,9 +496,9 @@ class Scheduler:
         else:
             self._idle.append(worker_id)
         actions += self._dispatch(now)
-        return chunk, actions
+        return actions
 
-    def cancel(self, chunk: Chunk) -> list[Action]:
+    def _on_cancel(self, chunk: Chunk) -> list[Action]:
         """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running
         (if queued on a worker, as soon as it starts there). The parts a retry or a death
         split off it share its sink, and go the same way."""
@@ -369,8 +516,8 @@ class Scheduler:
                 actions.append(KillWorker(worker_id))
         return actions
 
-    def item_failed(self, chunk: Chunk, position: int, error: BaseException,
-                    now: float) -> list[Action]:
+    def _on_item_failed(self, chunk: Chunk, position: int, error: BaseException,
+                        now: float) -> list[Action]:
         """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``: run
         it again if its policy retries that, else fail it, noting the attempts made."""
         if self.should_retry(chunk, error):
@@ -381,7 +528,7 @@ class Scheduler:
             add_note(error, f"procpool: the task failed on each of {chunk.attempt} attempts")
         return [FailChunk(chunk.part(position, 1), error)]
 
-    def expire(self, now: float) -> list[Action]:
+    def _on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
         for worker_id, slot in self.workers.items():
@@ -397,7 +544,7 @@ class Scheduler:
             actions.append(KillWorker(worker_id))
         return actions
 
-    def worker_lost(self, worker_id: int, death: Death, now: float) -> list[Action]:
+    def _on_worker_lost(self, worker_id: int, death: Death, now: float) -> list[Action]:
         """A worker ended without being asked to; fail or retry what it held, replace it."""
         slot = self.workers.pop(worker_id, None)
         if slot is None:
@@ -434,7 +581,7 @@ class Scheduler:
         actions += self._dispatch(now)
         return actions
 
-    def break_pool(self, error: BaseException) -> list[Action]:
+    def _on_break(self, error: BaseException) -> list[Action]:
         """Fail every chunk, pending or running, and forget every worker; later submissions
         fail at once. The dispatcher ends the workers."""
         self.broken = error
@@ -453,7 +600,7 @@ class Scheduler:
         self._idle.clear()
         return actions
 
-    def close(self, now: float, *, abandon_streams: bool = False) -> list[Action]:
+    def _on_close(self, now: float, abandon_streams: bool) -> list[Action]:
         """Stop once the work is done; with ``abandon_streams``, open streams no longer count
         (terminate: whatever they still submit fails at once)."""
         self.closing = True
@@ -577,7 +724,6 @@ class Scheduler:
             slot.position = 0
             if slot.ready:
                 slot.busy_since = now
-            if slot.ready:
                 self._start_item(slot, now)
             actions.append(SendChunk(worker_id, slot.running))
         for worker_id, slot in self.workers.items():
