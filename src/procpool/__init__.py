@@ -28,17 +28,13 @@ if TYPE_CHECKING:
         WorkerDied,
         WorkerStartFailed,
     )
-    from ._executor import ProcessFuture, ProcessPoolExecutor
+    from ._executor import ProcessPoolExecutor
+    from ._futures import ProcessFuture
     from ._pool import Pool
     from ._progress import Progress
-    from ._results import (
-        ApplyResult,
-        AsyncResult,
-        IMapIterator,
-        IMapUnorderedIterator,
-        MapResult,
-    )
+    from ._results import ApplyResult, AsyncResult, MapResult
     from ._stats import PoolStats, WorkerStats
+    from ._streams import IMapIterator, IMapUnorderedIterator
 
 del TYPE_CHECKING  # not a public name
 
@@ -51,12 +47,12 @@ _HOMES = {
                      "RemoteError", "ResultSerializationError", "ResultUnpicklingError",
                      "SerializationError", "TaskTimeout", "TaskUnpicklingError",
                      "TimeoutError", "WorkerDied", "WorkerStartFailed"], "._errors"),
-    "ProcessFuture": "._executor",
+    "ProcessFuture": "._futures",
     "ProcessPoolExecutor": "._executor",
     "Pool": "._pool",
     "Progress": "._progress",
-    **dict.fromkeys(["ApplyResult", "AsyncResult", "IMapIterator", "IMapUnorderedIterator",
-                     "MapResult"], "._results"),
+    **dict.fromkeys(["ApplyResult", "AsyncResult", "MapResult"], "._results"),
+    **dict.fromkeys(["IMapIterator", "IMapUnorderedIterator"], "._streams"),
     "PoolStats": "._stats",
     "WorkerStats": "._stats",
 }

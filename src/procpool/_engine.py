@@ -13,7 +13,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _shared_memory as shared_memory
 from ._backends import create_backend
@@ -30,6 +30,9 @@ from ._options import (
     check_seconds,
 )
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
+
+if TYPE_CHECKING:
+    from ._streams import Feeder
 
 # How many by-reference task functions keep their pickle cached across calls.
 FUNCTION_CACHE_SIZE = 256
@@ -127,6 +130,25 @@ class Engine:
                 if len(self._functions) > FUNCTION_CACHE_SIZE:
                     self._functions.popitem(last=False)
         return function
+
+    def submit_one(self, chunk: Chunk) -> None:
+        self.dispatcher.submit([chunk])
+
+    def feed_in_thread(self, feeder: Feeder) -> None:
+        """Run a stream's feeder on a thread of its own. Until it has read its input to the
+        end (or was stopped), the pool's close() waits for it: its items are accepted work."""
+        self.dispatcher.stream_opened()
+        try:
+            start_thread(self._feed, "procpool-feeder", feeder)
+        except BaseException:
+            self.dispatcher.stream_closed()
+            raise
+
+    def _feed(self, feeder: Feeder) -> None:
+        try:
+            feeder.run()
+        finally:
+            self.dispatcher.stream_closed()
 
     def make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
                    first_index: int, sink: ChunkSink, name: str,

@@ -10,10 +10,6 @@ Nobody has to tune ``chunksize`` for that; an explicit one is always obeyed.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
-from typing import Any
-
 # The work one automatically sized chunk should carry. The scheduler queues a chunk behind a
 # running one only when it is shorter than QUEUE_MAX_SECONDS (20 ms), so this stays under it.
 TARGET_CHUNK_SECONDS = 0.01
@@ -25,30 +21,6 @@ MAX_CHUNK_ITEMS = 4096
 # How many chunks a stream (imap, executor map and amap) keeps submitted ahead of its
 # consumer by default, per worker: enough to keep every worker busy while results are taken.
 CHUNKS_PER_WORKER = 4
-
-
-def stream_sizes(chunksize: int | None, buffersize: int | None,
-                 processes: int) -> tuple[int | None, int]:
-    """A stream's chunk size (None: sized from the pace) and its bound in chunks. A
-    ``buffersize`` given alone means chunks of one item, as in the stdlib: it then bounds
-    items."""
-    if chunksize is None and buffersize is not None:
-        chunksize = 1
-    return chunksize, buffersize or CHUNKS_PER_WORKER * processes
-
-
-def read_batch(iterator: Iterator[Any], size: int) -> tuple[list[Any], Exception | None]:
-    """Up to ``size`` items from ``iterator``, and the exception it raised, if it did.
-
-    The items read before the exception are kept (``list.extend`` keeps what it appended),
-    so a stream delivers every item before a failing input and the error at its position.
-    """
-    batch: list[Any] = []
-    try:
-        batch.extend(itertools.islice(iterator, size))
-    except Exception as exc:
-        return batch, exc
-    return batch, None
 
 
 class Pace:

@@ -11,33 +11,32 @@ import multiprocessing
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._engine import Engine, WorkerView, name_of, start_thread
+from ._engine import Engine, WorkerView, name_of
 from ._messages import CallMode
 from ._options import (
     DEFAULT_RETRY_ON,
     UNSET,
     CallOptions,
     RetryOn,
-    TaskPolicy,
     check_per_call_options,
 )
-from ._pace import CHUNKS_PER_WORKER, ChunkSizer, read_batch, stream_sizes
+from ._pace import CHUNKS_PER_WORKER, ChunkSizer
 from ._progress import length_of, make_tracker
-from ._results import (
-    ApplyResult,
+from ._results import ApplyResult, MapResult, _AsyncResultBase
+from ._stats import PoolStats
+from ._streams import (
+    Feeder,
     IMapIterator,
     IMapUnorderedIterator,
-    MapResult,
     Outcome,
     StreamJob,
     Window,
-    _AsyncResultBase,
+    stream_sizes,
 )
-from ._stats import PoolStats
-from ._task import TaskFunction
+from ._task import Chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
@@ -320,39 +319,19 @@ class Pool:
             func, lambda error: job.input_finished(0, error))
         if function is None:
             return cls(job)  # the function cannot be sent: the stream yields that error once
+        name = name_of(func)
+
+        def chunk_of(batch: list[Any], first_index: int) -> Chunk | None:
+            return self._engine.make_chunk(function, batch, CallMode.ONE_ARG, first_index, job,
+                                           name, policy)
+
+        feeder = Feeder(job, iterator, ChunkSizer(function.pace, chunksize), chunk_of,
+                        self._engine.submit_one)
         self._streams.add(window)
-        self._dispatcher.stream_opened()
         if self._state != RUN:
             window.lift()  # close() raced with us: the input must still be read to the end
-        try:
-            start_thread(self._feed, "procpool-feeder", function, iterator, chunksize, job,
-                         name_of(func), policy)
-        except BaseException:
-            self._dispatcher.stream_closed()
-            raise
+        self._engine.feed_in_thread(feeder)
         return cls(job)
-
-    def _feed(self, function: TaskFunction, iterator: Iterator[Any], chunksize: int | None,
-              job: StreamJob, name: str, policy: TaskPolicy) -> None:
-        """The feeder thread of one stream: read, pickle, submit, as credit allows."""
-        sizer = ChunkSizer(function.pace, chunksize)
-        index = 0
-        error: Exception | None = None
-        try:
-            while error is None:
-                batch, error = read_batch(iterator, sizer.next_size())
-                if not batch or not job.window.acquire(len(batch)):
-                    break
-                chunk = self._engine.make_chunk(function, batch, CallMode.ONE_ARG, index, job,
-                                                name, policy)
-                if chunk is not None:
-                    sizer.sent(chunk.size, chunk.payload_bytes)
-                    self._dispatcher.submit([chunk])
-                index += len(batch)
-            # The input's exception, if it raised, surfaces at its own position.
-            job.input_finished(index, error)
-        finally:
-            self._dispatcher.stream_closed()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ exactly once, and the command line around it:
 
 Must not reach into the engine's private state: it is not a second engine. It uses the
 ``Pool``'s public face plus ``Pool._imap_outcomes`` (an ``Outcome`` per item, so that a failed
-item is journaled by its index), ``procpool._results.Outcome``, ``procpool._progress``'s
+item is journaled by its index), ``procpool._streams.Outcome``, ``procpool._progress``'s
 tracker, ``procpool._engine.name_of`` and the public errors, nothing else of the engine.
 
 Imports nothing itself: workers import ``item.py``, and this package with it.

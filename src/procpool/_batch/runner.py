@@ -37,7 +37,7 @@ from .._engine import name_of
 from .._errors import TaskTimeout, WorkerDied
 from .._pool import Pool
 from .._progress import make_tracker
-from .._results import Outcome
+from .._streams import Outcome
 from .inputs import InputError, InputRecord, InputSource
 from .item import BatchItem, ItemReport, describe_error, json_text, run_item
 from .journal import Journal, JournalCounts, JournalError, holder_of, now_text
