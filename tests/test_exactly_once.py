@@ -448,13 +448,14 @@ def test_a_ctrl_c_before_a_blocking_call_waits_still_stops_the_pool(
     # must do the same: terminate, and leave no task running on unseen (seen on 3.11 CI).
     pool = procpool.Pool(1, context="fork")
     try:
-        real_submit = pool._dispatcher.submit
+        dispatcher = pool._engine._dispatcher  # where every face's submission ends up
+        real_submit = dispatcher.submit
 
         def submit_then_interrupted(chunks: Any) -> None:
             real_submit(chunks)
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(pool._dispatcher, "submit", submit_then_interrupted)
+        monkeypatch.setattr(dispatcher, "submit", submit_then_interrupted)
         with pytest.raises(KeyboardInterrupt):
             if call == "apply":
                 pool.apply(mb.hang)

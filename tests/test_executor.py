@@ -381,11 +381,11 @@ def test_a_dropped_executor_finishes_its_work_and_winds_down(tmp_path: Path) -> 
 
     executor = procpool.ProcessPoolExecutor(2)
     future = executor.submit(mb.square, 7)
-    dispatcher = executor._engine.dispatcher
+    engine = executor._engine
     del executor
     gc.collect()
     assert future.result(30) == 49
-    assert dispatcher.join(30)
+    assert engine.join(30)
 
 
 def test_dask_can_use_it_as_its_scheduler(executor: Any) -> None:

@@ -236,13 +236,13 @@ def test_context_manager_terminates_like_the_stdlib() -> None:
 def test_unclosed_pool_warns_and_cleans_up() -> None:
     pool = procpool.Pool(1)
     pool.map(mb.square, [1])
-    dispatcher = pool._dispatcher
+    engine = pool._engine
     with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         del pool
         import gc
 
         gc.collect()
-    assert dispatcher.join(30)
+    assert engine.join(30)
 
 
 def test_interpreter_exit_with_an_open_pool_does_not_hang(tmp_path: Any) -> None:

@@ -250,7 +250,7 @@ INTERRUPT_SCRIPTS = {
                 print(json.dumps(list(executor._processes)), flush=True)
                 futures[0].result()
             except KeyboardInterrupt:
-                if not executor._engine.dispatcher.finished.is_set():
+                if not executor._engine.finished:
                     # It landed before result() began waiting: a race of this script, not
                     # the executor's. Stop, and let the test run the script again.
                     executor.kill_workers()

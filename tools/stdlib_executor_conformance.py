@@ -57,11 +57,9 @@ def _load(pattern: list[str] | None, method: str) -> tuple[unittest.TestSuite, o
 
 def _end_leaked_pools() -> None:
     """Failing tests can leave executors running; end them so this process can exit."""
-    from procpool import _dispatcher
+    from procpool._engine import kill_live_pools
 
-    for dispatcher in list(_dispatcher._live_dispatchers):
-        dispatcher.terminate(force=True)
-        dispatcher.join(10)
+    kill_live_pools(timeout=10)
 
 
 def main() -> int:

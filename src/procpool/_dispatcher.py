@@ -581,10 +581,15 @@ def _oom_kill_count() -> int:
 _live_dispatchers: weakref.WeakSet[Dispatcher] = weakref.WeakSet()
 
 
+def live_dispatchers() -> list[Dispatcher]:
+    """The pools this process runs: only those it made (a child forked by user code inherits
+    copies)."""
+    return [d for d in list(_live_dispatchers) if d._owner_pid == os.getpid()]
+
+
 @atexit.register
 def _end_live_pools() -> None:
-    # Only in the process that made them: a child forked by user code inherits copies.
-    mine = [d for d in list(_live_dispatchers) if d._owner_pid == os.getpid()]
+    mine = live_dispatchers()
     # A program ended by Ctrl-C (an uncaught KeyboardInterrupt, which the interpreter keeps
     # in sys.last_value) wants its work stopped, not finished: executors too are terminated.
     interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)

@@ -1,9 +1,10 @@
-"""What every face shares: one dispatcher, and the turning of calls into chunks.
+"""What every face shares: one running pool, and the turning of calls into chunks.
 
-Owns the options every face accepts (validated into a TaskPolicy and a WorkerPolicy), the
-dispatcher built from them, the cache of pickled task functions, and the pickling of arguments
-into chunks in the caller's thread. The Pool and the executor each own one Engine and add only
-their own API on top; neither talks to the scheduler or the workers.
+Owns the dispatcher built from a face's ``PoolOptions`` and is the faces' only door to it
+(submit, cancel, close, terminate, stats, ...), the cache of pickled task functions, the
+pickling of arguments into chunks in the caller's thread, and the thread that feeds a stream
+(_streams.py). The Pool and the executor each own one Engine and add only their own API on
+top; neither talks to the dispatcher, the scheduler or the workers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import copy
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import _shared_memory as shared_memory
@@ -21,14 +23,8 @@ from ._codec import add_note, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher
 from ._errors import PoolBroken
 from ._messages import CallMode
-from ._options import (
-    TaskPolicy,
-    WorkerPolicy,
-    check_count,
-    check_positive_int,
-    check_retry_on,
-    check_seconds,
-)
+from ._options import PoolOptions, TaskPolicy
+from ._stats import PoolStats
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
 
 if TYPE_CHECKING:
@@ -46,52 +42,76 @@ PICKLING_ADVICE = (
 class Engine:
     """A running dispatcher plus what a face needs to feed it."""
 
-    def __init__(
-        self,
-        *,
-        processes: int | None,
-        initializer: Callable[..., object] | None,
-        initargs: Iterable[Any],
-        context: Any,
-        backend: Any,
-        max_tasks: int | None,
-        task_timeout: Any,
-        retries: Any,
-        retry_on: Any,
-        max_memory_per_child: Any,
-        initializer_timeout: Any,
-        finish_at_exit: bool = False,
-        exit_fails_task: bool = False,
-    ) -> None:
-        self.policy = TaskPolicy(
-            timeout=check_seconds("task_timeout", task_timeout),
-            retries=check_count("retries", retries),
-            retry_on=check_retry_on(retry_on),
-            exit_fails_task=exit_fails_task,
-        )
+    def __init__(self, options: PoolOptions) -> None:
+        self.policy = options.task_policy  # the pool's; each call may override it
         self._lock = threading.Lock()
         self._functions: OrderedDict[Any, TaskFunction] = OrderedDict()
-        built_backend = create_backend(backend, context)
-        worker_policy = WorkerPolicy(
-            max_tasks=max_tasks,
-            max_memory=check_positive_int("max_memory_per_child", max_memory_per_child),
-            initializer_timeout=check_seconds("initializer_timeout", initializer_timeout),
-            has_initializer=initializer is not None,
-            imports_main=built_backend.imports_main,
-        )
+        backend = create_backend(options.backend, options.context)
         # None: as many as the backend suggests (this machine's CPUs, a Dask cluster's threads).
-        self.processes = built_backend.default_processes() if processes is None else processes
-        self.dispatcher = Dispatcher(
-            built_backend, self.processes, initializer, initargs, worker_policy,
-            finish_at_exit=finish_at_exit,
+        self.processes = (backend.default_processes() if options.processes is None
+                          else options.processes)
+        self._dispatcher = Dispatcher(
+            backend, self.processes, options.initializer, options.initargs,
+            replace(options.worker_policy, imports_main=backend.imports_main),
+            finish_at_exit=options.finish_at_exit,
         )
+        # User callbacks (Pool callbacks, executor done-callbacks) run on this pool's thread.
+        self.callbacks = self._dispatcher.callbacks
+
+    # ---- the faces' door to the dispatcher (any thread) -------------------------------------
+
+    def submit(self, chunks: list[Chunk]) -> None:
+        self._dispatcher.submit(chunks)
+
+    def submit_one(self, chunk: Chunk) -> None:
+        self._dispatcher.submit([chunk])
+
+    def cancel(self, chunk: Chunk) -> None:
+        """Drop ``chunk`` and every part of it if not started; kill the workers running them."""
+        self._dispatcher.cancel(chunk)
+
+    def close(self) -> None:
+        """Finish what was submitted (and what open streams will submit), then wind down."""
+        self._dispatcher.close()
+
+    def terminate(self, *, force: bool = False, wait: bool = True) -> None:
+        """Fail what is unfinished and end the workers (SIGTERM, then SIGKILL; at once with
+        ``force``); with ``wait``, return once the pool has ended."""
+        self._dispatcher.terminate(force=force)
+        if wait:
+            self._dispatcher.join()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._dispatcher.join(timeout)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the pool has ended (its dispatcher thread has shut down)."""
+        return self._dispatcher.finished.is_set()
+
+    def sync(self) -> None:
+        """Return once everything submitted before this call has reached the dispatcher."""
+        self._dispatcher.sync()
+
+    def stats(self) -> PoolStats:
+        return self._dispatcher.stats()
+
+    def worker_pids(self) -> list[int | None]:
+        return self._dispatcher.worker_pids()
+
+    @property
+    def broken(self) -> BaseException | None:
+        return self._dispatcher.broken
+
+    def defer_callbacks(self, job: Callable[[], None]) -> bool:
+        return self._dispatcher.defer_callbacks(job)
 
     def broken_error(self) -> BaseException | None:
         """A fresh copy of the error that broke the pool, if it is broken.
 
         Fresh, because re-raising one stored instance grows its traceback each time.
         """
-        broken = self.dispatcher.broken
+        broken = self._dispatcher.broken
         if broken is None:
             return None
         error = copy.copy(broken)
@@ -115,8 +135,8 @@ class Engine:
             pass  # unhashable callable: pickle it every time
         try:
             payload, by_reference = dumps_callable(
-                func, inherits_memory=self.dispatcher.inherits_memory,
-                imports_main=self.dispatcher.imports_main,
+                func, inherits_memory=self._dispatcher.inherits_memory,
+                imports_main=self._dispatcher.imports_main,
             )
         except Exception as exc:
             add_note(exc, f"procpool: cannot send the function {short_repr(func)} to a worker "
@@ -131,24 +151,21 @@ class Engine:
                     self._functions.popitem(last=False)
         return function
 
-    def submit_one(self, chunk: Chunk) -> None:
-        self.dispatcher.submit([chunk])
-
     def feed_in_thread(self, feeder: Feeder) -> None:
         """Run a stream's feeder on a thread of its own. Until it has read its input to the
         end (or was stopped), the pool's close() waits for it: its items are accepted work."""
-        self.dispatcher.stream_opened()
+        self._dispatcher.stream_opened()
         try:
             start_thread(self._feed, "procpool-feeder", feeder)
         except BaseException:
-            self.dispatcher.stream_closed()
+            self._dispatcher.stream_closed()
             raise
 
     def _feed(self, feeder: Feeder) -> None:
         try:
             feeder.run()
         finally:
-            self.dispatcher.stream_closed()
+            self._dispatcher.stream_closed()
 
     def make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
                    first_index: int, sink: ChunkSink, name: str,
@@ -161,7 +178,7 @@ class Engine:
         """
         chunk_id = next_id()
         segments = None
-        prefix = self.dispatcher.segment_prefix
+        prefix = self._dispatcher.segment_prefix
         try:
             if prefix is not None and not policy.reports_each_item:
                 namer = shared_memory.SegmentNames(f"{prefix}{chunk_id}-a")
@@ -203,6 +220,16 @@ def _argument_error(items: list[Any], first_index: int, exc: Exception) -> BaseE
                                       f"process. {PICKLING_ADVICE}")
     return add_note(exc, f"procpool: cannot send the arguments to a worker process. "
                          f"{PICKLING_ADVICE}")
+
+
+def kill_live_pools(timeout: float) -> None:
+    """Kill every pool this process still runs, waiting up to ``timeout`` for each (for tools
+    whose failing tests leave executors behind, which would hold their process at exit)."""
+    from ._dispatcher import live_dispatchers
+
+    for dispatcher in live_dispatchers():
+        dispatcher.terminate(force=True)
+        dispatcher.join(timeout)
 
 
 def start_thread(target: Callable[..., object], name: str, *args: Any) -> None:

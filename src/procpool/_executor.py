@@ -27,7 +27,13 @@ from ._errors import TimeoutError
 from ._futures import FutureSink, ProcessFuture, executor_traceback
 from ._map_through_submit import map_through_submit
 from ._messages import CallMode
-from ._options import DEFAULT_RETRY_ON, CallOptions, TaskPolicy, check_per_call_options
+from ._options import (
+    DEFAULT_RETRY_ON,
+    CallOptions,
+    TaskPolicy,
+    check_per_call_options,
+    pool_options,
+)
 from ._pace import ChunkSizer
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
@@ -93,13 +99,13 @@ class ProcessPoolExecutor(Executor):
             raise TypeError("initializer must be a callable")
         self._mp_context = mp_context
         self._shutdown_lock = threading.Lock()
-        self._engine = Engine(
+        self._engine = Engine(pool_options(
             processes=max_workers, initializer=initializer, initargs=initargs,
             context=mp_context, backend=backend, max_tasks=max_tasks_per_child,
             task_timeout=task_timeout, retries=retries, retry_on=retry_on,
             max_memory_per_child=max_memory_per_child, initializer_timeout=initializer_timeout,
-            finish_at_exit=True, exit_fails_task=True,
-        )
+            executor_semantics=True,
+        ))
         self._max_workers = self._engine.processes
         # Futures submitted and still referenced (weakly: a dropped one goes), so that
         # shutdown(cancel_futures=True) can find the pending ones.
@@ -185,16 +191,16 @@ class ProcessPoolExecutor(Executor):
             # What was submitted before this call reaches the workers first (those already
             # free take their share, as the stdlib's call queue does); only the rest waits,
             # and is cancelled.
-            self._engine.dispatcher.sync()
+            self._engine.sync()
             for future in list(self._pending):
                 if not future.running():
                     future.cancel()
             for feeder in list(self._feeders):
                 feeder.job.cancel_waiting()
-        self._engine.dispatcher.close()
+        self._engine.close()
         if wait:
-            self._engine.dispatcher.join()
-            self._engine.dispatcher.callbacks.stop(wait=True)
+            self._engine.join()
+            self._engine.callbacks.stop(wait=True)
 
     def terminate_workers(self) -> None:
         """Stop now (3.14): cancel pending futures, SIGTERM the workers (SIGKILL after a grace
@@ -216,8 +222,7 @@ class ProcessPoolExecutor(Executor):
         for future in list(self._pending):
             if not future.running():
                 future.cancel()
-        self._engine.dispatcher.terminate(force=force)
-        self._engine.dispatcher.join()
+        self._engine.terminate(force=force)
 
     # ---- asyncio -----------------------------------------------------------------------------
 
@@ -271,14 +276,14 @@ class ProcessPoolExecutor(Executor):
         # Like the stdlib's: an executor dropped without shutdown() still finishes what was
         # submitted, then its workers and dispatcher thread exit.
         if not getattr(self, "_shutdown", True):
-            self._engine.dispatcher.close()
+            self._engine.close()
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown(wait=True)
 
     def stats(self) -> PoolStats:
         """A frozen snapshot of the pool behind this executor (see :class:`procpool.PoolStats`)."""
-        return self._engine.dispatcher.stats()
+        return self._engine.stats()
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else "running"
@@ -291,12 +296,12 @@ class ProcessPoolExecutor(Executor):
     @property
     def _broken(self) -> BaseException | None:
         # The stdlib's private flag, which some code polls to learn the executor broke.
-        return self._engine.dispatcher.broken
+        return self._engine.broken
 
     @property
     def _processes(self) -> dict[int | None, WorkerView]:
         # Some stdlib-era code reads the worker pids from this private mapping.
-        return {pid: WorkerView(pid) for pid in self._engine.dispatcher.worker_pids()}
+        return {pid: WorkerView(pid) for pid in self._engine.worker_pids()}
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -346,7 +351,7 @@ class ProcessPoolExecutor(Executor):
         def abandoned() -> None:
             feeder.stop()
             if feeder.first_chunk is not None:
-                engine.dispatcher.cancel(feeder.first_chunk)  # every chunk of the stream
+                engine.cancel(feeder.first_chunk)  # every chunk of the stream
 
         job.on_abandon = abandoned
         if not eager:
@@ -373,11 +378,11 @@ class ProcessPoolExecutor(Executor):
                                             name_of(fn), policy)
             if chunk is None:
                 return future
-            future._cancel_running = functools.partial(self._engine.dispatcher.cancel, chunk)
+            future._cancel_running = functools.partial(self._engine.cancel, chunk)
             future._on_interrupt = weakref.WeakMethod(self._interrupted)
-            future._defer_callbacks = self._engine.dispatcher.defer_callbacks
+            future._defer_callbacks = self._engine.defer_callbacks
             self._pending.add(future)  # weakly: a done future the caller dropped goes
-            self._engine.dispatcher.submit([chunk])
+            self._engine.submit_one(chunk)
             return future
 
 

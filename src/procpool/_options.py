@@ -1,9 +1,10 @@
 """Every knob procpool has beyond the stdlib's, validated once and documented once.
 
-Owns ``TaskPolicy`` (what happens to one task: timeout, retries) and ``WorkerPolicy`` (when a
-worker is replaced: tasks, memory, start-up time), and the checks that turn bad values into
-errors naming the option and a valid range. Pure data: faces build these, the scheduler reads
-them.
+Owns ``TaskPolicy`` (what happens to one task: timeout, retries), ``WorkerPolicy`` (when a
+worker is replaced: tasks, memory, start-up time), ``PoolOptions`` (everything a pool is built
+from, made by ``pool_options`` from the keywords both faces take) and ``CallOptions`` (what
+every call that submits work takes), and the checks that turn bad values into errors naming
+the option and a valid range. Pure data: faces build these, the engine and scheduler read them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from ._errors import TaskTimeout, WorkerDied
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (WorkerDied, TaskTimeout)
 
@@ -82,6 +83,54 @@ class WorkerPolicy:
 
 # What retry_on takes: an exception class, or a tuple of them (as an except clause does).
 RetryOn = type[BaseException] | tuple[type[BaseException], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolOptions:
+    """Everything a pool is built from, checked: one object from the faces to the engine."""
+
+    processes: int | None  # None: as many as the backend suggests
+    initializer: Callable[..., object] | None
+    initargs: tuple[Any, ...]
+    context: Any  # the multiprocessing context the local backend starts workers with
+    backend: Any  # a backend name, or a procpool.DaskBackend
+    task_policy: TaskPolicy
+    worker_policy: WorkerPolicy
+    # At interpreter exit: finish what was submitted (the executor's contract), or
+    # terminate (the Pool's).
+    finish_at_exit: bool = False
+
+
+def pool_options(
+    *, processes: int | None, initializer: Callable[..., object] | None,
+    initargs: Iterable[Any], context: Any, backend: Any, max_tasks: int | None,
+    task_timeout: Any, retries: Any, retry_on: Any, max_memory_per_child: Any,
+    initializer_timeout: Any, executor_semantics: bool = False,
+) -> PoolOptions:
+    """The options of a pool from the keywords both faces take, each checked here, once.
+    The faces check what the stdlib checks with its own words (processes, maxtasksperchild,
+    the context) before. ``executor_semantics``: the executor's contract (a task's SystemExit
+    is its error; work submitted is finished at interpreter exit)."""
+    return PoolOptions(
+        processes=processes,
+        initializer=initializer,
+        initargs=tuple(initargs),
+        context=context,
+        backend=backend,
+        task_policy=TaskPolicy(
+            timeout=check_seconds("task_timeout", task_timeout),
+            retries=check_count("retries", retries),
+            retry_on=check_retry_on(retry_on),
+            exit_fails_task=executor_semantics,
+        ),
+        worker_policy=WorkerPolicy(
+            max_tasks=max_tasks,
+            max_memory=check_positive_int("max_memory_per_child", max_memory_per_child),
+            initializer_timeout=check_seconds("initializer_timeout", initializer_timeout),
+            has_initializer=initializer is not None,
+        ),
+        finish_at_exit=executor_semantics,
+    )
 
 
 class CallOptions(TypedDict, total=False):

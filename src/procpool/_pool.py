@@ -22,6 +22,7 @@ from ._options import (
     CallOptions,
     RetryOn,
     check_per_call_options,
+    pool_options,
 )
 from ._pace import CHUNKS_PER_WORKER, ChunkSizer
 from ._progress import length_of, make_tracker
@@ -114,14 +115,13 @@ class Pool:
         self._ctx = context  # the stdlib Pool's attribute name, kept for code that reads it
         self._streams: weakref.WeakSet[Window] = weakref.WeakSet()
         self._state_lock = threading.Lock()
-        self._engine = Engine(
+        self._engine = Engine(pool_options(
             processes=processes, initializer=initializer, initargs=initargs, context=context,
             backend=backend, max_tasks=maxtasksperchild, task_timeout=task_timeout,
             retries=retries, retry_on=retry_on, max_memory_per_child=max_memory_per_child,
             initializer_timeout=initializer_timeout,
-        )
-        self._dispatcher = self._engine.dispatcher
-        self._callbacks = self._dispatcher.callbacks
+        ))
+        self._callbacks = self._engine.callbacks
         self._processes = self._engine.processes
         self._state = RUN
 
@@ -157,7 +157,7 @@ class Pool:
             chunk = self._engine.make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
                                             name_of(func), policy)
             if chunk is not None:
-                self._dispatcher.submit([chunk])
+                self._engine.submit_one(chunk)
         return result
 
     # ---- eager maps --------------------------------------------------------------------------
@@ -253,11 +253,11 @@ class Pool:
             # Hand chunks over as they are made, the first at once, then in doubling groups:
             # the workers start while the rest is pickled, at a few posts per map.
             if len(chunks) > submitted:
-                self._dispatcher.submit(chunks)
+                self._engine.submit(chunks)
                 submitted += len(chunks)
                 chunks = []
         if chunks:
-            self._dispatcher.submit(chunks)
+            self._engine.submit(chunks)
         return result
 
     # ---- streaming maps ----------------------------------------------------------------------
@@ -343,7 +343,7 @@ class Pool:
             self._state = CLOSE
         for window in list(self._streams):
             window.lift()  # join() must be able to read every stream's input to the end
-        self._dispatcher.close()
+        self._engine.close()
 
     def _blocking(self, start: Callable[[], _AsyncResultBase[W]]) -> W:
         """Run a blocking call: Ctrl-C anywhere in it stops the pool's work, as in its wait.
@@ -368,8 +368,7 @@ class Pool:
             self._state = TERMINATE
         for window in list(self._streams):
             window.cancel()
-        self._dispatcher.terminate()
-        self._dispatcher.join()
+        self._engine.terminate()
         # Not waiting: a callback that never returns must not make terminate() hang.
         self._callbacks.stop(wait=False)
 
@@ -377,7 +376,7 @@ class Pool:
         """Wait for the workers to exit; call close() or terminate() first."""
         if self._state == RUN:
             raise ValueError("Pool is still running")
-        self._dispatcher.join()
+        self._engine.join()
         self._callbacks.stop(wait=True)
 
     def __enter__(self) -> Pool:
@@ -392,7 +391,7 @@ class Pool:
             # The stdlib's wording, which code and tests match on.
             _warn(f"unclosed running multiprocessing pool {self._identity()}",
                   ResourceWarning, source=self)
-            self._dispatcher.terminate()
+            self._engine.terminate(wait=False)
 
     def __reduce__(self) -> Any:
         raise NotImplementedError(
@@ -403,10 +402,10 @@ class Pool:
         """A frozen snapshot: workers alive and busy, tasks queued, running, done, failed,
         retried and timed out, why workers were replaced, and per-worker busy/idle time and
         peak memory (see :class:`procpool.PoolStats`)."""
-        return self._dispatcher.stats()
+        return self._engine.stats()
 
     def __repr__(self) -> str:
-        if not hasattr(self, "_dispatcher"):
+        if not hasattr(self, "_engine"):
             return self._identity()  # construction failed
         return self._identity(self.stats().summary())
 
@@ -418,7 +417,7 @@ class Pool:
     @property
     def _pool(self) -> list[Any]:
         # Some stdlib-era code counts workers with len(pool._pool).
-        return [WorkerView(pid) for pid in self._dispatcher.worker_pids()]
+        return [WorkerView(pid) for pid in self._engine.worker_pids()]
 
     # ---- helpers -----------------------------------------------------------------------------
 
