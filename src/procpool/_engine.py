@@ -13,9 +13,9 @@ import copy
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _shared_memory as shared_memory
 from ._backends import create_backend
@@ -24,11 +24,10 @@ from ._dispatcher import Dispatcher
 from ._errors import PoolBroken
 from ._messages import CallMode
 from ._options import PoolOptions, TaskPolicy
+from ._pace import ChunkSizer
 from ._stats import PoolStats
+from ._streams import Feeder, StreamJob
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
-
-if TYPE_CHECKING:
-    from ._streams import Feeder
 
 # How many by-reference task functions keep their pickle cached across calls.
 FUNCTION_CACHE_SIZE = 256
@@ -150,6 +149,37 @@ class Engine:
                 if len(self._functions) > FUNCTION_CACHE_SIZE:
                     self._functions.popitem(last=False)
         return function
+
+    def stream_feeder(self, fn: Callable[..., Any], items: Iterator[Any], mode: CallMode,
+                      policy: TaskPolicy, chunksize: int | None, job: StreamJob, *,
+                      before_chunk: Callable[[], object] | None = None,
+                      cancel_when_abandoned: bool = False) -> Feeder | None:
+        """The feeder of a stream of ``fn`` over ``items`` into ``job``; None if ``fn`` cannot
+        be pickled (the stream then holds that error at its start, raised when it is read, as
+        the stdlib's map does). ``before_chunk`` runs before each chunk is made (and may refuse
+        it by raising). ``cancel_when_abandoned``: abandoning the stream cancels its chunks,
+        and so kills the running ones (the executor's rule); otherwise they finish (the Pool's).
+        """
+        function = self.task_function(fn, lambda error: job.input_finished(0, error))
+        if function is None:
+            return None
+        name = name_of(fn)
+
+        def chunk_of(batch: list[Any], first_index: int) -> Chunk | None:
+            if before_chunk is not None:
+                before_chunk()
+            return self.make_chunk(function, batch, mode, first_index, job, name, policy)
+
+        feeder = Feeder(job, items, ChunkSizer(function.pace, chunksize), chunk_of,
+                        self.submit_one)
+        if cancel_when_abandoned:
+            def abandoned() -> None:
+                feeder.stop()
+                if feeder.first_chunk is not None:
+                    self.cancel(feeder.first_chunk)  # every chunk of the stream
+
+            job.on_abandon = abandoned
+        return feeder
 
     def feed_in_thread(self, feeder: Feeder) -> None:
         """Run a stream's feeder on a thread of its own. Until it has read its input to the

@@ -34,11 +34,9 @@ from ._options import (
     check_per_call_options,
     pool_options,
 )
-from ._pace import ChunkSizer
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
 from ._streams import Feeder, StreamJob, Window, next_async, stream_sizes
-from ._task import Chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
@@ -334,26 +332,16 @@ class ProcessPoolExecutor(Executor):
         """
         chunksize, bound = stream_sizes(chunksize, buffersize, self._max_workers)
         job = StreamJob(ordered, Window(bound), self._interrupted, credit_on_arrival=eager)
-        function = self._engine.task_function(fn, lambda error: job.input_finished(0, error))
-        if function is None:
-            return job, None
-        name, engine = name_of(fn), self._engine
 
-        def chunk_of(batch: list[Any], first_index: int) -> Chunk | None:
+        def accepting() -> None:
             if not eager and self._shutdown:  # a lazy map reading on, as the stdlib's submits
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            return engine.make_chunk(function, batch, CallMode.STAR_ARGS, first_index, job,
-                                     name, policy)
 
-        feeder = Feeder(job, arguments, ChunkSizer(function.pace, chunksize), chunk_of,
-                        engine.submit_one)
-
-        def abandoned() -> None:
-            feeder.stop()
-            if feeder.first_chunk is not None:
-                engine.cancel(feeder.first_chunk)  # every chunk of the stream
-
-        job.on_abandon = abandoned
+        feeder = self._engine.stream_feeder(fn, arguments, CallMode.STAR_ARGS, policy,
+                                            chunksize, job, before_chunk=accepting,
+                                            cancel_when_abandoned=True)
+        if feeder is None:
+            return job, None
         if not eager:
             job.refill = feeder.top_up
         with self._shutdown_lock:

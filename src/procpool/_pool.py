@@ -24,12 +24,11 @@ from ._options import (
     check_per_call_options,
     pool_options,
 )
-from ._pace import CHUNKS_PER_WORKER, ChunkSizer
+from ._pace import CHUNKS_PER_WORKER
 from ._progress import length_of, make_tracker
 from ._results import ApplyResult, MapResult, _AsyncResultBase
 from ._stats import PoolStats
 from ._streams import (
-    Feeder,
     IMapIterator,
     IMapUnorderedIterator,
     Outcome,
@@ -37,7 +36,6 @@ from ._streams import (
     Window,
     stream_sizes,
 )
-from ._task import Chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
@@ -311,22 +309,13 @@ class Pool:
             raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
         chunksize, buffersize = stream_sizes(chunksize, buffersize, self._processes)
         tracker = make_tracker(progress, length_of(iterable), name_of(func))
-        iterator = iter(iterable)
         window = Window(buffersize)
         job = StreamJob(ordered, window, self._interrupted, tracker, detailed=detailed)
         cls = IMapIterator if ordered else IMapUnorderedIterator
-        function = self._engine.task_function(
-            func, lambda error: job.input_finished(0, error))
-        if function is None:
+        feeder = self._engine.stream_feeder(func, iter(iterable), CallMode.ONE_ARG, policy,
+                                            chunksize, job)
+        if feeder is None:
             return cls(job)  # the function cannot be sent: the stream yields that error once
-        name = name_of(func)
-
-        def chunk_of(batch: list[Any], first_index: int) -> Chunk | None:
-            return self._engine.make_chunk(function, batch, CallMode.ONE_ARG, first_index, job,
-                                           name, policy)
-
-        feeder = Feeder(job, iterator, ChunkSizer(function.pace, chunksize), chunk_of,
-                        self._engine.submit_one)
         self._streams.add(window)
         if self._state != RUN:
             window.lift()  # close() raced with us: the input must still be read to the end
