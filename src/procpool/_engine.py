@@ -150,6 +150,27 @@ class Engine:
                     self._functions.popitem(last=False)
         return function
 
+    def submit_all(self, function: TaskFunction, items: list[Any], mode: CallMode,
+                   chunksize: int, sink: ChunkSink, name: str, policy: TaskPolicy) -> None:
+        """Cut ``items`` into chunks of ``chunksize``, pickle and submit them all. Chunks are
+        handed over as they are made, the first at once, then in doubling groups: the workers
+        start while the rest is pickled, at a few posts per call. If an argument cannot be
+        pickled, the sink has failed with that, and nothing more is submitted."""
+        chunks: list[Chunk] = []
+        submitted = 0
+        for start in range(0, len(items), chunksize):
+            chunk = self.make_chunk(function, items[start : start + chunksize], mode, start,
+                                    sink, name, policy)
+            if chunk is None:
+                break
+            chunks.append(chunk)
+            if len(chunks) > submitted:
+                self.submit(chunks)
+                submitted += len(chunks)
+                chunks = []
+        if chunks:
+            self.submit(chunks)
+
     def stream_feeder(self, fn: Callable[..., Any], items: Iterator[Any], mode: CallMode,
                       policy: TaskPolicy, chunksize: int | None, job: StreamJob, *,
                       before_chunk: Callable[[], object] | None = None,

@@ -239,23 +239,7 @@ class Pool:
         function = self._engine.task_function(func, result.fail) if items else None
         if function is None:
             return result  # empty input (already complete), or the function failed it
-        chunks = []
-        submitted = 0
-        name = name_of(func)
-        for start in range(0, len(items), chunksize):
-            batch = items[start : start + chunksize]
-            chunk = self._engine.make_chunk(function, batch, mode, start, result, name, policy)
-            if chunk is None:
-                return result  # an argument could not be pickled: the map has failed already
-            chunks.append(chunk)
-            # Hand chunks over as they are made, the first at once, then in doubling groups:
-            # the workers start while the rest is pickled, at a few posts per map.
-            if len(chunks) > submitted:
-                self._engine.submit(chunks)
-                submitted += len(chunks)
-                chunks = []
-        if chunks:
-            self._engine.submit(chunks)
+        self._engine.submit_all(function, items, mode, chunksize, result, name_of(func), policy)
         return result
 
     # ---- streaming maps ----------------------------------------------------------------------
