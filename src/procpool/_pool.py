@@ -184,6 +184,8 @@ class Pool:
         progress: Any = False,
         **options: Unpack[CallOptions],
     ) -> MapResult[T]:
+        """Like map, but returns a :class:`procpool.MapResult` at once; ``callback`` gets the
+        list of results, ``error_callback`` the first error (on the pool's callback thread)."""
         check_per_call_options("map_async", options)
         return self._map_async(func, iterable, CallMode.ONE_ARG, chunksize, callback,
                                error_callback, progress, **options)
@@ -207,6 +209,7 @@ class Pool:
         progress: Any = False,
         **options: Unpack[CallOptions],
     ) -> MapResult[T]:
+        """Like map_async, but each item is unpacked as the arguments: ``func(*item)``."""
         check_per_call_options("starmap_async", options)
         return self._map_async(func, iterable, CallMode.STAR_ARGS, chunksize, callback,
                                error_callback, progress, **options)
@@ -277,7 +280,7 @@ class Pool:
         """Like imap_unordered (or imap), but yields an ``Outcome`` per item: its input index,
         attempt, and value or error, so a failed item can be told apart from the others
         (the batch runner journals each item by index)."""
-        check_per_call_options("imap", options)
+        check_per_call_options("imap" if ordered else "imap_unordered", options)
         return self._imap(func, iterable, chunksize, buffersize, progress, ordered=ordered,
                           detailed=True, **options)
 
