@@ -13,7 +13,9 @@ import pytest
 from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied, WorkerStartFailed
 from procpool._messages import CallMode, Ready
 from procpool._options import TaskPolicy, WorkerPolicy
-from procpool._scheduler import (
+from procpool._recovery import startup_deaths_allowed
+from procpool._scheduler import Scheduler
+from procpool._scheduler_events import (
     Action,
     Break,
     BreakPool,
@@ -26,7 +28,6 @@ from procpool._scheduler import (
     ItemFailed,
     ItemFinished,
     KillWorker,
-    Scheduler,
     SendChunk,
     Started,
     StartWorker,
@@ -37,7 +38,6 @@ from procpool._scheduler import (
     Tick,
     WorkerLost,
     WorkerReady,
-    startup_deaths_allowed,
 )
 from procpool._task import Chunk, TaskFunction
 

@@ -66,7 +66,8 @@ from ._messages import (
     WorkerInit,
 )
 from ._options import WorkerPolicy
-from ._scheduler import (
+from ._scheduler import Scheduler
+from ._scheduler_events import (
     Action,
     Break,
     BreakPool,
@@ -80,7 +81,6 @@ from ._scheduler import (
     ItemFailed,
     ItemFinished,
     KillWorker,
-    Scheduler,
     SendChunk,
     Started,
     StartWorker,

@@ -1,237 +1,57 @@
 """Pure scheduling decisions: which chunk goes to which worker, who is replaced, when to stop.
 
-Owns the queue of pending chunks, the record of what each worker holds and how far it got, the
-deadlines (task timeouts, initializer timeouts) and the retry policy. It is told what happened
-through one door, ``Scheduler.handle(event, now)``, with the current time passed in; the events
-are the records below (``Started``, ``Submitted``, ``StreamOpened``, ``StreamClosed``,
-``WorkerReady``, ``ItemFinished``, ``ItemFailed``, ``ChunkFinished``, ``WorkerLost``, ``Cancel``,
-``Close``, ``Break``, ``Tick``: the ``Event`` union), and every one is answered with a list of
-actions for the dispatcher to carry out (``Action``). What else the dispatcher needs to know it
-asks through read-only queries (``running_on``, ``next_deadline``, ``stats``, ...), never by
-changing anything. No threads, pipes, processes or clocks: tests drive it directly
-(tests/test_scheduler.py).
+Owns the queue of pending chunks, the record of what each worker holds and how far it got (a
+``WorkerSlot`` each, procpool._worker_slot), the deadlines (task timeouts, initializer
+timeouts), replacing, recycling and stopping workers, closing and breaking. It is told what
+happened through one door, ``Scheduler.handle(event, now)``, with the current time passed in,
+and answers every event with a list of actions for the dispatcher to carry out; the events
+(the ``Event`` union), the actions (``Action``) and the statistics it reports are records of
+their own in procpool._scheduler_events. What becomes of lost or failed work (retry, requeue,
+fail, drop, or break the pool after too many deaths at start-up) its ``Recovery`` decides
+(procpool._recovery); the scheduler puts back on its queue what that answers. What else the
+dispatcher needs to know it asks through read-only queries (``running_on``, ``next_deadline``,
+``stats``, ...), never by changing anything. No threads, pipes, processes or clocks: tests
+drive it directly (tests/test_scheduler.py).
 """
 
 from __future__ import annotations
 
-import enum
-from collections import Counter, deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Iterable
 
-from ._codec import add_note
-from ._errors import (
-    InitializerFailed,
-    TaskTimeout,
-    WorkerDied,
-    WorkerStartFailed,
-    describe_exit,
-    how_it_ended,
-)
+from ._errors import InitializerFailed
 from ._options import WorkerPolicy
+from ._recovery import Recovered, Recovery
+from ._scheduler_events import (
+    Action,
+    Break,
+    BreakPool,
+    Cancel,
+    ChunkFinished,
+    Close,
+    Death,
+    DropChunk,
+    Event,
+    FailChunk,
+    ItemFailed,
+    ItemFinished,
+    KillWorker,
+    SchedulerCounts,
+    SchedulerStats,
+    SendChunk,
+    Splitter,
+    Started,
+    StartWorker,
+    StopWorker,
+    StreamClosed,
+    StreamOpened,
+    Submitted,
+    Tick,
+    WorkerLost,
+    WorkerReady,
+)
 from ._task import Chunk
-
-# ---- actions --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StartWorker:
-    worker_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class SendChunk:
-    worker_id: int
-    chunk: Chunk
-
-
-@dataclass(frozen=True, slots=True)
-class StopWorker:
-    """Ask a worker to exit once idle (recycling or shutdown); its exit is not a death."""
-
-    worker_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class KillWorker:
-    """Kill a worker (and its process group) now: its task ran past its timeout."""
-
-    worker_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class FailChunk:
-    chunk: Chunk
-    error: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class DropChunk:
-    """Nobody wants ``chunk`` any more (its future was cancelled, its stream abandoned): it
-    will not run, or not to its end, and no outcome of it is delivered. The cancellation was
-    its answer."""
-
-    chunk: Chunk
-
-
-@dataclass(frozen=True, slots=True)
-class BreakPool:
-    """Nothing can run any more (the initializer failed): fail everything, end every worker."""
-
-    error: BaseException
-
-
-# ---- events ---------------------------------------------------------------------------------
-# What happened, told to Scheduler.handle. Not the worker's replies (procpool._messages: Ready,
-# ItemDone, ChunkDone): the dispatcher reads those and tells the scheduler in these terms.
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """The pool starts: its first workers are wanted."""
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """New chunks to run, in order (once the pool is broken, they fail at once)."""
-
-    chunks: tuple[Chunk, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """A job will keep submitting (imap's input is being read): closing must wait for it."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamClosed:
-    """A stream has submitted its last chunk."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerReady:
-    """A worker finished starting (its initializer ran)."""
-
-    worker_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ItemFinished:
-    """A worker reported one more item of its running chunk (one that reports each item);
-    ``running_on`` says which, asked before this is handled."""
-
-    worker_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ItemFailed:
-    """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``."""
-
-    chunk: Chunk
-    position: int
-    error: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkFinished:
-    """A worker reported its running chunk done; ``running_on`` says which, asked before this
-    is handled. ``rss``: its memory now; ``seconds``: how long it took over the chunk (for
-    its function's Pace)."""
-
-    worker_id: int
-    rss: int
-    seconds: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Death:
-    """What the dispatcher learned about a worker that ended without being asked to."""
-
-    pid: int | None
-    exitcode: int | None
-    peak_rss: int | None = None
-    oom_killed: bool = False
-    cause: str | None = None  # the backend's account of a loss (Dask: the worker was lost)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerLost:
-    """A worker ended without being asked to."""
-
-    worker_id: int
-    death: Death
-
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    """Nobody wants ``chunk`` (or the parts split off it) any more."""
-
-    chunk: Chunk
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Stop once the work is done; with ``abandon_streams``, open streams no longer count
-    (terminate: whatever they still submit fails at once)."""
-
-    abandon_streams: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Break:
-    """Nothing can run any more (or the pool was terminated): fail everything, now and
-    later."""
-
-    error: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """Time has passed: act on every deadline due by ``now``."""
-
-
-Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
-Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | ItemFinished
-         | ItemFailed | ChunkFinished | WorkerLost | Cancel | Close | Break | Tick)
-
-
-# ---- statistics -------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class SchedulerCounts:
-    """What the scheduler has seen happen, for ``stats()``: retries, timeouts and why workers
-    were replaced."""
-
-    retried: int = 0
-    timed_out: int = 0
-    replacements: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass(frozen=True, slots=True)
-class SlotStats:
-    """One worker's work as the scheduler sees it (the dispatcher adds its pid and memory)."""
-
-    worker_id: int
-    unanswered: int  # items of its running chunk without an answer: busy while above 0
-    tasks_done: int
-    busy_seconds: float
-    idle_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulerStats:
-    """The scheduler's share of a ``PoolStats`` snapshot, taken at one instant."""
-
-    tasks_queued: int
-    tasks_retried: int
-    tasks_timed_out: int
-    respawn_causes: dict[str, int]
-    workers: tuple[SlotStats, ...]
-
-
-# Makes a runnable chunk of ``size`` items of ``chunk`` from ``position`` on, for ``attempt``.
-Splitter = Callable[[Chunk, int, int, int], Chunk]
+from ._worker_slot import KillReason, WorkerSlot
 
 # A worker may hold a second chunk queued behind the one it runs, so it starts the next at
 # once instead of idling for a round trip through the dispatcher. Only a short chunk is
@@ -241,83 +61,6 @@ Splitter = Callable[[Chunk, int, int, int], Chunk]
 # small fits in the pipe's buffer (208 KiB on Linux) with room to spare.
 QUEUE_MAX_SECONDS = 0.02
 QUEUE_MAX_BYTES = 32 * 1024
-
-
-
-def startup_deaths_allowed(processes: int) -> int:
-    """A worker killed by a signal while it starts (the OOM killer, a kill storm) is replaced
-    like any other; its chunk never started, so it runs elsewhere. Only more such deaths in a
-    row than this, with no worker finishing its start in between, break the pool: something
-    kills every worker as it starts, and respawning forever would help nobody."""
-    return max(5, 2 * processes)
-
-
-class KillReason(enum.Enum):
-    """Why the scheduler ordered a worker killed (the values name the replacement's cause)."""
-
-    TIMEOUT = "task timeout"
-    CANCEL = "task cancelled"
-
-
-@dataclass(slots=True)
-class _WorkerSlot:
-    running: Chunk | None = None
-    # Sent to the worker, waiting in its pipe behind ``running``: it cannot have started before
-    # the worker reports ``running`` done, so a death before that leaves it safe to rerun.
-    queued: Chunk | None = None
-    queued_cancelled: bool = False  # cancel() while queued: kill the worker when it starts
-    position: int = 0  # items of the running chunk already reported (chunks that report each)
-    deadline: float | None = None  # the running item's timeout, or the initializer's
-    ready: bool = False
-    # Why a kill was ordered: its running chunk timed out, or was cancelled. The worker may
-    # still report the chunk it was finishing as the signal lands, but it must never be given
-    # another one; its death is expected.
-    kill_reason: KillReason | None = None
-    # The running chunk was queued behind the one the kill was ordered for, and the worker
-    # went on to it before the signal landed: what it leaves unanswered is no fault of its
-    # own, and runs again elsewhere.
-    collateral: bool = False
-    chunks_done: int = 0
-    # For statistics: when the slot was created, when its current chunk started, how long it
-    # has spent running chunks, and how many items it finished.
-    born: float = 0.0
-    busy_since: float | None = None
-    busy_seconds: float = 0.0
-    items_done: int = 0
-
-    @property
-    def doomed(self) -> bool:
-        return self.kill_reason is not None
-
-    def finish_chunk(self, now: float, items: int) -> None:
-        if self.busy_since is not None:
-            self.busy_seconds += now - self.busy_since
-        self.busy_since = None
-        self.items_done += items
-
-    @property
-    def unanswered(self) -> int:
-        """How many items of the running chunk have no answer yet. 0 also once a chunk that
-        reports each item has reported them all and its end has yet to come: then the worker
-        holds nothing a death could lose."""
-        return 0 if self.running is None else self.running.size - self.position
-
-    def unfinished(self) -> Chunk | None:
-        """What of the running chunk has no answer yet: all of it, or (a chunk that reports
-        each item) the items from the one running on; None if nothing."""
-        chunk = self.running
-        if chunk is None or self.position == 0:
-            return chunk
-        if self.unanswered <= 0:
-            return None
-        return chunk.part(self.position, self.unanswered)
-
-    def stats(self, worker_id: int, now: float) -> SlotStats:
-        busy = self.busy_seconds
-        if self.busy_since is not None:
-            busy += now - self.busy_since
-        return SlotStats(worker_id, self.unanswered, self.items_done, busy,
-                         max(0.0, now - self.born - busy))
 
 
 class Scheduler:
@@ -333,17 +76,16 @@ class Scheduler:
                  split: Splitter | None = None) -> None:
         self.processes = processes
         self.worker_policy = workers or WorkerPolicy()
-        self._split = split or _cannot_split
         self.pending: deque[Chunk] = deque()
-        self.workers: dict[int, _WorkerSlot] = {}
+        self.workers: dict[int, WorkerSlot] = {}
         self._idle: deque[int] = deque()
         self._next_worker_id = 0
         self.open_streams = 0
         self.closing = False
         self.broken: BaseException | None = None
-        self._startup_deaths_in_a_row = 0
         # Counters for statistics (pool.stats()); decisions never read them.
         self.counts = SchedulerCounts()
+        self._recovery = Recovery(processes, self.worker_policy, split, self.counts)
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -383,7 +125,8 @@ class Scheduler:
         return min(deadlines, default=None)
 
     def should_retry(self, chunk: Chunk, error: BaseException) -> bool:
-        return chunk.attempt <= chunk.policy.retries and isinstance(error, chunk.policy.retry_on)
+        """Whether ``error`` in ``chunk`` is retried (the rule is Recovery's)."""
+        return self._recovery.should_retry(chunk, error)
 
     # ---- events --------------------------------------------------------------------------
 
@@ -442,24 +185,15 @@ class Scheduler:
         slot = self.workers.get(worker_id)
         if slot is None:
             return []
-        slot.ready = True
-        slot.deadline = None
-        self._startup_deaths_in_a_row = 0
-        if slot.running is not None:
-            slot.busy_since = now
-            self._start_item(slot, now)  # its chunk was waiting in the pipe until now
+        slot.become_ready(now)
+        self._recovery.worker_started()
         return []
 
     def _on_item_finished(self, worker_id: int, now: float) -> list[Action]:
         """A reporting chunk finished one more item; the next one starts now."""
         slot = self.workers[worker_id]
-        chunk = slot.running
-        assert chunk is not None, f"worker {worker_id} reported an item it was not given"
-        slot.position += 1
-        slot.items_done += 1
-        slot.deadline = None
-        if slot.position < chunk.size:
-            self._start_item(slot, now)
+        assert slot.running is not None, f"worker {worker_id} reported an item it was not given"
+        slot.finish_item(now)
         return []
 
     def _on_chunk_finished(self, worker_id: int, rss: int, seconds: float | None,
@@ -470,10 +204,7 @@ class Scheduler:
         assert chunk is not None, f"worker {worker_id} reported a chunk it was not given"
         if seconds is not None:
             chunk.function.pace.observe(chunk.size, seconds)
-        slot.finish_chunk(now, chunk.size - slot.position)
-        slot.running, slot.position, slot.deadline = None, 0, None
-        slot.collateral = False
-        slot.chunks_done += 1
+        slot.finish_chunk(now)
         if slot.doomed:  # its death is on the way: no more work for it
             if slot.queued is not None:  # but this one is in its pipe, and may start
                 slot.running, slot.queued = slot.queued, None
@@ -481,13 +212,8 @@ class Scheduler:
             return self._dispatch(now)
         if slot.queued is not None:
             return self._start_queued(worker_id, slot, now)
-        policy = self.worker_policy
         actions: list[Action] = []
-        recycle = None
-        if policy.max_tasks is not None and slot.chunks_done >= policy.max_tasks:
-            recycle = "maxtasksperchild reached"
-        elif policy.max_memory is not None and rss > policy.max_memory:
-            recycle = "max_memory_per_child exceeded"
+        recycle = slot.recycle_cause(self.worker_policy, rss)
         if recycle is not None:
             del self.workers[worker_id]
             actions.append(StopWorker(worker_id))
@@ -511,22 +237,17 @@ class Scheduler:
             if slot.queued is not None and slot.queued.sink is sink:
                 slot.queued_cancelled = True
             if slot.running is not None and slot.running.sink is sink and not slot.doomed:
-                slot.kill_reason = KillReason.CANCEL
-                slot.deadline = None
+                slot.doom(KillReason.CANCEL)
                 actions.append(KillWorker(worker_id))
         return actions
 
     def _on_item_failed(self, chunk: Chunk, position: int, error: BaseException,
                         now: float) -> list[Action]:
-        """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``: run
-        it again if its policy retries that, else fail it, noting the attempts made."""
-        if self.should_retry(chunk, error):
-            self.counts.retried += 1
-            self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
-            return self._dispatch(now)
-        if chunk.attempt > 1 and not hasattr(error, "attempts"):
-            add_note(error, f"procpool: the task failed on each of {chunk.attempt} attempts")
-        return [FailChunk(chunk.part(position, 1), error)]
+        """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``: it
+        runs again or fails, as Recovery decides."""
+        recovered = self._recovery.item_failed(chunk, position, error)
+        actions = self._take_back(recovered)
+        return actions + self._dispatch(now) if recovered.requeue else actions
 
     def _on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
@@ -540,46 +261,25 @@ class Scheduler:
                 return [BreakPool(InitializerFailed(
                     f"a worker did not finish starting up within initializer_timeout={limit:g} s"
                 ))]
-            slot.kill_reason = KillReason.TIMEOUT
+            slot.doom(KillReason.TIMEOUT)
             actions.append(KillWorker(worker_id))
         return actions
 
     def _on_worker_lost(self, worker_id: int, death: Death, now: float) -> list[Action]:
-        """A worker ended without being asked to; fail or retry what it held, replace it."""
+        """A worker ended without being asked to: what it held runs again, fails or is
+        dropped, as Recovery decides; it is replaced, unless that breaks the pool."""
         slot = self.workers.pop(worker_id, None)
         if slot is None:
             return []  # it was retiring already
         if worker_id in self._idle:
             self._idle.remove(worker_id)
-        if not slot.ready and not slot.doomed:  # a worker we killed is no start-up failure
-            return self._lost_while_starting(slot, death, now)
-        actions: list[Action] = []
-        if slot.queued is not None:
-            if slot.queued_cancelled:
-                actions.append(DropChunk(slot.queued))
-            else:
-                self.pending.appendleft(slot.queued)  # it never started: run it elsewhere
-        chunk = slot.running
-        unfinished = slot.unfinished()
-        if chunk is None or unfinished is None:
-            pass
-        elif slot.collateral:
-            # Killed for the chunk before it. The rest runs again (if its future was
-            # cancelled meanwhile, its sink drops it then), unless its arguments were in
-            # shared memory: a worker removes those once it has mapped them.
-            if chunk.segments is None:
-                self.pending.appendleft(unfinished if unfinished is chunk else self._split(
-                    chunk, slot.position, chunk.size - slot.position, chunk.attempt))
-            else:
-                actions.append(FailChunk(chunk, _died(chunk, death)))
-        elif slot.kill_reason is KillReason.CANCEL:
-            actions.append(DropChunk(unfinished))
-        else:
-            actions += self._chunk_lost(chunk, slot, death)
+        recovered = self._recovery.worker_lost(slot, death)
+        actions = self._take_back(recovered)
+        if recovered.replacing is None:
+            return actions  # the pool breaks (a BreakPool among the actions)
         if self.broken is None and (not self.closing or self.has_work()):
-            actions.append(self._new_worker(now, replacing=_cause_of(slot, death)))
-        actions += self._dispatch(now)
-        return actions
+            actions.append(self._new_worker(now, replacing=recovered.replacing))
+        return actions + self._dispatch(now)
 
     def _on_break(self, error: BaseException) -> list[Action]:
         """Fail every chunk, pending or running, and forget every worker; later submissions
@@ -610,88 +310,21 @@ class Scheduler:
 
     # ---- internals -----------------------------------------------------------------------
 
-    def _lost_while_starting(self, slot: _WorkerSlot, death: Death, now: float) -> list[Action]:
-        """A worker ended before it was ready. Its chunk, if it had one, waited in its pipe
-        and never started: it goes back to the front of the queue either way. A worker that
-        exited (its initializer, or a spawned child's import of __main__, failed) breaks the
-        pool; one killed by a signal is replaced, up to startup_deaths_allowed in a row."""
-        if slot.running is not None:
-            self.pending.appendleft(slot.running)
-        signal_name, cause = describe_exit(death.exitcode)
-        how = how_it_ended(death.exitcode)
-        killed = signal_name is not None or death.cause is not None
-        self._startup_deaths_in_a_row += 1
-        allowed = startup_deaths_allowed(self.processes)
-        if not killed:
-            return [BreakPool(self._start_failure(death, how, cause))]
-        if self._startup_deaths_in_a_row > allowed:
-            return [BreakPool(InitializerFailed(
-                f"{self._startup_deaths_in_a_row} workers in a row died during start-up, the "
-                f"last (pid {death.pid}) {how}: {cause}; the pool gave up replacing them"))]
-        actions: list[Action] = []
-        if self.broken is None and (not self.closing or self.has_work()):
-            actions.append(self._new_worker(now, replacing=_cause_of(slot, death)))
-        return actions + self._dispatch(now)
+    def _take_back(self, recovered: Recovered) -> list[Action]:
+        """Put what Recovery requeues back at the front of the queue, in its order (its first
+        chunk first); return its actions."""
+        self.pending.extendleft(reversed(recovered.requeue))
+        return list(recovered.actions)
 
-    def _start_failure(self, death: Death, how: str, cause: str) -> BaseException:
-        """Why a worker that exited while starting broke the pool, as far as we can tell."""
-        policy = self.worker_policy
-        if policy.has_initializer:
-            return InitializerFailed(f"worker pid {death.pid} died during start-up, {how}: "
-                                     f"{cause}")
-        return WorkerStartFailed(death.pid, how, policy.imports_main)
-
-    def _chunk_lost(self, chunk: Chunk, slot: _WorkerSlot, death: Death) -> list[Action]:
-        if not chunk.policy.reports_each_item:
-            return [FailChunk(chunk, _died(chunk, death))]
-        # The worker reported items before `position`; it was running `position`; the items
-        # after it never started, so they can run elsewhere with no risk of running twice.
-        position = slot.position
-        lost = chunk.part(position, 1)
-        error: BaseException
-        if slot.kill_reason is KillReason.TIMEOUT:
-            assert chunk.policy.timeout is not None
-            self.counts.timed_out += 1
-            error = TaskTimeout(chunk.policy.timeout, death.pid, lost.description, chunk.attempt)
-        else:
-            error = _died(lost, death)
-        actions: list[Action] = []
-        rest = chunk.size - position - 1
-        if rest > 0:
-            self.pending.appendleft(self._split(chunk, position + 1, rest, chunk.attempt))
-        if self.should_retry(chunk, error):
-            self.counts.retried += 1
-            self.pending.appendleft(self._split(chunk, position, 1, chunk.attempt + 1))
-        else:
-            actions.append(FailChunk(lost, error))
-        return actions
-
-    def _start_queued(self, worker_id: int, slot: _WorkerSlot, now: float) -> list[Action]:
-        """The worker has gone on to its queued chunk: it is running now."""
-        assert slot.queued is not None
-        slot.running, slot.queued = slot.queued, None
-        slot.busy_since = now
-        self._start_item(slot, now)
+    def _start_queued(self, worker_id: int, slot: WorkerSlot, now: float) -> list[Action]:
+        """The worker has gone on to its queued chunk: it is running now, unless it was
+        cancelled while it waited there (then its worker is killed)."""
+        slot.start_queued(now)
         if slot.queued_cancelled:
             slot.queued_cancelled = False
-            slot.kill_reason = KillReason.CANCEL
-            slot.deadline = None
+            slot.doom(KillReason.CANCEL)
             return [KillWorker(worker_id)]
         return self._dispatch(now)
-
-    def _may_queue_on(self, slot: _WorkerSlot) -> bool:
-        """Whether a chunk may wait on this worker behind the one it runs: not on a worker
-        that is starting, doomed, or to be recycled once its running chunk is done."""
-        policy = self.worker_policy
-        return (slot.running is not None and slot.queued is None and slot.ready
-                and not slot.doomed and policy.max_memory is None
-                and (policy.max_tasks is None or slot.chunks_done + 2 <= policy.max_tasks))
-
-    def _start_item(self, slot: _WorkerSlot, now: float) -> None:
-        assert slot.running is not None
-        timeout = slot.running.policy.timeout
-        # A doomed worker's kill is on its way: no deadline of its own can matter.
-        slot.deadline = None if timeout is None or slot.doomed else now + timeout
 
     def _new_worker(self, now: float, replacing: str | None = None) -> StartWorker:
         """A new worker slot; ``replacing`` says why the worker it replaces went away."""
@@ -699,7 +332,7 @@ class Scheduler:
             self.counts.replacements[replacing] += 1
         worker_id = self._next_worker_id
         self._next_worker_id += 1
-        slot = _WorkerSlot(born=now)
+        slot = WorkerSlot(born=now)
         limit = self.worker_policy.initializer_timeout
         if limit is not None:
             slot.deadline = now + limit
@@ -719,15 +352,11 @@ class Scheduler:
                 actions.append(DropChunk(chunk))  # cancelled while it waited
                 continue
             worker_id = self._idle.popleft()
-            slot = self.workers[worker_id]
-            slot.running = chunk
-            slot.position = 0
-            if slot.ready:
-                slot.busy_since = now
-                self._start_item(slot, now)
-            actions.append(SendChunk(worker_id, slot.running))
+            self.workers[worker_id].run(chunk, now)
+            actions.append(SendChunk(worker_id, chunk))
         for worker_id, slot in self.workers.items():
-            while self._may_queue_on(slot) and self.pending and _short_and_small(self.pending[0]):
+            while (slot.may_queue(self.worker_policy) and self.pending
+                   and _short_and_small(self.pending[0])):
                 chunk = self.pending.popleft()
                 if chunk.sink.chunk_starting(chunk):
                     slot.queued = chunk
@@ -747,24 +376,3 @@ def _short_and_small(chunk: Chunk) -> bool:
     seconds = chunk.function.pace.seconds_for(chunk.size)
     return (seconds is not None and seconds <= QUEUE_MAX_SECONDS
             and len(chunk.items_payload) + len(chunk.function.payload) <= QUEUE_MAX_BYTES)
-
-
-def _died(chunk: Chunk, death: Death) -> WorkerDied:
-    """The error of ``chunk``, whose worker died running it."""
-    return WorkerDied(death.pid, death.exitcode, chunk.description, death.peak_rss,
-                      chunk.attempt, death.oom_killed, death.cause)
-
-
-def _cause_of(slot: _WorkerSlot, death: Death) -> str:
-    """Why a worker that ended unasked went away, in a few words (the key of its count)."""
-    if slot.kill_reason is not None:
-        return slot.kill_reason.value
-    if death.oom_killed:
-        return "killed by the OOM killer"
-    if death.cause is not None:
-        return "lost"
-    return how_it_ended(death.exitcode)
-
-
-def _cannot_split(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
-    raise RuntimeError("this scheduler was built without a splitter, so it cannot requeue")

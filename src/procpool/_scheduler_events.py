@@ -1,0 +1,224 @@
+"""The scheduler's vocabulary: what it is told, what it answers, what it reports.
+
+Owns the records that cross ``Scheduler.handle``: the events (``Started``, ``Submitted``,
+``StreamOpened``, ``StreamClosed``, ``WorkerReady``, ``ItemFinished``, ``ItemFailed``,
+``ChunkFinished``, ``WorkerLost`` with its ``Death``, ``Cancel``, ``Close``, ``Break``, ``Tick``:
+the ``Event`` union), the actions it answers with (``StartWorker``, ``SendChunk``,
+``StopWorker``, ``KillWorker``, ``FailChunk``, ``DropChunk``, ``BreakPool``: the ``Action``
+union), what it reports for ``stats()`` (``SchedulerCounts``, ``SlotStats``,
+``SchedulerStats``), and the shape of the ``Splitter`` it is given.
+
+Records only: nothing here decides or remembers anything (``SchedulerCounts`` is mutable, but
+the scheduler owns the one instance and its recovery adds to it). The decisions are made in
+procpool._scheduler and procpool._recovery.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._task import Chunk
+
+# ---- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StartWorker:
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendChunk:
+    worker_id: int
+    chunk: Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class StopWorker:
+    """Ask a worker to exit once idle (recycling or shutdown); its exit is not a death."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class KillWorker:
+    """Kill a worker (and its process group) now: its task ran past its timeout."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailChunk:
+    chunk: Chunk
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class DropChunk:
+    """Nobody wants ``chunk`` any more (its future was cancelled, its stream abandoned): it
+    will not run, or not to its end, and no outcome of it is delivered. The cancellation was
+    its answer."""
+
+    chunk: Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class BreakPool:
+    """Nothing can run any more (the initializer failed): fail everything, end every worker."""
+
+    error: BaseException
+
+
+# ---- events ---------------------------------------------------------------------------------
+# What happened, told to Scheduler.handle. Not the worker's replies (procpool._messages: Ready,
+# ItemDone, ChunkDone): the dispatcher reads those and tells the scheduler in these terms.
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The pool starts: its first workers are wanted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """New chunks to run, in order (once the pool is broken, they fail at once)."""
+
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """A job will keep submitting (imap's input is being read): closing must wait for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """A stream has submitted its last chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    """A worker finished starting (its initializer ran)."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFinished:
+    """A worker reported one more item of its running chunk (one that reports each item);
+    ``running_on`` says which, asked before this is handled."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailed:
+    """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``."""
+
+    chunk: Chunk
+    position: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFinished:
+    """A worker reported its running chunk done; ``running_on`` says which, asked before this
+    is handled. ``rss``: its memory now; ``seconds``: how long it took over the chunk (for
+    its function's Pace)."""
+
+    worker_id: int
+    rss: int
+    seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """What the dispatcher learned about a worker that ended without being asked to."""
+
+    pid: int | None
+    exitcode: int | None
+    peak_rss: int | None = None
+    oom_killed: bool = False
+    cause: str | None = None  # the backend's account of a loss (Dask: the worker was lost)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLost:
+    """A worker ended without being asked to."""
+
+    worker_id: int
+    death: Death
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Nobody wants ``chunk`` (or the parts split off it) any more."""
+
+    chunk: Chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Stop once the work is done; with ``abandon_streams``, open streams no longer count
+    (terminate: whatever they still submit fails at once)."""
+
+    abandon_streams: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """Nothing can run any more (or the pool was terminated): fail everything, now and
+    later."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time has passed: act on every deadline due by ``now``."""
+
+
+Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
+Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | ItemFinished
+         | ItemFailed | ChunkFinished | WorkerLost | Cancel | Close | Break | Tick)
+
+
+# ---- statistics -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SchedulerCounts:
+    """What the scheduler has seen happen, for ``stats()``: retries, timeouts and why workers
+    were replaced."""
+
+    retried: int = 0
+    timed_out: int = 0
+    replacements: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotStats:
+    """One worker's work as the scheduler sees it (the dispatcher adds its pid and memory)."""
+
+    worker_id: int
+    unanswered: int  # items of its running chunk without an answer: busy while above 0
+    tasks_done: int
+    busy_seconds: float
+    idle_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStats:
+    """The scheduler's share of a ``PoolStats`` snapshot, taken at one instant."""
+
+    tasks_queued: int
+    tasks_retried: int
+    tasks_timed_out: int
+    respawn_causes: dict[str, int]
+    workers: tuple[SlotStats, ...]
+
+
+# Makes a runnable chunk of ``size`` items of ``chunk`` from ``position`` on, for ``attempt``.
+Splitter = Callable[[Chunk, int, int, int], Chunk]

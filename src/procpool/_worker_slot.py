@@ -1,0 +1,154 @@
+"""One worker as the scheduler sees it: ``WorkerSlot``, and ``KillReason`` (why it was killed).
+
+Owns a slot's own bookkeeping (the chunk it runs, the one queued behind it, how far it got,
+its deadline, whether its kill was ordered and why, its statistics) and the rules that need
+nothing but the slot and the worker policy (may a chunk be queued on it, is it due for
+recycling). Must not know about the pending queue, the other workers or the pool, nor answer
+with actions: the scheduler (procpool._scheduler) acts on what a slot records and says.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ._options import WorkerPolicy
+from ._scheduler_events import SlotStats
+from ._task import Chunk
+
+
+class KillReason(enum.Enum):
+    """Why the scheduler ordered a worker killed (the values name the replacement's cause)."""
+
+    TIMEOUT = "task timeout"
+    CANCEL = "task cancelled"
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    running: Chunk | None = None
+    # Sent to the worker, waiting in its pipe behind ``running``: it cannot have started before
+    # the worker reports ``running`` done, so a death before that leaves it safe to rerun.
+    queued: Chunk | None = None
+    queued_cancelled: bool = False  # cancel() while queued: kill the worker when it starts
+    position: int = 0  # items of the running chunk already reported (chunks that report each)
+    deadline: float | None = None  # the running item's timeout, or the initializer's
+    ready: bool = False
+    # Why a kill was ordered: its running chunk timed out, or was cancelled. The worker may
+    # still report the chunk it was finishing as the signal lands, but it must never be given
+    # another one; its death is expected.
+    kill_reason: KillReason | None = None
+    # The running chunk was queued behind the one the kill was ordered for, and the worker
+    # went on to it before the signal landed: what it leaves unanswered is no fault of its
+    # own, and runs again elsewhere.
+    collateral: bool = False
+    chunks_done: int = 0
+    # For statistics: when the slot was created, when its current chunk started, how long it
+    # has spent running chunks, and how many items it finished.
+    born: float = 0.0
+    busy_since: float | None = None
+    busy_seconds: float = 0.0
+    items_done: int = 0
+
+    @property
+    def doomed(self) -> bool:
+        return self.kill_reason is not None
+
+    def doom(self, reason: KillReason) -> None:
+        """Its kill is ordered: no deadline of its own can matter any more."""
+        self.kill_reason = reason
+        self.deadline = None
+
+    def run(self, chunk: Chunk, now: float) -> None:
+        """``chunk`` is sent to the worker: it starts now if the worker is ready, else once
+        it is (``become_ready``)."""
+        self.running = chunk
+        self.position = 0
+        if self.ready:
+            self.start_chunk(now)
+
+    def become_ready(self, now: float) -> None:
+        """The worker finished starting: the initializer's deadline is over."""
+        self.ready = True
+        self.deadline = None
+        if self.running is not None:
+            self.start_chunk(now)  # its chunk was waiting in the pipe until now
+
+    def start_queued(self, now: float) -> None:
+        """The worker has gone on to its queued chunk: it is running now."""
+        assert self.queued is not None
+        self.running, self.queued = self.queued, None
+        self.start_chunk(now)
+
+    def start_chunk(self, now: float) -> None:
+        """The running chunk starts at ``now``: the worker is busy from here."""
+        self.busy_since = now
+        self.start_item(now)
+
+    def start_item(self, now: float) -> None:
+        """The next item of the running chunk starts at ``now``: its timeout runs from here."""
+        assert self.running is not None
+        timeout = self.running.policy.timeout
+        # A doomed worker's kill is on its way: no deadline of its own can matter.
+        self.deadline = None if timeout is None or self.doomed else now + timeout
+
+    def may_queue(self, policy: WorkerPolicy) -> bool:
+        """Whether a chunk may wait on this worker behind the one it runs: not on a worker
+        that is starting, doomed, or to be recycled once its running chunk is done."""
+        return (self.running is not None and self.queued is None and self.ready
+                and not self.doomed and policy.max_memory is None
+                and (policy.max_tasks is None or self.chunks_done + 2 <= policy.max_tasks))
+
+    def finish_item(self, now: float) -> None:
+        """One more item of the running chunk (one that reports each) was answered; the next
+        one starts now."""
+        assert self.running is not None
+        self.position += 1
+        self.items_done += 1
+        self.deadline = None
+        if self.position < self.running.size:
+            self.start_item(now)
+
+    def finish_chunk(self, now: float) -> None:
+        """The worker reported its running chunk done: it runs nothing now."""
+        assert self.running is not None
+        if self.busy_since is not None:
+            self.busy_seconds += now - self.busy_since
+        self.busy_since = None
+        self.items_done += self.running.size - self.position
+        self.running, self.position, self.deadline = None, 0, None
+        self.collateral = False
+        self.chunks_done += 1
+
+    def recycle_cause(self, policy: WorkerPolicy, rss: int) -> str | None:
+        """Why the worker is to be replaced now that its chunk is done (``rss``: its memory
+        now), or None if it is not. ``may_queue`` looks ahead to the same limits."""
+        if policy.max_tasks is not None and self.chunks_done >= policy.max_tasks:
+            return "maxtasksperchild reached"
+        if policy.max_memory is not None and rss > policy.max_memory:
+            return "max_memory_per_child exceeded"
+        return None
+
+    @property
+    def unanswered(self) -> int:
+        """How many items of the running chunk have no answer yet. 0 also once a chunk that
+        reports each item has reported them all and its end has yet to come: then the worker
+        holds nothing a death could lose."""
+        return 0 if self.running is None else self.running.size - self.position
+
+    def unfinished(self) -> Chunk | None:
+        """What of the running chunk has no answer yet: all of it, or (a chunk that reports
+        each item) the items from the one running on; None if nothing."""
+        chunk = self.running
+        if chunk is None or self.position == 0:
+            return chunk
+        if self.unanswered <= 0:
+            return None
+        return chunk.part(self.position, self.unanswered)
+
+    def stats(self, worker_id: int, now: float) -> SlotStats:
+        busy = self.busy_seconds
+        if self.busy_since is not None:
+            busy += now - self.busy_since
+        return SlotStats(worker_id, self.unanswered, self.items_done, busy,
+                         max(0.0, now - self.born - busy))
