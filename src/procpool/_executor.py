@@ -380,10 +380,11 @@ def _stream_results(job: StreamJob, end_time: float | None) -> Iterator[Any]:
     (an error, the timeout, closed by its reader), what is left is cancelled."""
     try:
         while True:
+            # The rest of the piece in hand, in C. Then the next value straight from the call:
+            # no local name keeps a result the reader has let go of (gh-14406).
+            yield from job.values_left
             timeout = None if end_time is None else max(0.0, end_time - time.monotonic())
             try:
-                # Yielded straight from the call: no local name keeps a result the reader
-                # has let go of (gh-14406).
                 yield job.next(timeout)
             except StopIteration:
                 return
