@@ -31,10 +31,8 @@ reply answers it asks first (``Scheduler.running_on``).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -55,14 +53,12 @@ from ._errors import (
     PoolBroken,
     PoolTerminated,
 )
-from ._framing import CorruptStream
 from ._inbox import Inbox
 from ._messages import (
     ChunkDone,
     InitFailed,
     ItemDone,
     Ready,
-    RunChunk,
     WorkerInit,
 )
 from ._options import WorkerPolicy
@@ -74,7 +70,6 @@ from ._scheduler_events import (
     Cancel,
     ChunkFinished,
     Close,
-    Death,
     DropChunk,
     Event,
     FailChunk,
@@ -158,7 +153,6 @@ class Dispatcher:
         self._workers = WorkerTable(backend, _worker_init(initializer, tuple(initargs), backend),
                                     self._segment_prefix, self._inbox.private_fds())
         self._delivery = Delivery()  # every outcome leaves through it, and is counted there
-        self._oom_kills_seen = _oom_kill_count()
         # --- read by anyone
         self.finished = threading.Event()  # set once it has shut down
         self._owner_pid = os.getpid()
@@ -297,7 +291,7 @@ class Dispatcher:
         for record in list(self._workers.active.values()):
             # Not a pipe that a command above closed (kill() of a thread-backed worker): its
             # number may already name another descriptor.
-            if (record.handle.connection in ready and self._is_listening(record)
+            if (record.handle.connection in ready and self._workers.is_listening(record)
                     and not record.handle.connection.closed):
                 self._receive(record)
         for record in list(self._workers.active.values()):
@@ -332,39 +326,11 @@ class Dispatcher:
                 self._tell(command, now)
 
     def _receive(self, record: WorkerRecord) -> None:
-        """Take what the worker's pipe holds now (one read: never waits) and handle every
-        reply it completes."""
-        try:
-            payloads = record.reader.read()
-        except (EOFError, OSError):
-            record.listening = False  # it is ending; its sentinel will say how
-            return
-        except CorruptStream as exc:
-            # A task wrote into the worker's reply pipe (it holds the descriptor): that
-            # worker's stream cannot be trusted any more; the pool's can.
-            self._lose_stream(record, f"its reply pipe was corrupted ({exc}); a task wrote "
-                                      f"to a descriptor it inherited")
-            return
-        for payload in payloads:
-            if not self._is_listening(record):
-                return  # a reply before this one retired it, or broke the pool
-            try:
-                message = loads(payload)
-            except BaseException as exc:  # unpickling runs code, even sys.exit(): contain it
-                self._lose_stream(record, f"a reply could not be read ({exc!r})")
-                return
+        """Handle every reply the worker's pipe holds now (one read: never waits)."""
+        for message in self._workers.replies(record):
             self._handle_reply(record, message)
-
-    def _is_listening(self, record: WorkerRecord) -> bool:
-        return record.listening and self._workers.active.get(record.worker_id) is record
-
-    def _lose_stream(self, record: WorkerRecord, why: str) -> None:
-        """Stop listening to a worker and kill it: its death fails (or retries) what it held,
-        with ``why`` as the cause."""
-        logger.error("procpool: killing worker pid %s: %s", record.handle.pid, why)
-        record.listening = False
-        record.lost_because = why
-        record.handle.kill(force=True)
+            if not self._workers.is_listening(record):
+                return  # that reply retired it, or broke the pool
 
     def _handle_reply(self, record: WorkerRecord, message: Any) -> None:
         worker_id = record.worker_id
@@ -401,25 +367,17 @@ class Dispatcher:
             self._break(error)
 
     def _worker_ended(self, record: WorkerRecord) -> None:
-        handle = record.handle
         # Replies it sent before dying still count: a chunk it finished is not lost.
-        while self._is_listening(record):
+        while self._workers.is_listening(record):
             try:
-                if not handle.connection.poll():
+                if not record.handle.connection.poll():
                     break
             except (EOFError, OSError):
                 break
             self._receive(record)
         if self._workers.active.get(record.worker_id) is not record:
             return  # a reply above retired it, or broke the pool
-        self._workers.lost(record)
-        exitcode = handle.reap()
-        oom_kills = _oom_kill_count()
-        death = Death(handle.pid, exitcode, record.peak_rss,
-                      oom_killed=exitcode == -signal.SIGKILL and oom_kills > self._oom_kills_seen,
-                      cause=record.lost_because or handle.loss_cause)
-        self._oom_kills_seen = oom_kills
-        self._workers.release(record)
+        death = self._workers.lost(record)
         self._tell(WorkerLost(record.worker_id, death), self._clock())
 
     def _break(self, error: BaseException, *, force: bool = False) -> None:
@@ -487,7 +445,7 @@ class Dispatcher:
 
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendChunk):
-            self._send_chunk(action.worker_id, action.chunk)
+            self._workers.send_chunk(action.worker_id, action.chunk)
         elif isinstance(action, FailChunk):
             self._delivery.failed(action.chunk, action.error)
         elif isinstance(action, DropChunk):
@@ -508,31 +466,6 @@ class Dispatcher:
             error = PoolBroken(f"could not start a worker process: {exc!r}")
             error.__cause__ = exc
             self._break(error)
-
-    def _send_chunk(self, worker_id: int, chunk: Chunk) -> None:
-        record = self._workers.active.get(worker_id)
-        if record is None:
-            return  # the pool broke while carrying out earlier actions; the chunk failed then
-        cache = record.functions
-        function = chunk.function
-        payload: bytes | None = None
-        if function.function_id in cache:
-            cache.use(function.function_id)
-        else:
-            cache.add(function.function_id, None)
-            payload = function.payload
-        message = RunChunk(
-            chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode,
-            chunk.size, chunk.policy.reports_each_item,
-            () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
-            chunk.policy.exit_fails_task,
-        )
-        if record.segments is not None:
-            record.segments.sent(chunk)
-        # If the worker is dying the send fails; its sentinel then fails the chunk with the
-        # exit status, which says far more than a broken pipe.
-        with contextlib.suppress(OSError):
-            record.handle.connection.send_bytes(dumps(message))
 
 
 def _worker_init(
@@ -561,18 +494,6 @@ def _split_chunk(chunk: Chunk, position: int, size: int, attempt: int) -> Chunk:
 def _answer(request: _StatsRequest, stats: PoolStats) -> None:
     request.answer = stats
     request.answered.set()
-
-
-def _oom_kill_count() -> int:
-    """How many processes the kernel's OOM killer has killed since boot (Linux; else 0)."""
-    try:
-        with open("/proc/vmstat", "rb") as vmstat:
-            for line in vmstat:
-                if line.startswith(b"oom_kill "):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 # Pools still running at interpreter exit are ended before multiprocessing's own exit handler

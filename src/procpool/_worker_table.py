@@ -3,16 +3,19 @@
 Owns each worker's handle and what the dispatcher keeps about it: its reply stream, the mirror
 of its function cache, its shared-memory account, its peak memory, whether its pipe is still
 worth listening to, and, while it retires, the time by which it must have exited. Starting a
-worker, asking one to stop, killing them all, and releasing one (reap, close, remove what it
-left behind) each happen here, once.
+worker, sending it a chunk, reading its replies, asking it to stop, killing them all, telling
+how one died, and releasing one (reap, close, remove what it left behind) each happen here,
+once.
 
 Used by the dispatcher thread only. It decides nothing: the scheduler says which worker to
-start, stop or kill, and when.
+start, stop or kill, and when; what a reply means is the dispatcher's to act on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +24,11 @@ from typing import Any
 
 from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
-from ._codec import dumps
-from ._framing import FrameReader
-from ._messages import Stop, WorkerInit
+from ._codec import dumps, loads
+from ._framing import CorruptStream, FrameReader
+from ._messages import RunChunk, Stop, WorkerInit
+from ._scheduler_events import Death
+from ._task import Chunk
 from ._worker import FunctionCache
 
 logger = logging.getLogger("procpool")
@@ -76,6 +81,7 @@ class WorkerTable:
         self.active: dict[int, WorkerRecord] = {}
         self.retiring: dict[int, WorkerRecord] = {}
         self.pids: tuple[int | None, ...] = ()  # of the active workers; replaced, never changed
+        self._oom_kills_seen = _oom_kill_count()
 
     def __bool__(self) -> bool:
         return bool(self.active or self.retiring)
@@ -98,10 +104,81 @@ class WorkerTable:
         self._publish()
         return record
 
-    def lost(self, record: WorkerRecord) -> None:
-        """An active worker ended without being asked to."""
+    def send_chunk(self, worker_id: int, chunk: Chunk) -> None:
+        """Send ``chunk`` to an active worker, with its function's pickle unless the worker
+        holds it already (the mirror of its cache says), and its segments accounted to it."""
+        record = self.active.get(worker_id)
+        if record is None:
+            return  # the pool broke while carrying out earlier actions; the chunk failed then
+        function = chunk.function
+        payload: bytes | None = None
+        if function.function_id in record.functions:
+            record.functions.use(function.function_id)
+        else:
+            record.functions.add(function.function_id, None)
+            payload = function.payload
+        message = RunChunk(
+            chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode,
+            chunk.size, chunk.policy.reports_each_item,
+            () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
+            chunk.policy.exit_fails_task,
+        )
+        if record.segments is not None:
+            record.segments.sent(chunk)
+        # If the worker is dying the send fails; its sentinel then fails the chunk with the
+        # exit status, which says far more than a broken pipe.
+        with contextlib.suppress(OSError):
+            record.handle.connection.send_bytes(dumps(message))
+
+    def is_listening(self, record: WorkerRecord) -> bool:
+        """Whether ``record``'s replies still count: it is active and its stream is sound."""
+        return record.listening and self.active.get(record.worker_id) is record
+
+    def replies(self, record: WorkerRecord) -> Iterator[Any]:
+        """The replies ``record``'s pipe holds now (one read: never waits), each decoded as it
+        is taken. A stream that is not procpool's, or a reply that cannot be read, loses the
+        worker (``lose_stream``); the end of the stream stops the listening (its sentinel
+        will say how it ended)."""
+        try:
+            payloads = record.reader.read()
+        except (EOFError, OSError):
+            record.listening = False
+            return
+        except CorruptStream as exc:
+            # A task wrote into the worker's reply pipe (it holds the descriptor): that
+            # worker's stream cannot be trusted any more; the pool's can.
+            self.lose_stream(record, f"its reply pipe was corrupted ({exc}); a task wrote to "
+                                     f"a descriptor it inherited")
+            return
+        for payload in payloads:
+            try:
+                message = loads(payload)
+            except BaseException as exc:  # unpickling runs code, even sys.exit(): contain it
+                self.lose_stream(record, f"a reply could not be read ({exc!r})")
+                return
+            yield message
+
+    def lose_stream(self, record: WorkerRecord, why: str) -> None:
+        """Stop listening to a worker and kill it: its death fails (or retries) what it held,
+        with ``why`` as the cause."""
+        logger.error("procpool: killing worker pid %s: %s", record.handle.pid, why)
+        record.listening = False
+        record.lost_because = why
+        record.handle.kill(force=True)
+
+    def lost(self, record: WorkerRecord) -> Death:
+        """An active worker ended without being asked to: release it, and say how it died."""
         del self.active[record.worker_id]
         self._publish()
+        handle = record.handle
+        exitcode = handle.reap()
+        oom_kills = _oom_kill_count()
+        death = Death(handle.pid, exitcode, record.peak_rss,
+                      oom_killed=exitcode == -signal.SIGKILL and oom_kills > self._oom_kills_seen,
+                      cause=record.lost_because or handle.loss_cause)
+        self._oom_kills_seen = oom_kills
+        self.release(record)
+        return death
 
     def _publish(self) -> None:
         self.pids = tuple(record.handle.pid for record in self.active.values())
@@ -202,3 +279,15 @@ def _wait_for_exit(handles: Iterable[WorkerHandle], timeout: float) -> list[Work
         for sentinel in wait(list(pending), remaining):
             del pending[sentinel]
     return list(pending.values())
+
+
+def _oom_kill_count() -> int:
+    """How many processes the kernel's OOM killer has killed since boot (Linux; else 0)."""
+    try:
+        with open("/proc/vmstat", "rb") as vmstat:
+            for line in vmstat:
+                if line.startswith(b"oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
