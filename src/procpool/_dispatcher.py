@@ -87,7 +87,7 @@ from ._scheduler_events import (
     WorkerLost,
     WorkerReady,
 )
-from ._stats import PoolStats, WorkerStats
+from ._stats import PoolStats, snapshot
 from ._task import Chunk
 from ._worker_table import KILL_WAIT, TERMINATE_GRACE, WorkerRecord, WorkerTable
 
@@ -407,33 +407,11 @@ class Dispatcher:
         _live_dispatchers.discard(self)
 
     def _stats_now(self) -> PoolStats:
-        """The scheduler's share, with each worker's pid and memory and the delivery counts."""
-        share = self._scheduler.stats(self._clock())
-        workers = []
-        for slot in share.workers:
-            record = self._workers.active.get(slot.worker_id)
-            workers.append(WorkerStats(
-                pid=None if record is None else record.handle.pid,
-                busy=slot.unanswered > 0,
-                tasks_done=slot.tasks_done,
-                busy_seconds=slot.busy_seconds,
-                idle_seconds=slot.idle_seconds,
-                peak_rss=None if record is None else record.peak_rss,
-            ))
-        return PoolStats(
-            workers_alive=len(self._workers.active),
-            workers_busy=sum(worker.busy for worker in workers),
-            tasks_queued=share.tasks_queued,
-            tasks_running=sum(slot.unanswered for slot in share.workers),
-            tasks_done=self._delivery.items_done,
-            tasks_failed=self._delivery.items_failed,
-            tasks_retried=share.tasks_retried,
-            tasks_timed_out=share.tasks_timed_out,
-            respawn_causes=share.respawn_causes,
-            workers=tuple(workers),
-        )
-
-    # ---- actions -----------------------------------------------------------------------------
+        """The scheduler's share, each worker's pid and memory, and the delivery counts."""
+        workers = {worker_id: (record.handle.pid, record.peak_rss)
+                   for worker_id, record in self._workers.active.items()}
+        return snapshot(self._scheduler.stats(self._clock()), workers,
+                        self._delivery.items_done, self._delivery.items_failed)
 
     def _tell(self, event: Event, now: float) -> None:
         """Tell the scheduler what happened and carry out what it answers."""

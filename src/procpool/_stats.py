@@ -1,13 +1,20 @@
 """What ``pool.stats()`` and ``executor.stats()`` return: frozen snapshots of a pool's state.
 
-Owns the two snapshot records and their one-line summary. Plain data: the dispatcher thread
-builds them from the scheduler's record and its own counters (``Dispatcher.stats``), so a
-snapshot is consistent (taken between two events) and never changes after it is returned.
+Owns the two snapshot records, their one-line summary, and how one is put together from its
+three owners' shares (``snapshot``): the scheduler's (what waits, what each worker holds, what it
+counted), the worker table's (pids, memory) and delivery's (items done and failed). The
+dispatcher thread takes it between two events (``Dispatcher.stats``), so a snapshot is
+consistent and never changes after it is returned.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._scheduler_events import SchedulerStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,3 +74,28 @@ class PoolStats:
             causes = ", ".join(f"{cause}: {n}" for cause, n in sorted(self.respawn_causes.items()))
             line += f" respawns={self.respawns} ({causes})"
         return line
+
+
+def snapshot(share: SchedulerStats, workers: Mapping[int, tuple[int | None, int | None]],
+             done: int, failed: int) -> PoolStats:
+    """A pool's snapshot from the scheduler's ``share``, each active worker's ``(pid,
+    peak_rss)`` by worker id, and the items delivered ``done`` and ``failed``."""
+    snapshots = []
+    for slot in share.workers:
+        pid, peak_rss = workers.get(slot.worker_id, (None, None))
+        snapshots.append(WorkerStats(
+            pid=pid, busy=slot.unanswered > 0, tasks_done=slot.tasks_done,
+            busy_seconds=slot.busy_seconds, idle_seconds=slot.idle_seconds, peak_rss=peak_rss,
+        ))
+    return PoolStats(
+        workers_alive=len(workers),
+        workers_busy=sum(worker.busy for worker in snapshots),
+        tasks_queued=share.tasks_queued,
+        tasks_running=sum(slot.unanswered for slot in share.workers),
+        tasks_done=done,
+        tasks_failed=failed,
+        tasks_retried=share.tasks_retried,
+        tasks_timed_out=share.tasks_timed_out,
+        respawn_causes=share.respawn_causes,
+        workers=tuple(snapshots),
+    )
