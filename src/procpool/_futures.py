@@ -9,7 +9,7 @@ Knows nothing of maps or streams (``_streams.py``) nor of the executor's lifecyc
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures._base import (
     CANCELLED,
@@ -22,7 +22,7 @@ from concurrent.futures.process import _RemoteTraceback
 from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
-from ._task import Chunk
+from ._task import Chunk, OneCallSink
 
 T = TypeVar("T")
 
@@ -104,7 +104,7 @@ def _only_schedules(callback: Callable[..., object]) -> bool:
             and getattr(callback, "__qualname__", None) == "_chain_future.<locals>._call_set_state")
 
 
-class FutureSink:
+class FutureSink(OneCallSink):
     """Connects one call's chunk to its future: the call's outcome is the future's.
 
     Every future is one call (``submit``, and each chunk of a map that goes through an
@@ -121,16 +121,6 @@ class FutureSink:
         if state in (CANCELLED_AND_NOTIFIED, FINISHED):
             return False
         return self.future.set_running_or_notify_cancel()  # PENDING, or CANCELLED: notify
-
-    def chunk_done(self, chunk: Chunk, values: Sequence[Any],
-                   failures: Mapping[int, BaseException]) -> None:
-        if failures:
-            self._settle(False, failures[0])
-        else:
-            self._settle(True, values[0])
-
-    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
-        self._settle(False, error)
 
     def _settle(self, success: bool, value: Any) -> None:
         # Here, on the dispatcher thread, so that waiters wake at once; the done-callbacks go

@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from ._callbacks import CallbackRunner
 from ._errors import TimeoutError
 from ._progress import ProgressTracker
-from ._task import Chunk
+from ._task import Chunk, OneCallSink
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -118,21 +118,10 @@ class _AsyncResultBase(Generic[T]):
         return f"<procpool.{type(self).__name__} {state}>"
 
 
-class ApplyResult(_AsyncResultBase[T]):
+class ApplyResult(_AsyncResultBase[T], OneCallSink):
     """The result of ``apply_async``: one item."""
 
     __module__ = "procpool"
-
-    def chunk_done(
-        self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
-    ) -> None:
-        if failures:
-            self._settle(False, failures[0])
-        else:
-            self._settle(True, values[0])
-
-    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
-        self._settle(False, error)
 
 
 AsyncResult = ApplyResult

@@ -74,6 +74,26 @@ class ChunkSink(Protocol):
         """The whole chunk failed (worker death, pickling, broken pool, terminate)."""
 
 
+class OneCallSink:
+    """The sink of a single call (``apply_async``, ``submit``): its chunk holds one item,
+    which answers the call with its value or its error. Subclasses say how to ``_settle``
+    (a result class that has one already lists it before this one)."""
+
+    def chunk_done(
+        self, chunk: Chunk, values: Sequence[Any], failures: Mapping[int, BaseException]
+    ) -> None:
+        if failures:
+            self._settle(False, failures[0])
+        else:
+            self._settle(True, values[0])
+
+    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        self._settle(False, error)
+
+    def _settle(self, success: bool, value: Any) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Chunk:
     """Consecutive items of one job, placed on one worker as a whole.
