@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,8 @@ INTERRUPT_SCRIPTS = {
         import procpool
 
         if __name__ == "__main__":
+            import faulthandler  # a hang prints every thread's stack, then ends the script
+            faulthandler.dump_traceback_later(20, exit=True)
             pool = procpool.Pool(2, context=sys.argv[1])
             print(json.dumps([w.pid for w in pool._pool]), flush=True)
             try:
@@ -243,6 +246,8 @@ INTERRUPT_SCRIPTS = {
         import procpool
 
         if __name__ == "__main__":
+            import faulthandler  # a hang prints every thread's stack, then ends the script
+            faulthandler.dump_traceback_later(20, exit=True)
             executor = procpool.ProcessPoolExecutor(2, mp_context=sys.argv[1])
             futures = [executor.submit(mb.announce_then_block, sys.argv[2], sys.argv[3])
                        for _ in range(3)]
@@ -265,6 +270,8 @@ INTERRUPT_SCRIPTS = {
         import procpool
 
         if __name__ == "__main__":
+            import faulthandler  # a hang prints every thread's stack, then ends the script
+            faulthandler.dump_traceback_later(20, exit=True)
             # Left by `with`: the test cannot know that the interrupt lands while next()
             # waits (the task may announce itself first), and either way nothing may hang.
             try:
@@ -307,6 +314,8 @@ INTERRUPT_SCRIPTS = {
             await asyncio.gather(*calls)
 
         if __name__ == "__main__":
+            import faulthandler  # a hang prints every thread's stack, then ends the script
+            faulthandler.dump_traceback_later(20, exit=True)
             executor = procpool.ProcessPoolExecutor(2, mp_context=sys.argv[1])
             try:
                 asyncio.run(main(executor))
@@ -367,6 +376,52 @@ def test_one_ctrl_c_stops_everything_and_leaves_nothing(
         assert stdout.rstrip().endswith("True")
     assert "Traceback" not in stderr  # nothing from the workers either
     assert still_alive(workers, timeout=5) == []
+
+
+SIGINT_BIT = 1 << (signal.SIGINT - 1)  # in the signal masks /proc/<pid>/status shows
+
+
+def _signal_mask(status: str, field: str) -> int:
+    with open(status) as lines:
+        for line in lines:
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    raise AssertionError(f"no {field} in {status}")
+
+
+def test_procpools_threads_leave_a_ctrl_c_to_the_main_thread(start_method: str) -> None:
+    # The kernel may hand a process-directed SIGINT to any thread that does not block it, and
+    # a main thread waiting on a lock wakes for it only if it got the signal itself: one
+    # Ctrl-C in a few hundred used to hang the Ctrl-C tests above. Every procpool thread
+    # blocks SIGINT; the workers, even those its dispatcher thread starts, do not inherit it.
+    release = threading.Event()
+
+    def input_that_waits() -> Any:
+        yield 1
+        release.wait(60)  # holds the feeder thread in the input until the end of the test
+
+    with procpool.Pool(1, context=start_method, maxtasksperchild=2) as pool:
+        called = threading.Event()
+        pool.apply_async(mb.square, (2,), callback=lambda _: called.set())
+        assert called.wait(30)
+        results = pool.imap(mb.square, input_that_waits(), chunksize=1)
+        try:
+            assert next(results) == 1
+            threads = {t.name: t for t in threading.enumerate()
+                       if t.name.startswith("procpool-")}
+            assert {"procpool-dispatcher", "procpool-callbacks", "procpool-feeder"} <= set(threads)
+            for name, thread in threads.items():
+                status = f"/proc/self/task/{thread.native_id}/status"
+                assert _signal_mask(status, "SigBlk") & SIGINT_BIT, name
+            main = f"/proc/self/task/{threading.main_thread().native_id}/status"
+            assert not _signal_mask(main, "SigBlk") & SIGINT_BIT
+            # The first worker was recycled after two chunks: its replacement, which runs
+            # this call, was started by the dispatcher thread.
+            worker = pool.apply(os.getpid)
+            assert not _signal_mask(f"/proc/{worker}/status", "SigBlk") & SIGINT_BIT
+            assert _signal_mask(f"/proc/{worker}/status", "SigIgn") & SIGINT_BIT
+        finally:
+            release.set()
 
 
 def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(

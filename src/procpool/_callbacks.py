@@ -16,6 +16,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from . import _threads as threads
+
 logger = logging.getLogger("procpool")
 
 
@@ -40,7 +42,7 @@ class CallbackRunner:
                 thread = threading.Thread(target=self._run, name="procpool-callbacks",
                                           daemon=True)
                 try:
-                    thread.start()
+                    threads.start(thread)  # with SIGINT blocked (_threads.py)
                 except RuntimeError:  # no new threads (the interpreter is shutting down)
                     logger.warning("procpool could not start its callback thread; running "
                                    "callbacks in the thread that delivers results")

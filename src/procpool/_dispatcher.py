@@ -44,6 +44,7 @@ from typing import Any
 
 from . import _janitor as janitor
 from . import _shared_memory as shared_memory
+from . import _threads as threads
 from ._backends import Backend
 from ._callbacks import CallbackRunner
 from ._codec import dumps, dumps_callable, loads
@@ -167,7 +168,7 @@ class Dispatcher:
             for action in self._scheduler.handle(Started(), self._clock()):
                 assert isinstance(action, StartWorker)
                 self._workers.start(action.worker_id)
-            self._thread.start()
+            threads.start(self._thread)  # with SIGINT blocked (_threads.py)
         except BaseException:
             self._workers.kill_all(force=True)
             self._shut_down()

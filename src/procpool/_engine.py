@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import _shared_memory as shared_memory
+from . import _threads as threads
 from ._backends import create_backend
 from ._codec import add_note, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher
@@ -289,7 +290,7 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> None:
     BrokenProcessPool) rather than waiting for work nobody will do."""
     thread = threading.Thread(target=target, args=args, name=name, daemon=True)
     try:
-        thread.start()
+        threads.start(thread)  # with SIGINT blocked (_threads.py)
     except RuntimeError as exc:
         raise PoolBroken(f"procpool could not start its {name} thread: {exc}") from exc
 

@@ -153,6 +153,10 @@ def _become_process_group_leader() -> None:
     # Also for the window before setpgid, and a worker left in the terminal's group: the
     # parent decides what Ctrl-C means, and workers must not print tracebacks for it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Started from a thread of the parent's that blocks SIGINT (_threads.py), it inherited that
+    # mask: unblocked, its own children see the parent's usual mask, SIGINT only ignored.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # A forked worker inherits the parent's Python-level SIGTERM handler (a program that
     # turns SIGTERM into a clean exit, say). terminate() means "die" to a worker: default.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from multiprocessing import Pipe
 from typing import Any
 
+from .. import _threads as threads
 from .._codec import dumps, loads
 from .._framing import FrameWriter
 from .._messages import ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
@@ -175,7 +176,7 @@ class _Relay:
         self._killed = False
         self._thread = threading.Thread(target=self._run, name=f"procpool-dask-relay-{worker_id}",
                                         daemon=True)
-        self._thread.start()
+        threads.start(self._thread)  # with SIGINT blocked (_threads.py)
 
     # ---- the dispatcher's side -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
+from .. import _threads as threads
 from .._messages import WorkerInit
 from .._worker import worker_main
 from . import OnThisMachine
@@ -45,7 +46,7 @@ class InlineWorker:
             name=f"procpool-inline-worker-{worker_id}",
             daemon=True,
         )
-        self._thread.start()
+        threads.start(self._thread)  # with SIGINT blocked (_threads.py)
 
     def _run(self, child_end: Connection, init: WorkerInit | None) -> None:
         try:
