@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import multiprocessing
 import threading
 import time
 import weakref
@@ -31,6 +30,9 @@ from ._options import (
     DEFAULT_RETRY_ON,
     CallOptions,
     TaskPolicy,
+    check_executor_arguments,
+    check_executor_buffersize,
+    check_executor_chunksize,
     check_per_call_options,
     pool_options,
 )
@@ -43,9 +45,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 P = ParamSpec("P")  # a submitted call's parameters, which its arguments must match
-
-# Bound once (see _pool.py): never look these up at call time.
-_get_context = multiprocessing.get_context
 
 
 class ProcessPoolExecutor(Executor):
@@ -77,24 +76,8 @@ class ProcessPoolExecutor(Executor):
         backend: Any = "local",
     ) -> None:
         self._shutdown = True  # until construction succeeds
-        if max_workers is not None and max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if mp_context is None:
-            # The stdlib's rule: recycling workers forks from a threaded process, so it
-            # defaults to spawn and refuses fork.
-            mp_context = _get_context("spawn" if max_tasks_per_child is not None else None)
-        elif isinstance(mp_context, str):
-            mp_context = _get_context(mp_context)
-        if max_tasks_per_child is not None:
-            if not isinstance(max_tasks_per_child, int):
-                raise TypeError("max_tasks_per_child must be an integer")
-            if max_tasks_per_child <= 0:
-                raise ValueError("max_tasks_per_child must be >= 1")
-            if mp_context.get_start_method(allow_none=False) == "fork":
-                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
-                                 "multiprocessing start method; supply a different mp_context.")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
+        mp_context = check_executor_arguments(max_workers, mp_context, max_tasks_per_child,
+                                              initializer)
         self._mp_context = mp_context
         self._shutdown_lock = threading.Lock()
         self._engine = Engine(pool_options(
@@ -141,8 +124,8 @@ class ProcessPoolExecutor(Executor):
         :class:`procpool.Progress` snapshots; it counts results as they are taken.
         ``options``: ``task_timeout``, ``retries``, ``retry_on`` for this call.
         """
-        _check_chunksize(chunksize)
-        _check_buffersize(buffersize)
+        check_executor_chunksize(chunksize)
+        check_executor_buffersize(buffersize)
         check_per_call_options("map", options)
         with self._shutdown_lock:
             self._check_accepting()  # as the stdlib's map: at the call, not at the first item
@@ -245,8 +228,8 @@ class ProcessPoolExecutor(Executor):
         finish, with ``ordered=False``), at most ``buffersize`` chunks in flight (default 4
         per worker), input read lazily. Leaving the loop early, or cancelling the consuming
         task, cancels what is still running."""
-        _check_chunksize(chunksize)
-        _check_buffersize(buffersize)
+        check_executor_chunksize(chunksize)
+        check_executor_buffersize(buffersize)
         check_per_call_options("amap", options)
         with self._shutdown_lock:
             self._check_accepting()
@@ -394,15 +377,3 @@ def _stream_results(job: StreamJob, end_time: float | None) -> Iterator[Any]:
                 raise executor_traceback(error) from error.__cause__
     finally:
         job.abandon()
-
-
-def _check_chunksize(chunksize: object) -> None:
-    # The stdlib's message (concurrent/futures/process.py, ProcessPoolExecutor.map).
-    if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
-        raise ValueError("chunksize must be >= 1.")
-
-
-def _check_buffersize(buffersize: object) -> None:
-    # The stdlib's message (3.14, concurrent/futures/_base.py, Executor.map).
-    if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
-        raise ValueError("buffersize must be None or > 0")

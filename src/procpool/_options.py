@@ -10,6 +10,7 @@ the option and a valid range. Pure data: faces build these, the engine and sched
 from __future__ import annotations
 
 import math
+import multiprocessing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -187,3 +188,77 @@ def check_retry_on(value: Any) -> tuple[type[BaseException], ...]:
                 "for example retry_on=(procpool.WorkerDied, procpool.TaskTimeout, OSError)"
             )
     return classes
+
+
+# ---- the stdlib's own checks, in its words (code and tests match on them) ------------------
+
+# Bound now, never looked up later: programs that replace multiprocessing.Pool (or its
+# get_context) with procpool's must not send a pool into its own constructor.
+_get_context = multiprocessing.get_context
+
+
+def check_pool_arguments(processes: Any, maxtasksperchild: Any, initializer: Any,
+                         context: Any) -> Any:
+    """multiprocessing.Pool's checks (Lib/multiprocessing/pool.py, Pool.__init__); the
+    context its workers start with."""
+    if processes is not None:
+        if not isinstance(processes, int) or isinstance(processes, bool):
+            raise TypeError(f"processes must be an int or None, not {type(processes).__name__}")
+        if processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+    if maxtasksperchild is not None and (
+        not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+    ):
+        raise ValueError("maxtasksperchild must be a positive int or None")
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    return _get_context(context) if context is None or isinstance(context, str) else context
+
+
+def check_executor_arguments(max_workers: Any, mp_context: Any, max_tasks_per_child: Any,
+                             initializer: Any) -> Any:
+    """ProcessPoolExecutor's checks (Lib/concurrent/futures/process.py, __init__); the
+    context its workers start with."""
+    if max_workers is not None and max_workers <= 0:
+        raise ValueError("max_workers must be greater than 0")
+    if mp_context is None:
+        # The stdlib's rule: recycling workers forks from a threaded process, so it
+        # defaults to spawn and refuses fork.
+        mp_context = _get_context("spawn" if max_tasks_per_child is not None else None)
+    elif isinstance(mp_context, str):
+        mp_context = _get_context(mp_context)
+    if max_tasks_per_child is not None:
+        if not isinstance(max_tasks_per_child, int):
+            raise TypeError("max_tasks_per_child must be an integer")
+        if max_tasks_per_child <= 0:
+            raise ValueError("max_tasks_per_child must be >= 1")
+        if mp_context.get_start_method(allow_none=False) == "fork":
+            raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
+                             "multiprocessing start method; supply a different mp_context.")
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    return mp_context
+
+
+def check_pool_chunksize(chunksize: object) -> None:
+    """multiprocessing.Pool's (Lib/multiprocessing/pool.py, Pool._map_async)."""
+    if not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+
+
+def check_imap_buffersize(buffersize: object) -> None:
+    """Pool.imap's ``buffersize`` (procpool's; the stdlib's comes in 3.16)."""
+    if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
+        raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
+
+
+def check_executor_chunksize(chunksize: object) -> None:
+    """Executor.map's (Lib/concurrent/futures/process.py, ProcessPoolExecutor.map)."""
+    if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+        raise ValueError("chunksize must be >= 1.")
+
+
+def check_executor_buffersize(buffersize: object) -> None:
+    """Executor.map's (3.14, Lib/concurrent/futures/_base.py, Executor.map)."""
+    if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
+        raise ValueError("buffersize must be None or > 0")

@@ -7,7 +7,6 @@ the pool's lifecycle state. Scheduling, workers and failures belong to the dispa
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import warnings
 import weakref
@@ -21,7 +20,10 @@ from ._options import (
     UNSET,
     CallOptions,
     RetryOn,
+    check_imap_buffersize,
     check_per_call_options,
+    check_pool_arguments,
+    check_pool_chunksize,
     pool_options,
 )
 from ._pace import CHUNKS_PER_WORKER
@@ -43,10 +45,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 S = TypeVar("S")  # a map's items, which its function takes
 W = TypeVar("W")
-
-# multiprocessing.get_context is bound now, never looked up later: programs that replace
-# multiprocessing.Pool with procpool.Pool must not send us into our own constructor.
-_get_context = multiprocessing.get_context
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"  # the stdlib's state names
 
@@ -96,20 +94,7 @@ class Pool:
     ) -> None:
         # Set first: __del__ must work even if a check below raises.
         self._state = TERMINATE
-        if processes is not None:
-            if not isinstance(processes, int) or isinstance(processes, bool):
-                raise TypeError(
-                    f"processes must be an int or None, not {type(processes).__name__}")
-            if processes < 1:
-                raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None and (
-            not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
-        ):
-            raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if context is None or isinstance(context, str):
-            context = _get_context(context)
+        context = check_pool_arguments(processes, maxtasksperchild, initializer, context)
         self._ctx = context  # the stdlib Pool's attribute name, kept for code that reads it
         self._streams: weakref.WeakSet[Window] = weakref.WeakSet()
         self._state_lock = threading.Lock()
@@ -235,7 +220,7 @@ class Pool:
             chunksize, extra = divmod(len(items), self._processes * CHUNKS_PER_WORKER)
             chunksize += bool(extra)
         else:
-            _check_chunksize(chunksize)
+            check_pool_chunksize(chunksize)
         tracker = make_tracker(progress, len(items), name_of(func), self._callbacks.post)
         result: MapResult[T] = MapResult(len(items), chunksize, self._callbacks, callback,
                                          error_callback, self._interrupted, tracker)
@@ -291,9 +276,8 @@ class Pool:
         self._check_accepting()
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
         if chunksize is not None:
-            _check_chunksize(chunksize)
-        if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
-            raise ValueError(f"buffersize must be a positive int or None, not {buffersize!r}")
+            check_pool_chunksize(chunksize)
+        check_imap_buffersize(buffersize)
         chunksize, buffersize = stream_sizes(chunksize, buffersize, self._processes)
         tracker = make_tracker(progress, length_of(iterable), name_of(func))
         window = Window(buffersize)
@@ -407,8 +391,3 @@ class Pool:
         error = self._engine.broken_error()
         if error is not None:
             raise error
-
-
-def _check_chunksize(chunksize: object) -> None:
-    if not isinstance(chunksize, int) or chunksize < 1:
-        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
