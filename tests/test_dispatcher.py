@@ -23,8 +23,8 @@ from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
 from procpool._framing import FrameWriter
 from procpool._messages import CallMode, ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
 from procpool._options import TaskPolicy, WorkerPolicy
+from procpool._scheduler import RETIRE_TIMEOUT
 from procpool._task import Chunk, TaskFunction
-from procpool._worker_table import RETIRE_TIMEOUT
 
 WAIT = 10.0  # seconds any step may take before the test fails (nothing here should wait)
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import procpool
-from procpool import _worker_table
+from procpool import _scheduler
 from support import still_alive
 
 import misbehaving as mb
@@ -172,7 +172,7 @@ def test_a_hung_initializer_breaks_the_pool_after_its_timeout(start_method: str)
 def test_a_worker_that_will_not_exit_is_killed_on_close(
     start_method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_worker_table, "RETIRE_TIMEOUT", 0.3)
+    monkeypatch.setattr(_scheduler, "RETIRE_TIMEOUT", 0.3)
     pool = procpool.Pool(1, context=start_method)
     assert pool.apply(mb.leave_a_thread_running) == "left a thread running"
     pids = [w.pid for w in pool._pool]

@@ -583,3 +583,20 @@ def test_the_scheduler_builds_its_share_of_the_stats() -> None:
     item_done(scheduler, 0, 3.0)
     item_done(scheduler, 0, 4.0)  # every item answered, the chunk's end still to come
     assert scheduler.stats(4.0).workers[0].unanswered == 0
+
+
+def test_a_worker_asked_to_stop_has_a_deadline_to_exit_and_is_killed_after_it() -> None:
+    # Every deadline of the pool is the scheduler's: the time a recycled or closing worker
+    # has to exit too (a task may leave a non-daemon thread that keeps it alive).
+    from procpool._scheduler import RETIRE_TIMEOUT
+    from procpool._scheduler_events import Tick, WorkerExited
+
+    scheduler = started(Scheduler(2, WorkerPolicy()))
+    scheduler.handle(Close(), 10.0)
+    assert scheduler.next_deadline() == 10.0 + RETIRE_TIMEOUT
+    scheduler.handle(WorkerExited(0), 11.0)  # one exits in time: no deadline of its own left
+    assert scheduler.next_deadline() == 10.0 + RETIRE_TIMEOUT
+    assert scheduler.handle(Tick(), 10.0 + RETIRE_TIMEOUT - 0.1) == []
+    assert scheduler.handle(Tick(), 10.0 + RETIRE_TIMEOUT) == [KillWorker(1)]
+    assert scheduler.next_deadline() is None
+    assert scheduler.handle(Tick(), 100.0) == []  # killed once, not again

@@ -85,6 +85,7 @@ from ._scheduler_events import (
     StreamOpened,
     Submitted,
     Tick,
+    WorkerExited,
     WorkerLost,
     WorkerReady,
 )
@@ -298,21 +299,16 @@ class Dispatcher:
         for record in list(self._workers.active.values()):
             if record.handle.sentinel in ready:
                 self._worker_ended(record)
-        self._workers.retired(ready)
+        for worker_id in self._workers.retired(ready):
+            self._tell(WorkerExited(worker_id), self._clock())
         self._handle_deadlines()
 
     def _time_to_next_deadline(self) -> float | None:
-        deadlines = [deadline for deadline in (self._scheduler.next_deadline(),
-                                               self._workers.next_deadline())
-                     if deadline is not None]
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - self._clock())
+        deadline = self._scheduler.next_deadline()  # every deadline of the pool is its
+        return None if deadline is None else max(0.0, deadline - self._clock())
 
     def _handle_deadlines(self) -> None:
-        now = self._clock()
-        self._tell(Tick(), now)
-        self._workers.expire(now)
+        self._tell(Tick(), self._clock())
 
     def _handle_commands(self) -> None:
         for command in self._inbox.take():
@@ -432,7 +428,7 @@ class Dispatcher:
         elif isinstance(action, StartWorker):
             self._start_worker(action.worker_id)
         elif isinstance(action, StopWorker):
-            self._workers.retire(action.worker_id, self._clock())
+            self._workers.retire(action.worker_id)
         elif isinstance(action, KillWorker):
             self._workers.kill(action.worker_id)  # its sentinel then reports the death
         elif isinstance(action, BreakPool):

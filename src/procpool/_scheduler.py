@@ -1,17 +1,18 @@
 """Pure scheduling decisions: which chunk goes to which worker, who is replaced, when to stop.
 
 Owns the queue of pending chunks, the record of what each worker holds and how far it got (a
-``WorkerSlot`` each, procpool._worker_slot), the deadlines (task timeouts, initializer
-timeouts), replacing, recycling and stopping workers, closing and breaking. It is told what
-happened through one door, ``Scheduler.handle(event, now)``, with the current time passed in,
-and answers every event with a list of actions for the dispatcher to carry out; the events
-(the ``Event`` union), the actions (``Action``) and the statistics it reports are records of
-their own in procpool._scheduler_events. What becomes of lost or failed work (retry, requeue,
-fail, drop, or break the pool after too many deaths at start-up) its ``Recovery`` decides
-(procpool._recovery); the scheduler puts back on its queue what that answers. What else the
-dispatcher needs to know it asks through read-only queries (``running_on``, ``next_deadline``,
-``stats``, ...), never by changing anything. No threads, pipes, processes or clocks: tests
-drive it directly (tests/test_scheduler.py).
+``WorkerSlot`` each, procpool._worker_slot), every deadline of the pool (task timeouts,
+initializer timeouts, the time a worker asked to stop has to exit), replacing, recycling and
+stopping workers, closing and breaking. It is told what happened through one door,
+``Scheduler.handle(event, now)``, with the current time passed in, and answers every event with
+a list of actions for the dispatcher to carry out; the events (the ``Event`` union), the
+actions (``Action``) and the statistics it reports are records of their own in
+procpool._scheduler_events. What becomes of lost or failed work (retry, requeue, fail, drop, or
+break the pool after too many deaths at start-up) its ``Recovery`` decides (procpool._recovery);
+the scheduler puts back on its queue what that answers. What else the dispatcher needs to know
+it asks through read-only queries (``running_on``, ``next_deadline``, ``stats``, ...), never by
+changing anything. No threads, pipes, processes or clocks: tests drive it directly
+(tests/test_scheduler.py).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ._scheduler_events import (
     StreamOpened,
     Submitted,
     Tick,
+    WorkerExited,
     WorkerLost,
     WorkerReady,
 )
@@ -62,6 +64,10 @@ from ._worker_slot import KillReason, WorkerSlot
 QUEUE_MAX_SECONDS = 0.02
 QUEUE_MAX_BYTES = 32 * 1024
 
+
+# A worker asked to stop that has not exited after this long (a task left a non-daemon thread
+# running, which the interpreter waits for at exit) is killed.
+RETIRE_TIMEOUT = 5.0
 
 class Scheduler:
     """Keeps ``processes`` workers busy with chunks in submission order (FIFO).
@@ -79,6 +85,8 @@ class Scheduler:
         self.pending: deque[Chunk] = deque()
         self.workers: dict[int, WorkerSlot] = {}
         self._idle: deque[int] = deque()
+        # Workers asked to stop, by the time they must have exited by; then they are killed.
+        self.retiring: dict[int, float] = {}
         self._next_worker_id = 0
         self.open_streams = 0
         self.closing = False
@@ -121,8 +129,9 @@ class Scheduler:
         return slot.running, slot.position
 
     def next_deadline(self) -> float | None:
+        """The soonest deadline of the pool, the only one the dispatcher waits for."""
         deadlines = [s.deadline for s in self.workers.values() if s.deadline is not None]
-        return min(deadlines, default=None)
+        return min([*deadlines, *self.retiring.values()], default=None)
 
     def should_retry(self, chunk: Chunk, error: BaseException) -> bool:
         """Whether ``error`` in ``chunk`` is retried (the rule is Recovery's)."""
@@ -151,6 +160,9 @@ class Scheduler:
                 return self._on_item_failed(chunk, position, error, now)
             case ChunkFinished(worker_id, rss, seconds):
                 return self._on_chunk_finished(worker_id, rss, seconds, now)
+            case WorkerExited(worker_id):
+                self.retiring.pop(worker_id, None)
+                return []
             case WorkerLost(worker_id, death):
                 return self._on_worker_lost(worker_id, death, now)
             case Cancel(chunk):
@@ -216,7 +228,7 @@ class Scheduler:
         recycle = slot.recycle_cause(self.worker_policy, rss)
         if recycle is not None:
             del self.workers[worker_id]
-            actions.append(StopWorker(worker_id))
+            actions.append(self._stop(worker_id, now))
             if not self.closing or self.has_work():
                 actions.append(self._new_worker(now, replacing=recycle))
         else:
@@ -252,13 +264,17 @@ class Scheduler:
     def _on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
+        for worker_id, deadline in list(self.retiring.items()):
+            if deadline <= now:  # asked to stop, and still there (a non-daemon thread?)
+                del self.retiring[worker_id]
+                actions.append(KillWorker(worker_id))
         for worker_id, slot in self.workers.items():
             if slot.deadline is None or slot.deadline > now:
                 continue
             slot.deadline = None
             if not slot.ready:
                 limit = self.worker_policy.initializer_timeout
-                return [BreakPool(InitializerFailed(
+                return [*actions, BreakPool(InitializerFailed(
                     f"a worker did not finish starting up within initializer_timeout={limit:g} s"
                 ))]
             slot.doom(KillReason.TIMEOUT)
@@ -298,6 +314,7 @@ class Scheduler:
                                else FailChunk(slot.queued, error))
         self.workers.clear()
         self._idle.clear()
+        self.retiring.clear()  # the dispatcher ends those too
         return actions
 
     def _on_close(self, now: float, abandon_streams: bool) -> list[Action]:
@@ -325,6 +342,12 @@ class Scheduler:
             slot.doom(KillReason.CANCEL)
             return [KillWorker(worker_id)]
         return self._dispatch(now)
+
+    def _stop(self, worker_id: int, now: float) -> StopWorker:
+        """Ask a worker to exit once idle (recycling, closing): its exit is not a death, and it
+        is killed if it has not exited within RETIRE_TIMEOUT."""
+        self.retiring[worker_id] = now + RETIRE_TIMEOUT
+        return StopWorker(worker_id)
 
     def _new_worker(self, now: float, replacing: str | None = None) -> StartWorker:
         """A new worker slot; ``replacing`` says why the worker it replaces went away."""
@@ -364,7 +387,7 @@ class Scheduler:
                 else:
                     actions.append(DropChunk(chunk))  # cancelled while it waited
         if self.closing and not self.has_work():
-            actions += [StopWorker(worker_id) for worker_id in self.workers]
+            actions += [self._stop(worker_id, now) for worker_id in self.workers]
             self.workers.clear()
             self._idle.clear()
         return actions

@@ -176,13 +176,21 @@ class Break:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerExited:
+    """A worker asked to stop (``StopWorker``) has exited: its deadline to do so is void."""
+
+    worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time has passed: act on every deadline due by ``now``."""
 
 
 Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
 Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | ItemFinished
-         | ItemFailed | ChunkFinished | WorkerLost | Cancel | Close | Break | Tick)
+         | ItemFailed | ChunkFinished | WorkerLost | WorkerExited | Cancel | Close | Break
+         | Tick)
 
 
 # ---- statistics -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Owns each worker's handle and what the dispatcher keeps about it: its reply stream, the mirror
 of its function cache, its shared-memory account, its peak memory, whether its pipe is still
-worth listening to, and, while it retires, the time by which it must have exited. Starting a
+worth listening to, and why it was killed, if it was. Starting a
 worker, sending it a chunk, reading its replies, asking it to stop, killing them all, telling
 how one died, and releasing one (reap, close, remove what it left behind) each happen here,
 once.
@@ -37,9 +37,6 @@ logger = logging.getLogger("procpool")
 # SIGKILL before the dispatcher gives up on them (only a thread worker can outlive that).
 TERMINATE_GRACE = 1.0
 KILL_WAIT = 5.0
-# A worker asked to stop that has not exited after this long (a task left a non-daemon thread
-# running, which the interpreter waits for at exit) is killed.
-RETIRE_TIMEOUT = 5.0
 
 
 @dataclass(eq=False)
@@ -57,7 +54,6 @@ class WorkerRecord:
     # sentinel can tell anything more.
     listening: bool = True
     lost_because: str | None = None  # why the dispatcher killed it, for its death's error
-    retire_by: float | None = None  # asked to stop: killed if it has not exited by then
 
     @property
     def worker_id(self) -> int:
@@ -187,13 +183,12 @@ class WorkerTable:
         """The initializer may hold Locks and Queues: let them go with the pool."""
         self._init = None
 
-    def retire(self, worker_id: int, now: float) -> None:
+    def retire(self, worker_id: int) -> None:
         """Ask an active worker to exit once idle; its exit is not a death."""
         record = self.active.pop(worker_id, None)
         if record is None:
             return  # died before it could be asked
         self._publish()
-        record.retire_by = now + RETIRE_TIMEOUT
         self.retiring[worker_id] = record
         try:
             record.handle.connection.send_bytes(dumps(Stop()))
@@ -201,10 +196,15 @@ class WorkerTable:
             record.handle.kill(force=True)
 
     def kill(self, worker_id: int) -> None:
-        """SIGKILL an active worker (and its process group): its sentinel then reports it."""
+        """SIGKILL a worker (and its process group): its sentinel then reports it."""
         record = self.active.get(worker_id)
-        if record is not None:
-            record.handle.kill(force=True)
+        if record is None:
+            record = self.retiring.get(worker_id)
+            if record is None:
+                return  # it has ended already
+            logger.warning("worker pid %s did not exit in time after it was asked to (a "
+                           "non-daemon thread left running?); killing it", record.handle.pid)
+        record.handle.kill(force=True)
 
     def waitables(self) -> list[Any]:
         """What the dispatcher's wait watches for the workers: each active worker's pipe while
@@ -219,27 +219,16 @@ class WorkerTable:
         waitables += [record.handle.sentinel for record in self.retiring.values()]
         return waitables
 
-    def next_deadline(self) -> float | None:
-        return min((record.retire_by for record in self.retiring.values()
-                    if record.retire_by is not None), default=None)
-
-    def expire(self, now: float) -> None:
-        """Kill every retiring worker that has not exited in time."""
-        for record in self.retiring.values():
-            if record.retire_by is not None and record.retire_by <= now:
-                record.retire_by = None
-                logger.warning("worker pid %s did not exit %g s after it was asked to (a "
-                               "non-daemon thread left running?); killing it",
-                               record.handle.pid, RETIRE_TIMEOUT)
-                record.handle.kill(force=True)
-
-    def retired(self, ready: Iterable[Any]) -> None:
-        """Release every retiring worker whose sentinel is in ``ready``."""
+    def retired(self, ready: Iterable[Any]) -> list[int]:
+        """Release every retiring worker whose sentinel is in ``ready``; their ids."""
         ready = set(ready)
+        released = []
         for worker_id, record in list(self.retiring.items()):
             if record.handle.sentinel in ready:
                 del self.retiring[worker_id]
                 self.release(record)
+                released.append(worker_id)
+        return released
 
     def kill_all(self, *, force: bool = False) -> None:
         """End every worker: SIGTERM (SIGKILL with ``force``), SIGKILL for those still alive
