@@ -60,6 +60,16 @@ def raise_value_error(x: object = None) -> None:
     raise ValueError(f"bad value {x!r}")
 
 
+def raise_timeout_error_if(x: int, bad: int = 1) -> int:
+    """A task whose own error is multiprocessing's TimeoutError (procpool.TimeoutError), as
+    a task that waits on a result with a timeout raises."""
+    import multiprocessing
+
+    if x == bad:
+        raise multiprocessing.TimeoutError(f"the task's own timeout at {x}")
+    return x
+
+
 def return_lock(_: object = None) -> threading.Lock:
     return threading.Lock()
 

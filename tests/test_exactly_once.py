@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -466,3 +467,27 @@ def test_a_ctrl_c_before_a_blocking_call_waits_still_stops_the_pool(
         assert "state=TERMINATE" in repr(pool) and pool._pool == []
     finally:
         pool.terminate()
+
+
+def test_an_imap_racing_terminate_reads_no_more_of_its_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # terminate() lands after imap() was accepted and before its stream is registered: the
+    # stream must not be lifted (close's rule) and read its endless input for ever.
+    pool = procpool.Pool(1, context="fork")
+    read = itertools.count()
+
+    def endless() -> Any:
+        while True:
+            yield next(read)
+
+    real_stream_feeder = pool._engine.stream_feeder
+
+    def terminate_first(*args: Any, **kwargs: Any) -> Any:
+        pool.terminate()
+        return real_stream_feeder(*args, **kwargs)
+
+    monkeypatch.setattr(pool._engine, "stream_feeder", terminate_first)
+    results = pool.imap(mb.square, endless())
+    assert list(results) == []  # ends at once: nothing was submitted
+    assert next(read) <= 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import functools
 import io
@@ -161,6 +162,8 @@ def test_invalid_arguments_are_rejected_like_the_stdlib() -> None:
             executor.map(mb.square, [1], chunksize=0)
         with pytest.raises(ValueError, match="buffersize must be None or > 0"):
             executor.map(mb.square, [1], buffersize=0)
+        with pytest.raises(TypeError, match="buffersize must be an integer or None"):
+            executor.map(mb.square, [1], buffersize=2.0)  # type: ignore[arg-type]
 
 
 def test_max_tasks_per_child_recycles_and_defaults_to_spawn() -> None:
@@ -483,3 +486,44 @@ def test_map_keeps_no_reference_to_results_already_yielded(executor: Any) -> Non
             del obj
             gc.collect()
             assert ref() is None
+
+
+@pytest.mark.parametrize("buffersize", [None, 2])
+def test_a_tasks_own_timeout_error_is_its_error_not_the_maps_deadline(
+    executor: Any, buffersize: int | None
+) -> None:
+    # procpool.TimeoutError is multiprocessing's, which a task may raise itself: map must
+    # raise it at its item, as the stdlib does, not take it for the map's own deadline.
+    results = executor.map(mb.raise_timeout_error_if, range(4), buffersize=buffersize)
+    assert next(results) == 0
+    with pytest.raises(procpool.TimeoutError, match="the task's own timeout at 1"):
+        next(results)
+
+    async def consume() -> list[int]:
+        return [value async for value in executor.amap(mb.raise_timeout_error_if, range(4))]
+
+    with pytest.raises(procpool.TimeoutError, match="the task's own timeout at 1"):
+        asyncio.run(consume())
+
+
+def test_a_map_racing_a_cancelling_shutdown_is_cancelled_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # shutdown(cancel_futures=True) lands after map() was accepted and before its stream is
+    # registered: the map must be stopped like the ones registered already.
+    executor = procpool.ProcessPoolExecutor(1)
+    try:
+        real_stream_feeder = executor._engine.stream_feeder
+
+        def shut_down_first(*args: Any, **kwargs: Any) -> Any:
+            executor.shutdown(wait=False, cancel_futures=True)
+            return real_stream_feeder(*args, **kwargs)
+
+        monkeypatch.setattr(executor._engine, "stream_feeder", shut_down_first)
+        results = executor.map(mb.square, range(100_000), chunksize=1)
+        taken = []
+        with pytest.raises(cf.CancelledError):
+            taken.extend(results)
+        assert taken == [x * x for x in range(len(taken))] and len(taken) < 100_000
+    finally:
+        executor.shutdown(wait=True)

@@ -217,3 +217,38 @@ def test_credit_comes_back_as_the_reader_starts_on_a_piece_not_when_it_takes_sev
     assert len(pool.submitted) == 4  # one piece begun: one more chunk, not three
     assert job.next(0) == 1
     assert len(pool.submitted) == 5
+
+
+def test_a_tasks_own_timeout_error_is_its_outcome_for_an_async_reader() -> None:
+    import asyncio
+    import multiprocessing
+
+    from procpool._streams import next_async
+
+    job = StreamJob(ordered=True, window=Window(chunks=4))
+    chunk = Chunk(1, FUNCTION, b"", CallMode.ONE_ARG, 0, 2, job)
+    job.chunk_done(chunk, [None, "b"], {0: multiprocessing.TimeoutError("the task's own")})
+    with pytest.raises(multiprocessing.TimeoutError, match="the task's own"):
+        asyncio.run(next_async(job))  # not taken for "nothing has arrived yet", and skipped
+    assert asyncio.run(next_async(job)) == "b"
+
+
+def test_a_consumer_that_cannot_be_woken_costs_the_deliverer_nothing() -> None:
+    import asyncio
+
+    from procpool._streams import next_async
+
+    job = StreamJob(ordered=True, window=Window(chunks=4))
+
+    async def give_up_waiting() -> None:
+        waiting = asyncio.ensure_future(next_async(job))
+        await asyncio.sleep(0)  # it has run up to its wait: its wake-up is registered
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(give_up_waiting())  # its loop is closed now
+    job.call_when_ready(lambda: 1 / 0)  # a listener that raises
+    chunk = Chunk(1, FUNCTION, b"", CallMode.ONE_ARG, 0, 1, job)
+    job.chunk_done(chunk, ["delivered"], {})  # the dispatcher's call: must not raise
+    assert job.next(0) == "delivered"

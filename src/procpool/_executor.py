@@ -22,7 +22,6 @@ from concurrent.futures import process as stdlib_process
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ._engine import Engine, WorkerView, name_of
-from ._errors import TimeoutError
 from ._futures import FutureSink, ProcessFuture, executor_traceback
 from ._map_through_submit import map_through_submit
 from ._messages import CallMode
@@ -38,7 +37,7 @@ from ._options import (
 )
 from ._progress import length_of, make_tracker
 from ._stats import PoolStats
-from ._streams import Feeder, StreamJob, Window, next_async, stream_sizes
+from ._streams import Feeder, StreamJob, WaitTimedOut, Window, next_async, stream_sizes
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
@@ -93,6 +92,7 @@ class ProcessPoolExecutor(Executor):
         self._pending: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
         # The feeders of maps still being read, so a shutdown that cancels can stop them.
         self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
+        self._cancelling = False  # a shutdown cancels what has not started
         self._shutdown = False
         # A map's per-call options, for the submit calls it makes through an overridden
         # submit (which cannot pass them on): set around each such call, in its thread.
@@ -167,6 +167,7 @@ class ProcessPoolExecutor(Executor):
         with self._shutdown_lock:
             self._shutdown = True
             if cancel_futures:
+                self._cancelling = True
                 self._stop_feeders()
         if cancel_futures:
             # What was submitted before this call reaches the workers first (those already
@@ -199,6 +200,7 @@ class ProcessPoolExecutor(Executor):
     def _force_shutdown(self, *, force: bool) -> None:
         with self._shutdown_lock:
             self._shutdown = True
+            self._cancelling = True
             self._stop_feeders()
         for future in list(self._pending):
             if not future.running():
@@ -329,6 +331,9 @@ class ProcessPoolExecutor(Executor):
             job.refill = feeder.top_up
         with self._shutdown_lock:
             self._feeders.add(feeder)
+            if self._cancelling:  # a shutdown that cancels came between map() and here
+                feeder.stop()
+                job.cancel_waiting()
         return job, feeder
 
     def _stop_feeders(self) -> None:
@@ -371,7 +376,7 @@ def _stream_results(job: StreamJob, end_time: float | None) -> Iterator[Any]:
                 yield job.next(timeout)
             except StopIteration:
                 return
-            except TimeoutError:  # the stream's (multiprocessing's): raise the executor's
+            except WaitTimedOut:  # the map's deadline passed: the executor's own error
                 raise FuturesTimeoutError() from None
             except Exception as error:
                 raise executor_traceback(error) from error.__cause__

@@ -260,5 +260,7 @@ def check_executor_chunksize(chunksize: object) -> None:
 
 def check_executor_buffersize(buffersize: object) -> None:
     """Executor.map's (3.14, Lib/concurrent/futures/_base.py, Executor.map)."""
-    if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
+    if buffersize is not None and not isinstance(buffersize, int):
+        raise TypeError("buffersize must be an integer or None")
+    if buffersize is not None and buffersize < 1:
         raise ValueError("buffersize must be None or > 0")

@@ -288,7 +288,9 @@ class Pool:
         if feeder is None:
             return cls(job)  # the function cannot be sent: the stream yields that error once
         self._streams.add(window)
-        if self._state != RUN:
+        if self._state == TERMINATE:
+            window.cancel()  # terminate() raced with us: read nothing more
+        elif self._state != RUN:
             window.lift()  # close() raced with us: the input must still be read to the end
         self._engine.feed_in_thread(feeder)
         return cls(job)

@@ -166,6 +166,11 @@ class _Piece:
 _NOTHING = object()  # "no value": results can be None
 
 
+class WaitTimedOut(TimeoutError):
+    """Nothing to hand out within the wait (``procpool.TimeoutError``, as the stdlib's imap
+    raises). Its own class, so that a task's own ``TimeoutError`` is never taken for it."""
+
+
 def _popping(values: Sequence[Any]) -> Iterator[Any]:
     """An iterator over ``values`` (in C, as fast as a list's) that lets go of each value as it
     hands it out: a result the consumer has dropped is freed at once (gh-14406)."""
@@ -272,7 +277,7 @@ class StreamJob:
         if piece is not None and piece.credited and self._credit_on_arrival:
             self.window.release(piece.size)
         for listener in listeners:
-            listener()
+            _call_listener(listener)
 
     # ---- the consumer ----
 
@@ -318,7 +323,7 @@ class StreamJob:
         """
         with self._condition:
             if not self._condition.wait_for(self._can_hand_out, timeout):
-                raise TimeoutError(f"no result within {timeout} s")
+                raise WaitTimedOut(f"no result within {timeout} s")
             if self._length is not None and self._handed_out >= self._length:
                 return 0
             count = 0
@@ -353,7 +358,13 @@ class StreamJob:
             if not self._can_hand_out():
                 self._listeners.append(listener)
                 return
-        listener()
+        _call_listener(listener)
+
+    def forget_listener(self, listener: Callable[[], object]) -> None:
+        """``listener`` no longer waits (its awaiting task was cancelled, or was woken)."""
+        with self._condition:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def _can_hand_out(self) -> bool:
         if self._length is not None and self._handed_out >= self._length:
@@ -371,6 +382,7 @@ class StreamJob:
             ended = self._length is not None and self._handed_out >= self._length
             self._arrived.clear()
             self._arrival_order.clear()
+            self._listeners.clear()
         self._taken.clear()
         self._reading = None
         self.values_left = iter(())
@@ -391,11 +403,24 @@ async def next_async(job: StreamJob) -> Any:
             return job.next(timeout=0)
         except StopIteration:
             raise StopAsyncIteration from None
-        except TimeoutError:
+        except WaitTimedOut:
             pass  # nothing yet: wait for the next delivery
         woken: asyncio.Future[None] = loop.create_future()
-        job.call_when_ready(functools.partial(loop.call_soon_threadsafe, _wake, woken))
-        await woken
+        listener = functools.partial(loop.call_soon_threadsafe, _wake, woken)
+        job.call_when_ready(listener)
+        try:
+            await woken
+        finally:
+            job.forget_listener(listener)  # cancelled: its loop may be gone when one comes
+
+
+def _call_listener(listener: Callable[[], object]) -> None:
+    """Wake a waiting consumer. Never raises: this runs on the thread that delivers (the
+    dispatcher's), which must go on whatever a consumer's event loop has become (closed)."""
+    try:
+        listener()
+    except Exception:
+        logger.debug("procpool: a stream's waiting consumer could not be woken", exc_info=True)
 
 
 def _wake(future: asyncio.Future[None]) -> None:
