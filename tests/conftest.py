@@ -20,6 +20,7 @@ import importlib
 import multiprocessing
 import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -243,6 +244,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # Every pool of the run checks that each accepted item is answered exactly once; workers
     # and the parent interpreters tests start inherit it. ``=0`` turns it off.
     os.environ.setdefault(ACCOUNTING_VARIABLE, "1")
+    # A test run started in the background of a non-interactive shell (`make test &`, nohup)
+    # ignores SIGINT, and so would every program a test starts: Python installs no
+    # KeyboardInterrupt for an ignored SIGINT, and the Ctrl-C tests would wait for it in vain.
+    # With a handler here, the programs tests start get the default disposition at exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     _remember_started_processes()
 
 
