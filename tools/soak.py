@@ -329,18 +329,24 @@ def _task_hit(log_dir: str, pid: int) -> int | None:
 
 
 def _killed_by_the_pool(log_dir: str, killed_by_us: set[int]) -> collections.Counter[int]:
-    """The tasks that were running on a worker the pool itself killed: a worker whose
-    ``busy-<pid>`` marker is still there (its task never returned), that we did not kill, and
-    that no longer exists. The pool kills a worker to stop a cancelled task (an executor map
-    that stopped at its first error cancels the rest); a short task queued behind that one may
-    have started before the kill landed, and runs again elsewhere."""
+    """The tasks a kill by the pool itself may make run again: those that started on a worker
+    whose ``busy-<pid>`` marker is still there (its task never returned), that we did not
+    kill, and that no longer exists.
+
+    The pool kills a worker to stop a cancelled task (an executor map that stopped at its
+    first error cancels the rest). A short chunk queued behind that one may have started before
+    the kill landed; it runs again elsewhere, whole: a chunk of several items answers at its
+    end, so the items it had finished on the killed worker died unanswered with it and run
+    again too, not only the one the marker names. The soak cannot see chunks, so every task
+    that started on such a worker may run once more (a soak has a handful of these kills)."""
     hits: collections.Counter[int] = collections.Counter()
     for marker in Path(log_dir).glob("busy-*"):
         pid = int(marker.name[5:])
         if pid in killed_by_us or psutil.pid_exists(pid):
             continue
         with contextlib.suppress(OSError, ValueError):
-            hits[int(marker.read_text())] += 1
+            started = {int(line) for line in Path(log_dir, f"runs-{pid}").read_text().split()}
+            hits.update(started | {int(marker.read_text())})
     return hits
 
 
