@@ -32,6 +32,13 @@ def pid_of_worker(_: object = None) -> int:
     return os.getpid()
 
 
+def current_worker_index(_: object = None) -> int | None:
+    import procpool
+
+    worker = procpool.current_worker()
+    return None if worker is None else worker.index
+
+
 def exit_with_code(code: int) -> None:
     os._exit(code)
 

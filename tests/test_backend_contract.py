@@ -156,6 +156,14 @@ def test_the_executor_face_and_asyncio(any_backend: Any) -> None:
 # ---- failures ------------------------------------------------------------------------------------
 
 
+def test_every_task_knows_the_place_of_its_worker(any_backend: Any) -> None:
+    # On Dask, the place is that of the pool's relay that sent the chunk to the cluster.
+    with procpool.Pool(2, backend=any_backend) as pool:
+        assert set(pool.map(mb.current_worker_index, range(8), chunksize=1)) <= {0, 1}
+        assert pool.apply(mb.current_worker_index) in (0, 1)
+    assert mb.current_worker_index() is None
+
+
 def test_a_task_exception_arrives_as_itself_with_its_traceback(any_backend: Any) -> None:
     with procpool.Pool(2, backend=any_backend) as pool:
         with pytest.raises(ValueError, match="bad value 3") as info:

@@ -100,7 +100,15 @@ def sends(actions: list[Any]) -> list[tuple[int, int]]:
 
 
 def test_start_asks_for_one_worker_per_process() -> None:
-    assert Scheduler(3).handle(Started(), 0.0) == [StartWorker(0), StartWorker(1), StartWorker(2)]
+    assert Scheduler(3).handle(Started(), 0.0) == [
+        StartWorker(0, index=0), StartWorker(1, index=1), StartWorker(2, index=2)]
+
+
+def test_a_replacement_takes_the_place_of_the_worker_it_replaces() -> None:
+    scheduler = Scheduler(3)
+    scheduler.handle(Started(), 0.0)
+    assert StartWorker(3, index=1) in lost(scheduler, 1, DEATH)
+    assert StartWorker(4, index=0) in lost(scheduler, 0, DEATH)
 
 
 def test_handle_refuses_anything_but_an_event() -> None:
@@ -204,7 +212,7 @@ def test_work_arriving_after_the_workers_stopped_starts_new_ones() -> None:
     assert sorted(a.worker_id for a in stops if isinstance(a, StopWorker)) == [0, 1]
     late = chunk(7)
     actions = submit(scheduler, late)
-    assert actions[:2] == [StartWorker(2), StartWorker(3)]
+    assert actions[:2] == [StartWorker(2, index=0), StartWorker(3, index=1)]
     assert sends(actions) == [(2, 7)]
     assert not scheduler.is_drained()
     _, actions = chunk_done(scheduler, 2, 0, 0.0)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._results import ApplyResult, AsyncResult, MapResult
     from ._stats import PoolStats, WorkerStats
     from ._streams import IMapIterator, IMapUnorderedIterator
+    from ._worker_identity import WorkerInfo, current_worker
 
 del TYPE_CHECKING  # not a public name
 
@@ -55,6 +56,8 @@ _HOMES = {
     **dict.fromkeys(["IMapIterator", "IMapUnorderedIterator"], "._streams"),
     "PoolStats": "._stats",
     "WorkerStats": "._stats",
+    "WorkerInfo": "._worker_identity",
+    "current_worker": "._worker_identity",
 }
 
 
@@ -95,8 +98,10 @@ __all__ = [
     "TaskUnpicklingError",
     "TimeoutError",
     "WorkerDied",
+    "WorkerInfo",
     "WorkerStartFailed",
     "WorkerStats",
+    "current_worker",
 ]
 
 __version__ = "0.1.0"

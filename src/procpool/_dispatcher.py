@@ -54,15 +54,18 @@ from ._errors import (
     PoolBroken,
     PoolTerminated,
 )
+from ._forwarding import Forwarded
 from ._inbox import Inbox
 from ._messages import (
     ChunkDone,
     InitFailed,
     ItemDone,
+    Logged,
+    Printed,
     Ready,
     WorkerInit,
 )
-from ._options import WorkerPolicy
+from ._options import WorkerPolicy, WorkerSetupOptions
 from ._scheduler import Scheduler
 from ._scheduler_events import (
     Action,
@@ -91,6 +94,7 @@ from ._scheduler_events import (
 )
 from ._stats import PoolStats, snapshot
 from ._task import Chunk
+from ._worker_setup import WorkerSetups
 from ._worker_table import KILL_WAIT, TERMINATE_GRACE, WorkerRecord, WorkerTable
 
 logger = logging.getLogger("procpool")
@@ -135,6 +139,7 @@ class Dispatcher:
         initargs: Iterable[Any] = (),
         worker_policy: WorkerPolicy | None = None,
         *,
+        worker_setup: WorkerSetupOptions | None = None,
         finish_at_exit: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -152,15 +157,19 @@ class Dispatcher:
                                 if backend.shares_memory else None)
         if self._segment_prefix is not None:
             janitor.watch_segments(self._segment_prefix)  # removed even if we are killed
-        self._workers = WorkerTable(backend, _worker_init(initializer, tuple(initargs), backend),
-                                    self._segment_prefix, self._inbox.private_fds())
+        setups = WorkerSetups(worker_setup or WorkerSetupOptions(), backend,
+                              _worker_init(initializer, tuple(initargs), backend))
+        self._workers = WorkerTable(backend, setups, self._segment_prefix,
+                                    self._inbox.private_fds())
         self._delivery = Delivery()  # every outcome leaves through it, and is counted there
         # --- read by anyone
         self.finished = threading.Event()  # set once it has shut down
         self._owner_pid = os.getpid()
         # User callbacks (Pool callbacks, executor done-callbacks) run here, never on the
         # dispatcher thread; stopped once the dispatcher has delivered its last outcome.
+        # Workers' forwarded log records and prints are handled there too.
         self.callbacks = CallbackRunner()
+        self.forwarded = Forwarded(self.callbacks)
         self._thread = threading.Thread(target=self._run, name="procpool-dispatcher", daemon=True)
         try:
             # Start the first workers before the dispatcher thread exists: a fork from a
@@ -168,7 +177,7 @@ class Dispatcher:
             # descriptors, no memory, no thread) fails the constructor, leaving nothing.
             for action in self._scheduler.handle(Started(), self._clock()):
                 assert isinstance(action, StartWorker)
-                self._workers.start(action.worker_id)
+                self._workers.start(action.worker_id, action.index)
             threads.start(self._thread)  # with SIGINT blocked (_threads.py)
         except BaseException:
             self._workers.kill_all(force=True)
@@ -356,6 +365,8 @@ class Dispatcher:
                 with self._delivery.failing_on_error(chunk):
                     self._delivery.chunk_reply(chunk, message.results_payload,
                                                message.failed_positions, message.result_segments)
+        elif isinstance(message, (Logged, Printed)):
+            self.forwarded.received(message)
         elif isinstance(message, Ready):
             self._tell(WorkerReady(worker_id), now)
         elif isinstance(message, InitFailed):
@@ -426,7 +437,7 @@ class Dispatcher:
         elif isinstance(action, DropChunk):
             self._delivery.dropped(action.chunk)
         elif isinstance(action, StartWorker):
-            self._start_worker(action.worker_id)
+            self._start_worker(action.worker_id, action.index)
         elif isinstance(action, StopWorker):
             self._workers.retire(action.worker_id)
         elif isinstance(action, KillWorker):
@@ -434,9 +445,9 @@ class Dispatcher:
         elif isinstance(action, BreakPool):
             self._break(action.error)
 
-    def _start_worker(self, worker_id: int) -> None:
+    def _start_worker(self, worker_id: int, index: int) -> None:
         try:
-            self._workers.start(worker_id)
+            self._workers.start(worker_id, index)
         except Exception as exc:
             error = PoolBroken(f"could not start a worker process: {exc!r}")
             error.__cause__ = exc

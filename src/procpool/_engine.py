@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _shared_memory as shared_memory
 from . import _threads as threads
-from ._backends import create_backend
+from ._backends import backend_name, create_backend
 from ._codec import add_note, dumps, dumps_callable, short_repr
 from ._dispatcher import Dispatcher
 from ._errors import PoolBroken
@@ -29,6 +29,10 @@ from ._pace import ChunkSizer
 from ._stats import PoolStats
 from ._streams import Feeder, StreamJob
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
+from ._worker_setup import check_supported
+
+# How long join() waits for the last forwarded records to be handled on the callback thread.
+FORWARDED_WAIT = 10.0
 
 # How many by-reference task functions keep their pickle cached across calls.
 FUNCTION_CACHE_SIZE = 256
@@ -46,6 +50,7 @@ class Engine:
         self.policy = options.task_policy  # the pool's; each call may override it
         self._lock = threading.Lock()
         self._functions: OrderedDict[Any, TaskFunction] = OrderedDict()
+        check_supported(options.worker_setup, backend_name(options.backend))
         backend = create_backend(options.backend, options.context)
         # None: as many as the backend suggests (this machine's CPUs, a Dask cluster's threads).
         self.processes = (backend.default_processes() if options.processes is None
@@ -53,7 +58,7 @@ class Engine:
         self._dispatcher = Dispatcher(
             backend, self.processes, options.initializer, options.initargs,
             replace(options.worker_policy, imports_main=backend.imports_main),
-            finish_at_exit=options.finish_at_exit,
+            worker_setup=options.worker_setup, finish_at_exit=options.finish_at_exit,
         )
         # User callbacks (Pool callbacks, executor done-callbacks) run on this pool's thread.
         self.callbacks = self._dispatcher.callbacks
@@ -79,10 +84,16 @@ class Engine:
         ``force``); with ``wait``, return once the pool has ended."""
         self._dispatcher.terminate(force=force)
         if wait:
-            self._dispatcher.join()
+            self.join()
 
     def join(self, timeout: float | None = None) -> bool:
-        return self._dispatcher.join(timeout)
+        """Wait for the pool to end; without a ``timeout``, also for the workers' last
+        forwarded log records and prints to be handled (for a while: a callback that never
+        returns holds them up, and must not hold up the join)."""
+        ended = self._dispatcher.join(timeout)
+        if ended and timeout is None:
+            self._dispatcher.forwarded.wait_handled(FORWARDED_WAIT)
+        return ended
 
     @property
     def finished(self) -> bool:

@@ -29,6 +29,7 @@ from ._options import (
     DEFAULT_RETRY_ON,
     CallOptions,
     TaskPolicy,
+    WorkerEnv,
     check_executor_arguments,
     check_executor_buffersize,
     check_executor_chunksize,
@@ -54,7 +55,8 @@ class ProcessPoolExecutor(Executor):
     only the future it was running, with :class:`procpool.WorkerDied` (a ``BrokenProcessPool``);
     the executor replaces the worker and stays usable. ``cancel()`` stops running tasks too.
     The robustness options are the Pool's: ``task_timeout``, ``retries``, ``retry_on``,
-    ``max_memory_per_child``, ``initializer_timeout``, ``backend``.
+    ``max_memory_per_child``, ``initializer_timeout``, ``backend``; so are the worker options
+    ``worker_env``, ``forward_logs`` and ``forward_output`` (docs/workers.md).
     """
 
     __module__ = "procpool"
@@ -73,6 +75,9 @@ class ProcessPoolExecutor(Executor):
         max_memory_per_child: int | None = None,
         initializer_timeout: float | None = None,
         backend: Any = "local",
+        worker_env: WorkerEnv | None = None,
+        forward_logs: bool | None = None,
+        forward_output: bool = False,
     ) -> None:
         self._shutdown = True  # until construction succeeds
         mp_context = check_executor_arguments(max_workers, mp_context, max_tasks_per_child,
@@ -84,6 +89,7 @@ class ProcessPoolExecutor(Executor):
             context=mp_context, backend=backend, max_tasks=max_tasks_per_child,
             task_timeout=task_timeout, retries=retries, retry_on=retry_on,
             max_memory_per_child=max_memory_per_child, initializer_timeout=initializer_timeout,
+            worker_env=worker_env, forward_logs=forward_logs, forward_output=forward_output,
             executor_semantics=True,
         ))
         self._max_workers = self._engine.processes

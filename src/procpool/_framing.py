@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import select
 import struct
+import threading
 
 TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
 if TYPE_CHECKING:
@@ -42,21 +43,24 @@ class FrameWriter:
     """Sends each payload as one frame on a connection's descriptor (the worker's side).
 
     Has ``send_bytes`` so it stands wherever a connection did. Blocking, like the connection:
-    a worker waits for the parent to read.
+    a worker waits for the parent to read. Any thread may send (a task's thread forwards its
+    log records): one frame at a time.
     """
 
     def __init__(self, connection: _HasFileno) -> None:
         self._fd = connection.fileno()
+        self._lock = threading.Lock()
 
     def send_bytes(self, payload: bytes) -> None:
         pieces = [memoryview(_HEADER.pack(MAGIC, len(payload))), memoryview(payload)]
-        while pieces:
-            written = os.writev(self._fd, pieces)
-            while pieces and written >= len(pieces[0]):
-                written -= len(pieces[0])
-                pieces.pop(0)
-            if pieces and written:
-                pieces[0] = pieces[0][written:]
+        with self._lock:
+            while pieces:
+                written = os.writev(self._fd, pieces)
+                while pieces and written >= len(pieces[0]):
+                    written -= len(pieces[0])
+                    pieces.pop(0)
+                if pieces and written:
+                    pieces[0] = pieces[0][written:]
 
 
 class FrameReader:

@@ -6,9 +6,11 @@ imports this module first thing, so it imports neither dataclasses nor typing (t
 as typing.NamedTuple classes, which is what type checkers see; at run time ``_Message`` builds
 the same thing with ``collections.namedtuple``.
 
+At start:         WorkerSetup (an argument of the worker process, not a message on the pipe)
 Parent -> worker:  RunChunk, Stop
 Worker -> parent:  Ready (initializer done), InitFailed, ItemDone (only when the chunk asks for
-                   each item to be reported), ChunkDone
+                   each item to be reported), ChunkDone; and at any time, from any thread of a
+                   worker that forwards them, Logged and Printed
 """
 
 from __future__ import annotations
@@ -59,6 +61,32 @@ class WorkerInit(_Message):
 
     function_payload: bytes
     initargs: tuple[Any, ...]
+
+
+class LogLevels(_Message):
+    """The parent's logging levels, for a worker that forwards its log records: it ships only
+    what the parent's loggers would handle."""
+
+    root: int
+    # (logger name, level) of every logger the parent set a level on
+    named: tuple[tuple[str, int], ...]
+    disabled_up_to: int  # logging.disable()'s level in the parent
+
+
+class WorkerSetup(_Message):
+    """What a new worker is told about itself before it runs anything of the user's."""
+
+    # 0 .. processes-1; a replacement takes the index of the worker it replaces
+    worker_index: int
+    # Environment variables set (a None value: removed) before the initializer runs
+    env: tuple[tuple[str, str | None], ...] = ()
+    # Forward log records to the parent at these levels; None: leave logging alone
+    log_levels: LogLevels | None = None
+    # Take the initializer's own logging set-up, if it makes one, over forwarding (the default
+    # forwarding steps aside for a program that configures its workers' logging itself)
+    logs_yield_to_initializer: bool = False
+    forward_output: bool = False  # send sys.stdout / sys.stderr to the parent, line by line
+    init: WorkerInit | None = None
 
 
 # ---- parent -> worker -------------------------------------------------------------------
@@ -113,6 +141,21 @@ class ItemDone(_Message):
     position: int
     result_payload: bytes  # pickle of a one-element list, as in ChunkDone
     result_segments: tuple[str, ...] = ()  # its large buffers (_shared_memory)
+
+
+class Logged(_Message):
+    """A log record a worker's code emitted, as ``logging.makeLogRecord`` takes it: message
+    merged with its arguments, exception as text, worker index added."""
+
+    record: dict[str, Any]
+
+
+class Printed(_Message):
+    """Whole lines (or a task's last, unfinished one) written to a worker's sys.stdout (1) or
+    sys.stderr (2)."""
+
+    stream: int
+    text: str
 
 
 class ChunkDone(_Message):

@@ -1,7 +1,8 @@
 """Every knob procpool has beyond the stdlib's, validated once and documented once.
 
 Owns ``TaskPolicy`` (what happens to one task: timeout, retries), ``WorkerPolicy`` (when a
-worker is replaced: tasks, memory, start-up time), ``PoolOptions`` (everything a pool is built
+worker is replaced: tasks, memory, start-up time), ``WorkerSetupOptions`` (what a new worker is
+given: environment, forwarding of its logs and prints), ``PoolOptions`` (everything a pool is built
 from, made by ``pool_options`` from the keywords both faces take) and ``CallOptions`` (what
 every call that submits work takes), and the checks that turn bad values into errors naming
 the option and a valid range. Pure data: faces build these, the engine and scheduler read them.
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._errors import TaskTimeout, WorkerDied
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Iterable
 
 DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (WorkerDied, TaskTimeout)
 
@@ -82,6 +84,21 @@ class WorkerPolicy:
     imports_main: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerSetupOptions:
+    """What each new worker is given before it runs the initializer (_worker_setup.py)."""
+
+    # worker_env: the variables (a None value removes one), a function of the worker's index
+    # that returns them, or None
+    env: Any = None
+    forward_logs: bool | None = None  # None: where the workers cannot use the parent's set-up
+    forward_output: bool = False
+
+
+# What worker_env takes: the variables (a None value removes one), or a function of the
+# worker's index that returns them.
+WorkerEnv = Mapping[str, str | None] | Callable[[int], Mapping[str, str | None]]
+
 # What retry_on takes: an exception class, or a tuple of them (as an except clause does).
 RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 
@@ -97,6 +114,7 @@ class PoolOptions:
     backend: Any  # a backend name, or a procpool.DaskBackend
     task_policy: TaskPolicy
     worker_policy: WorkerPolicy
+    worker_setup: WorkerSetupOptions
     # At interpreter exit: finish what was submitted (the executor's contract), or
     # terminate (the Pool's).
     finish_at_exit: bool = False
@@ -106,7 +124,8 @@ def pool_options(
     *, processes: int | None, initializer: Callable[..., object] | None,
     initargs: Iterable[Any], context: Any, backend: Any, max_tasks: int | None,
     task_timeout: Any, retries: Any, retry_on: Any, max_memory_per_child: Any,
-    initializer_timeout: Any, executor_semantics: bool = False,
+    initializer_timeout: Any, worker_env: Any = None, forward_logs: Any = None,
+    forward_output: Any = False, executor_semantics: bool = False,
 ) -> PoolOptions:
     """The options of a pool from the keywords both faces take, each checked here, once.
     The faces check what the stdlib checks with its own words (processes, maxtasksperchild,
@@ -129,6 +148,11 @@ def pool_options(
             max_memory=check_positive_int("max_memory_per_child", max_memory_per_child),
             initializer_timeout=check_seconds("initializer_timeout", initializer_timeout),
             has_initializer=initializer is not None,
+        ),
+        worker_setup=WorkerSetupOptions(
+            env=check_worker_env(worker_env),
+            forward_logs=check_flag("forward_logs", forward_logs, optional=True),
+            forward_output=check_flag("forward_output", forward_output),
         ),
         finish_at_exit=executor_semantics,
     )
@@ -177,6 +201,42 @@ def check_positive_int(name: str, value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int or None, not {value!r}")
     return value
+
+
+def check_flag(name: str, value: Any, *, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if not isinstance(value, bool):
+        allowed = "True, False or None" if optional else "True or False"
+        raise TypeError(f"{name} must be {allowed}, not {value!r}")
+    return value
+
+
+def check_worker_env(value: Any) -> Any:
+    """A mapping is checked now; a function's answers as each worker starts
+    (``env_items``)."""
+    if value is None or callable(value):
+        return value
+    return dict(env_items(value))
+
+
+def env_items(env: Any, index: int | None = None) -> list[tuple[str, str | None]]:
+    """``env`` as (name, value) pairs, each a str (a value may be None: removed); the error
+    names what is wrong and, for a function's answer, the worker's index."""
+    source = "worker_env" if index is None else f"worker_env({index})"
+    if not isinstance(env, Mapping):
+        raise TypeError(f"{source} must be a mapping of environment variable names to str "
+                        f"values (or None to remove one), not {type(env).__name__}; for a "
+                        f"value per worker pass a function of the worker's index")
+    items = list(env.items())
+    for name, value in items:
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ValueError(f"{source}: {name!r} is not an environment variable name")
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{source}[{name!r}] must be a str (or None to remove it), not "
+                            f"{type(value).__name__}: environment variables hold text, so "
+                            f"say str({value!r}) if that is what you mean")
+    return items
 
 
 def check_retry_on(value: Any) -> tuple[type[BaseException], ...]:

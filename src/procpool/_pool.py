@@ -20,6 +20,7 @@ from ._options import (
     UNSET,
     CallOptions,
     RetryOn,
+    WorkerEnv,
     check_imap_buffersize,
     check_per_call_options,
     check_pool_arguments,
@@ -69,6 +70,13 @@ class Pool:
     - ``initializer_timeout``: seconds a worker may take to start (initializer included);
       past that the pool is broken with :class:`procpool.InitializerFailed`.
     - ``backend="inline"`` runs workers as threads of this process (for debugging).
+    - ``worker_env``: environment variables each worker gets before it imports anything of
+      yours: a mapping, or a function of the worker's index (``procpool.current_worker()``)
+      returning one, e.g. one GPU per worker (docs/workers.md).
+    - ``forward_logs``: workers' log records are handled by this process's logging; the
+      default forwards them where workers cannot use this process's set-up (spawn,
+      forkserver). ``forward_output=True``: what tasks print reaches this process's
+      ``sys.stdout``/``sys.stderr`` line by line (a notebook's cell).
 
     As in the stdlib, leaving a ``with Pool() as pool:`` block calls ``terminate()``. A
     KeyboardInterrupt inside a blocking call (``map``, ``apply``, ``get``, ``next``)
@@ -91,6 +99,9 @@ class Pool:
         max_memory_per_child: int | None = None,
         initializer_timeout: float | None = None,
         backend: Any = "local",
+        worker_env: WorkerEnv | None = None,
+        forward_logs: bool | None = None,
+        forward_output: bool = False,
     ) -> None:
         # Set first: __del__ must work even if a check below raises.
         self._state = TERMINATE
@@ -102,7 +113,8 @@ class Pool:
             processes=processes, initializer=initializer, initargs=initargs, context=context,
             backend=backend, max_tasks=maxtasksperchild, task_timeout=task_timeout,
             retries=retries, retry_on=retry_on, max_memory_per_child=max_memory_per_child,
-            initializer_timeout=initializer_timeout,
+            initializer_timeout=initializer_timeout, worker_env=worker_env,
+            forward_logs=forward_logs, forward_output=forward_output,
         ))
         self._callbacks = self._engine.callbacks
         self._processes = self._engine.processes

@@ -355,13 +355,17 @@ class Scheduler:
             self.counts.replacements[replacing] += 1
         worker_id = self._next_worker_id
         self._next_worker_id += 1
-        slot = WorkerSlot(born=now)
+        # A replacement takes the place of the worker it replaces (a GPU, a port, a scratch
+        # directory per place stay in use).
+        taken = {slot.index for slot in self.workers.values()}
+        index = next(i for i in range(len(taken) + 1) if i not in taken)
+        slot = WorkerSlot(born=now, index=index)
         limit = self.worker_policy.initializer_timeout
         if limit is not None:
             slot.deadline = now + limit
         self.workers[worker_id] = slot
         self._idle.append(worker_id)
-        return StartWorker(worker_id)
+        return StartWorker(worker_id, index)
 
     def _dispatch(self, now: float) -> list[Action]:
         actions: list[Action] = []

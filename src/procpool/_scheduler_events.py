@@ -28,6 +28,7 @@ from ._task import Chunk
 @dataclass(frozen=True, slots=True)
 class StartWorker:
     worker_id: int
+    index: int = 0  # its place: the lowest no other worker of the pool holds
 
 
 @dataclass(frozen=True, slots=True)

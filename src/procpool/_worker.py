@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from . import _shared_memory as shared_memory
+from . import _worker_identity as identity
 from ._codec import (
     describe_pickle_failure,
     dumps,
@@ -41,6 +42,7 @@ from ._messages import (
     RunChunk,
     Stop,
     WorkerInit,
+    WorkerSetup,
 )
 from ._worker_errors import ResultSerializationError, SerializationError
 
@@ -111,26 +113,44 @@ class _Unloadable:
         self.error = error
 
 
+# Sends what tasks printed without a final newline, when the pool forwards their output.
+_send_unfinished_lines: Callable[[], None] | None = None
+
+
 def worker_main(
     conn: Connection,
-    init: WorkerInit | None,
+    setup: WorkerSetup,
     fds_to_close: tuple[int, ...] = (),
     lifeline: Connection | None = None,
 ) -> None:
     """Entry point of every worker process (``lifeline`` given) and of the inline backend's
     worker threads (no lifeline: they share the parent's life)."""
+    global _send_unfinished_lines
     for fd in fds_to_close:
         # Forked workers inherit the parent's ends of the other workers' pipes and lifelines;
         # holding them would keep those workers from seeing EOF when the parent dies.
         with contextlib.suppress(OSError):
             os.close(fd)
+    # Before anything of the user's runs here: the initializer, a function's module import.
+    # (Under spawn and forkserver they were set before the main module's import already.)
+    identity.apply_env(setup.env)
+    identity.become(setup.worker_index, thread_only=lifeline is None)
     if lifeline is not None:
         _become_process_group_leader()
         threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True,
                          name="procpool-lifeline").start()
     replies = FrameWriter(conn)
-    if init is not None and not _run_initializer(replies, init):
+    forwarding = setup.log_levels is not None or setup.forward_output
+    if forwarding:
+        from . import _worker_output as output
+
+        output.install(setup, replies)
+        if setup.forward_output:
+            _send_unfinished_lines = output.send_unfinished_lines
+    if setup.init is not None and not _run_initializer(replies, setup.init):
         return
+    if forwarding:
+        output.after_initializer(setup)
     replies.send_bytes(dumps(Ready(os.getpid())))
     functions = FunctionCache()
     while True:
@@ -139,6 +159,8 @@ def worker_main(
         except (EOFError, OSError):
             return  # the parent closed our pipe or died: nobody wants our results
         if isinstance(message, Stop):
+            if _send_unfinished_lines is not None:
+                _send_unfinished_lines()
             return
         assert isinstance(message, RunChunk), message
         try:
@@ -254,6 +276,8 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache) -> No
         else:
             outcomes, failed = _run_all(call, items, caught)
         del items  # the argument segments' mappings can go before the results are written
+    if _send_unfinished_lines is not None:
+        _send_unfinished_lines()  # what the chunk printed comes before its results
     payload, failed_positions, names = (_encode_results(outcomes, failed, results_names, caught)
                                         if outcomes else (b"", (), ()))
     conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions, current_rss(),
@@ -289,15 +313,17 @@ class _Replies:
         self.messages.append(data)
 
 
-def run_detached(pool_key: str, init: WorkerInit | None,
-                 message: RunChunk) -> tuple[int | None, list[bytes]]:
-    """Run one chunk in this process as a worker would, returning its replies (Ready aside).
+def run_detached(pool_key: str, init: WorkerInit | None, message: RunChunk,
+                 index: int = 0) -> tuple[int | None, list[bytes]]:
+    """Run one chunk in this process as pool worker ``index`` would, returning its replies
+    (Ready aside).
 
     The first value is an exit status when the task called sys.exit(), which in a pool's own
     worker ends the process; here the process belongs to another scheduler, so the caller is
     told instead. ``message`` carries its function's payload.
     """
     replies = _Replies()
+    identity.become(index, thread_only=True)  # the process serves other pools' chunks too
     try:
         if init is not None and pool_key not in _initialized_pools:
             if not _run_initializer(replies, init):
@@ -307,6 +333,8 @@ def run_detached(pool_key: str, init: WorkerInit | None,
     except SystemExit as exc:
         code = exc.code
         return (code if isinstance(code, int) else 0 if code is None else 1), replies.messages
+    finally:
+        identity.leave_thread()
     return None, replies.messages
 
 

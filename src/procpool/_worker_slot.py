@@ -43,6 +43,7 @@ class WorkerSlot:
     # own, and runs again elsewhere.
     collateral: bool = False
     chunks_done: int = 0
+    index: int = 0  # the worker's place, 0 .. processes-1 (procpool.current_worker())
     # For statistics: when the slot was created, when its current chunk started, how long it
     # has spent running chunks, and how many items it finished.
     born: float = 0.0

@@ -26,10 +26,11 @@ from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
 from ._codec import dumps, loads
 from ._framing import CorruptStream, FrameReader
-from ._messages import RunChunk, Stop, WorkerInit
+from ._messages import RunChunk, Stop
 from ._scheduler_events import Death
 from ._task import Chunk
 from ._worker import FunctionCache
+from ._worker_setup import WorkerSetups
 
 logger = logging.getLogger("procpool")
 
@@ -68,10 +69,10 @@ class WorkerTable:
     publish ``pids``: an immutable snapshot that other threads may read at any time.
     """
 
-    def __init__(self, backend: Backend, init: WorkerInit | None, segment_prefix: str | None,
+    def __init__(self, backend: Backend, setups: WorkerSetups, segment_prefix: str | None,
                  parent_fds: Sequence[int]) -> None:
         self._backend = backend
-        self._init = init
+        self._setups = setups
         self._segment_prefix = segment_prefix
         self._parent_fds = list(parent_fds)  # the dispatcher's own, for forked children to close
         self.active: dict[int, WorkerRecord] = {}
@@ -86,12 +87,14 @@ class WorkerTable:
         yield from self.active.values()
         yield from self.retiring.values()
 
-    def start(self, worker_id: int) -> WorkerRecord:
-        """Start a worker (raises what the backend raises)."""
+    def start(self, worker_id: int, index: int) -> WorkerRecord:
+        """Start a worker in place ``index`` (raises what the backend raises, and what the
+        pool's worker_env function raises)."""
+        setup = self._setups.for_index(index)
         private_fds = list(self._parent_fds)
         for record in self.records():
             private_fds += record.handle.private_fds()
-        handle = self._backend.start_worker(worker_id, self._init, private_fds)
+        handle = self._backend.start_worker(worker_id, setup, private_fds)
         prefix = self._segment_prefix
         record = WorkerRecord(
             handle, FrameReader(handle.connection.fileno()),
@@ -181,7 +184,7 @@ class WorkerTable:
 
     def forget_init(self) -> None:
         """The initializer may hold Locks and Queues: let them go with the pool."""
-        self._init = None
+        self._setups.forget_init()
 
     def retire(self, worker_id: int) -> None:
         """Ask an active worker to exit once idle; its exit is not a death."""

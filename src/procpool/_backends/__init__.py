@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from .._messages import WorkerInit
+from .._messages import WorkerSetup
 from .._task import cpu_count
 
-__all__ = ["Backend", "OnThisMachine", "WorkerHandle", "create_backend"]
+__all__ = ["Backend", "OnThisMachine", "WorkerHandle", "backend_name", "create_backend"]
 
 
 class WorkerHandle(Protocol):
@@ -60,9 +60,10 @@ class Backend(Protocol):
         """The pool has ended: release what the backend started for it."""
 
     def start_worker(
-        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
+        self, worker_id: int, setup: WorkerSetup, parent_fds: Sequence[int]
     ) -> WorkerHandle:
-        """Start a worker. ``parent_fds`` are the parent's private descriptors (other workers'
+        """Start a worker, told ``setup`` (its index, environment, initializer...).
+        ``parent_fds`` are the parent's private descriptors (other workers'
         pipes and lifelines, the wake-up pipe) that a forked child must close."""
 
 
@@ -75,6 +76,13 @@ class OnThisMachine:
 
     def close(self) -> None:
         pass
+
+
+def backend_name(spec: Any) -> str:
+    """The name of the backend ``backend=`` asks for, before it is created."""
+    from .dask import DaskBackend
+
+    return "dask" if isinstance(spec, DaskBackend) else str(spec)
 
 
 def create_backend(spec: Any, context: Any) -> Backend:

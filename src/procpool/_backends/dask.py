@@ -39,7 +39,7 @@ from typing import Any
 from .. import _threads as threads
 from .._codec import dumps, loads
 from .._framing import FrameWriter
-from .._messages import ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
+from .._messages import ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerSetup
 from .._worker import FunctionCache, run_detached
 
 # The exit status a relay reports after it was told to stop a task (timeout, cancel,
@@ -132,9 +132,9 @@ class DaskRuntime:
         threads: int = sum(self.client.nthreads().values())
         return max(1, threads)
 
-    def start_worker(self, worker_id: int, init: WorkerInit | None,
+    def start_worker(self, worker_id: int, setup: WorkerSetup,
                      parent_fds: Sequence[int]) -> _Relay:
-        return _Relay(worker_id, self, init)
+        return _Relay(worker_id, self, setup)
 
     def close(self) -> None:
         if self._owned_client is not None:
@@ -161,12 +161,13 @@ class _Ended(Exception):
 class _Relay:
     """One pool worker whose chunks run as Dask tasks. The WorkerHandle of this backend."""
 
-    def __init__(self, worker_id: int, runtime: DaskRuntime, init: WorkerInit | None) -> None:
+    def __init__(self, worker_id: int, runtime: DaskRuntime, setup: WorkerSetup) -> None:
         self.worker_id = worker_id
+        self._index = setup.worker_index  # what procpool.current_worker() says in its chunks
         self.pid: int | None = None  # no process of ours
         self.loss_cause: str | None = None
         self._runtime = runtime
-        self._init = init
+        self._init = setup.init
         self.connection, self._relay_end = Pipe(duplex=True)
         # Its write end closes when the relay's thread ends: a sentinel like a process's.
         self.sentinel, self._done_write = os.pipe()
@@ -262,6 +263,7 @@ class _Relay:
         procpool's here, and only here."""
         runtime = self._runtime
         task = runtime.client.submit(run_detached, runtime.pool_key, self._init, message,
+                                     self._index,
                                      pure=False,  # never merge two calls that look alike
                                      key=f"procpool-{runtime.pool_key}-{uuid.uuid4().hex}")
         with self._lock:

@@ -16,7 +16,7 @@ from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
 from .. import _threads as threads
-from .._messages import WorkerInit
+from .._messages import WorkerSetup
 from .._worker import worker_main
 from . import OnThisMachine
 
@@ -28,7 +28,7 @@ _KILLED = -signal.SIGKILL
 
 
 class InlineWorker:
-    def __init__(self, worker_id: int, init: WorkerInit | None) -> None:
+    def __init__(self, worker_id: int, setup: WorkerSetup) -> None:
         self.worker_id = worker_id
         self.pid: int | None = os.getpid()
         self.loss_cause: str | None = None
@@ -42,15 +42,15 @@ class InlineWorker:
         self._exitcode = 0
         self._thread = threading.Thread(
             target=self._run,
-            args=(child_end, init),
+            args=(child_end, setup),
             name=f"procpool-inline-worker-{worker_id}",
             daemon=True,
         )
         threads.start(self._thread)  # with SIGINT blocked (_threads.py)
 
-    def _run(self, child_end: Connection, init: WorkerInit | None) -> None:
+    def _run(self, child_end: Connection, setup: WorkerSetup) -> None:
         try:
-            worker_main(child_end, init)
+            worker_main(child_end, setup)
         except SystemExit as exc:
             # sys.exit() in a task ends a process worker with that status: end this worker
             # the same way, with the same status (not a silent 0, nor a thread traceback).
@@ -105,6 +105,6 @@ class InlineBackend(OnThisMachine):
     shares_memory = False  # threads: nothing to gain over the pipe
 
     def start_worker(
-        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
+        self, worker_id: int, setup: WorkerSetup, parent_fds: Sequence[int]
     ) -> InlineWorker:
-        return InlineWorker(worker_id, init)
+        return InlineWorker(worker_id, setup)

@@ -24,8 +24,9 @@ from typing import Any
 
 from .. import _janitor as janitor
 from .. import _shared_memory as shared_memory
-from .._messages import WorkerInit
+from .._messages import WorkerSetup
 from .._worker import worker_main
+from .._worker_identity import EnvironmentOnArrival
 from . import OnThisMachine
 
 # How long reap() may wait for the kernel to report an exit after the sentinel fired; in
@@ -133,13 +134,13 @@ class LocalBackend(OnThisMachine):
         self.shares_memory = shared_memory.available()
 
     def start_worker(
-        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
+        self, worker_id: int, setup: WorkerSetup, parent_fds: Sequence[int]
     ) -> LocalWorker:
         with _START_LOCK:
-            return self._start_worker(worker_id, init, parent_fds)
+            return self._start_worker(worker_id, setup, parent_fds)
 
     def _start_worker(
-        self, worker_id: int, init: WorkerInit | None, parent_fds: Sequence[int]
+        self, worker_id: int, setup: WorkerSetup, parent_fds: Sequence[int]
     ) -> LocalWorker:
         # Whatever fails (too few descriptors, no memory), nothing opened here stays open.
         with contextlib.ExitStack() as on_failure, contextlib.ExitStack() as child_ends:
@@ -153,10 +154,14 @@ class LocalBackend(OnThisMachine):
             # parent's private ones (including its own pipe's and lifeline's parent ends) first.
             to_close = ((*parent_fds, parent_end.fileno(), lifeline_write.fileno())
                         if self.inherits_memory else ())
+            name = f"procpool-worker-{worker_id}"
+            if setup.env and not self.inherits_memory:
+                # Set as the child unpickles its name, before it imports the main module.
+                name = EnvironmentOnArrival(name, setup.env)
             process = self._context.Process(
                 target=worker_main,
-                args=(child_end, init, to_close, lifeline_read),
-                name=f"procpool-worker-{worker_id}",
+                args=(child_end, setup, to_close, lifeline_read),
+                name=name,
                 daemon=True,
             )
             process.start()

@@ -1,0 +1,213 @@
+"""Workers' log records and prints, forwarded to the parent (``forward_logs``,
+``forward_output``).
+
+Records are handled by the parent's logging as its own (so ``caplog`` sees them) before the
+callbacks of the results that came after them, and by the time ``join()`` or ``shutdown()``
+returns; prints reach the parent's ``sys.stdout``/``sys.stderr`` (so ``capsys`` sees them)
+whole line by whole line. Tasks synchronise on FIFOs; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+import pytest
+
+import procpool
+import worker_tasks as wt
+from procpool._forwarding import Forwarded
+from procpool._messages import Logged, Printed
+from support import Fifos
+
+
+def _from_workers(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "worker_tasks"]
+
+
+@pytest.mark.parametrize("method, forward_logs", [
+    ("spawn", None), ("forkserver", None), ("fork", True)])
+def test_records_are_handled_by_the_parents_logging(
+        method: str, forward_logs: bool | None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    with procpool.Pool(2, context=method, forward_logs=forward_logs) as pool:
+        assert pool.map(wt.log_at_levels, range(4), chunksize=1) == [0, 1, 2, 3]
+        pool.close()
+        pool.join()  # the records of the last results are handled by now
+    records = _from_workers(caplog)
+    assert sorted(r.getMessage() for r in records) == sorted(
+        [f"info {x}" for x in range(4)] + [f"warning {x}" for x in range(4)])  # no debug
+    assert {r.worker for r in records} <= {0, 1}  # type: ignore[attr-defined]
+    assert all(r.process != os.getpid() and r.processName.startswith("procpool-worker-")
+               for r in records)
+
+
+def test_workers_take_the_parents_levels_when_they_start(caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    logging.getLogger("worker_tasks.quiet").setLevel(logging.ERROR)
+    try:
+        with procpool.Pool(1, context="spawn") as pool:
+            assert pool.apply(wt.effective_level, ("worker_tasks",)) == logging.INFO
+            assert pool.apply(wt.effective_level, ("worker_tasks.quiet",)) == logging.ERROR
+    finally:
+        logging.getLogger("worker_tasks.quiet").setLevel(logging.NOTSET)
+
+
+def test_under_fork_workers_keep_the_handlers_they_inherit_by_default() -> None:
+    # As with the stdlib's pools: a forked worker logs through its copies of the parent's
+    # handlers, so a program written for them sees no change.
+    parents = [type(handler).__name__ for handler in logging.getLogger().handlers]
+    with procpool.Pool(1, context="fork") as pool:
+        assert pool.apply(wt.root_handler_types) == parents
+    with procpool.Pool(1, context="fork", forward_logs=True) as pool:
+        assert pool.apply(wt.root_handler_types) == ["_ForwardingHandler"]
+
+
+def test_forward_logs_false_leaves_spawned_workers_logging_alone() -> None:
+    with procpool.Pool(1, context="spawn", forward_logs=False) as pool:
+        assert pool.apply(wt.root_handler_types) == []
+
+
+def test_exceptions_and_unpicklable_extras_arrive_as_text(caplog: pytest.LogCaptureFixture
+                                                          ) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    with procpool.ProcessPoolExecutor(1, mp_context="forkserver") as executor:
+        executor.submit(wt.log_exception).result()
+        executor.submit(wt.log_with_unpicklable_extra).result()
+    failed, carrying = _from_workers(caplog)
+    assert failed.getMessage() == "it failed"
+    assert "ValueError: inside the task" in (failed.exc_text or "")
+    assert carrying.getMessage() == "carrying something"
+    assert carrying.payload == "<Unpicklable>"  # type: ignore[attr-defined]
+
+
+def test_last_words_before_a_death_arrive(start_method: str,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    with procpool.Pool(1, context=start_method, forward_logs=True) as pool:
+        with pytest.raises(procpool.WorkerDied):
+            pool.apply(wt.log_then_die, (7,))
+        pool.close()
+        pool.join()
+    assert [r.getMessage() for r in _from_workers(caplog)] == ["last words 7"]
+
+
+def test_a_record_logged_before_a_timeout_kill_arrives(
+        fifos: Fifos, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    with procpool.ProcessPoolExecutor(1, mp_context="spawn", task_timeout=1) as executor:
+        future = executor.submit(wt.log_then_hang, fifos.started)
+        assert fifos.wait_started() == "started"
+        with pytest.raises(procpool.TaskTimeout):
+            future.result()
+    assert [r.getMessage() for r in _from_workers(caplog)] == ["about to hang"]
+
+
+def test_records_are_handled_before_the_callback_of_their_result(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    seen_by_callback: list[list[str]] = []
+    with procpool.Pool(1, context="spawn") as pool:
+        result = pool.apply_async(wt.log_at_levels, (3,), callback=lambda _: seen_by_callback
+                                  .append([r.getMessage() for r in _from_workers(caplog)]))
+        assert result.get(timeout=30) == 3
+        pool.close()
+        pool.join()
+    assert seen_by_callback == [["info 3", "warning 3"]]
+
+
+def test_asyncio_calls_forward_too(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+
+    async def main(executor: procpool.ProcessPoolExecutor) -> list[int]:
+        return [await executor.run(wt.log_at_levels, 5)]
+
+    with procpool.ProcessPoolExecutor(1, mp_context="spawn") as executor:
+        assert asyncio.run(main(executor)) == [5]
+    assert [r.getMessage() for r in _from_workers(caplog)] == ["info 5", "warning 5"]
+
+
+def test_an_initializer_that_sets_up_logging_is_not_doubled_by_default(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    with procpool.Pool(1, wt.initializer_configures_logging, context="spawn") as pool:
+        assert pool.apply(wt.root_handler_types) == ["StreamHandler"]  # its own, alone
+    with procpool.Pool(1, wt.initializer_configures_logging, context="spawn",
+                       forward_logs=True) as pool:  # asked for: both
+        assert sorted(pool.apply(wt.root_handler_types)) == ["StreamHandler",
+                                                             "_ForwardingHandler"]
+
+
+def test_dask_refuses_forwarding_naming_its_own() -> None:
+    with pytest.raises(ValueError, match=r"Client\.forward_logging\(\)"):
+        procpool.Pool(1, backend="dask", forward_logs=True)
+
+
+@pytest.mark.parametrize("value", ["yes", 1])
+def test_forwarding_flags_must_be_booleans(value: object) -> None:
+    with pytest.raises(TypeError, match="forward_logs must be True, False or None"):
+        procpool.Pool(1, forward_logs=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="forward_output must be True or False"):
+        procpool.Pool(1, forward_output=value)  # type: ignore[arg-type]
+
+
+# ---- forward_output -------------------------------------------------------------------------
+
+
+def test_prints_arrive_whole_line_by_line(any_start_method: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with procpool.Pool(2, context=any_start_method, forward_output=True) as pool:
+        assert pool.map(wt.print_piecewise, range(6), chunksize=1) == list(range(6))
+        pool.close()
+        pool.join()
+    out, err = capsys.readouterr()
+    # Two workers wrote a character at a time: every line is still one task's, whole.
+    assert sorted(out.splitlines()) == [str(x) * 200 for x in range(6)]
+    assert sorted(err.splitlines()) == [f"stderr {x}" for x in range(6)]
+
+
+def test_an_unfinished_line_arrives_with_its_chunk(capsys: pytest.CaptureFixture[str]) -> None:
+    with procpool.ProcessPoolExecutor(1, forward_output=True) as executor:
+        assert executor.submit(wt.print_without_newline, 4).result() == 4
+    assert capsys.readouterr().out == "unfinished 4"
+
+
+# ---- the bound ------------------------------------------------------------------------------
+
+
+class _HeldRunner:
+    """A callback runner whose jobs wait until the test lets them run."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Callable[[], None]] = []
+
+    def post(self, job: Callable[[], None]) -> None:
+        self.jobs.append(job)
+
+    def run_all(self) -> None:
+        while self.jobs:
+            self.jobs.pop(0)()
+
+
+def test_past_the_bound_records_are_dropped_and_the_drop_is_reported(
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    runner = _HeldRunner()
+    forwarded = Forwarded(runner, max_waiting=3)  # type: ignore[arg-type]
+    record = logging.makeLogRecord({"name": "worker_tasks", "msg": "hello",
+                                    "levelno": logging.WARNING, "levelname": "WARNING"})
+    for _ in range(5):
+        forwarded.received(Logged(dict(record.__dict__)))
+    forwarded.received(Printed(1, "a line\n"))
+    assert len(runner.jobs) == 3  # the dispatcher never waited for the handlers
+    runner.run_all()
+    assert [r.getMessage() for r in caplog.records] == [
+        "hello", "hello", "hello",
+        "procpool dropped 3 log records or output lines from its workers: the parent's "
+        "handlers fell behind (more than 3 were waiting)"]
+    forwarded.received(Printed(1, "later\n"))  # room again
+    runner.run_all()
+    assert capsys.readouterr().out == "later\n"
+

@@ -1,0 +1,143 @@
+"""Tasks that look at the worker they run in: its identity, its environment, its logging and
+its output. Module-level, so spawn and forkserver workers can import them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import procpool
+
+log = logging.getLogger("worker_tasks")
+
+
+def where(_: object = None) -> tuple[int, int]:
+    worker = procpool.current_worker()
+    assert worker is not None
+    return worker.index, worker.pid
+
+
+def where_then_wait(x: int, seconds: float = 0.05) -> tuple[int, int]:
+    # Long enough that every worker takes part in a map of a few items (not a sync point:
+    # the tests assert on what the workers report, whichever takes what).
+    time.sleep(seconds)
+    return where()
+
+
+def env(names: tuple[str, ...]) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in names}
+
+
+def index_then_exit_if(x: int, path: str) -> int:
+    """Worker 1 exits the first time (a marker file says it has), so it is replaced."""
+    worker = procpool.current_worker()
+    assert worker is not None
+    if worker.index == 1 and not os.path.exists(path):
+        open(path, "w").close()
+        os._exit(3)
+    return worker.index
+
+
+# Read by initializer_records_env, in the worker, when the initializer runs.
+INITIALIZER_SAW: dict[str, str | None] = {}
+
+
+def initializer_records_env(name: str) -> None:
+    INITIALIZER_SAW[name] = os.environ.get(name)
+
+
+def what_initializer_saw(_: object = None) -> dict[str, str | None]:
+    return INITIALIZER_SAW
+
+
+def log_at_levels(x: int) -> int:
+    log.debug("debug %s", x)
+    log.info("info %s", x)
+    log.warning("warning %s", x)
+    return x
+
+
+def effective_level(name: str) -> int:
+    return logging.getLogger(name).getEffectiveLevel()
+
+
+def root_handler_types(_: object = None) -> list[str]:
+    return [type(handler).__name__ for handler in logging.getLogger().handlers]
+
+
+def log_exception(_: object = None) -> None:
+    try:
+        raise ValueError("inside the task")
+    except ValueError:
+        log.exception("it failed")
+
+
+class Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("no pickling")
+
+    def __repr__(self) -> str:
+        return "<Unpicklable>"
+
+
+def log_with_unpicklable_extra(_: object = None) -> None:
+    log.warning("carrying %s", "something", extra={"payload": Unpicklable()})
+
+
+def log_then_die(x: int) -> None:
+    log.warning("last words %s", x)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def log_then_hang(started_fifo: str) -> None:
+    log.warning("about to hang")
+    with open(started_fifo, "w") as fifo:
+        fifo.write("started")
+    signal.pause()  # until the pool kills it at its task_timeout
+
+
+def initializer_configures_logging() -> None:
+    """The logging cookbook's way: the initializer gives the worker a handler of its own."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("initializer's handler: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+
+
+def print_piecewise(x: int, width: int = 200) -> int:
+    """A line written a character at a time, flushed each time: it must still arrive whole."""
+    for _ in range(width):
+        sys.stdout.write(str(x % 10))
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    print(f"stderr {x}", file=sys.stderr)
+    return x
+
+
+def print_without_newline(x: int) -> int:
+    sys.stdout.write(f"unfinished {x}")
+    return x
+
+
+def initializer_records_place(directory: str) -> None:
+    """Each worker leaves a file named after its pid holding its index."""
+    worker = procpool.current_worker()
+    assert worker is not None and worker.pid == os.getpid()
+    with open(os.path.join(directory, str(worker.pid)), "w") as record:
+        record.write(str(worker.index))
+
+
+def places(directory: str) -> dict[int, int]:
+    """What initializer_records_place left: pid -> index."""
+    return {int(path.name): int(path.read_text()) for path in Path(directory).iterdir()}
+
+
+def index_and_env(name: str) -> tuple[int, str | None]:
+    worker = procpool.current_worker()
+    assert worker is not None
+    return worker.index, os.environ.get(name)
