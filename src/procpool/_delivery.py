@@ -72,6 +72,7 @@ class Delivery:
         chunk.sink.chunk_done(chunk, values, failures)
 
     def failed(self, chunk: Chunk, error: BaseException) -> None:
+        chunk.left_queue()  # if it was still waiting
         if chunk.segments is not None:
             chunk.segments.release()  # it will not run (again): nobody else removes them
         self.items_failed += chunk.size
@@ -81,6 +82,7 @@ class Delivery:
 
     def dropped(self, chunk: Chunk) -> None:
         """A cancelled chunk: its caller asked for no answer (its sink knows already)."""
+        chunk.left_queue()
         if chunk.segments is not None:
             chunk.segments.release()
         if self._ledger is not None:

@@ -274,6 +274,7 @@ class Dispatcher:
         if not accepted and isinstance(command, Submitted):
             error = self.broken or PoolTerminated("the pool is no longer running")
             for chunk in command.chunks:
+                chunk.left_queue()
                 chunk.sink.chunk_failed(chunk, error)
         return accepted
 
@@ -431,6 +432,7 @@ class Dispatcher:
 
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendChunk):
+            action.chunk.left_queue()
             self._workers.send_chunk(action.worker_id, action.chunk)
         elif isinstance(action, FailChunk):
             self._delivery.failed(action.chunk, action.error)

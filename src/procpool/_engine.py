@@ -26,6 +26,7 @@ from ._errors import PoolBroken
 from ._messages import CallMode
 from ._options import PoolOptions, TaskPolicy
 from ._pace import ChunkSizer
+from ._queue_bound import QueueBound, QueueTicket, ticket_given_back_on_error
 from ._stats import PoolStats
 from ._streams import Feeder, StreamJob
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
@@ -62,6 +63,8 @@ class Engine:
         )
         # User callbacks (Pool callbacks, executor done-callbacks) run on this pool's thread.
         self.callbacks = self._dispatcher.callbacks
+        self.queue_bound = (None if options.max_queued is None
+                            else QueueBound(options.max_queued))
 
     # ---- the faces' door to the dispatcher (any thread) -------------------------------------
 
@@ -78,11 +81,15 @@ class Engine:
     def close(self) -> None:
         """Finish what was submitted (and what open streams will submit), then wind down."""
         self._dispatcher.close()
+        if self.queue_bound is not None:
+            self.queue_bound.close()  # a caller waiting for room gets the face's usual error
 
     def terminate(self, *, force: bool = False, wait: bool = True) -> None:
         """Fail what is unfinished and end the workers (SIGTERM, then SIGKILL; at once with
         ``force``); with ``wait``, return once the pool has ended."""
         self._dispatcher.terminate(force=force)
+        if self.queue_bound is not None:
+            self.queue_bound.close()
         if wait:
             self.join()
 
@@ -230,9 +237,34 @@ class Engine:
         finally:
             self._dispatcher.stream_closed()
 
+    def wait_for_queue_room(self, check_accepting: Callable[[], None]) -> QueueTicket | None:
+        """With max_queued: wait until fewer calls are queued, and take a place for the next
+        single call. ``check_accepting`` raises the face's error if the pool was closed
+        meanwhile (then no place is taken). None: no bound."""
+        if self.queue_bound is None:
+            return None
+        ticket = self.queue_bound.reserve()
+        with ticket_given_back_on_error(ticket):
+            check_accepting()
+        return ticket
+
+    def single_call(self, fn: Callable[..., Any], call: tuple[tuple[Any, ...], dict[str, Any]],
+                    sink: ChunkSink, on_error: Callable[[BaseException], None],
+                    policy: TaskPolicy, ticket: QueueTicket | None) -> Chunk | None:
+        """The chunk of one call ``fn(*args, **kwargs)`` (apply_async, submit), or None when
+        ``fn`` (``on_error`` has the pickler's error) or its arguments (``sink`` has it)
+        cannot be pickled."""
+        function = self.task_function(fn, on_error)
+        if function is None:
+            if ticket is not None:
+                ticket.give_back()
+            return None
+        return self.make_chunk(function, [call], CallMode.ARGS_KWARGS, 0, sink, name_of(fn),
+                               policy, ticket)
+
     def make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
                    first_index: int, sink: ChunkSink, name: str,
-                   policy: TaskPolicy) -> Chunk | None:
+                   policy: TaskPolicy, ticket: QueueTicket | None = None) -> Chunk | None:
         """Pickle the items into a chunk; if they cannot be pickled, fail the sink and say so.
 
         Large buffers go to shared memory when the workers can map it, except for chunks that
@@ -255,8 +287,9 @@ class Engine:
         else:
             error = None
         chunk = Chunk(chunk_id, function, payload, mode, first_index, len(items), sink, name,
-                      policy, segments=segments)
+                      policy, segments=segments, ticket=ticket)
         if error is not None:
+            chunk.left_queue()
             sink.chunk_failed(chunk, error)
             return None
         return chunk

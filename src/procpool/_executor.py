@@ -37,6 +37,7 @@ from ._options import (
     pool_options,
 )
 from ._progress import length_of, make_tracker
+from ._queue_bound import ticket_given_back_on_error
 from ._stats import PoolStats
 from ._streams import Feeder, StreamJob, WaitTimedOut, Window, next_async, stream_sizes
 
@@ -56,7 +57,9 @@ class ProcessPoolExecutor(Executor):
     the executor replaces the worker and stays usable. ``cancel()`` stops running tasks too.
     The robustness options are the Pool's: ``task_timeout``, ``retries``, ``retry_on``,
     ``max_memory_per_child``, ``initializer_timeout``, ``backend``; so are the worker options
-    ``worker_env``, ``forward_logs`` and ``forward_output`` (docs/workers.md).
+    ``worker_env``, ``forward_logs`` and ``forward_output`` (docs/workers.md). With
+    ``max_queued``, ``submit`` (and ``await run(...)``, without blocking the event loop) waits
+    while that many calls wait to start.
     """
 
     __module__ = "procpool"
@@ -78,6 +81,7 @@ class ProcessPoolExecutor(Executor):
         worker_env: WorkerEnv | None = None,
         forward_logs: bool | None = None,
         forward_output: bool = False,
+        max_queued: int | None = None,
     ) -> None:
         self._shutdown = True  # until construction succeeds
         mp_context = check_executor_arguments(max_workers, mp_context, max_tasks_per_child,
@@ -90,6 +94,7 @@ class ProcessPoolExecutor(Executor):
             task_timeout=task_timeout, retries=retries, retry_on=retry_on,
             max_memory_per_child=max_memory_per_child, initializer_timeout=initializer_timeout,
             worker_env=worker_env, forward_logs=forward_logs, forward_output=forward_output,
+            max_queued=max_queued,
             executor_semantics=True,
         ))
         self._max_workers = self._engine.processes
@@ -218,7 +223,16 @@ class ProcessPoolExecutor(Executor):
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``await executor.run(fn, *args, **kwargs)``: cancelling the awaiting task cancels
         the call, and kills its worker if it is running. No thread per call."""
-        future = self.submit(fn, *args, **kwargs)
+        bound = self._engine.queue_bound
+        # With max_queued, wait for room without blocking the event loop; the submit below
+        # takes the place waited for.
+        if bound is not None and not await bound.reserve_async():
+            self._check_accepting()  # closed while it waited: the usual error
+        try:
+            future = self.submit(fn, *args, **kwargs)
+        finally:
+            if bound is not None:
+                bound.forget_reserved()  # if submit raised before it took the place
         try:
             awaitable = asyncio.wrap_future(future)
         except BaseException:
@@ -349,18 +363,21 @@ class ProcessPoolExecutor(Executor):
     def _submit(self, fn: Callable[..., Any], call: tuple[tuple[Any, ...], dict[str, Any]],
                 policy: TaskPolicy) -> ProcessFuture[Any]:
         """One call as one future."""
+        # With max_queued, wait (outside the lock shutdown() takes) while that many calls
+        # wait to start.
+        ticket = self._engine.wait_for_queue_room(self._check_accepting)
         with self._shutdown_lock:
-            self._check_accepting()
+            with ticket_given_back_on_error(ticket):
+                self._check_accepting()
             future: ProcessFuture[Any] = ProcessFuture()
             sink = FutureSink(future)
-            function = self._engine.task_function(fn, future.set_exception)
-            if function is None:
-                return future
-            chunk = self._engine.make_chunk(function, [call], CallMode.ARGS_KWARGS, 0, sink,
-                                            name_of(fn), policy)
+            chunk = self._engine.single_call(fn, call, sink, future.set_exception, policy,
+                                             ticket)
             if chunk is None:
                 return future
             future._cancel_running = functools.partial(self._engine.cancel, chunk)
+            if ticket is not None:
+                future._left_queue = chunk.left_queue
             future._on_interrupt = weakref.WeakMethod(self._interrupted)
             future._defer_callbacks = self._engine.defer_callbacks
             self._pending.add(future)  # weakly: a done future the caller dropped goes

@@ -115,6 +115,8 @@ class PoolOptions:
     task_policy: TaskPolicy
     worker_policy: WorkerPolicy
     worker_setup: WorkerSetupOptions
+    # At most this many single calls queued: apply_async/submit wait for room (None: no bound)
+    max_queued: int | None = None
     # At interpreter exit: finish what was submitted (the executor's contract), or
     # terminate (the Pool's).
     finish_at_exit: bool = False
@@ -125,7 +127,7 @@ def pool_options(
     initargs: Iterable[Any], context: Any, backend: Any, max_tasks: int | None,
     task_timeout: Any, retries: Any, retry_on: Any, max_memory_per_child: Any,
     initializer_timeout: Any, worker_env: Any = None, forward_logs: Any = None,
-    forward_output: Any = False, executor_semantics: bool = False,
+    forward_output: Any = False, max_queued: Any = None, executor_semantics: bool = False,
 ) -> PoolOptions:
     """The options of a pool from the keywords both faces take, each checked here, once.
     The faces check what the stdlib checks with its own words (processes, maxtasksperchild,
@@ -154,6 +156,7 @@ def pool_options(
             forward_logs=check_flag("forward_logs", forward_logs, optional=True),
             forward_output=check_flag("forward_output", forward_output),
         ),
+        max_queued=check_positive_int("max_queued", max_queued),
         finish_at_exit=executor_semantics,
     )
 

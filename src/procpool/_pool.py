@@ -29,6 +29,7 @@ from ._options import (
 )
 from ._pace import CHUNKS_PER_WORKER
 from ._progress import length_of, make_tracker
+from ._queue_bound import ticket_given_back_on_error
 from ._results import ApplyResult, MapResult, _AsyncResultBase
 from ._stats import PoolStats
 from ._streams import (
@@ -77,6 +78,8 @@ class Pool:
       default forwards them where workers cannot use this process's set-up (spawn,
       forkserver). ``forward_output=True``: what tasks print reaches this process's
       ``sys.stdout``/``sys.stderr`` line by line (a notebook's cell).
+    - ``max_queued``: while this many ``apply_async`` calls wait to start, the next one waits
+      for one of them to start (maps keep their own bound, ``imap``'s ``buffersize``).
 
     As in the stdlib, leaving a ``with Pool() as pool:`` block calls ``terminate()``. A
     KeyboardInterrupt inside a blocking call (``map``, ``apply``, ``get``, ``next``)
@@ -102,6 +105,7 @@ class Pool:
         worker_env: WorkerEnv | None = None,
         forward_logs: bool | None = None,
         forward_output: bool = False,
+        max_queued: int | None = None,
     ) -> None:
         # Set first: __del__ must work even if a check below raises.
         self._state = TERMINATE
@@ -115,6 +119,7 @@ class Pool:
             retries=retries, retry_on=retry_on, max_memory_per_child=max_memory_per_child,
             initializer_timeout=initializer_timeout, worker_env=worker_env,
             forward_logs=forward_logs, forward_output=forward_output,
+            max_queued=max_queued,
         ))
         self._callbacks = self._engine.callbacks
         self._processes = self._engine.processes
@@ -144,15 +149,15 @@ class Pool:
         """Start ``func(*args, **kwds)`` in a worker; return an AsyncResult at once."""
         self._check_accepting()
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
-        result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback,
-                                             self._interrupted)
-        item = (tuple(args), dict(kwds or {}))
-        function = self._engine.task_function(func, result.fail)
-        if function is not None:
-            chunk = self._engine.make_chunk(function, [item], CallMode.ARGS_KWARGS, 0, result,
-                                            name_of(func), policy)
-            if chunk is not None:
-                self._engine.submit_one(chunk)
+        # With max_queued, wait here while that many calls wait to start.
+        ticket = self._engine.wait_for_queue_room(self._check_accepting)
+        with ticket_given_back_on_error(ticket):
+            result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback,
+                                                 self._interrupted)
+            item = (tuple(args), dict(kwds or {}))
+        chunk = self._engine.single_call(func, item, result, result.fail, policy, ticket)
+        if chunk is not None:
+            self._engine.submit_one(chunk)
         return result
 
     # ---- eager maps --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ._pace import Pace
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from ._queue_bound import QueueTicket
     from ._shared_memory import SharedSegments
 
 
@@ -115,6 +116,14 @@ class Chunk:
     attempt: int = 1
     # The shared-memory segments of the items' large buffers, held until a worker takes them.
     segments: SharedSegments | None = field(default=None, repr=False)
+    # A single call's place among the queued calls of a pool with max_queued (_queue_bound.py)
+    ticket: QueueTicket | None = field(default=None, repr=False)
+
+    def left_queue(self) -> None:
+        """It was sent to a worker, dropped, or failed without running: its place in the
+        count of queued calls (max_queued) is free."""
+        if self.ticket is not None:
+            self.ticket.give_back()
 
     @property
     def payload_bytes(self) -> int:
