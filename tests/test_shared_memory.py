@@ -146,7 +146,9 @@ def test_the_workers_remove_the_segments_of_a_killed_parent(tmp_path: Path, fifo
                                      release_fifo=sys.argv[2])
             pool = procpool.Pool(1)
             print(pool._pool[0].pid, flush=True)
-            pool.map(task, data, chunksize=1)
+            result = pool.map_async(task, data, chunksize=1)
+            print("submitted", flush=True)  # every chunk is pickled by now
+            result.get()
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     parent = subprocess.Popen([sys.executable, str(script), fifos.started, fifos.release],
@@ -154,6 +156,9 @@ def test_the_workers_remove_the_segments_of_a_killed_parent(tmp_path: Path, fifo
     try:
         assert parent.stdout is not None
         worker_pid = int(parent.stdout.readline())
+        # The first chunk runs while the others are pickled (Engine.submit_all): look once
+        # they all are.
+        assert parent.stdout.readline() == "submitted\n"
         fifos.wait_started()
         prefix = shared_memory.parent_prefix(parent.pid).lstrip("/")
         left = [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
