@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import os
 import pty
+import re
 import signal
 import sqlite3
 import struct
@@ -330,6 +331,31 @@ def test_progress_bar_and_summary_in_a_terminal(tmp_path: Path) -> None:
     assert "square: 100%" in text and "40/40" in text and "item/s" in text
     assert "\r" in text  # redrawn in place, as a bar on a terminal is
     assert "procpool run done: 40 of 40 items, 40 ok, 0 failed" in text
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "fork"])
+def test_workers_warnings_are_shown_whole_above_the_bar(tmp_path: Path,
+                                                       start_method: str) -> None:
+    write_jsonl(tmp_path / "items.jsonl", list(range(6)))
+    # Forwarded by default under spawn; asked for under fork.
+    asked = ["--forward-logs"] if start_method == "fork" else []
+    done = procpool("run", "batch_tasks:warn_and_square", "items.jsonl", "--progress",
+                    "--start-method", start_method, *asked, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # The bar is redrawn with carriage returns; each warning is a line of its own between.
+    shown = re.split(r"[\r\n]", done.stderr)
+    warnings = sorted(line for line in shown if "odd item" in line)
+    assert len(warnings) == 3 and all(
+        re.fullmatch(r"WARNING procpool-worker-\d+: odd item [135]", line) for line in warnings
+    ), done.stderr
+    assert "6/6" in done.stderr
+
+
+def test_forwarding_needs_local_workers(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "items.jsonl", [1])
+    done = procpool("run", "batch_tasks:square", "items.jsonl", "--backend", "dask",
+                    "--forward-logs", cwd=tmp_path)
+    assert done.returncode == 2 and "need local workers" in done.stderr
 
 
 def test_no_bar_when_not_a_terminal(tmp_path: Path) -> None:

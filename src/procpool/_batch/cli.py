@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     output = Path(args.output)
+    backend = _backend(args)
+    if (args.forward_logs or args.forward_output) and backend != "local":
+        parser.error("--forward-logs and --forward-output need local workers: Dask forwards "
+                     "its workers' logs itself (Client.forward_logging())")
     spec = RunSpec(
         function=args.function,
         input=args.input,
@@ -63,8 +67,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         chunksize=args.chunksize,
         max_memory_per_child=args.max_memory_per_child,
         start_method=args.start_method,
-        backend=_backend(args),
+        backend=backend,
         progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        forward_logs=args.forward_logs,
+        forward_output=args.forward_output,
     )
     # A plain `kill` stops the run as Ctrl-C does: the journal is closed cleanly either way
     # (and a SIGKILL loses nothing recorded), but this way the summary is printed.
@@ -228,6 +234,16 @@ def _parser() -> argparse.ArgumentParser:
                          help="the Dask scheduler to use (implies --backend dask)")
     cluster.add_argument("--dask-scheduler-file", metavar="PATH",
                          help="the Dask scheduler file to use (implies --backend dask)")
+    logs = run.add_mutually_exclusive_group()
+    logs.add_argument("--forward-logs", action="store_true", default=None,
+                      help="show the workers' log records here, above the progress bar "
+                           "(default: with spawn and forkserver, whose workers have no "
+                           "logging set up of their own)")
+    logs.add_argument("--no-forward-logs", dest="forward_logs", action="store_false",
+                      help="leave the workers' logging as it is")
+    run.add_argument("--forward-output", action="store_true",
+                     help="write what the function prints to this command's output, whole "
+                          "lines at a time")
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true", default=None,
                        help="show a progress bar (default: when stderr is a terminal)")

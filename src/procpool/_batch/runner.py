@@ -22,8 +22,10 @@ with the reason, for --resume.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import logging
 import os
 import queue
 import sys
@@ -66,6 +68,8 @@ class RunSpec:
     start_method: str | None = None
     backend: Any = "local"  # "local", "dask", or a procpool.DaskBackend
     progress: bool = False
+    forward_logs: bool | None = None  # None: the pool's default
+    forward_output: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,7 +173,8 @@ def _session(spec: RunSpec, function: Callable[..., Any], source: InputSource,
     tracker = make_tracker(spec.progress, remaining, name_of(function))
     recorder.tracker_advance = tracker.advance if tracker else None
     try:
-        _run_items(spec, function, feeder, recorder)
+        with _log_records_shown(above_a_bar=tracker is not None):
+            _run_items(spec, function, feeder, recorder)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -188,7 +193,8 @@ def _run_items(spec: RunSpec, function: Callable[..., Any], feeder: _Feeder,
                recorder: _Recorder) -> None:
     pool = Pool(spec.workers, context=spec.start_method, task_timeout=spec.task_timeout,
                 retries=spec.retries, max_memory_per_child=spec.max_memory_per_child,
-                backend=spec.backend)
+                backend=spec.backend, forward_logs=spec.forward_logs,
+                forward_output=spec.forward_output)
     with pool:
         outcomes = pool._imap_outcomes(functools.partial(run_item, function), feeder.items(),
                                        chunksize=spec.chunksize)
@@ -205,6 +211,29 @@ def _run_items(spec: RunSpec, function: Callable[..., Any], feeder: _Feeder,
         recorder.invalid(feeder.take_malformed())
         pool.close()
         pool.join()
+
+
+@contextlib.contextmanager
+def _log_records_shown(*, above_a_bar: bool) -> Iterator[None]:
+    """The run's log records, its workers' forwarded ones among them, go to stderr: through
+    the progress bar's own writer while it is drawn, so each shows whole, above the bar."""
+    root = logging.getLogger()
+    added = None
+    if not root.handlers:  # the program did not set up logging itself (the command line)
+        added = logging.StreamHandler(sys.stderr)
+        added.setFormatter(logging.Formatter("%(levelname)s %(processName)s: %(message)s"))
+        root.addHandler(added)
+    try:
+        if above_a_bar:
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm():
+                yield
+        else:
+            yield
+    finally:
+        if added is not None:
+            root.removeHandler(added)
 
 
 class _Feeder:
