@@ -115,8 +115,6 @@ class _Unloadable:
 
 # Sends what tasks printed without a final newline, when the pool forwards their output.
 _send_unfinished_lines: Callable[[], None] | None = None
-
-
 def worker_main(
     conn: Connection,
     setup: WorkerSetup,
@@ -140,17 +138,22 @@ def worker_main(
         threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True,
                          name="procpool-lifeline").start()
     replies = FrameWriter(conn)
-    forwarding = setup.log_levels is not None or setup.forward_output
-    if forwarding:
-        from . import _worker_output as output
+    if setup.forward_output:
+        from . import _worker_output
 
-        output.install(setup, replies)
-        if setup.forward_output:
-            _send_unfinished_lines = output.send_unfinished_lines
-    if setup.init is not None and not _run_initializer(replies, setup.init):
-        return
-    if forwarding:
-        output.after_initializer(setup)
+        _worker_output.install(replies)
+        _send_unfinished_lines = _worker_output.send_unfinished_lines
+    if setup.log_levels is not None:
+        # Now, not once the worker's code imports logging: a task may import it in its body
+        # and log at once.
+        from . import _worker_logs
+
+        _worker_logs.install(setup, replies)
+    if setup.init is not None:
+        if not _run_initializer(replies, setup.init):
+            return
+        if setup.log_levels is not None:
+            _worker_logs.initializer_done(setup)
     replies.send_bytes(dumps(Ready(os.getpid())))
     functions = FunctionCache()
     while True:
