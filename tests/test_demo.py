@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,21 @@ def test_the_demo_shows_each_failure_alone_and_nothing_lost_across_a_ctrl_c(
     assert "photo-015-hang.jpg: timeout" in out
     assert out.count("OSError: image file is truncated") == 3
     assert "every item was recorded exactly once" in out
+
+
+@pytest.mark.timeout(120)
+def test_the_workers_example_shows_logs_prints_places_and_scikit_learns_scores() -> None:
+    done = subprocess.run([sys.executable, "-m", "examples.workers"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out, err = done.stdout, done.stderr
+    # Prints arrive whole (frame 5 twice: before the crash, and again); log records through
+    # this process's logging, with their worker.
+    frames = [line for line in out.splitlines() if line.startswith("frame")]
+    assert len(frames) == 13 and all(re.fullmatch(r"frame \d+ on worker [01]", f) for f in frames)
+    assert {int(f.split()[1]) for f in frames} == set(range(12))
+    assert "WARNING procpool-worker-0: frame 5: the driver crashed" in err \
+        or "WARNING procpool-worker-1: frame 5: the driver crashed" in err
+    assert err.count("rendered on GPU") == 13  # frame 5 twice: before the crash, and again
+    assert "places and the GPU each saw at import: [(0, '0'), (1, '1')]" in out
+    assert "the same scores" in out

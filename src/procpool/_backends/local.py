@@ -154,7 +154,8 @@ class LocalBackend(OnThisMachine):
             # parent's private ones (including its own pipe's and lifeline's parent ends) first.
             to_close = ((*parent_fds, parent_end.fileno(), lifeline_write.fileno())
                         if self.inherits_memory else ())
-            name = f"procpool-worker-{worker_id}"
+            # Named after its place, which a replacement takes over (current_worker().index).
+            name = f"procpool-worker-{setup.worker_index}"
             if setup.env and not self.inherits_memory:
                 # Set as the child unpickles its name, before it imports the main module.
                 name = EnvironmentOnArrival(name, setup.env)
