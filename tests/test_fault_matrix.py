@@ -405,6 +405,9 @@ FACES = [
 # ---- the options -----------------------------------------------------------------------------
 
 
+QUEUED_FORWARDED = {"max_queued": 2, "forward_logs": True, "forward_output": True}
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -426,6 +429,9 @@ OPTIONS = [
     # The executor's max_tasks_per_child is refused under fork: recycle on memory (1 byte:
     # after every chunk) instead, on every start method.
     Option("recycle", pool={"maxtasksperchild": 2}, executor={"max_memory_per_child": 1}),
+    # Submitters wait for room while faults happen, and every record and printed line of the
+    # tasks travels on the reply pipes beside the results.
+    Option("queued-forwarded", pool=QUEUED_FORWARDED, executor=QUEUED_FORWARDED),
 ]
 
 
@@ -484,6 +490,7 @@ FAULTS = [
 # ---- the cells -------------------------------------------------------------------------------
 
 START_METHODS = ["fork", "spawn", "forkserver"]
+SINGLE_CALL_FACES = ("apply_async", "submit", "run")
 
 # On spawn and forkserver, where every worker start costs more, the default run holds these
 # (face, option, fault) cells: every face against the faults that involve starting workers, and
@@ -492,10 +499,14 @@ DEFAULT_ELSEWHERE = {
     (face.name, "plain", fault)
     for face in FACES
     for fault in ("kill", "init-exit", "init-sigkill")
-} | {(face, "retries1", "kill") for face in ("apply_async", "imap", "ex_map", "amap")}
+} | {(face, "retries1", "kill") for face in ("apply_async", "imap", "ex_map", "amap")} | {
+    (face, "queued-forwarded", "kill") for face in SINGLE_CALL_FACES}
 
-# Cells slow even on fork (none today): (face, option, fault), run only with -m soak.
-SLOW_ON_FORK: set[tuple[str, str, str]] = set()
+# Cells run only with -m soak even on fork: (face, option, fault). max_queued bounds only
+# single calls; on the map-like faces that option row is forwarding alone, a soak's check.
+SLOW_ON_FORK: set[tuple[str, str, str]] = {
+    (face.name, "queued-forwarded", fault.name) for face in FACES for fault in FAULTS
+    if face.name not in SINGLE_CALL_FACES}
 
 
 @dataclass(frozen=True)
