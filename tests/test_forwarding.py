@@ -19,7 +19,9 @@ import pytest
 import procpool
 import worker_tasks as wt
 from procpool._forwarding import Forwarded
+from procpool._framing import FrameInProgress, FrameReader, FrameWriter
 from procpool._messages import Logged, Printed
+from procpool._worker_logs import _ForwardingHandler
 from support import Fifos
 
 
@@ -211,3 +213,44 @@ def test_past_the_bound_records_are_dropped_and_the_drop_is_reported(
     runner.run_all()
     assert capsys.readouterr().out == "later\n"
 
+
+
+# ---- a signal handler that logs while its thread writes a reply ------------------------------
+
+
+def test_a_send_from_inside_a_send_of_the_same_thread_is_refused_not_deadlocked() -> None:
+    # A task's signal handler may log while the worker's main thread is between two writes of
+    # a frame (a large result): the record must neither wait for the frame (a deadlock: it
+    # waits on its own thread) nor go out inside it (a corrupt stream, the worker lost).
+    read_end, write_end = os.pipe()
+    try:
+        writer = FrameWriter(_Descriptor(write_end))
+        handler = _ForwardingHandler(0, writer)
+        write_pieces = writer._write
+        interrupted: list[str] = []
+
+        def write_with_a_signal_between(pieces: list[memoryview]) -> None:
+            record = logging.makeLogRecord({"msg": "from a signal handler"})
+            handler.emit(record)  # dropped, quietly
+            with pytest.raises(FrameInProgress):
+                writer.send_bytes(b"nested")
+            interrupted.append("handled")
+            write_pieces(pieces)
+
+        writer._write = write_with_a_signal_between  # type: ignore[method-assign]
+        writer.send_bytes(b"the reply")
+        assert interrupted == ["handled"]
+        writer._write = write_pieces  # type: ignore[method-assign]
+        writer.send_bytes(b"the next reply")  # the writer is usable again
+        assert FrameReader(read_end).read() == [b"the reply", b"the next reply"]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+class _Descriptor:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd

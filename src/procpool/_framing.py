@@ -39,28 +39,44 @@ class CorruptStream(Exception):
     """The reply stream holds bytes that procpool did not write."""
 
 
+class FrameInProgress(Exception):
+    """A send began while this thread was in the middle of one: a signal handler that logs or
+    prints, run between two writes of a frame. Sending now would split that frame."""
+
+
 class FrameWriter:
     """Sends each payload as one frame on a connection's descriptor (the worker's side).
 
     Has ``send_bytes`` so it stands wherever a connection did. Blocking, like the connection:
     a worker waits for the parent to read. Any thread may send (a task's thread forwards its
-    log records): one frame at a time.
+    log records): one frame at a time. A send from a signal handler that interrupted one in
+    the same thread raises FrameInProgress (a plain lock would deadlock there).
     """
 
     def __init__(self, connection: _HasFileno) -> None:
         self._fd = connection.fileno()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._sending = False
 
     def send_bytes(self, payload: bytes) -> None:
         pieces = [memoryview(_HEADER.pack(MAGIC, len(payload))), memoryview(payload)]
         with self._lock:
-            while pieces:
-                written = os.writev(self._fd, pieces)
-                while pieces and written >= len(pieces[0]):
-                    written -= len(pieces[0])
-                    pieces.pop(0)
-                if pieces and written:
-                    pieces[0] = pieces[0][written:]
+            if self._sending:
+                raise FrameInProgress("a frame is being written by this thread")
+            self._sending = True
+            try:
+                self._write(pieces)
+            finally:
+                self._sending = False
+
+    def _write(self, pieces: list[memoryview]) -> None:
+        while pieces:
+            written = os.writev(self._fd, pieces)
+            while pieces and written >= len(pieces[0]):
+                written -= len(pieces[0])
+                pieces.pop(0)
+            if pieces and written:
+                pieces[0] = pieces[0][written:]
 
 
 class FrameReader:

@@ -16,6 +16,7 @@ import os
 import pickle
 
 from ._codec import dumps
+from ._framing import FrameInProgress
 from ._messages import Logged, WorkerSetup
 
 TYPE_CHECKING = False
@@ -87,6 +88,8 @@ class _ForwardingHandler(logging.Handler):
             self._sender.send_bytes(payload)
         except (EOFError, OSError):
             pass  # the parent is gone: nobody is left to show it
+        except FrameInProgress:
+            pass  # logged by a signal handler amid a reply of its own thread: it cannot go
         except Exception:
             self.handleError(record)
 

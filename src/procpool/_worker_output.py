@@ -17,6 +17,7 @@ import sys
 import threading
 
 from ._codec import dumps
+from ._framing import FrameInProgress
 from ._messages import Printed
 
 TYPE_CHECKING = False
@@ -93,5 +94,6 @@ class _ForwardedStream(io.TextIOBase):
             # A process a task forked: only the worker owns the reply pipe.
             self._original.write(text)  # type: ignore[attr-defined]
             return
-        with contextlib.suppress(EOFError, OSError):  # the parent is gone
+        # The parent is gone; or a signal handler prints amid a reply of its own thread.
+        with contextlib.suppress(EOFError, OSError, FrameInProgress):
             self._sender.send_bytes(dumps(Printed(self._number, text)))
