@@ -66,7 +66,9 @@ pytest: $(VENV)/.installed
 
 # Runs the suite again on each supported interpreter other than the default one (and first on
 # the default one too with WITH_DEFAULT_PYTHON=1, as `make test` does): on all of them even after
-# a failure, then a summary; fails if any failed. SUITE_TARGET is what runs for each interpreter
+# a failure, then a summary; fails if any failed. The default interpreter runs every cell of the
+# matrix files; each other one runs its share of them (PROCPOOL_TEST_SHARE, tests/conftest.py),
+# so every cell runs on two interpreters and the whole stays within CI's time. SUITE_TARGET is what runs for each interpreter
 # (with PYTHON and VENV set to its own).
 SUITE_TARGET ?= pytest
 WITH_DEFAULT_PYTHON ?=
@@ -81,14 +83,20 @@ test-other-pythons: $(VENV)/.installed
 	    failed=" $$default"; \
 	  fi; \
 	fi; \
+	others=0; for version in $(EXTRA_PYTHON_VERSIONS); do \
+	  [ "$$version" = "$$default" ] || others=$$((others + 1)); \
+	done; \
+	share=0; \
 	for version in $(EXTRA_PYTHON_VERSIONS); do \
 	  [ "$$version" = "$$default" ] && continue; \
+	  share=$$((share + 1)); \
 	  interpreter=$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$version.*/bin/python$$version 2>/dev/null | tail -n 1); \
 	  [ -n "$$interpreter" ] || { python$$version -c pass 2>/dev/null && interpreter=python$$version; }; \
 	  [ -n "$$interpreter" ] || { echo "== Python $$version: not installed, skipped"; skipped="$$skipped $$version"; continue; }; \
 	  echo "== Python $$version ($$interpreter)"; \
-	  if $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) $(SUITE_TARGET) \
-	       PYTHON=$$interpreter VENV=.venv-$$version; then \
+	  if PROCPOOL_TEST_SHARE=$$share/$$others $(MAKE) --no-print-directory \
+	       -f $(firstword $(MAKEFILE_LIST)) $(SUITE_TARGET) PYTHON=$$interpreter \
+	       VENV=.venv-$$version; then \
 	    passed="$$passed $$version"; \
 	  else \
 	    failed="$$failed $$version"; \

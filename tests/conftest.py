@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,12 +220,51 @@ def fifos(tmp_path: Path) -> Fifos:
 LONG_TESTS = ("tests/test_stdlib_conformance.py", "tests/test_demo.py")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the long tests first, and the tests that use Dask last (stable sort: the order is
-    otherwise kept). Importing distributed installs tblib's pickling of exceptions
-    process-wide (and forked workers inherit it): an exception that cannot be rebuilt by
-    pickle then can be, and the failure matrix's RemoteError case would test tblib instead
-    of procpool."""
+# The matrix files: each of their cells runs on the default interpreter, and on one other.
+# `make test` runs the suite on every supported interpreter; on the others it sets
+# PROCPOOL_TEST_SHARE=k/n (the k-th of n), and each runs its own share of these files' cells,
+# chosen by a hash of the test's id. The rest of the suite runs whole everywhere. That keeps
+# four interpreters within CI's time.
+SHARED_FILES = ("tests/test_fault_matrix.py", "tests/test_types_in_transit.py",
+                "tests/test_backend_contract.py", "tests/test_failure_matrix.py",
+                "tests/test_joblib_backend.py", "tests/test_docs.py", "tests/test_demo.py")
+SHARE_VARIABLE = "PROCPOOL_TEST_SHARE"
+
+
+def _share() -> tuple[int, int] | None:
+    text = os.environ.get(SHARE_VARIABLE)
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if match is None or not 1 <= int(match[1]) <= int(match[2]):
+        raise pytest.UsageError(f"{SHARE_VARIABLE} must be k/n with 1 <= k <= n, not {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def pytest_report_header() -> str | None:
+    share = _share()
+    if share is None:
+        return None
+    return (f"{SHARE_VARIABLE}={share[0]}/{share[1]}: share {share[0]} of {share[1]} of the "
+            f"cells of {', '.join(SHARED_FILES)} (the default interpreter runs them all)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep this interpreter's share of the matrix files (PROCPOOL_TEST_SHARE); run the long
+    tests first, and the tests that use Dask last (stable sort: the order is otherwise kept).
+    Importing distributed installs tblib's pickling of exceptions process-wide (and forked
+    workers inherit it): an exception that cannot be rebuilt by pickle then can be, and the
+    failure matrix's RemoteError case would test tblib instead of procpool."""
+    share = _share()
+    if share is not None:
+        mine, count = share
+        others = [item for item in items if item.nodeid.startswith(SHARED_FILES)
+                  and zlib.crc32(item.nodeid.encode()) % count != mine - 1]
+        if others:
+            config.hook.pytest_deselected(items=others)
+            kept = set(map(id, others))
+            items[:] = [item for item in items if id(item) not in kept]
+
     def place(item: pytest.Item) -> int:
         if "dask" in item.nodeid or item.nodeid.startswith("tests/test_backend_contract.py"):
             return 2

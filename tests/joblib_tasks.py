@@ -14,6 +14,8 @@ from typing import Any
 
 import joblib
 
+from faulty_tasks import claim
+
 # Set by a test in its own process before a pool starts: a fork worker inherits the new value,
 # a spawn or forkserver worker imports this module afresh and sees this one.
 INHERITED = "imported"
@@ -81,15 +83,6 @@ def nested_parallel(n_jobs: int) -> dict[str, Any]:
     backend, _ = joblib.parallel.get_active_backend()
     pids = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(os.getpid)() for _ in range(4))
     return {"pid": os.getpid(), "inner_pids": pids, "backend": type(backend).__name__}
-
-
-def claim(path: str) -> bool:
-    """True for the first caller in any process to claim ``path``, False for every later one."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
 
 
 # ---- scikit-learn: the same model selection on whatever joblib backend is active ------------
