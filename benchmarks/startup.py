@@ -6,12 +6,14 @@ For each start method, each library in turn (interleaved, after one warm-up roun
 the forkserver and fills the import caches): create a pool of 2 workers, run one tiny task and
 wait for its result (start to first result), then close and join, or shutdown(wait=True)
 (shutdown). Medians in milliseconds, and the ratio to the stdlib Pool with the same start
-method.
+method. "procpool, no logs" is the Pool with ``forward_logs=False``: the default forwards the
+workers' log records under spawn and forkserver.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import statistics
 import sys
@@ -63,6 +65,9 @@ def _libraries() -> dict[str, Measure]:
         "stdlib executor": _executor(ProcessPoolExecutor),
         "procpool Pool": _pool(procpool.Pool),
         "procpool executor": _executor(procpool.ProcessPoolExecutor),
+        # Under spawn and forkserver the default forwards workers' log records, which costs
+        # each worker the import of logging: what that costs, beside the default.
+        "procpool, no logs": _pool(functools.partial(procpool.Pool, forward_logs=False)),
     }
 
 
