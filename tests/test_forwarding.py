@@ -254,3 +254,23 @@ class _Descriptor:
 
     def fileno(self) -> int:
         return self._fd
+
+
+def test_a_large_chunk_waits_for_a_worker_whose_initializer_is_still_logging() -> None:
+    # The dispatcher must not block writing a chunk larger than the pipe's buffer to a worker
+    # that reads nothing until its initializer ends, while that initializer blocks writing
+    # its records to the dispatcher.
+    chatty = logging.getLogger("worker_tasks.chatty")
+    chatty.setLevel(logging.WARNING)
+    chatty.propagate = False
+    quiet = logging.NullHandler()
+    chatty.addHandler(quiet)
+    try:
+        with procpool.Pool(1, wt.initializer_logs_a_lot, (20_000,), context="fork",
+                           forward_logs=True) as pool:
+            result = pool.apply_async(wt.length, (list(range(1_000_000)),))
+            assert result.get(timeout=40) == 1_000_000
+    finally:
+        chatty.removeHandler(quiet)
+        chatty.propagate = True
+        chatty.setLevel(logging.NOTSET)

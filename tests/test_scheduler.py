@@ -6,6 +6,7 @@ actions it answers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied, WorkerS
 from procpool._messages import CallMode, Ready
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._recovery import startup_deaths_allowed
-from procpool._scheduler import Scheduler
+from procpool._scheduler import QUEUE_MAX_BYTES, Scheduler
 from procpool._scheduler_events import (
     Action,
     Break,
@@ -109,6 +110,19 @@ def test_a_replacement_takes_the_place_of_the_worker_it_replaces() -> None:
     scheduler.handle(Started(), 0.0)
     assert StartWorker(3, index=1) in lost(scheduler, 1, DEATH)
     assert StartWorker(4, index=0) in lost(scheduler, 0, DEATH)
+
+
+def test_a_chunk_too_large_for_a_pipe_waits_until_its_worker_is_ready() -> None:
+    # A starting worker reads nothing until its initializer ends: the dispatcher must not
+    # block writing a large chunk to it (the initializer may be blocked writing log records).
+    scheduler = Scheduler(1)
+    scheduler.handle(Started(), 0.0)
+    small, large = chunk(1), replace(chunk(2), items_payload=b"x" * (QUEUE_MAX_BYTES + 1))
+    assert sends(submit(scheduler, small)) == [(0, 1)]  # fits: it waits in the pipe
+    scheduler = Scheduler(1)
+    scheduler.handle(Started(), 0.0)
+    assert sends(submit(scheduler, large)) == []
+    assert sends(scheduler.handle(WorkerReady(0), 0.0)) == [(0, 2)]
 
 
 def test_handle_refuses_anything_but_an_event() -> None:

@@ -141,3 +141,14 @@ def index_and_env(name: str) -> tuple[int, str | None]:
     worker = procpool.current_worker()
     assert worker is not None
     return worker.index, os.environ.get(name)
+
+
+def initializer_logs_a_lot(count: int) -> None:
+    """Fills the reply pipe many times over before the worker is ready."""
+    chatty = logging.getLogger("worker_tasks.chatty")
+    for n in range(count):
+        chatty.warning("starting up, step %d", n)
+
+
+def length(items: list[int]) -> int:
+    return len(items)

@@ -199,7 +199,7 @@ class Scheduler:
             return []
         slot.become_ready(now)
         self._recovery.worker_started()
-        return []
+        return self._dispatch(now)  # a chunk too large to wait in its pipe may go now
 
     def _on_item_finished(self, worker_id: int, now: float) -> list[Action]:
         """A reporting chunk finished one more item; the next one starts now."""
@@ -367,6 +367,16 @@ class Scheduler:
         self._idle.append(worker_id)
         return StartWorker(worker_id, index)
 
+    def _idle_worker_for(self, chunk: Chunk) -> int | None:
+        """The idle worker ``chunk`` may go to. A worker still starting (its initializer
+        running, and logging, say) reads nothing until it is ready: only a chunk that fits in
+        its pipe may wait there, or the dispatcher would block writing it while the worker
+        blocks writing to the dispatcher."""
+        for worker_id in self._idle:
+            if self.workers[worker_id].ready or _fits_in_a_pipe(chunk):
+                return worker_id
+        return None
+
     def _dispatch(self, now: float) -> list[Action]:
         actions: list[Action] = []
         # Work waiting means a full complement of workers, even if they were all stopped
@@ -374,11 +384,14 @@ class Scheduler:
         while self.pending and self.broken is None and len(self.workers) < self.processes:
             actions.append(self._new_worker(now))
         while self.pending and self._idle:
+            worker_id = self._idle_worker_for(self.pending[0])
+            if worker_id is None:
+                break  # only starting workers are idle, and the chunk is too large for them
             chunk = self.pending.popleft()
             if not chunk.sink.chunk_starting(chunk):
                 actions.append(DropChunk(chunk))  # cancelled while it waited
                 continue
-            worker_id = self._idle.popleft()
+            self._idle.remove(worker_id)
             self.workers[worker_id].run(chunk, now)
             actions.append(SendChunk(worker_id, chunk))
         for worker_id, slot in self.workers.items():
@@ -397,9 +410,14 @@ class Scheduler:
         return actions
 
 
+def _fits_in_a_pipe(chunk: Chunk) -> bool:
+    """Whether sending ``chunk`` cannot block the dispatcher: it fits in the pipe's buffer
+    (see QUEUE_MAX_BYTES) even if the worker reads nothing for a while."""
+    return len(chunk.items_payload) + len(chunk.function.payload) <= QUEUE_MAX_BYTES
+
+
 def _short_and_small(chunk: Chunk) -> bool:
     """Whether ``chunk`` may be queued behind another (see QUEUE_MAX_SECONDS). Only what goes
     through the pipe counts: buffers in shared memory do not."""
     seconds = chunk.function.pace.seconds_for(chunk.size)
-    return (seconds is not None and seconds <= QUEUE_MAX_SECONDS
-            and len(chunk.items_payload) + len(chunk.function.payload) <= QUEUE_MAX_BYTES)
+    return seconds is not None and seconds <= QUEUE_MAX_SECONDS and _fits_in_a_pipe(chunk)
