@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import procpool
+from procpool._queue_bound import QueueBound, _Waiter
 from support import Fifos
 
 import misbehaving as mb
@@ -154,3 +155,72 @@ def test_await_run_waits_without_blocking_the_event_loop(fifos: Fifos) -> None:
 def test_max_queued_must_be_a_positive_int(bad: object) -> None:
     with pytest.raises(ValueError, match="max_queued must be a positive int or None"):
         procpool.Pool(1, max_queued=bad)  # type: ignore[arg-type]
+
+
+class _InterruptsPickling:
+    def __reduce__(self) -> Any:
+        raise KeyboardInterrupt  # a Ctrl-C while the arguments are pickled
+
+
+@pytest.mark.parametrize("face", ["pool", "executor"])
+def test_a_submission_interrupted_midway_gives_its_place_back(face: str, fifos: Fifos) -> None:
+    pool_or_executor: Any = (procpool.Pool(1, max_queued=1) if face == "pool"
+                             else procpool.ProcessPoolExecutor(1, max_queued=1))
+    with pool_or_executor:
+        if face == "pool":
+            def submit(fn: Any, *args: Any) -> Any:
+                return pool_or_executor.apply_async(fn, args)
+        else:
+            submit = pool_or_executor.submit
+        held = submit(mb.announce_then_block, fifos.started, fifos.release)
+        fifos.wait_started()
+        with pytest.raises(KeyboardInterrupt):
+            submit(mb.identity, _InterruptsPickling())
+        queued = submit(mb.square, 3)  # would wait for ever had the place been kept
+        fifos.release_task()
+        if face == "pool":
+            assert (held.get(), queued.get()) == ("released", 9)
+        else:
+            assert (held.result(), queued.result()) == ("released", 9)
+
+
+def test_a_freed_place_wakes_one_waiter_not_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each waiting coroutine woken for every freed place made a million awaited calls
+    # quadratic (and the dispatcher thread posted a wake-up per waiter per chunk).
+    bound = QueueBound(1)
+    wakes: list[object] = []
+    wake = _Waiter.wake
+    monkeypatch.setattr(_Waiter, "wake", lambda waiter: (wakes.append(waiter), wake(waiter)))
+
+    async def main() -> list[bool]:
+        first = bound.reserve()
+        assert first is not None
+        waiting = [asyncio.ensure_future(bound.reserve_async()) for _ in range(5)]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not any(task.done() for task in waiting)
+        first.give_back()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        done = [task.done() for task in waiting]
+        assert len(wakes) == 1
+        bound.forget_reserved()  # the woken one's place, unused here: it passes on
+        assert len(wakes) == 2
+        bound.close()
+        await asyncio.gather(*waiting)
+        return done
+
+    assert asyncio.run(main()) == [True, False, False, False, False]  # the first to come
+
+
+def test_a_cancelled_waiting_call_leaves_the_queue_at_once(fifos: Fifos) -> None:
+    with procpool.ProcessPoolExecutor(1, max_queued=3) as executor:
+        held = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+        fifos.wait_started()
+        waiting = [executor.submit(mb.square, x) for x in range(3)]
+        assert executor.stats().tasks_queued == 3
+        assert all(future.cancel() for future in waiting)
+        # Its arguments do not wait in the queue for a worker to skip them.
+        assert executor.stats().tasks_queued == 0
+        fifos.release_task()
+        assert held.result() == "released"

@@ -40,6 +40,7 @@ from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
 from ._stats import PoolStats
 from ._streams import Feeder, StreamJob, WaitTimedOut, Window, next_async, stream_sizes
+from ._task import Chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
@@ -366,9 +367,10 @@ class ProcessPoolExecutor(Executor):
         # With max_queued, wait (outside the lock shutdown() takes) while that many calls
         # wait to start.
         ticket = self._engine.wait_for_queue_room(self._check_accepting)
-        with self._shutdown_lock:
-            with ticket_given_back_on_error(ticket):
-                self._check_accepting()
+        # Whatever interrupts the submission (a Ctrl-C while the arguments are pickled) must
+        # not keep the place taken: the executor would take one call fewer for ever.
+        with self._shutdown_lock, ticket_given_back_on_error(ticket):
+            self._check_accepting()
             future: ProcessFuture[Any] = ProcessFuture()
             sink = FutureSink(future)
             chunk = self._engine.single_call(fn, call, sink, future.set_exception, policy,
@@ -377,12 +379,20 @@ class ProcessPoolExecutor(Executor):
                 return future
             future._cancel_running = functools.partial(self._engine.cancel, chunk)
             if ticket is not None:
-                future._left_queue = chunk.left_queue
+                # Cancelled while it waits: its place is free at once, and its chunk (with
+                # its arguments) leaves the queue instead of waiting for a worker to skip it.
+                future._cancel_queued = functools.partial(_leave_the_queue, self._engine,
+                                                          chunk)
             future._on_interrupt = weakref.WeakMethod(self._interrupted)
             future._defer_callbacks = self._engine.defer_callbacks
             self._pending.add(future)  # weakly: a done future the caller dropped goes
             self._engine.submit_one(chunk)
             return future
+
+
+def _leave_the_queue(engine: Engine, chunk: Chunk) -> None:
+    chunk.left_queue()
+    engine.cancel(chunk)
 
 
 def _stream_results(job: StreamJob, end_time: float | None) -> Iterator[Any]:

@@ -40,9 +40,9 @@ class ProcessFuture(Future[T]):
     def __init__(self) -> None:
         super().__init__()
         self._cancel_running: Callable[[], None] | None = None
-        # Frees its place among the queued calls (max_queued) when it is cancelled before it
-        # starts: it will never start, though it stays in the queue until a worker is free.
-        self._left_queue: Callable[[], None] | None = None
+        # With max_queued: takes its chunk out of the queue, and frees its place, when it is
+        # cancelled before it starts.
+        self._cancel_queued: Callable[[], None] | None = None
         # Ctrl-C while waiting on this future stops the executor's work (weak: a future must
         # not keep a dropped executor alive).
         self._on_interrupt: weakref.WeakMethod[Callable[[], None]] | None = None
@@ -84,9 +84,9 @@ class ProcessFuture(Future[T]):
                 cancelled = super().cancel()
                 if cancelled:
                     self._cancel_running = None  # let go of the chunk (and its segments)
-                    left_queue, self._left_queue = self._left_queue, None
-                    if left_queue is not None:
-                        left_queue()
+                    cancel_queued, self._cancel_queued = self._cancel_queued, None
+                    if cancel_queued is not None:
+                        cancel_queued()
                 return cancelled
             # What Future.cancel() + set_running_or_notify_cancel() would do, in one step,
             # for a state the stdlib never cancels from.

@@ -151,13 +151,15 @@ class Pool:
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
         # With max_queued, wait here while that many calls wait to start.
         ticket = self._engine.wait_for_queue_room(self._check_accepting)
+        # Whatever interrupts the submission (a Ctrl-C while the arguments are pickled) must
+        # not keep the place taken: the pool would take one call fewer for ever.
         with ticket_given_back_on_error(ticket):
             result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback,
                                                  self._interrupted)
             item = (tuple(args), dict(kwds or {}))
-        chunk = self._engine.single_call(func, item, result, result.fail, policy, ticket)
-        if chunk is not None:
-            self._engine.submit_one(chunk)
+            chunk = self._engine.single_call(func, item, result, result.fail, policy, ticket)
+            if chunk is not None:
+                self._engine.submit_one(chunk)
         return result
 
     # ---- eager maps --------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """``max_queued``: at most N single calls accepted and waiting to start.
 
 Owns the count of queued single calls (``apply_async``, ``submit``, ``run``) and the waits of
-callers that find it full: a thread blocks in ``reserve`` (a Ctrl-C interrupts it), a coroutine
-awaits ``reserve_async`` without blocking its event loop. Each accepted call's chunk carries a
-``QueueTicket``, given back once when the chunk leaves the queue: sent to a worker, dropped
-(cancelled), or failed before it ran (``Chunk.left_queue``). Closing the pool wakes every
+callers that find it full, first come first served: a thread blocks in ``reserve`` (a Ctrl-C
+interrupts it), a coroutine awaits ``reserve_async`` without blocking its event loop; a place
+given back goes straight to the first waiter, so each place wakes one caller. Each accepted
+call's chunk carries a ``QueueTicket``, given back once when the chunk leaves the queue: sent
+to a worker, dropped (cancelled), or failed before it ran (``Chunk.left_queue``); the faces
+give it back too if the submission itself is interrupted. Closing the pool wakes every
 waiter, and the face then raises its usual error. Maps are not counted: they keep their own
 bound (``buffersize``, the stream window).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import deque
 from collections.abc import Iterator
 
 
@@ -31,14 +34,37 @@ class QueueTicket:
         self._bound._give_back(self)
 
 
+class _Waiter:
+    """A caller waiting for room: a thread (woken through its event) or a coroutine (through
+    its future, on its loop). ``ticket`` is the place handed to it; None if the pool closed."""
+
+    __slots__ = ("event", "future", "loop", "ticket")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.ticket: QueueTicket | None = None
+        self.loop = loop
+        self.event = threading.Event() if loop is None else None
+        self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+            return
+        assert self.loop is not None and self.future is not None
+        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits there
+            self.loop.call_soon_threadsafe(_set_if_waiting, self.future)
+
+
 class QueueBound:
+    """The count, and the waiters in the order they came: a place given back goes to the
+    first of them (one wake-up per place, however many wait)."""
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._queued = 0
+        self._queued = 0  # places held
         self._closed = False
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: deque[_Waiter] = deque()
         # A place a coroutine waited for, taken by its thread's next reserve() (the submit
         # that the coroutine makes right after, without yielding to its loop).
         self._reserved_here = threading.local()
@@ -46,32 +72,46 @@ class QueueBound:
     def reserve(self) -> QueueTicket | None:
         """Wait until fewer than ``limit`` calls are queued and take a place; None if the pool
         was closed first."""
-        if getattr(self._reserved_here, "ticket", None) is not None:
-            ticket, self._reserved_here.ticket = self._reserved_here.ticket, None
-            return ticket  # type: ignore[no-any-return]
-        with self._room:
-            while self._queued >= self.limit and not self._closed:
-                self._room.wait()
-            return None if self._closed else self._take()
+        ticket: QueueTicket | None = getattr(self._reserved_here, "ticket", None)
+        if ticket is not None:
+            self._reserved_here.ticket = None
+            return ticket
+        with self._lock:
+            if self._closed:
+                return None
+            if self._queued < self.limit and not self._waiters:
+                return self._take()
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+        assert waiter.event is not None
+        try:
+            waiter.event.wait()  # a Ctrl-C interrupts it
+        except BaseException:
+            self._withdraw(waiter)
+            raise
+        return waiter.ticket
 
     async def reserve_async(self) -> bool:
         """Wait, without blocking the event loop, for a place that this thread's next
         ``reserve()`` takes; False if the pool was closed first."""
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._lock:
-                if self._closed:
-                    return False
-                if self._queued < self.limit:
-                    self._reserved_here.ticket = self._take()
-                    return True
-                woken: asyncio.Future[None] = loop.create_future()
-                self._async_waiters.append((loop, woken))
-            try:
-                await woken
-            finally:
-                with self._lock, contextlib.suppress(ValueError):
-                    self._async_waiters.remove((loop, woken))
+        with self._lock:
+            if self._closed:
+                return False
+            if self._queued < self.limit and not self._waiters:
+                self._reserved_here.ticket = self._take()
+                return True
+            waiter = _Waiter(asyncio.get_running_loop())
+            self._waiters.append(waiter)
+        assert waiter.future is not None
+        try:
+            await waiter.future
+        except BaseException:  # cancelled: a place handed to it meanwhile goes on
+            self._withdraw(waiter)
+            raise
+        if waiter.ticket is None:
+            return False
+        self._reserved_here.ticket = waiter.ticket
+        return True
 
     def forget_reserved(self) -> None:
         """The call ``reserve_async`` waited for was not made (it raised first)."""
@@ -81,26 +121,40 @@ class QueueBound:
             ticket.give_back()
 
     def close(self) -> None:
-        """The pool takes no more calls: every waiter returns."""
-        with self._room:
+        """The pool takes no more calls: every waiter returns, with no place."""
+        with self._lock:
             self._closed = True
-            self._room.notify_all()
-            waiters, self._async_waiters = self._async_waiters, []
-        _wake(waiters)
+            waiters = list(self._waiters)
+            self._waiters.clear()
+        for waiter in waiters:
+            waiter.wake()
 
     def _take(self) -> QueueTicket:
         self._queued += 1
         return QueueTicket(self)
 
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """A waiter gave up (Ctrl-C, a cancelled coroutine): a place handed to it meanwhile
+        goes to the next."""
+        with self._lock:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return
+            ticket, waiter.ticket = waiter.ticket, None
+        if ticket is not None:
+            ticket.give_back()
+
     def _give_back(self, ticket: QueueTicket) -> None:
-        with self._room:
+        with self._lock:
             if not ticket._held:
                 return
             ticket._held = False
-            self._queued -= 1
-            self._room.notify()
-            waiters, self._async_waiters = self._async_waiters, []
-        _wake(waiters)
+            if not self._waiters or self._closed:
+                self._queued -= 1
+                return
+            waiter = self._waiters.popleft()
+            waiter.ticket = QueueTicket(self)  # the place passes on: the count stays
+        waiter.wake()
 
 
 @contextlib.contextmanager
@@ -113,12 +167,6 @@ def ticket_given_back_on_error(ticket: QueueTicket | None) -> Iterator[None]:
         if ticket is not None:
             ticket.give_back()
         raise
-
-
-def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
-    for loop, woken in waiters:
-        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits there
-            loop.call_soon_threadsafe(_set_if_waiting, woken)
 
 
 def _set_if_waiting(woken: asyncio.Future[None]) -> None:
