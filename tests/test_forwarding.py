@@ -274,3 +274,23 @@ def test_a_large_chunk_waits_for_a_worker_whose_initializer_is_still_logging() -
         chatty.removeHandler(quiet)
         chatty.propagate = True
         chatty.setLevel(logging.NOTSET)
+
+
+def test_extras_the_parent_could_not_rebuild_arrive_as_their_repr(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    with procpool.Pool(1, context="spawn") as pool:
+        first = pool.apply(wt.log_with_extras_the_parent_cannot_rebuild)
+        assert pool.apply(wt.log_with_extras_the_parent_cannot_rebuild) == first  # not lost
+    record = _from_workers(caplog)[0]
+    assert record.err == "KeywordOnly('bad')"  # type: ignore[attr-defined]
+    assert record.ids == [1, 2]  # type: ignore[attr-defined]  # plain data keeps its type
+
+
+def test_a_signal_handler_that_prints_amid_a_print_does_not_deadlock(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with procpool.Pool(1, context="fork", forward_output=True, task_timeout=30) as pool:
+        pool.apply(wt.print_while_a_signal_handler_prints)
+        pool.close()
+        pool.join()
+    assert capsys.readouterr().out.splitlines()[-2:] == ["the task's own line", "after it"]

@@ -152,3 +152,34 @@ def initializer_logs_a_lot(count: int) -> None:
 
 def length(items: list[int]) -> int:
     return len(items)
+
+
+class KeywordOnly(Exception):
+    """Pickles, but cannot be rebuilt from its pickle (its __init__ wants a keyword)."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def log_with_extras_the_parent_cannot_rebuild(_: object = None) -> int:
+    log.warning("carrying extras", extra={"err": KeywordOnly("bad", code=3), "ids": [1, 2]})
+    return os.getpid()
+
+
+class _SignalsAsItIsAdded(str):
+    """Raises SIGUSR1 in this process while the stream is inside write() with it."""
+
+    def __radd__(self, other: str) -> str:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return other + str(self)
+
+
+def print_while_a_signal_handler_prints(_: object = None) -> int:
+    signal.signal(signal.SIGUSR1, lambda *_: print("from the signal handler"))
+    try:
+        sys.stdout.write(_SignalsAsItIsAdded("the task's own line\n"))
+        print("after it")
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    return os.getpid()

@@ -51,11 +51,9 @@ _thread_worker = threading.local()
 def current_worker() -> WorkerInfo | None:
     """The worker running this code, or None outside a pool's worker (in the parent, or in a
     process that a task started)."""
-    worker: WorkerInfo | None = getattr(_thread_worker, "info", None)
-    if worker is not None:
-        return worker
-    worker = _process_worker
-    # A process a task forked inherits this module's state, but it is no pool worker.
+    worker: WorkerInfo | None = getattr(_thread_worker, "info", None) or _process_worker
+    # A process a task forked inherits this module's state (its thread's too), but it is no
+    # pool worker.
     return worker if worker is not None and worker.pid == os.getpid() else None
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 
 from ._codec import dumps
 from ._framing import FrameInProgress
@@ -54,7 +53,9 @@ def initializer_done(setup: WorkerSetup) -> None:
     if not setup.logs_yield_to_initializer:
         return
     root = logging.getLogger()
-    if any(not isinstance(handler, _ForwardingHandler) for handler in root.handlers):
+    # A NullHandler (a library's way of saying "not configured here") is no set-up.
+    if any(not isinstance(handler, (_ForwardingHandler, logging.NullHandler))
+           for handler in root.handlers):
         for logger in _all_loggers():
             for handler in list(logger.handlers):
                 if isinstance(handler, _ForwardingHandler):
@@ -78,14 +79,13 @@ class _ForwardingHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if os.getpid() != self._pid:
-            return  # a process a task forked: only the worker owns the reply pipe
+            # A process a task forked: only the worker owns the reply pipe. Shown as a
+            # record nobody handles would be (on stderr, from WARNING up).
+            if logging.lastResort is not None:
+                logging.lastResort.handle(record)
+            return
         try:
-            fields = self._portable(record)
-            try:
-                payload = dumps(Logged(fields))
-            except Exception:  # something it carries (extra=) cannot be pickled
-                payload = dumps(Logged(_with_unpicklable_as_repr(fields)))
-            self._sender.send_bytes(payload)
+            self._sender.send_bytes(dumps(Logged(self._portable(record))))
         except (EOFError, OSError):
             pass  # the parent is gone: nobody is left to show it
         except FrameInProgress:
@@ -95,8 +95,12 @@ class _ForwardingHandler(logging.Handler):
 
     def _portable(self, record: logging.LogRecord) -> dict[str, object]:
         """The record as plain data: its message made (as QueueHandler does), its exception
-        as text."""
-        fields = dict(record.__dict__)
+        as text, and whatever else it carries (``extra=``) kept if it is built of str,
+        numbers, None, lists, tuples and dicts, else as its repr. An object of the task's
+        own could fail to pickle here, or to unpickle in the parent, and a reply the parent
+        cannot read costs the worker and its task."""
+        fields = {name: value if _plain(value) else repr(value)
+                  for name, value in record.__dict__.items()}
         fields["msg"] = record.getMessage()
         fields["args"] = None
         if record.exc_info and not record.exc_text:
@@ -106,12 +110,18 @@ class _ForwardingHandler(logging.Handler):
         return fields
 
 
-def _with_unpicklable_as_repr(fields: dict[str, object]) -> dict[str, object]:
-    portable = {}
-    for name, value in fields.items():
-        try:
-            pickle.dumps(value)
-        except Exception:
-            value = repr(value)
-        portable[name] = value
-    return portable
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def _plain(value: object, depth: int = 3) -> bool:
+    """Whether ``value`` is made of builtins only, which pickle and unpickle anywhere."""
+    if type(value) in _PLAIN_TYPES:
+        return True
+    if depth == 0:
+        return False
+    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+        return all(_plain(item, depth - 1) for item in value)
+    if isinstance(value, dict) and type(value) is dict:
+        return all(type(key) in _PLAIN_TYPES and _plain(item, depth - 1)
+                   for key, item in value.items())
+    return False

@@ -56,7 +56,10 @@ class _ForwardedStream(io.TextIOBase):
         self._original = original
         self._pid = os.getpid()
         self._unfinished = ""
-        self._lock = threading.Lock()
+        # Re-entrant, with a flag: a signal handler that prints amid a write of its own
+        # thread must neither wait for that write (a deadlock) nor change it halfway.
+        self._lock = threading.RLock()
+        self._writing = False
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -73,27 +76,33 @@ class _ForwardedStream(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if os.getpid() != self._pid:
+            # A process a task forked: only the worker owns the reply pipe (and the lock may
+            # have been held by another thread at the fork).
+            return int(self._original.write(text))  # type: ignore[attr-defined]
         with self._lock:
-            pending = self._unfinished + text
-            cut = pending.rfind("\n") + 1
-            if cut == 0 and len(pending) > _MAX_UNFINISHED_LINE:
-                cut = len(pending)
-            self._unfinished = pending[cut:]
-            if cut:
-                self._send(pending[:cut])
+            if self._writing:  # a signal handler, amid this thread's own write
+                return int(self._original.write(text))  # type: ignore[attr-defined]
+            self._writing = True
+            try:
+                pending = self._unfinished + text
+                cut = pending.rfind("\n") + 1
+                if cut == 0 and len(pending) > _MAX_UNFINISHED_LINE:
+                    cut = len(pending)
+                self._unfinished = pending[cut:]
+                if cut:
+                    self._send(pending[:cut])
+            finally:
+                self._writing = False
         return len(text)
 
     def send_unfinished(self) -> None:
         with self._lock:
-            if self._unfinished:
+            if self._unfinished and not self._writing:
                 text, self._unfinished = self._unfinished, ""
                 self._send(text)
 
     def _send(self, text: str) -> None:
-        if os.getpid() != self._pid:
-            # A process a task forked: only the worker owns the reply pipe.
-            self._original.write(text)  # type: ignore[attr-defined]
-            return
         # The parent is gone; or a signal handler prints amid a reply of its own thread.
         with contextlib.suppress(EOFError, OSError, FrameInProgress):
             self._sender.send_bytes(dumps(Printed(self._number, text)))
