@@ -294,3 +294,27 @@ def test_a_signal_handler_that_prints_amid_a_print_does_not_deadlock(
         pool.close()
         pool.join()
     assert capsys.readouterr().out.splitlines()[-2:] == ["the task's own line", "after it"]
+
+
+def test_what_a_stopping_worker_logs_as_it_exits_arrives(caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    # A worker asked to stop is read until it has exited: its last records are handled by
+    # the time join() returns, and a lot of them cannot hold up its exit.
+    caplog.set_level(logging.INFO, logger="worker_tasks")
+    with procpool.Pool(2, wt.initializer_says_goodbye_at_exit, context="spawn") as pool:
+        assert pool.map(wt.where, range(4), chunksize=1)
+        pool.close()
+        pool.join()
+    assert sorted(r.getMessage() for r in _from_workers(caplog)) == [
+        "goodbye from worker 0", "goodbye from worker 1"]
+
+
+def test_waiting_for_the_last_records_ends_when_the_callback_thread_is_stuck() -> None:
+    # A callback that never returns holds up the records queued behind it: join() and
+    # terminate() wait only while the callback thread moves on.
+    runner = _HeldRunner()
+    forwarded = Forwarded(runner)  # type: ignore[arg-type]
+    forwarded.received(Printed(1, "held\n"))
+    assert not forwarded.wait_handled(0.01)  # nothing moves: it gives up
+    runner.run_all()
+    assert forwarded.wait_handled(0.01)

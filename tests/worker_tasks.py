@@ -183,3 +183,10 @@ def print_while_a_signal_handler_prints(_: object = None) -> int:
     finally:
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     return os.getpid()
+
+
+def initializer_says_goodbye_at_exit() -> None:
+    import atexit
+
+    atexit.register(lambda: log.warning("goodbye from worker %d",
+                                        procpool.current_worker().index))  # type: ignore[union-attr]

@@ -300,17 +300,19 @@ class Dispatcher:
                      self._time_to_next_deadline())
         if self._inbox.waitable in ready:
             self._handle_commands()
-        for record in list(self._workers.active.values()):
-            # Not a pipe that a command above closed (kill() of a thread-backed worker): its
-            # number may already name another descriptor.
-            if (record.handle.connection in ready and self._workers.is_listening(record)
-                    and not record.handle.connection.closed):
+        # Each pipe is read once a round, even if a reply moves its worker from active to
+        # retiring meanwhile: a second read of a pipe the first emptied would wait. A retiring
+        # worker's pipe is read too: it may log or print as it stops.
+        for record in [r for r in self._workers.records() if r.handle.connection in ready]:
+            if self._workers.worth_reading(record):
                 self._receive(record)
         for record in list(self._workers.active.values()):
             if record.handle.sentinel in ready:
                 self._worker_ended(record)
-        for worker_id in self._workers.retired(ready):
-            self._tell(WorkerExited(worker_id), self._clock())
+        for record in self._workers.retired(ready):
+            self._drain(record)
+            self._workers.release(record)
+            self._tell(WorkerExited(record.worker_id), self._clock())
         self._handle_deadlines()
 
     def _time_to_next_deadline(self) -> float | None:
@@ -333,11 +335,25 @@ class Dispatcher:
                 self._tell(command, now)
 
     def _receive(self, record: WorkerRecord) -> None:
-        """Handle every reply the worker's pipe holds now (one read: never waits)."""
+        """Handle every reply the worker's pipe holds now (one read: never waits). Once a
+        reply has retired the worker (or broken the pool), only its forwarded records and
+        lines still count."""
         for message in self._workers.replies(record):
-            self._handle_reply(record, message)
-            if not self._workers.is_listening(record):
-                return  # that reply retired it, or broke the pool
+            if isinstance(message, (Logged, Printed)):
+                self.forwarded.received(message)
+            elif self._workers.is_listening(record):
+                self._handle_reply(record, message)
+
+    def _drain(self, record: WorkerRecord) -> None:
+        """Read what an ended worker's pipe still holds: a chunk it finished is not lost, nor
+        what it logged last."""
+        while record.listening and not record.handle.connection.closed:
+            try:
+                if not record.handle.connection.poll():
+                    break
+            except (EOFError, OSError):
+                break
+            self._receive(record)
 
     def _handle_reply(self, record: WorkerRecord, message: Any) -> None:
         worker_id = record.worker_id
@@ -366,8 +382,6 @@ class Dispatcher:
                 with self._delivery.failing_on_error(chunk):
                     self._delivery.chunk_reply(chunk, message.results_payload,
                                                message.failed_positions, message.result_segments)
-        elif isinstance(message, (Logged, Printed)):
-            self.forwarded.received(message)
         elif isinstance(message, Ready):
             self._tell(WorkerReady(worker_id), now)
         elif isinstance(message, InitFailed):
@@ -376,14 +390,7 @@ class Dispatcher:
             self._break(error)
 
     def _worker_ended(self, record: WorkerRecord) -> None:
-        # Replies it sent before dying still count: a chunk it finished is not lost.
-        while self._workers.is_listening(record):
-            try:
-                if not record.handle.connection.poll():
-                    break
-            except (EOFError, OSError):
-                break
-            self._receive(record)
+        self._drain(record)
         if self._workers.active.get(record.worker_id) is not record:
             return  # a reply above retired it, or broke the pool
         death = self._workers.lost(record)

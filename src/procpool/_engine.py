@@ -32,8 +32,10 @@ from ._streams import Feeder, StreamJob
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
 from ._worker_setup import check_supported
 
-# How long join() waits for the last forwarded records to be handled on the callback thread.
-FORWARDED_WAIT = 10.0
+# join() and terminate() wait for the last forwarded records to be handled on the callback
+# thread while it handles one at least this often: a callback that never returns must not
+# hold them up.
+FORWARDED_STALL = 0.5
 
 # How many by-reference task functions keep their pickle cached across calls.
 FUNCTION_CACHE_SIZE = 256
@@ -95,11 +97,11 @@ class Engine:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the pool to end; without a ``timeout``, also for the workers' last
-        forwarded log records and prints to be handled (for a while: a callback that never
-        returns holds them up, and must not hold up the join)."""
+        forwarded log records and prints to be handled (while the callback thread moves on:
+        a callback that never returns holds them up, and must not hold up the join)."""
         ended = self._dispatcher.join(timeout)
         if ended and timeout is None:
-            self._dispatcher.forwarded.wait_handled(FORWARDED_WAIT)
+            self._dispatcher.forwarded.wait_handled(FORWARDED_STALL)
         return ended
 
     @property

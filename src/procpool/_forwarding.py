@@ -38,6 +38,7 @@ class Forwarded:
         self._lock = threading.Lock()
         self._all_handled = threading.Condition(self._lock)
         self._waiting = 0
+        self._handled = 0  # ever: whether the callback thread moves on
         self._dropped = 0
 
     def received(self, message: Logged | Printed) -> None:
@@ -49,11 +50,17 @@ class Forwarded:
             self._waiting += 1
         self._callbacks.post(lambda: self._handle(message))
 
-    def wait_handled(self, timeout: float) -> bool:
-        """Wait until every record and line received so far has been handled; False if
-        ``timeout`` passed first."""
+    def wait_handled(self, stall: float) -> bool:
+        """Wait until every record and line received so far has been handled, for as long
+        as the callback thread handles one at least every ``stall`` seconds; False if it
+        stopped (a callback of the user's that never returns holds it)."""
         with self._lock:
-            return self._all_handled.wait_for(lambda: self._waiting == 0, timeout)
+            while self._waiting:
+                handled = self._handled
+                self._all_handled.wait(stall)
+                if self._waiting and self._handled == handled:
+                    return False
+            return True
 
     def _handle(self, message: Logged | Printed) -> None:
         try:
@@ -64,6 +71,7 @@ class Forwarded:
         finally:
             with self._lock:
                 self._waiting -= 1
+                self._handled += 1
                 dropped = self._dropped if self._waiting == 0 else 0
                 self._dropped -= dropped
                 if self._waiting == 0:

@@ -133,6 +133,14 @@ class WorkerTable:
         """Whether ``record``'s replies still count: it is active and its stream is sound."""
         return record.listening and self.active.get(record.worker_id) is record
 
+    def worth_reading(self, record: WorkerRecord) -> bool:
+        """Whether ``record``'s pipe may be read now: its stream is sound, it is still one of
+        this table's workers (active, or retiring), and no command closed its pipe (whose
+        number may then already name another descriptor)."""
+        table = self.active if record.worker_id in self.active else self.retiring
+        return (record.listening and table.get(record.worker_id) is record
+                and not record.handle.connection.closed)
+
     def replies(self, record: WorkerRecord) -> Iterator[Any]:
         """The replies ``record``'s pipe holds now (one read: never waits), each decoded as it
         is taken. A stream that is not procpool's, or a reply that cannot be read, loses the
@@ -210,8 +218,8 @@ class WorkerTable:
         record.handle.kill(force=True)
 
     def waitables(self) -> list[Any]:
-        """What the dispatcher's wait watches for the workers: each active worker's pipe while
-        it is worth listening to, and every worker's sentinel."""
+        """What the dispatcher's wait watches for the workers: each worker's pipe while it is
+        worth listening to, and every worker's sentinel."""
         waitables: list[Any] = []
         for record in self.active.values():
             # A killed thread-backed worker (inline, Dask relay) has its pipe closed by
@@ -219,19 +227,22 @@ class WorkerTable:
             if record.listening and not record.handle.connection.closed:
                 waitables.append(record.handle.connection)
             waitables.append(record.handle.sentinel)
-        waitables += [record.handle.sentinel for record in self.retiring.values()]
+        for record in self.retiring.values():
+            if record.listening and not record.handle.connection.closed:
+                waitables.append(record.handle.connection)  # what it logs as it stops
+            waitables.append(record.handle.sentinel)
         return waitables
 
-    def retired(self, ready: Iterable[Any]) -> list[int]:
-        """Release every retiring worker whose sentinel is in ``ready``; their ids."""
+    def retired(self, ready: Iterable[Any]) -> list[WorkerRecord]:
+        """The retiring workers whose sentinel is in ``ready``: they have exited, and are
+        no longer retiring. The caller reads what their pipes hold, then releases them."""
         ready = set(ready)
-        released = []
+        exited = []
         for worker_id, record in list(self.retiring.items()):
             if record.handle.sentinel in ready:
                 del self.retiring[worker_id]
-                self.release(record)
-                released.append(worker_id)
-        return released
+                exited.append(record)
+        return exited
 
     def kill_all(self, *, force: bool = False) -> None:
         """End every worker: SIGTERM (SIGKILL with ``force``), SIGKILL for those still alive
