@@ -113,9 +113,11 @@ import os, sys
 import procpool
 
 SEEN_AT_IMPORT = os.environ.get("PROCPOOL_TEST_PLACE")
+IMPORTED_BY = os.getpid()
 
 def seen(_):
-    return procpool.current_worker().index, SEEN_AT_IMPORT
+    return (procpool.current_worker().index, SEEN_AT_IMPORT, IMPORTED_BY == os.getpid(),
+            os.environ.get("PROCPOOL_TEST_PLACE"))
 
 if __name__ == "__main__":
     with procpool.Pool(2, context=sys.argv[1],
@@ -123,6 +125,12 @@ if __name__ == "__main__":
         print(sorted(set(pool.map(seen, range(2), chunksize=1)) |
                      set(pool.map(seen, range(8), chunksize=1))))
 """
+
+
+# From 3.14 (and 3.13.8) a forkserver imports the main module once, in the server, and its
+# workers no longer import it again (CPython gh-126631): the script's top-level code runs with
+# the parent's environment there, whatever the worker is given (docs/workers.md).
+MAIN_IMPORTED_IN_EACH_WORKER = {"spawn": True, "forkserver": sys.version_info < (3, 13, 8)}
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
@@ -135,8 +143,12 @@ def test_worker_env_is_set_before_the_main_module_is_imported(
     done = subprocess.run([sys.executable, str(script), method], capture_output=True,
                           text=True, timeout=50, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    pairs = eval(done.stdout)  # a list of (index, value) the workers saw at import
-    assert all(value == f"gpu{index}" for index, value in pairs), pairs
+    # (index, value seen at the script's import, imported by this worker, value now)
+    seen = eval(done.stdout)
+    assert all(now == f"gpu{index}" for index, _, _, now in seen), seen
+    assert all(imported == MAIN_IMPORTED_IN_EACH_WORKER[method] for _, _, imported, _ in seen)
+    assert all(at_import == f"gpu{index}" for index, at_import, imported, _ in seen
+               if imported), seen
 
 
 @pytest.mark.parametrize("bad, error, words", [
@@ -174,3 +186,33 @@ def _escaped(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+INSERTED_PATH = """
+import sys
+sys.path.insert(0, sys.argv[2])  # procpool is found only through this (python -S)
+import procpool
+
+def seen(_):
+    import os
+    return os.environ.get("PROCPOOL_TEST_PLACE")
+
+if __name__ == "__main__":
+    with procpool.Pool(1, context=sys.argv[1],
+                       worker_env={"PROCPOOL_TEST_PLACE": "set"}) as pool:
+        print(pool.apply(seen, (0,)))
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_worker_env_needs_nothing_the_child_cannot_import_yet(
+        method: str, tmp_path: Path) -> None:
+    # The environment is set before the child takes the parent's sys.path: what sets it must
+    # not need procpool, which a program may find only through a path it inserted.
+    script = tmp_path / "inserted_path.py"
+    script.write_text(textwrap.dedent(INSERTED_PATH))
+    source = str(Path(procpool.__file__).parent.parent)
+    done = subprocess.run([sys.executable, "-S", str(script), method, source],
+                          capture_output=True, text=True, timeout=50, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "set"

@@ -8,6 +8,8 @@ and nothing of the pool.
 
 from __future__ import annotations
 
+import importlib
+import operator
 import os
 import threading
 
@@ -89,8 +91,8 @@ class EnvironmentOnArrival(str):
     ``name`` is the process's name, and then imports the parent's main module, before anything
     of procpool's runs: a script's top-level ``import torch`` would otherwise read
     CUDA_VISIBLE_DEVICES before the worker could set it. Unpickled, this is a plain ``str``, and
-    the variables are set. (It needs procpool importable from the child's initial sys.path, as
-    an installed package is; the worker sets the variables again in any case.)
+    the variables are set in ``os.environ``. The pickle names standard-library functions only:
+    the child has not yet taken the parent's sys.path, and may not find procpool on its own.
     """
 
     env: tuple[tuple[str, str | None], ...]
@@ -101,9 +103,25 @@ class EnvironmentOnArrival(str):
         return self
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        return _arrive, (str(self), self.env)
+        environ = _Call(getattr, _Call(importlib.import_module, "os"), "environ")
+        setting = {name: value for name, value in self.env if value is not None}
+        steps = [_Call(_Call(getattr, environ, "update"), setting)]
+        steps += [_Call(_Call(getattr, environ, "pop"), name, None)
+                  for name, value in self.env if value is None]
+        # A tuple of the steps' results and the name, of which the name is kept.
+        return operator.getitem, ((*steps, str(self)), -1)
 
 
-def _arrive(name: str, env: tuple[tuple[str, str | None], ...]) -> str:
-    apply_env(env)
-    return name
+class _Call:
+    """Pickled as ``function(*args)``, which unpickling calls (pickle's REDUCE): nested, they
+    spell ``os.environ.update(...)`` with nothing but standard-library names."""
+
+    def __init__(self, function: object, *args: object) -> None:
+        self.function = function
+        self.args = args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return self.function, self.args
+
+    def __call__(self, *args: object) -> object:  # pickle wants a callable where one is called
+        raise TypeError("a _Call is only ever unpickled")
