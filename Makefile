@@ -84,15 +84,18 @@ test-other-pythons: $(VENV)/.installed
 	  fi; \
 	fi; \
 	others=0; for version in $(EXTRA_PYTHON_VERSIONS); do \
-	  [ "$$version" = "$$default" ] || others=$$((others + 1)); \
+	  [ "$$version" = "$$default" ] && continue; \
+	  { ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$version.*/bin/python$$version \
+	      >/dev/null 2>&1 || python$$version -c pass 2>/dev/null; } \
+	    && others=$$((others + 1)); \
 	done; \
 	share=0; \
 	for version in $(EXTRA_PYTHON_VERSIONS); do \
 	  [ "$$version" = "$$default" ] && continue; \
-	  share=$$((share + 1)); \
 	  interpreter=$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$version.*/bin/python$$version 2>/dev/null | tail -n 1); \
 	  [ -n "$$interpreter" ] || { python$$version -c pass 2>/dev/null && interpreter=python$$version; }; \
 	  [ -n "$$interpreter" ] || { echo "== Python $$version: not installed, skipped"; skipped="$$skipped $$version"; continue; }; \
+	  share=$$((share + 1)); \
 	  echo "== Python $$version ($$interpreter)"; \
 	  if PROCPOOL_TEST_SHARE=$$share/$$others $(MAKE) --no-print-directory \
 	       -f $(firstword $(MAKEFILE_LIST)) $(SUITE_TARGET) PYTHON=$$interpreter \

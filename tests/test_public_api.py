@@ -52,3 +52,14 @@ def test_import_is_light() -> None:
     code = f"import sys, procpool; print(sorted({heavy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_local_pool_imports_nothing_of_the_other_backends() -> None:
+    code = ("import sys, procpool\n"
+            "pool = procpool.Pool(1)\n"
+            "pool.terminate()\n"
+            "pool.join()\n"
+            "print(sorted(m for m in sys.modules if m.startswith('procpool._backends.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert done.stdout.strip() == "['procpool._backends.local']"

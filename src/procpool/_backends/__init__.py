@@ -80,16 +80,16 @@ class OnThisMachine:
 
 def backend_name(spec: Any) -> str:
     """The name of the backend ``backend=`` asks for, before it is created."""
+    if isinstance(spec, str):
+        return spec  # and the Dask module stays unimported
     from .dask import DaskBackend
 
-    return "dask" if isinstance(spec, DaskBackend) else str(spec)
+    return "dask" if isinstance(spec, DaskBackend) else repr(spec)
 
 
 def create_backend(spec: Any, context: Any) -> Backend:
     """Build a pool's backend from ``backend=``: a name, or a ``procpool.DaskBackend``. Each
     lives in its own module, imported only when chosen."""
-    from .dask import DaskBackend  # light: imports no Dask until a cluster is used
-
     if spec == "local":
         from .local import LocalBackend
 
@@ -98,10 +98,11 @@ def create_backend(spec: Any, context: Any) -> Backend:
         from .inline import InlineBackend
 
         return InlineBackend()
-    if spec == "dask":
-        spec = DaskBackend()
-    if isinstance(spec, DaskBackend):
-        return spec.connect()
+    if backend_name(spec) == "dask":
+        from .dask import DaskBackend  # imports no Dask itself until a cluster is used
+
+        chosen = DaskBackend() if spec == "dask" else spec
+        return chosen.connect()
     raise ValueError(f"unknown backend {spec!r}: choose 'local' (processes), 'inline' (threads), "
                      f"'dask' (a Dask cluster on this machine) or procpool.DaskBackend(...) "
                      f"(an existing Dask cluster)")
