@@ -318,3 +318,12 @@ def test_waiting_for_the_last_records_ends_when_the_callback_thread_is_stuck() -
     assert not forwarded.wait_handled(0.01)  # nothing moves: it gives up
     runner.run_all()
     assert forwarded.wait_handled(0.01)
+
+
+def test_bytes_written_to_sys_stdout_buffer_are_forwarded_as_text(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with procpool.Pool(1, context="spawn", forward_output=True) as pool:
+        assert pool.apply(wt.write_bytes_to_stdout) == len("héllo wörld\n".encode())
+        pool.close()
+        pool.join()
+    assert capsys.readouterr().out == "héllo wörld\n"

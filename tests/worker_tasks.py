@@ -190,3 +190,11 @@ def initializer_says_goodbye_at_exit() -> None:
 
     atexit.register(lambda: log.warning("goodbye from worker %d",
                                         procpool.current_worker().index))  # type: ignore[union-attr]
+
+
+def write_bytes_to_stdout(_: object = None) -> int:
+    data = "héllo wörld\n".encode()
+    sys.stdout.buffer.write(data[:2])  # a character split between two writes
+    sys.stdout.buffer.write(data[2:])
+    sys.stdout.flush()
+    return len(data)

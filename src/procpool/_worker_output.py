@@ -10,6 +10,7 @@ Imported by a worker only when the pool forwards its output; it must not import 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import os
@@ -22,6 +23,8 @@ from ._messages import Printed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._worker import _Sender
 
 # An unfinished line longer than this goes out as it is: a task that writes megabytes without a
@@ -60,6 +63,12 @@ class _ForwardedStream(io.TextIOBase):
         # thread must neither wait for that write (a deadlock) nor change it halfway.
         self._lock = threading.RLock()
         self._writing = False
+        self._buffer = _BytesToText(self)
+
+    @property
+    def buffer(self) -> _BytesToText:
+        """What code that writes bytes to ``sys.stdout.buffer`` writes to."""
+        return self._buffer
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -106,3 +115,21 @@ class _ForwardedStream(io.TextIOBase):
         # The parent is gone; or a signal handler prints amid a reply of its own thread.
         with contextlib.suppress(EOFError, OSError, FrameInProgress):
             self._sender.send_bytes(dumps(Printed(self._number, text)))
+
+
+class _BytesToText(io.RawIOBase):
+    """The ``buffer`` of a forwarded stream: bytes are decoded as the stream's encoding says
+    (a character split between two writes is kept whole) and forwarded as text."""
+
+    def __init__(self, text: _ForwardedStream) -> None:
+        super().__init__()
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder(text.encoding)(errors="replace")
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._text.write(self._decoder.decode(chunk))
+        return len(chunk)
