@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ def where(_: object = None) -> tuple[int, int]:
     worker = procpool.current_worker()
     assert worker is not None
     return worker.index, worker.pid
-
-
-def where_then_wait(x: int, seconds: float = 0.05) -> tuple[int, int]:
-    # Long enough that every worker takes part in a map of a few items (not a sync point:
-    # the tests assert on what the workers report, whichever takes what).
-    time.sleep(seconds)
-    return where()
 
 
 def env(names: tuple[str, ...]) -> dict[str, str | None]:
