@@ -31,6 +31,9 @@ Choices worth knowing:
   the retry must deliver the value (and the item must have run exactly twice); without, the
   item fails with ``WorkerDied``, and so may the items sharing its chunk, unless the chunk
   reports each item (``task_timeout``), where a death costs exactly that item.
+- Inputs: ``map``, ``imap``, executor ``map`` and ``amap`` read a ``range`` (its chunks travel
+  as sub-ranges), ``map_async``, ``imap_unordered`` and executor ``map`` with ``buffersize`` a
+  list (chunks of pickled items): both input paths meet every fault on the Pool and executor.
 - Map-like faces follow the stdlib: Pool ``map``/``map_async``/``starmap`` fail as a whole with
   the first error; ``imap``/``imap_unordered`` raise at the bad position and go on; executor
   ``map``/``amap`` deliver the values before the bad position in order, raise there, and stop.
@@ -216,8 +219,8 @@ def drive_starmap(pool: Any, task: Any, call: dict[str, Any], deadline: Deadline
 def drive_map_async(pool: Any, task: Any, call: dict[str, Any], deadline: Deadline) -> Observed:
     counter = Counter()
     try:
-        result = pool.map_async(task, range(N_ITEMS), callback=counter, error_callback=counter,
-                                **call)
+        result = pool.map_async(task, list(range(N_ITEMS)), callback=counter,
+                                error_callback=counter, **call)
     except Exception as exc:
         return Observed(rejected=exc)
     observed = _whole(lambda: result.get(deadline.left("map_async")))
@@ -235,20 +238,21 @@ def _whole(call: Callable[[], list[Any]]) -> Observed:
 
 
 def drive_imap(pool: Any, task: Any, call: dict[str, Any], deadline: Deadline) -> Observed:
-    return _stream(pool.imap, task, call, deadline, ordered=True)
+    return _stream(pool.imap, task, range(N_ITEMS), call, deadline, ordered=True)
 
 
 def drive_imap_unordered(pool: Any, task: Any, call: dict[str, Any],
                          deadline: Deadline) -> Observed:
-    return _stream(pool.imap_unordered, task, call, deadline, ordered=False)
+    return _stream(pool.imap_unordered, task, list(range(N_ITEMS)), call, deadline,
+                   ordered=False)
 
 
-def _stream(imap: Any, task: Any, call: dict[str, Any], deadline: Deadline, *,
+def _stream(imap: Any, task: Any, items: Any, call: dict[str, Any], deadline: Deadline, *,
             ordered: bool) -> Observed:
     """imap and imap_unordered: N answers (raising at failures and going on), then the end."""
     observed = Observed()
     try:
-        iterator = imap(task, range(N_ITEMS), **call)
+        iterator = imap(task, items, **call)
     except Exception as exc:
         return Observed(rejected=exc)
     for position in range(N_ITEMS):
@@ -287,9 +291,9 @@ def drive_submit(executor: Any, task: Any, call: dict[str, Any], deadline: Deadl
 
 
 def drive_executor_map(executor: Any, task: Any, call: dict[str, Any],
-                       deadline: Deadline) -> Observed:
+                       deadline: Deadline, items: Any = range(N_ITEMS)) -> Observed:
     try:
-        results = executor.map(task, range(N_ITEMS), timeout=deadline.left(), **call)
+        results = executor.map(task, items, timeout=deadline.left(), **call)
     except Exception as exc:
         return Observed(rejected=exc)
     return _prefix(lambda: next(results))
@@ -297,7 +301,8 @@ def drive_executor_map(executor: Any, task: Any, call: dict[str, Any],
 
 def drive_executor_map_buffered(executor: Any, task: Any, call: dict[str, Any],
                                 deadline: Deadline) -> Observed:
-    return drive_executor_map(executor, task, {"buffersize": 2, **call}, deadline)
+    return drive_executor_map(executor, task, {"buffersize": 2, **call}, deadline,
+                              list(range(N_ITEMS)))
 
 
 def _prefix(take: Callable[[], Any]) -> Observed:

@@ -13,7 +13,7 @@ import copy
 import functools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from ._options import PoolOptions, TaskPolicy
 from ._pace import ChunkSizer
 from ._queue_bound import QueueBound, QueueTicket, ticket_given_back_on_error
 from ._stats import PoolStats
-from ._streams import Feeder, StreamJob
+from ._streams import Feeder, RangeInput, StreamJob
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
 from ._worker_setup import check_supported
 
@@ -171,7 +171,7 @@ class Engine:
                     self._functions.popitem(last=False)
         return function
 
-    def submit_all(self, function: TaskFunction, items: list[Any], mode: CallMode,
+    def submit_all(self, function: TaskFunction, items: Sequence[Any], mode: CallMode,
                    chunksize: int, sink: ChunkSink, name: str, policy: TaskPolicy) -> None:
         """Cut ``items`` into chunks of ``chunksize``, pickle and submit them all. Chunks are
         handed over as they are made, the first at once, then in doubling groups: the workers
@@ -192,7 +192,8 @@ class Engine:
         if chunks:
             self.submit(chunks)
 
-    def stream_feeder(self, fn: Callable[..., Any], items: Iterator[Any], mode: CallMode,
+    def stream_feeder(self, fn: Callable[..., Any], items: Iterator[Any] | RangeInput,
+                      mode: CallMode,
                       policy: TaskPolicy, chunksize: int | None, job: StreamJob, *,
                       before_chunk: Callable[[], object] | None = None,
                       cancel_when_abandoned: bool = False) -> Feeder | None:
@@ -207,7 +208,7 @@ class Engine:
             return None
         name = name_of(fn)
 
-        def chunk_of(batch: list[Any], first_index: int) -> Chunk | None:
+        def chunk_of(batch: Sequence[Any], first_index: int) -> Chunk | None:
             if before_chunk is not None:
                 before_chunk()
             return self.make_chunk(function, batch, mode, first_index, job, name, policy)
@@ -264,7 +265,7 @@ class Engine:
         return self.make_chunk(function, [call], CallMode.ARGS_KWARGS, 0, sink, name_of(fn),
                                policy, ticket)
 
-    def make_chunk(self, function: TaskFunction, items: list[Any], mode: CallMode,
+    def make_chunk(self, function: TaskFunction, items: Sequence[Any], mode: CallMode,
                    first_index: int, sink: ChunkSink, name: str,
                    policy: TaskPolicy, ticket: QueueTicket | None = None) -> Chunk | None:
         """Pickle the items into a chunk; if they cannot be pickled, fail the sink and say so.
@@ -307,7 +308,7 @@ class WorkerView:
         return self.pid is not None
 
 
-def _argument_error(items: list[Any], first_index: int, exc: Exception) -> BaseException:
+def _argument_error(items: Sequence[Any], first_index: int, exc: Exception) -> BaseException:
     """The pickler's own exception (the type the stdlib raises), with a note naming the item."""
     for offset, item in enumerate(items):
         try:

@@ -39,7 +39,15 @@ from ._options import (
 from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
 from ._stats import PoolStats
-from ._streams import Feeder, StreamJob, WaitTimedOut, Window, next_async, stream_sizes
+from ._streams import (
+    Feeder,
+    RangeInput,
+    StreamJob,
+    WaitTimedOut,
+    Window,
+    next_async,
+    stream_sizes,
+)
 from ._task import Chunk
 
 if TYPE_CHECKING:
@@ -151,17 +159,15 @@ class ProcessPoolExecutor(Executor):
             through = map_through_submit(self, fn, iterables, chunksize, buffersize, end_time,
                                          policy)
             return through if tracker is None else tracker.count(through)
-        arguments: Iterator[tuple[Any, ...]] = zip(*iterables, strict=False)
         if buffersize is None:
             # The stdlib reads the input now and runs it all, read or not. A feeder thread
             # submits it as the workers go, so that chunk sizes follow the pace.
-            arguments = iter(list(arguments))
-            job, feeder = self._open_stream(fn, arguments, policy, chunksize, None,
+            job, feeder = self._open_stream(fn, iterables, policy, chunksize, None,
                                             ordered=True, eager=True)
             if feeder is not None:
                 self._engine.feed_in_thread(feeder)
         else:
-            job, feeder = self._open_stream(fn, arguments, policy, chunksize, buffersize,
+            job, feeder = self._open_stream(fn, iterables, policy, chunksize, buffersize,
                                             ordered=True, eager=False)
             if feeder is not None:
                 try:
@@ -256,7 +262,7 @@ class ProcessPoolExecutor(Executor):
         check_per_call_options("amap", options)
         with self._shutdown_lock:
             self._check_accepting()
-        job, feeder = self._open_stream(fn, zip(*iterables, strict=False),
+        job, feeder = self._open_stream(fn, iterables,
                                         self._engine.policy.override(**options), chunksize,
                                         buffersize, ordered=ordered, eager=False)
         try:
@@ -326,16 +332,24 @@ class ProcessPoolExecutor(Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _open_stream(self, fn: Callable[..., Any], arguments: Iterator[tuple[Any, ...]],
+    def _open_stream(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
                      policy: TaskPolicy, chunksize: int | None, buffersize: int | None, *,
                      ordered: bool, eager: bool) -> tuple[StreamJob, Feeder | None]:
-        """A stream for ``map`` or ``amap``, and its feeder (None when ``fn`` cannot be
-        pickled: the stream then holds that error, raised when it is read, as the stdlib's).
+        """A stream of ``fn`` over the zipped ``iterables`` for ``map`` or ``amap``, and its
+        feeder (None when ``fn`` cannot be pickled: the stream then holds that error, raised
+        when it is read, as the stdlib's). A single range is sent as bounds.
 
         ``eager``: credit comes back as chunks are answered, not as results are read (every
         item runs, read or not). Either way, a stream abandoned (closed, timed out, left)
         cancels its chunks, and so kills the running ones: nobody can read them any more.
         """
+        arguments: Iterator[tuple[Any, ...]] | RangeInput
+        if len(iterables) == 1 and type(iterables[0]) is range:
+            arguments, mode = RangeInput(iterables[0]), CallMode.ONE_ARG
+        else:
+            arguments, mode = zip(*iterables, strict=False), CallMode.STAR_ARGS
+            if eager:
+                arguments = iter(list(arguments))  # read now: its errors raise in map()
         chunksize, bound = stream_sizes(chunksize, buffersize, self._max_workers)
         job = StreamJob(ordered, Window(bound), self._interrupted, credit_on_arrival=eager)
 
@@ -343,7 +357,7 @@ class ProcessPoolExecutor(Executor):
             if not eager and self._shutdown:  # a lazy map reading on, as the stdlib's submits
                 raise RuntimeError("cannot schedule new futures after shutdown")
 
-        feeder = self._engine.stream_feeder(fn, arguments, CallMode.STAR_ARGS, policy,
+        feeder = self._engine.stream_feeder(fn, arguments, mode, policy,
                                             chunksize, job, before_chunk=accepting,
                                             cancel_when_abandoned=True)
         if feeder is None:

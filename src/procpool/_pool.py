@@ -38,6 +38,7 @@ from ._streams import (
     Outcome,
     StreamJob,
     Window,
+    stream_input,
     stream_sizes,
 )
 
@@ -233,7 +234,9 @@ class Pool:
     ) -> MapResult[T]:
         self._check_accepting()
         policy = self._engine.policy.override(task_timeout, retries, retry_on)
-        items = iterable if isinstance(iterable, list) else list(iterable)
+        # A range stays one: its slices are ranges too, so each chunk travels as its bounds
+        # (the workers make the ints), not as pickled items.
+        items = iterable if isinstance(iterable, (list, range)) else list(iterable)
         if chunksize is None:
             # The stdlib's rule: about four chunks per worker.
             chunksize, extra = divmod(len(items), self._processes * CHUNKS_PER_WORKER)
@@ -302,8 +305,8 @@ class Pool:
         window = Window(buffersize)
         job = StreamJob(ordered, window, self._interrupted, tracker, detailed=detailed)
         cls = IMapIterator if ordered else IMapUnorderedIterator
-        feeder = self._engine.stream_feeder(func, iter(iterable), CallMode.ONE_ARG, policy,
-                                            chunksize, job)
+        feeder = self._engine.stream_feeder(func, stream_input(iterable), CallMode.ONE_ARG,
+                                            policy, chunksize, job)
         if feeder is None:
             return cls(job)  # the function cannot be sent: the stream yields that error once
         self._streams.add(window)

@@ -31,7 +31,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -54,6 +54,23 @@ def stream_sizes(chunksize: int | None, buffersize: int | None,
     if chunksize is None and buffersize is not None:
         chunksize = 1
     return chunksize, buffersize or CHUNKS_PER_WORKER * processes
+
+
+class RangeInput:
+    """A ``range`` read as consecutive sub-ranges: each batch travels to its worker as its
+    bounds, and the worker makes the ints (the seed's ``map(task, range(1_000_000))``)."""
+
+    def __init__(self, items: range) -> None:
+        self._rest = items
+
+    def take(self, size: int) -> range:
+        batch, self._rest = self._rest[:size], self._rest[size:]
+        return batch
+
+
+def stream_input(iterable: Iterable[Any]) -> Iterator[Any] | RangeInput:
+    """What a stream's feeder reads ``iterable`` through."""
+    return RangeInput(iterable) if type(iterable) is range else iter(iterable)
 
 
 def read_batch(iterator: Iterator[Any], size: int) -> tuple[list[Any], Exception | None]:
@@ -437,11 +454,11 @@ class Feeder:
     ends it early: the items not fed yet are answered with ``CancelledError``.
     """
 
-    def __init__(self, job: StreamJob, items: Iterator[Any], sizer: ChunkSizer,
-                 chunk_of: Callable[[list[Any], int], Chunk | None],
+    def __init__(self, job: StreamJob, items: Iterator[Any] | RangeInput, sizer: ChunkSizer,
+                 chunk_of: Callable[[Sequence[Any], int], Chunk | None],
                  submit: Callable[[Chunk], object]) -> None:
         self.job = job
-        self._items = items
+        self._items: Iterator[Any] | RangeInput = items
         self._sizer = sizer
         self._chunk_of = chunk_of
         self._submit = submit
@@ -484,7 +501,11 @@ class Feeder:
             if self._stopped or self.job.window.cancelled:
                 self._end(CancelledError() if self._stopped else None)
             return False
-        batch, error = read_batch(self._items, size)
+        batch: Sequence[Any]
+        if isinstance(self._items, RangeInput):
+            batch, error = self._items.take(size), None
+        else:
+            batch, error = read_batch(self._items, size)
         if len(batch) < size:
             self.job.window.release(size - len(batch))
         if batch:
