@@ -1,6 +1,7 @@
-"""Pool start to first result, and shutdown: procpool beside the stdlib, per start method.
+"""Pool start to first result, shutdown, and respawn: procpool beside the stdlib, per method.
 
     python -m benchmarks.startup --repeats 15
+    python -m benchmarks.startup --repeats 2 --methods forkserver,forkserver-cold   # a smoke run
 
 For each start method, each library in turn (interleaved, after one warm-up round that starts
 the forkserver and fills the import caches): create a pool of 2 workers, run one tiny task and
@@ -8,6 +9,17 @@ wait for its result (start to first result), then close and join, or shutdown(wa
 (shutdown). Medians in milliseconds, and the ratio to the stdlib Pool with the same start
 method. "procpool, no logs" is the Pool with ``forward_logs=False``: the default forwards the
 workers' log records under spawn and forkserver.
+
+forkserver-cold: the forkserver measurements with the server stopped before each one (warm-up
+included), so each pool also starts a fresh forkserver process. A program's first pool pays for
+that start, and a warm server hides it; a library can also preload its modules into the server
+only when it is the one that starts it. Stopping uses ``multiprocessing.forkserver.
+_forkserver._stop()``, private, present in CPython 3.8 to 3.14; without it the run stops.
+
+Respawn, for the two Pools only: ``Pool(2, maxtasksperchild=25)``, started (one result waited
+for, untimed), then ``map(square, range(500), chunksize=1)`` timed: 20 worker replacements.
+The executors are left out: their max_tasks_per_child exists only from Python 3.11 and refuses
+fork. Medians in milliseconds, and the ratio to the stdlib Pool's with the same method.
 """
 
 from __future__ import annotations
@@ -25,6 +37,12 @@ from .workloads import square
 
 # Each returns (seconds to the first result, seconds to shut down).
 Measure = Callable[[Any], tuple[float, float]]
+# Seconds for the respawn map, on a started pool.
+Respawn = Callable[[Any], float]
+
+COLD = "forkserver-cold"
+RESPAWN_TASKS = 500
+RESPAWN_EVERY = 25  # maxtasksperchild: 500 tasks on 2 workers replace a worker 20 times
 
 
 def _pool(make: Callable[..., Any]) -> Measure:
@@ -52,16 +70,30 @@ def _executor(make: Callable[..., Any]) -> Measure:
     return measure
 
 
+def _respawn(make: Callable[..., Any]) -> Respawn:
+    def measure(context: Any) -> float:
+        with make(2, maxtasksperchild=RESPAWN_EVERY, context=context) as pool:
+            assert pool.apply(square, (3,)) == 9  # the pool is up: its start is not timed
+            started = time.perf_counter()
+            result = pool.map(square, range(RESPAWN_TASKS), chunksize=1)
+            elapsed = time.perf_counter() - started
+        assert result == [x * x for x in range(RESPAWN_TASKS)]
+        return elapsed
+
+    return measure
+
+
+def _stdlib_pool(processes: int, context: Any, **options: Any) -> Any:
+    return context.Pool(processes, **options)
+
+
 def _libraries() -> dict[str, Measure]:
     from concurrent.futures import ProcessPoolExecutor
 
     import procpool
 
-    def stdlib_pool(processes: int, context: Any) -> Any:
-        return context.Pool(processes)
-
     return {
-        "stdlib Pool": _pool(stdlib_pool),
+        "stdlib Pool": _pool(_stdlib_pool),
         "stdlib executor": _executor(ProcessPoolExecutor),
         "procpool Pool": _pool(procpool.Pool),
         "procpool executor": _executor(procpool.ProcessPoolExecutor),
@@ -71,34 +103,76 @@ def _libraries() -> dict[str, Measure]:
     }
 
 
+def _respawners() -> dict[str, Respawn]:
+    import procpool
+
+    return {"stdlib Pool": _respawn(_stdlib_pool), "procpool Pool": _respawn(procpool.Pool)}
+
+
+def _stop_forkserver() -> None:
+    """Stop this process's forkserver, if running: the next pool starts a fresh one."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is None:
+        raise SystemExit(f"{COLD}: this Python has no multiprocessing.forkserver._forkserver"
+                         "._stop() (private, CPython 3.8-3.14) to stop the forkserver with")
+    stop()
+
+
+def _method(name: str) -> tuple[Any, Callable[[], None]]:
+    """The context for a --methods name, and what to do before each of its measurements."""
+    if name == COLD:
+        _stop_forkserver()  # fails here, before any measurement, if this Python cannot
+        return multiprocessing.get_context("forkserver"), _stop_forkserver
+    return multiprocessing.get_context(name), lambda: None
+
+
+def _ratio(values: list[float], base: list[float]) -> str:
+    return f"{statistics.median(values) / statistics.median(base):.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--methods", default="fork,spawn,forkserver")
+    parser.add_argument("--methods", default=f"fork,spawn,forkserver,{COLD}")
     args = parser.parse_args()
     libraries = _libraries()
-    print(f"python {sys.version.split()[0]}, 2 workers, {args.repeats} repeats; medians in ms")
+    respawners = _respawners()
+    print(f"python {sys.version.split()[0]}, 2 workers, {args.repeats} repeats; medians in ms; "
+          f"respawn: {RESPAWN_TASKS} tasks, maxtasksperchild={RESPAWN_EVERY}")
     for method in args.methods.split(","):
-        context = multiprocessing.get_context(method)
+        context, before = _method(method)
         for measure in libraries.values():
+            before()
             measure(context)  # warm-up: the forkserver, imports, page cache
+        # (Respawn needs no warm-up of its own: its pool's start is not timed.)
         firsts: dict[str, list[float]] = {name: [] for name in libraries}
         shutdowns: dict[str, list[float]] = {name: [] for name in libraries}
+        respawns: dict[str, list[float]] = {name: [] for name in respawners}
         for _ in range(args.repeats):
             for name, measure in libraries.items():
+                before()
                 first, shutdown = measure(context)
                 firsts[name].append(first)
                 shutdowns[name].append(shutdown)
+            for name, respawn in respawners.items():
+                before()
+                respawns[name].append(respawn(context))
         print(f"\n{method}:")
         print(f"  {'library':<20}{'first result':>14}{'x stdlib':>10}{'shutdown':>10}"
-              f"{'x stdlib':>10}")
-        base_first = statistics.median(firsts["stdlib Pool"])
-        base_shutdown = statistics.median(shutdowns["stdlib Pool"])
+              f"{'x stdlib':>10}{'respawn':>10}{'x stdlib':>10}")
         for name in libraries:
-            first = statistics.median(firsts[name])
-            shutdown = statistics.median(shutdowns[name])
-            print(f"  {name:<20}{first * 1000:>14.1f}{first / base_first:>10.2f}"
-                  f"{shutdown * 1000:>10.1f}{shutdown / base_shutdown:>10.2f}")
+            row = (f"  {name:<20}{statistics.median(firsts[name]) * 1000:>14.1f}"
+                   f"{_ratio(firsts[name], firsts['stdlib Pool']):>10}"
+                   f"{statistics.median(shutdowns[name]) * 1000:>10.1f}"
+                   f"{_ratio(shutdowns[name], shutdowns['stdlib Pool']):>10}")
+            if name in respawns:
+                row += (f"{statistics.median(respawns[name]) * 1000:>10.1f}"
+                        f"{_ratio(respawns[name], respawns['stdlib Pool']):>10}")
+            else:
+                row += f"{'-':>10}{'-':>10}"
+            print(row)
     return 0
 
 

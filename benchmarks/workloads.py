@@ -1,9 +1,13 @@
-"""The workloads: module-level task functions (spawned workers import them) and their sizes."""
+"""The workloads: module-level task functions (spawned workers import them) and their sizes.
+
+A workload's inputs are a sequence, usually a list; "tiny-range" hands the pools the ``range``
+itself, which a pool may cut into slices that travel as their bounds instead of their items.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +36,7 @@ class Workload:
     name: str
     description: str
     function: Callable[[Any], Any]
-    inputs: Callable[[], list[Any]]
+    inputs: Callable[[], Sequence[Any]]
     # "map": eager map with the stdlib's automatic chunksize; "stream": each library's
     # lazy/streaming call with its default arguments, consumed in order.
     style: str
@@ -70,6 +74,9 @@ def workloads(quick: bool) -> list[Workload]:
     return [
         Workload("tiny", f"{1_000_000 // scale:,} calls of x*x, map", square,
                  lambda: list(range(1_000_000 // scale)), "map"),
+        # The same calls on the range object itself: the serial answer is tiny's.
+        Workload("tiny-range", f"{1_000_000 // scale:,} calls of x*x on a range, map", square,
+                 lambda: range(1_000_000 // scale), "map"),
         Workload("imap-1ms", f"{10_000 // scale:,} tasks of 1 ms, streamed with default "
                  "arguments", spin, lambda: [1.0] * (10_000 // scale), "stream"),
         Workload("cpu-10ms", f"{400 // scale} tasks of 10 ms, map", spin,
