@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import cache_bytecode
 from .runners import OWN_METHOD, RUNNERS, Unsupported
 from .workloads import Workload, workloads
 
@@ -116,6 +117,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     args = parser.parse_args()
+    cache_bytecode()  # as an installed procpool has it (benchmarks/__init__.py)
 
     methods = [method for method in args.methods.split(",") if method]
     unknown = set(methods) - set(multiprocessing.get_all_start_methods())

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import cache_bytecode
 from .workloads import square
 
 # Each returns (seconds to the first result, seconds to shut down).
@@ -137,6 +138,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--methods", default=f"fork,spawn,forkserver,{COLD}")
     args = parser.parse_args()
+    cache_bytecode()  # as an installed procpool has it (benchmarks/__init__.py)
     libraries = _libraries()
     respawners = _respawners()
     print(f"python {sys.version.split()[0]}, 2 workers, {args.repeats} repeats; medians in ms; "

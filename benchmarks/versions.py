@@ -25,6 +25,8 @@ import time
 from io import BytesIO
 from pathlib import Path
 
+from . import cache_bytecode
+
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ["stdlib Pool", "procpool Pool", "procpool executor"]
 
@@ -106,6 +108,8 @@ def main() -> int:
         ("startup", method) for method in args.methods.split(",") if method]
     with tempfile.TemporaryDirectory() as folder:
         versions = {"before": _export(args.baseline, Path(folder)), "after": ROOT / "src"}
+        for source in versions.values():
+            cache_bytecode(source)  # as an installed procpool has it (benchmarks/__init__.py)
         runs = [(version, library) for library in LIBRARIES[1:] for version in versions]
         runs.insert(0, ("after", LIBRARIES[0]))  # the stdlib needs one version
         print(f"python {sys.version.split()[0]}, {workers} workers, {args.repeats} repeats, "
