@@ -158,7 +158,9 @@ class Dispatcher:
         if self._segment_prefix is not None:
             janitor.watch_segments(self._segment_prefix)  # removed even if we are killed
         setups = WorkerSetups(worker_setup or WorkerSetupOptions(), backend,
-                              _worker_init(initializer, tuple(initargs), backend))
+                              _worker_init(initializer, tuple(initargs), backend),
+                              reports_rss=worker_policy is not None
+                              and worker_policy.max_memory is not None)
         self._workers = WorkerTable(backend, setups, self._segment_prefix,
                                     self._inbox.private_fds())
         self._delivery = Delivery()  # every outcome leaves through it, and is counted there

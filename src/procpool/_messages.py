@@ -87,6 +87,9 @@ class WorkerSetup(_Message):
     logs_yield_to_initializer: bool = False
     forward_output: bool = False  # send sys.stdout / sys.stderr to the parent, line by line
     init: WorkerInit | None = None
+    # Measure the resident memory after each chunk (max_memory_per_child replaces a worker on
+    # it). Reading it costs more than a tiny task, so it is done only when asked.
+    reports_rss: bool = False
 
 
 # ---- parent -> worker -------------------------------------------------------------------
@@ -165,8 +168,8 @@ class ChunkDone(_Message):
     results_payload: bytes
     # the positions in that list that hold an ItemFailure (so the parent never scans it)
     failed_positions: tuple[int, ...]
-    # resident set size now and at its peak so far, in bytes: for recycling on memory, and to
-    # explain a later death
+    # resident set size now (0 unless the setup asked for it) and at its peak so far, in
+    # bytes: for recycling on memory, and to explain a later death
     rss: int
     peak_rss: int
     # how long the chunk took in the worker (unpickling, running, pickling), for Pace

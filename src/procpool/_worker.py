@@ -167,7 +167,7 @@ def worker_main(
             return
         assert isinstance(message, RunChunk), message
         try:
-            _run_chunk(replies, message, functions)
+            _run_chunk(replies, message, functions, reports_rss=setup.reports_rss)
         except (EOFError, OSError):
             return  # the parent is gone mid-chunk
 
@@ -245,8 +245,10 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
     return function  # type: ignore[no-any-return]
 
 
-def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache) -> None:
-    """Run every item; reply with ItemDone per item (when asked) and a closing ChunkDone."""
+def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,
+               reports_rss: bool = True) -> None:
+    """Run every item; reply with ItemDone per item (when asked) and a closing ChunkDone,
+    with the resident memory now if ``reports_rss`` (else 0)."""
     global _segment_prefix
     started = time.perf_counter()
     results_names = None
@@ -283,7 +285,8 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache) -> No
         _send_unfinished_lines()  # what the chunk printed comes before its results
     payload, failed_positions, names = (_encode_results(outcomes, failed, results_names, caught)
                                         if outcomes else (b"", (), ()))
-    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions, current_rss(),
+    rss = current_rss() if reports_rss else 0
+    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions, rss,
                                     peak_rss(), time.perf_counter() - started, names)))
 
 

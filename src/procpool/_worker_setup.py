@@ -23,7 +23,7 @@ class WorkerSetups:
     """Makes the setup of each worker a pool starts (``for_index``)."""
 
     def __init__(self, options: WorkerSetupOptions, backend: Backend,
-                 init: WorkerInit | None) -> None:
+                 init: WorkerInit | None, *, reports_rss: bool = False) -> None:
         check_supported(options, backend.name)
         self._env = options.env
         self._init = init
@@ -36,6 +36,7 @@ class WorkerSetups:
         self._forward_logs = self._forward_logs and not in_parent
         self._logs_yield_to_initializer = options.forward_logs is None
         self._forward_output = options.forward_output and not in_parent
+        self._reports_rss = reports_rss
 
     @property
     def forwards(self) -> bool:
@@ -54,6 +55,7 @@ class WorkerSetups:
             logs_yield_to_initializer=self._logs_yield_to_initializer,
             forward_output=self._forward_output,
             init=self._init,
+            reports_rss=self._reports_rss,
         )
 
     def forget_init(self) -> None:

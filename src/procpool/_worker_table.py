@@ -288,9 +288,10 @@ def _oom_kill_count() -> int:
     """How many processes the kernel's OOM killer has killed since boot (Linux; else 0)."""
     try:
         with open("/proc/vmstat", "rb") as vmstat:
-            for line in vmstat:
-                if line.startswith(b"oom_kill "):
-                    return int(line.split()[1])
+            counters = vmstat.read()  # one read and a search: read at every worker's exit
+        start = counters.find(b"\noom_kill ") + 1
+        if start:
+            return int(counters[start:counters.index(b"\n", start)].split()[1])
     except (OSError, ValueError):
         pass
     return 0
