@@ -10,11 +10,13 @@ wait for its result (start to first result), then close and join, or shutdown(wa
 method. "procpool, no logs" is the Pool with ``forward_logs=False``: the default forwards the
 workers' log records under spawn and forkserver.
 
-forkserver-cold: the forkserver measurements with the server stopped before each one (warm-up
-included), so each pool also starts a fresh forkserver process. A program's first pool pays for
-that start, and a warm server hides it; a library can also preload its modules into the server
-only when it is the one that starts it. Stopping uses ``multiprocessing.forkserver.
-_forkserver._stop()``, private, present in CPython 3.8 to 3.14; without it the run stops.
+forkserver: a warm server, started by the same library. Before each measurement the server is
+stopped and one untimed pool of that library starts a new one, as in a program that uses that
+library alone (a library can preload its modules into the server only when it is the one that
+starts it; procpool does). forkserver-cold: the server is stopped before each measurement, so
+each pool also starts a fresh forkserver process: what a program's first pool pays. Stopping
+uses ``multiprocessing.forkserver._forkserver._stop()``, private, present in CPython 3.8 to
+3.15; without it the run stops.
 
 Respawn, for the two Pools only: ``Pool(2, maxtasksperchild=25)``, started (one result waited
 for, untimed), then ``map(square, range(500), chunksize=1)`` timed: 20 worker replacements.
@@ -24,17 +26,15 @@ fork. Medians in milliseconds, and the ratio to the stdlib Pool's with the same 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import multiprocessing
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from . import cache_bytecode
-from .workloads import square
+from .tasks import square
 
 # Each returns (seconds to the first result, seconds to shut down).
 Measure = Callable[[Any], tuple[float, float]]
@@ -121,19 +121,34 @@ def _stop_forkserver() -> None:
     stop()
 
 
-def _method(name: str) -> tuple[Any, Callable[[], None]]:
-    """The context for a --methods name, and what to do before each of its measurements."""
-    if name == COLD:
-        _stop_forkserver()  # fails here, before any measurement, if this Python cannot
-        return multiprocessing.get_context("forkserver"), _stop_forkserver
-    return multiprocessing.get_context(name), lambda: None
+def _method(name: str) -> tuple[Any, Callable[[Measure | None], None]]:
+    """The context for a --methods name, and what to do before each of its measurements,
+    given what is measured next (None: a respawn, whose own pool start is not timed)."""
+    if name not in (COLD, "forkserver"):
+        return multiprocessing.get_context(name), lambda measure: None
+    _stop_forkserver()  # fails here, before any measurement, if this Python cannot
+    context = multiprocessing.get_context("forkserver")
+
+    def fresh_server(measure: Measure | None) -> None:
+        _stop_forkserver()
+        if name != COLD and measure is not None:
+            measure(context)  # untimed: this library starts the server the next pool uses
+
+    return context, fresh_server
 
 
 def _ratio(values: list[float], base: list[float]) -> str:
+    import statistics
+
     return f"{statistics.median(values) / statistics.median(base):.2f}"
 
 
 def main() -> int:
+    # Imported here, not above: every spawned and forkserver worker imports this module (the
+    # program's main module) as it starts, and what it imports counts against every library.
+    import argparse
+    import statistics
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--methods", default=f"fork,spawn,forkserver,{COLD}")
@@ -146,20 +161,20 @@ def main() -> int:
     for method in args.methods.split(","):
         context, before = _method(method)
         for measure in libraries.values():
-            before()
-            measure(context)  # warm-up: the forkserver, imports, page cache
+            before(measure)
+            measure(context)  # warm-up: imports, page cache
         # (Respawn needs no warm-up of its own: its pool's start is not timed.)
         firsts: dict[str, list[float]] = {name: [] for name in libraries}
         shutdowns: dict[str, list[float]] = {name: [] for name in libraries}
         respawns: dict[str, list[float]] = {name: [] for name in respawners}
         for _ in range(args.repeats):
             for name, measure in libraries.items():
-                before()
+                before(measure)
                 first, shutdown = measure(context)
                 firsts[name].append(first)
                 shutdowns[name].append(shutdown)
             for name, respawn in respawners.items():
-                before()
+                before(None)
                 respawns[name].append(respawn(context))
         print(f"\n{method}:")
         print(f"  {'library':<20}{'first result':>14}{'x stdlib':>10}{'shutdown':>10}"

@@ -1,4 +1,4 @@
-"""The workloads: module-level task functions (spawned workers import them) and their sizes.
+"""The workloads: their inputs, sizes and checks (the task functions live in tasks.py).
 
 A workload's inputs are a sequence, usually a list; "tiny-range" hands the pools the ``range``
 itself, which a pool may cut into slices that travel as their bounds instead of their items.
@@ -6,29 +6,13 @@ itself, which a pool may cut into slices that travel as their bounds instead of 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .tasks import sine, spin, square
 
-def square(x: int) -> int:
-    return x * x
-
-
-def sine(array: Any) -> Any:
-    """A new array from an 8 MB one: the large-payload workload (numpy)."""
-    import numpy
-
-    return numpy.sin(array)
-
-
-def spin(milliseconds: float) -> float:
-    """Busy for ``milliseconds`` of CPU time (a sleep would not load the CPU)."""
-    end = time.perf_counter() + milliseconds / 1000
-    while time.perf_counter() < end:
-        pass
-    return milliseconds
+__all__ = ["Workload", "sine", "spin", "square", "workloads"]
 
 
 @dataclass(frozen=True)
