@@ -39,7 +39,6 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from multiprocessing.connection import wait
 from typing import Any
 
 from . import _janitor as janitor
@@ -66,6 +65,7 @@ from ._messages import (
     WorkerInit,
 )
 from ._options import WorkerPolicy, WorkerSetupOptions
+from ._poller import Poller
 from ._scheduler import Scheduler
 from ._scheduler_events import (
     Action,
@@ -153,6 +153,7 @@ class Dispatcher:
         self._scheduler = Scheduler(processes, worker_policy, split=_split_chunk)
         self._inbox: Inbox[_Command] = Inbox()  # from any thread to the dispatcher thread
         # --- owned by the dispatcher thread
+        self._poller = Poller()
         self._segment_prefix = (shared_memory.parent_prefix(os.getpid())
                                 if backend.shares_memory else None)
         if self._segment_prefix is not None:
@@ -298,8 +299,8 @@ class Dispatcher:
         return self._scheduler.is_drained() and not self._workers
 
     def _wait_and_handle(self) -> None:
-        ready = wait([self._inbox.waitable, *self._workers.waitables()],
-                     self._time_to_next_deadline())
+        ready = self._poller.wait([self._inbox.waitable, *self._workers.waitables()],
+                                  self._time_to_next_deadline())
         if self._inbox.waitable in ready:
             self._handle_commands()
         # Each pipe is read once a round, even if a reply moves its worker from active to
