@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -327,3 +330,38 @@ def test_bytes_written_to_sys_stdout_buffer_are_forwarded_as_text(
         pool.close()
         pool.join()
     assert capsys.readouterr().out == "héllo wörld\n"
+
+
+
+LAZY_SCRIPT = """
+import sys
+import procpool
+
+def logging_imported(_):
+    return "logging" in sys.modules
+
+def import_logging_and_warn(x):
+    import logging
+    logging.getLogger("late").warning("late %s", x)
+    return x
+
+if __name__ == "__main__":
+    import logging  # here, not above: a spawned worker imports the top of this module
+
+    logging.basicConfig(format="%(name)s %(processName)s %(message)s", stream=sys.stdout)
+    with procpool.Pool(1, context="spawn") as pool:
+        print(pool.apply(logging_imported, (0,)))
+        print(pool.apply(import_logging_and_warn, (7,)))
+"""
+
+
+def test_a_spawned_worker_imports_logging_only_once_something_does_and_forwards_from_then(
+        tmp_path: Path) -> None:
+    # Forwarding is set up as logging is first imported (_on_import.py): here by the task's
+    # own body, whose record must still arrive.
+    script = tmp_path / "lazy_logging.py"
+    script.write_text(LAZY_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=50, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["False", "late procpool-worker-0 late 7", "7"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import pickle
 import sys
-import traceback
 import types
 
 from ._worker_errors import RemoteError
@@ -182,4 +181,6 @@ def _safe_str(exc: BaseException) -> str:
 
 
 def format_remote_traceback(exc: BaseException) -> str:
+    import traceback  # here: a worker needs it only once a task fails (about 3 ms to import)
+
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

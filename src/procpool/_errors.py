@@ -41,12 +41,8 @@ from typing import Any
 
 # The errors a worker raises live apart, so that a worker need not import concurrent.futures
 # (for BrokenProcessPool) to start: see _worker_errors.py. They belong to this tree all the same.
-from ._worker_errors import (
-    ProcpoolError,
-    RemoteError,
-    ResultSerializationError,
-    SerializationError,
-)
+from ._result_errors import ResultSerializationError
+from ._worker_errors import ProcpoolError, RemoteError, SerializationError
 
 __all__ = [
     "InitializerFailed",

@@ -12,11 +12,11 @@ parent. A thread watches the lifeline pipe: when the parent dies, the worker kil
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
 import sys
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,7 +44,8 @@ from ._messages import (
     WorkerInit,
     WorkerSetup,
 )
-from ._worker_errors import ResultSerializationError, SerializationError
+from ._on_import import when_imported
+from ._worker_errors import SerializationError
 
 TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
 if TYPE_CHECKING:
@@ -135,8 +136,9 @@ def worker_main(
     identity.become(setup.worker_index, thread_only=lifeline is None)
     if lifeline is not None:
         _become_process_group_leader()
-        threading.Thread(target=_die_with_parent, args=(lifeline,), daemon=True,
-                         name="procpool-lifeline").start()
+        # Not threading.Thread: its start() waits until the new thread runs, which behind
+        # the other starting workers took up to 3 ms of the worker's start.
+        _thread.start_new_thread(_die_with_parent, (lifeline,))
     replies = FrameWriter(conn)
     if setup.forward_output:
         from . import _worker_output
@@ -144,15 +146,14 @@ def worker_main(
         _worker_output.install(replies)
         _send_unfinished_lines = _worker_output.send_unfinished_lines
     if setup.log_levels is not None:
-        # Now, not once the worker's code imports logging: a task may import it in its body
-        # and log at once.
-        from . import _worker_logs
-
-        _worker_logs.install(setup, replies)
+        # As soon as logging is imported (now, if it is): no record can be made before.
+        when_imported("logging", lambda: _forward_logs(setup, replies))
     if setup.init is not None:
         if not _run_initializer(replies, setup.init):
             return
-        if setup.log_levels is not None:
+        if setup.log_levels is not None and "logging" in sys.modules:
+            from . import _worker_logs
+
             _worker_logs.initializer_done(setup)
     replies.send_bytes(dumps(Ready(os.getpid())))
     functions = FunctionCache()
@@ -170,6 +171,18 @@ def worker_main(
             _run_chunk(replies, message, functions, reports_rss=setup.reports_rss)
         except (EOFError, OSError):
             return  # the parent is gone mid-chunk
+
+
+def _forward_logs(setup: WorkerSetup, replies: _Sender) -> None:
+    """Send the worker's log records to the parent from now on (run as logging is imported:
+    what goes wrong here must not fail that import, so it is reported and forwarding is off)."""
+    try:
+        from . import _worker_logs
+
+        _worker_logs.install(setup, replies)
+    except Exception as exc:
+        print(f"procpool: worker {setup.worker_index} cannot forward its log records: {exc!r}",
+              file=sys.__stderr__)
 
 
 def _become_process_group_leader() -> None:
@@ -406,6 +419,8 @@ def _encode_results(outcomes: list[Any], failed: list[int],
         except caught as exc:
             # A SystemExit (caught with exit_fails_task) is the task's own error, as in
             # concurrent.futures; anything else, a result that cannot travel.
+            from ._result_errors import ResultSerializationError  # not at start: heavy
+
             value = _failure(exc) if isinstance(exc, SystemExit) else ItemFailure(
                 ResultSerializationError(short_repr(value), describe_pickle_failure(exc)), "")
         checked.append(value)

@@ -2,7 +2,9 @@
 
 Kept apart from the rest so that a worker imports neither concurrent.futures nor logging to
 start: the classes that also derive from BrokenProcessPool live in _errors.py, which the
-parent imports. Re-exported from there and from the package.
+parent imports. ResultSerializationError, a MaybeEncodingError too, lives in _result_errors.py:
+defining it imports multiprocessing.pool (with traceback and queue), which a worker needs only
+once a result cannot be pickled. Re-exported from _errors.py and from the package.
 """
 
 from __future__ import annotations
@@ -12,11 +14,6 @@ import pickle
 TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
 if TYPE_CHECKING:
     from typing import Any
-
-    # typeshed does not declare it; at run time it is the stdlib's class.
-    MaybeEncodingError = Exception
-else:
-    from multiprocessing.pool import MaybeEncodingError
 
 
 class ProcpoolError(Exception):
@@ -50,35 +47,6 @@ class SerializationError(ProcpoolError, pickle.PicklingError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.what, self.reason))
-
-
-class ResultSerializationError(SerializationError, MaybeEncodingError):
-    """A task's result could not be pickled in the worker or unpickled in the parent.
-
-    Also a ``multiprocessing.pool.MaybeEncodingError`` with the stdlib's ``exc`` and ``value``
-    attributes (both as text), so code written for the stdlib keeps working.
-    """
-
-    __module__ = "procpool"
-
-    def __init__(self, value_repr: str, reason: str, task: str | None = None) -> None:
-        self.what = "result"
-        self.reason = reason
-        self.exc = reason
-        self.value = value_repr
-        # Which task's result ("work() item 3"): the parent names it, the worker cannot.
-        self.task = task
-        Exception.__init__(self, reason, value_repr)
-
-    def __str__(self) -> str:
-        whose = "" if self.task is None else f"of {self.task} "
-        return (
-            f"cannot send the result {whose}{self.value} back from the worker: {self.exc}. "
-            "Return picklable data from the task."
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.value, self.exc, self.task))
 
 
 class RemoteError(ProcpoolError):
