@@ -66,6 +66,7 @@ POOL_FACES: dict[str, Callable[..., list[Any]]] = {
 EXECUTOR_FACES: dict[str, Callable[..., list[Any]]] = {
     "ex_map": _executor_map, "ex_map_buffered": _executor_map_buffered, "amap": _amap,
 }
+FACES = {**POOL_FACES, **EXECUTOR_FACES}
 RANGES = [range(0, 50), range(2**70, 2**70 + 9), range(10, -31, -3), range(-5, 5, 4), range(0)]
 
 
@@ -88,23 +89,19 @@ def _expected(items: range) -> list[tuple[str, int]]:
     return [("int", x) for x in items]
 
 
-@pytest.mark.parametrize("face", sorted(POOL_FACES))
-def test_pool_faces_send_a_range_as_sub_ranges_and_tasks_get_its_ints(
-        face: str, any_start_method: str, chunk_items: list[type]) -> None:
-    with procpool.Pool(2, context=any_start_method) as pool:
-        for items in RANGES:
-            assert POOL_FACES[face](pool, items, chunksize=4) == _expected(items), items
-        assert POOL_FACES[face](pool, range(3, 300, 7)) == _expected(range(3, 300, 7))
-    assert chunk_items and set(chunk_items) == {range}
+def _open(face: str, start_method: str) -> Any:
+    if face in POOL_FACES:
+        return procpool.Pool(2, context=start_method)
+    return procpool.ProcessPoolExecutor(2, mp_context=start_method)
 
 
-@pytest.mark.parametrize("face", sorted(EXECUTOR_FACES))
-def test_executor_faces_send_a_range_as_sub_ranges_and_tasks_get_its_ints(
+@pytest.mark.parametrize("face", sorted(FACES))
+def test_every_face_sends_a_range_as_sub_ranges_and_tasks_get_its_ints(
         face: str, any_start_method: str, chunk_items: list[type]) -> None:
-    with procpool.ProcessPoolExecutor(2, mp_context=any_start_method) as executor:
+    with _open(face, any_start_method) as pool:
         for items in RANGES:
-            assert EXECUTOR_FACES[face](executor, items, chunksize=4) == _expected(items), items
-        assert EXECUTOR_FACES[face](executor, range(3, 300, 7)) == _expected(range(3, 300, 7))
+            assert FACES[face](pool, items, chunksize=4) == _expected(items), items
+        assert FACES[face](pool, range(3, 300, 7)) == _expected(range(3, 300, 7))
     assert chunk_items and set(chunk_items) == {range}
 
 
