@@ -12,6 +12,7 @@ stepped, empty), and that a death in a range chunk with retries re-sends the rig
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,13 @@ def test_a_death_in_a_range_chunk_is_retried_with_the_items_it_lost(face: str,
             values = call(task, items, chunksize=4)
     assert values == [ft.value_of(x) for x in items]
     assert [ft.runs_of(tmp_path, x) for x in items] == [2 if x == 5 else 1 for x in items]
+
+
+def test_a_range_too_long_for_len_streams_lazily_as_in_the_stdlib() -> None:
+    # len(range(10**20)) raises OverflowError; the stdlib's imap never asks.
+    endless = range(10**20)
+    with procpool.Pool(2) as pool:
+        assert list(itertools.islice(pool.imap(received, endless), 3)) == _expected(range(3))
+    with procpool.ProcessPoolExecutor(2) as executor:
+        results = executor.map(received, endless, buffersize=2)
+        assert list(itertools.islice(results, 3)) == _expected(range(3))

@@ -169,7 +169,7 @@ def length_of(iterable: object) -> int | None:
     """The number of items, if the input knows it without being consumed."""
     try:
         return len(iterable)  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, OverflowError):  # no length, or one past sys.maxsize (a huge range)
         return None
 
 
