@@ -350,8 +350,9 @@ if __name__ == "__main__":
 
     logging.basicConfig(format="%(name)s %(processName)s %(message)s", stream=sys.stdout)
     with procpool.Pool(1, context="spawn") as pool:
-        print(pool.apply(logging_imported, (0,)))
-        print(pool.apply(import_logging_and_warn, (7,)))
+        before = pool.apply(logging_imported, (0,))
+        value = pool.apply(import_logging_and_warn, (7,))
+    print(before, value)  # after the pool's end, which waits for the last records
 """
 
 
@@ -364,4 +365,4 @@ def test_a_spawned_worker_imports_logging_only_once_something_does_and_forwards_
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=50, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["False", "late procpool-worker-0 late 7", "7"]
+    assert done.stdout.splitlines() == ["late procpool-worker-0 late 7", "False 7"]

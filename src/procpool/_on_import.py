@@ -7,14 +7,19 @@ first imported, by whatever imports it (the main module, the initializer, a libr
 own body), before that import returns: no record can be made earlier, none is missed.
 
 How: a finder at the front of ``sys.meta_path`` that only watches. Asked for the module, it
-steps out of the path, lets the other finders find it, and wraps the loader so that the
-function runs right after the module's code, while the import is still in progress (the
-module is complete then, and ``sys.modules`` holds it). Imported by workers: standard library
-only.
+lets the other finders find it and wraps the loader, so that the function runs right after the
+module's code, while the import is still in progress (the module is complete then, and
+``sys.modules`` holds it). It stays in the path once it has fired, inert: taking it out would
+change the list while another thread's import may be walking it (the import lock is released
+between finders), and that import would skip a finder. A spec asked for without an import
+(``importlib.util.find_spec``) fires nothing. In a process forked from the one that asked it
+stays inert too: the function belongs to the process that asked. Imported by workers: standard
+library only.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 TYPE_CHECKING = False  # not typing's: a worker must not import typing to start (_messages.py)
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
 def when_imported(name: str, then: Callable[[], object]) -> None:
     """Call ``then()`` now if module ``name`` is imported, else once its first import has run
-    the module's code (in the importing thread, before the import returns)."""
+    the module's code (in the importing thread, before the import returns), in this process."""
     if name in sys.modules:
         then()
     else:
@@ -38,24 +43,28 @@ class _Watch:
     def __init__(self, name: str, then: Callable[[], object]) -> None:
         self._name = name
         self._then = then
+        self._pid = os.getpid()
+        self._fired = False
 
     def find_spec(self, name: str, path: Sequence[str] | None = None,
                   target: Any = None) -> Any:
-        if name != self._name:
+        if name != self._name or self._fired or os.getpid() != self._pid:
             return None
-        sys.meta_path.remove(self)  # once, and not in the search below
-        for finder in sys.meta_path:
-            find_spec = getattr(finder, "find_spec", None)
+        for finder in list(sys.meta_path):  # a copy: other threads may change the path
+            find_spec = None if finder is self else getattr(finder, "find_spec", None)
             spec = None if find_spec is None else find_spec(name, path, target)
             if spec is not None:
                 break
         else:
             return None  # not found: the import fails as it would have
-        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            self._then()  # a namespace package, or an old loader: set up before instead
-            return spec
-        spec.loader = _ThenLoader(spec.loader, self._then)
-        return spec
+        if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            spec.loader = _ThenLoader(spec.loader, self._fire)
+        return spec  # (a loader without exec_module, which no stdlib module has: unwatched)
+
+    def _fire(self) -> None:
+        if not self._fired:
+            self._fired = True
+            self._then()
 
 
 class _ThenLoader:

@@ -34,10 +34,14 @@ class Poller:
         """The objects that are ready, waiting up to ``timeout`` seconds (None: no limit) for
         one to be; [] when the time ran out."""
         wanted = {_fileno(waitable): waitable for waitable in waitables}
+        # One descriptor at a time, so that the record matches the poll object even if a
+        # registration raises.
         for fd in self._watched.keys() - wanted.keys():
             self._poll.unregister(fd)
-        for fd in wanted.keys() - self._watched.keys():
-            self._poll.register(fd, _READABLE)
-        self._watched = wanted
+            del self._watched[fd]
+        for fd, waitable in wanted.items():
+            if fd not in self._watched:
+                self._poll.register(fd, _READABLE)
+            self._watched[fd] = waitable
         events = self._poll.poll(None if timeout is None else timeout * 1000)
-        return [wanted[fd] for fd, _ in events]
+        return [self._watched[fd] for fd, _ in events]
