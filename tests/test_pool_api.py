@@ -586,11 +586,25 @@ def test_map_async_shows_its_progress_where_recipes_read_it(
 def test_map_async_picks_the_stdlib_chunksize(length: int) -> None:
     with multiprocessing.get_context("fork").Pool(2) as stdlib_pool, \
             procpool.Pool(2, context="fork") as pool:
-        expected = stdlib_pool.map_async(mb.square, range(length))
-        result = pool.map_async(mb.square, range(length))
+        expected = stdlib_pool.map_async(mb.square, list(range(length)))
+        result = pool.map_async(mb.square, list(range(length)))
         assert result._chunksize == expected._chunksize
         assert result.get(timeout=30) == expected.get(timeout=30)
         assert result._number_left == 0
+
+
+@pytest.mark.parametrize("length", [1, 7, 100, 1000])
+def test_a_range_is_cut_four_times_finer_unless_workers_are_recycled(length: int) -> None:
+    # A range's chunks cost nothing to make; maxtasksperchild counts chunks, so there the
+    # stdlib's size stays.
+    with procpool.Pool(2, context="fork") as pool, \
+            procpool.Pool(2, context="fork", maxtasksperchild=100) as recycling:
+        fine = pool.map_async(mb.square, range(length))
+        stdlib_sized = recycling.map_async(mb.square, range(length))
+        assert fine._chunksize == -(-length // 32)  # 2 workers x 4 x 4
+        assert stdlib_sized._chunksize == -(-length // 8)
+        squares = [x * x for x in range(length)]
+        assert fine.get(timeout=30) == stdlib_sized.get(timeout=30) == squares
 
 
 UNGUARDED_SCRIPT = """
