@@ -138,9 +138,10 @@ class LocalBackend(OnThisMachine):
 
     def __init__(self, context: Any) -> None:
         self._context = context
-        if context.get_start_method() == "forkserver":
+        start_method = context.get_start_method()
+        if start_method == "forkserver":
             preload_into_forkserver()
-        self.inherits_memory = context.get_start_method() == "fork"
+        self.inherits_memory = start_method == "fork"
         self.imports_main = not self.inherits_memory
         self.shares_memory = shared_memory.available()
 
