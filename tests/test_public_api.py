@@ -63,3 +63,17 @@ def test_a_local_pool_imports_nothing_of_the_other_backends() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
     assert done.stdout.strip() == "['procpool._backends.local']"
+
+
+def test_pools_import_asyncio_only_for_a_coroutine() -> None:
+    # asyncio (and ssl, which it imports) made the parent about 8 MB larger, and every fork
+    # of a worker copies the page tables of all of it. A coroutine imports it itself.
+    code = ("import sys, procpool\n"
+            "with procpool.Pool(1) as pool:\n"
+            "    pool.apply(abs, (1,)); list(pool.imap(abs, [1, 2])); pool.map(abs, [1])\n"
+            "with procpool.ProcessPoolExecutor(1, max_queued=2) as executor:\n"
+            "    executor.submit(abs, 1).result(); list(executor.map(abs, [1, 2]))\n"
+            "print(sorted(m for m in sys.modules if m in ('asyncio', 'ssl')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert done.stdout.strip() == "[]"

@@ -10,7 +10,6 @@ workers and failures belong to the dispatcher, exactly as for the Pool face.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import threading
 import time
@@ -240,6 +239,8 @@ class ProcessPoolExecutor(Executor):
         finally:
             if bound is not None:
                 bound.forget_reserved()  # if submit raised before it took the place
+        import asyncio  # imported already where a coroutine runs: an executor never imports it
+
         try:
             awaitable = asyncio.wrap_future(future)
         except BaseException:

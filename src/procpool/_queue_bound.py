@@ -13,11 +13,14 @@ bound (``buffersize``, the stream window).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 from collections import deque
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class QueueTicket:
@@ -100,6 +103,8 @@ class QueueBound:
             if self._queued < self.limit and not self._waiters:
                 self._reserved_here.ticket = self._take()
                 return True
+            import asyncio  # imported already where a coroutine runs
+
             waiter = _Waiter(asyncio.get_running_loop())
             self._waiters.append(waiter)
         assert waiter.future is not None

@@ -24,7 +24,6 @@ is handed out as an ``Outcome``. Never blocks the dispatcher thread: it only sto
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import logging
@@ -34,13 +33,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import TimeoutError
 from ._pace import CHUNKS_PER_WORKER, ChunkSizer
 from ._progress import ProgressTracker
 from ._results import _wait_or_interrupt
 from ._task import Chunk
+
+if TYPE_CHECKING:
+    import asyncio
 
 T = TypeVar("T")
 logger = logging.getLogger("procpool")
@@ -414,6 +416,8 @@ async def next_async(job: StreamJob) -> Any:
     """The next item of ``job`` for an ``async for``: waits without blocking the event loop
     and without a thread (the delivering thread wakes the loop). Raises StopAsyncIteration at
     the end."""
+    import asyncio  # imported already where a coroutine runs: a pool never imports it
+
     loop = asyncio.get_running_loop()
     while True:
         try:
