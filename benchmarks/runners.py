@@ -48,9 +48,23 @@ def stdlib_pool(workload: Workload, inputs: Sequence[Any], workers: int,
     import multiprocessing
 
     with _context(multiprocessing, method).Pool(workers) as pool:
-        if workload.style == "map":
-            return pool.map(workload.function, inputs)
-        return list(pool.imap(workload.function, inputs))
+        return _pool_call(pool, workload, inputs)
+
+
+def _pool_call(pool: Any, workload: Workload, inputs: Sequence[Any]) -> list[Any]:
+    """A workload on a pool with the stdlib Pool's API (the stdlib's, procpool's, billiard's)."""
+    if workload.style == "map":
+        return list(pool.map(workload.function, inputs))
+    if workload.style == "calls":
+        pending = [pool.apply_async(workload.function, (x,)) for x in inputs]
+        return [result.get() for result in pending]
+    return list(pool.imap(workload.function, inputs))
+
+
+def _executor_calls(executor: Any, workload: Workload, inputs: Sequence[Any]) -> list[Any]:
+    """The "calls" workload on a concurrent.futures executor: one submit per input."""
+    futures = [executor.submit(workload.function, x) for x in inputs]
+    return [future.result() for future in futures]
 
 
 def stdlib_executor(workload: Workload, inputs: Sequence[Any], workers: int,
@@ -61,6 +75,8 @@ def stdlib_executor(workload: Workload, inputs: Sequence[Any], workers: int,
     chunksize = auto_chunksize(len(inputs), workers) if workload.style == "map" else 1
     context = _context(multiprocessing, method)
     with ProcessPoolExecutor(workers, mp_context=context) as executor:
+        if workload.style == "calls":
+            return _executor_calls(executor, workload, inputs)
         return list(executor.map(workload.function, inputs, chunksize=chunksize))
 
 
@@ -71,9 +87,7 @@ def procpool_pool(workload: Workload, inputs: Sequence[Any], workers: int,
     import procpool
 
     with procpool.Pool(workers, context=_context(multiprocessing, method)) as pool:
-        if workload.style == "map":
-            return pool.map(workload.function, inputs)
-        return list(pool.imap(workload.function, inputs))
+        return _pool_call(pool, workload, inputs)
 
 
 def procpool_executor(workload: Workload, inputs: Sequence[Any], workers: int,
@@ -84,6 +98,8 @@ def procpool_executor(workload: Workload, inputs: Sequence[Any], workers: int,
 
     context = _context(multiprocessing, method)
     with procpool.ProcessPoolExecutor(workers, mp_context=context) as executor:
+        if workload.style == "calls":
+            return _executor_calls(executor, workload, inputs)
         if workload.style == "map":
             chunksize = auto_chunksize(len(inputs), workers)
             return list(executor.map(workload.function, inputs, chunksize=chunksize))
@@ -101,6 +117,8 @@ def loky_executor(workload: Workload, inputs: Sequence[Any], workers: int,
     chunksize = auto_chunksize(len(inputs), workers) if workload.style == "map" else 1
     context = _context(multiprocessing, method)
     with ProcessPoolExecutor(workers, context=context) as executor:
+        if workload.style == "calls":
+            return _executor_calls(executor, workload, inputs)
         return list(executor.map(workload.function, inputs, chunksize=chunksize))
 
 
@@ -109,6 +127,8 @@ def joblib_parallel(workload: Workload, inputs: Sequence[Any], workers: int,
     from joblib import Parallel, delayed
 
     del method  # OWN_METHOD: the loky backend always starts its workers with loky's method
+    if workload.style == "calls":
+        raise Unsupported("joblib has no call-at-a-time API (Parallel batches its calls)")
     return_as = "list" if workload.style == "map" else "generator"
     calls = (delayed(workload.function)(x) for x in inputs)
     return list(Parallel(n_jobs=workers, return_as=return_as)(calls))
@@ -119,6 +139,9 @@ def mpire_pool(workload: Workload, inputs: Sequence[Any], workers: int,
     from mpire import WorkerPool
 
     with WorkerPool(workers, start_method=method) as pool:
+        if workload.style == "calls":
+            pending = [pool.apply_async(workload.function, (x,)) for x in inputs]
+            return [result.get() for result in pending]
         if workload.style == "map":
             return pool.map(workload.function, inputs, progress_bar=False,
                             concatenate_numpy_output=False)
@@ -133,6 +156,9 @@ def pebble_pool(workload: Workload, inputs: Sequence[Any], workers: int,
 
     chunksize = auto_chunksize(len(inputs), workers) if workload.style == "map" else 1
     with ProcessPool(workers, context=_context(multiprocessing, method)) as pool:
+        if workload.style == "calls":
+            futures = [pool.schedule(workload.function, (x,)) for x in inputs]
+            return [future.result() for future in futures]
         return list(pool.map(workload.function, inputs, chunksize=chunksize).result())
 
 
@@ -142,9 +168,7 @@ def billiard_pool(workload: Workload, inputs: Sequence[Any], workers: int,
 
     pool = _context(billiard, method).Pool(workers)
     try:
-        if workload.style == "map":
-            return list(pool.map(workload.function, inputs))
-        return list(pool.imap(workload.function, inputs))
+        return _pool_call(pool, workload, inputs)
     finally:
         pool.terminate()
         pool.join()

@@ -22,7 +22,8 @@ class Workload:
     function: Callable[[Any], Any]
     inputs: Callable[[], Sequence[Any]]
     # "map": eager map with the stdlib's automatic chunksize; "stream": each library's
-    # lazy/streaming call with its default arguments, consumed in order.
+    # lazy/streaming call with its default arguments, consumed in order; "calls": one
+    # submission per input (apply_async, submit), every result then waited for in order.
     style: str
     # Whether a library's results are the serial answer (numpy arrays need array_equal).
     same: Callable[[list[Any], list[Any]], bool] = lambda a, b: a == b
@@ -61,6 +62,9 @@ def workloads(quick: bool) -> list[Workload]:
         # The same calls on the range object itself: the serial answer is tiny's.
         Workload("tiny-range", f"{1_000_000 // scale:,} calls of x*x on a range, map", square,
                  lambda: range(1_000_000 // scale), "map"),
+        # What a loop of apply_async or submit costs per call: the pool's own overhead.
+        Workload("calls", f"{10_000 // scale:,} calls of x*x, each submitted on its own",
+                 square, lambda: list(range(10_000 // scale)), "calls"),
         Workload("imap-1ms", f"{10_000 // scale:,} tasks of 1 ms, streamed with default "
                  "arguments", spin, lambda: [1.0] * (10_000 // scale), "stream"),
         Workload("cpu-10ms", f"{400 // scale} tasks of 10 ms, map", spin,
