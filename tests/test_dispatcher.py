@@ -17,11 +17,21 @@ from typing import Any
 
 import pytest
 
-from procpool._codec import dumps, loads
+from procpool._codec import dumps
 from procpool._dispatcher import Dispatcher
 from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
 from procpool._framing import FrameWriter
-from procpool._messages import CallMode, ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerInit
+from procpool._messages import (
+    CallMode,
+    ChunkDone,
+    ItemDone,
+    Ready,
+    RunChunk,
+    Stop,
+    WorkerInit,
+    decode,
+    encode,
+)
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._scheduler import RETIRE_TIMEOUT
 from procpool._task import Chunk, TaskFunction
@@ -52,14 +62,14 @@ class ScriptedWorker:
         self.kills: list[bool] = []  # the ``force`` of each kill() call
 
     def send(self, message: Any) -> None:
-        self._replies.send_bytes(dumps(message))
+        self._replies.send_bytes(encode(message))
 
     def send_raw(self, data: bytes) -> None:
         os.write(self._worker_end.fileno(), data)
 
     def receive(self) -> Any:
         assert self._worker_end.poll(WAIT), "the dispatcher sent this worker nothing"
-        return loads(self._worker_end.recv_bytes())
+        return decode(self._worker_end.recv_bytes())
 
     def die(self, exitcode: int) -> None:
         if self.exitcode is None:

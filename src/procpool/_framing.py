@@ -6,8 +6,9 @@ must then lose that worker, not the pool: so every reply starts with a magic wor
 length (``Frame``), a header that is not procpool's marks the stream corrupt at once
 (``CorruptStream``), and the dispatcher reads what a descriptor has without ever waiting for
 more (``FrameReader``: one read per readiness, complete frames out), so a stream that stops
-mid-frame cannot stall it. The parent-to-worker direction keeps multiprocessing's framing: only
-the parent writes there.
+mid-frame cannot stall it. The parent-to-worker direction keeps multiprocessing's framing
+(only the parent writes there, and the worker reads it with ``Connection.recv_bytes``), written
+by ``send_to_worker`` in one system call.
 
 Imported by workers: standard library only, nothing heavy.
 """
@@ -44,6 +45,35 @@ class FrameInProgress(Exception):
     prints, run between two writes of a frame. Sending now would split that frame."""
 
 
+# multiprocessing's framing (Connection.send_bytes): a signed 32-bit length, or -1 and an
+# unsigned 64-bit one for larger payloads.
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+
+
+def send_to_worker(fd: int, payload: bytes) -> None:
+    """Write ``payload`` to a worker's pipe as ``Connection.send_bytes`` would (the worker
+    reads it with ``recv_bytes``), without its layers of checks: the dispatcher sends two
+    messages per chunk."""
+    size = len(payload)
+    if size <= 0x7FFFFFFF:
+        header = _LENGTH.pack(size)
+    else:
+        header = _LENGTH.pack(-1) + _LONG_LENGTH.pack(size)
+    _write_all(fd, [memoryview(header), memoryview(payload)])
+
+
+def _write_all(fd: int, pieces: list[memoryview]) -> None:
+    """Write every piece, in order, with as few system calls as the descriptor allows."""
+    while pieces:
+        written = os.writev(fd, pieces)
+        while pieces and written >= len(pieces[0]):
+            written -= len(pieces[0])
+            pieces.pop(0)
+        if pieces and written:
+            pieces[0] = pieces[0][written:]
+
+
 class FrameWriter:
     """Sends each payload as one frame on a connection's descriptor (the worker's side).
 
@@ -70,13 +100,7 @@ class FrameWriter:
                 self._sending = False
 
     def _write(self, pieces: list[memoryview]) -> None:
-        while pieces:
-            written = os.writev(self._fd, pieces)
-            while pieces and written >= len(pieces[0]):
-                written -= len(pieces[0])
-                pieces.pop(0)
-            if pieces and written:
-                pieces[0] = pieces[0][written:]
+        _write_all(self._fd, pieces)
 
 
 class FrameReader:

@@ -43,6 +43,8 @@ from ._messages import (
     Stop,
     WorkerInit,
     WorkerSetup,
+    decode,
+    encode,
 )
 from ._on_import import when_imported
 from ._worker_errors import SerializationError
@@ -155,11 +157,11 @@ def worker_main(
             from . import _worker_logs
 
             _worker_logs.initializer_done(setup)
-    replies.send_bytes(dumps(Ready(os.getpid())))
+    replies.send_bytes(encode(Ready(os.getpid())))
     functions = FunctionCache()
     while True:
         try:
-            message = loads(conn.recv_bytes())
+            message = decode(conn.recv_bytes())
         except (EOFError, OSError):
             return  # the parent closed our pipe or died: nobody wants our results
         if isinstance(message, Stop):
@@ -234,7 +236,7 @@ def _run_initializer(conn: _Sender, init: WorkerInit) -> bool:
         initializer(*init.initargs)
     except Exception as exc:
         error = portable_exception(exc)
-        conn.send_bytes(dumps(InitFailed(error, format_remote_traceback(exc))))
+        conn.send_bytes(encode(InitFailed(error, format_remote_traceback(exc))))
         return False
     return True
 
@@ -280,7 +282,7 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,
                 _load_items(message)
             raise
         items = _load_items(message)
-        call = _call_form(function, message.mode)
+        call = _call_form(function, CallMode(message.mode))
     except Exception as exc:
         # Cannot run any item: the same failure for each, so every waiter gets an answer.
         outcomes, failed = [_failure(exc)] * message.size, list(range(message.size))
@@ -289,7 +291,7 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,
             for position, item in enumerate(items):
                 payload, _, names = _encode_results(*_run_all(call, [item], caught),
                                                     results_names, caught)
-                conn.send_bytes(dumps(ItemDone(message.chunk_id, position, payload, names)))
+                conn.send_bytes(encode(ItemDone(message.chunk_id, position, payload, names)))
             outcomes, failed = [], []
         else:
             outcomes, failed = _run_all(call, items, caught)
@@ -299,7 +301,7 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,
     payload, failed_positions, names = (_encode_results(outcomes, failed, results_names, caught)
                                         if outcomes else (b"", (), ()))
     rss = current_rss() if reports_rss else 0
-    conn.send_bytes(dumps(ChunkDone(message.chunk_id, payload, failed_positions, rss,
+    conn.send_bytes(encode(ChunkDone(message.chunk_id, payload, failed_positions, rss,
                                     peak_rss(), time.perf_counter() - started, names)))
 
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 import os
 
-from ._codec import dumps
 from ._framing import FrameInProgress
-from ._messages import Logged, WorkerSetup
+from ._messages import Logged, WorkerSetup, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ class _ForwardingHandler(logging.Handler):
                 logging.lastResort.handle(record)
             return
         try:
-            self._sender.send_bytes(dumps(Logged(self._portable(record))))
+            self._sender.send_bytes(encode(Logged(self._portable(record))))
         except (EOFError, OSError):
             pass  # the parent is gone: nobody is left to show it
         except FrameInProgress:

@@ -17,9 +17,8 @@ import os
 import sys
 import threading
 
-from ._codec import dumps
 from ._framing import FrameInProgress
-from ._messages import Printed
+from ._messages import Printed, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -114,7 +113,7 @@ class _ForwardedStream(io.TextIOBase):
     def _send(self, text: str) -> None:
         # The parent is gone; or a signal handler prints amid a reply of its own thread.
         with contextlib.suppress(EOFError, OSError, FrameInProgress):
-            self._sender.send_bytes(dumps(Printed(self._number, text)))
+            self._sender.send_bytes(encode(Printed(self._number, text)))
 
 
 class _BytesToText(io.RawIOBase):

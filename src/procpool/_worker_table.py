@@ -24,9 +24,8 @@ from typing import Any
 
 from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
-from ._codec import dumps, loads
-from ._framing import CorruptStream, FrameReader
-from ._messages import RunChunk, Stop
+from ._framing import CorruptStream, FrameReader, send_to_worker
+from ._messages import RunChunk, Stop, decode, encode
 from ._scheduler_events import Death
 from ._task import Chunk
 from ._worker import FunctionCache
@@ -117,7 +116,7 @@ class WorkerTable:
             record.functions.add(function.function_id, None)
             payload = function.payload
         message = RunChunk(
-            chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode,
+            chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode.value,
             chunk.size, chunk.policy.reports_each_item,
             () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
             chunk.policy.exit_fails_task,
@@ -127,7 +126,7 @@ class WorkerTable:
         # If the worker is dying the send fails; its sentinel then fails the chunk with the
         # exit status, which says far more than a broken pipe.
         with contextlib.suppress(OSError):
-            record.handle.connection.send_bytes(dumps(message))
+            send_to_worker(record.handle.connection.fileno(), encode(message))
 
     def is_listening(self, record: WorkerRecord) -> bool:
         """Whether ``record``'s replies still count: it is active and its stream is sound."""
@@ -159,7 +158,7 @@ class WorkerTable:
             return
         for payload in payloads:
             try:
-                message = loads(payload)
+                message = decode(payload)
             except BaseException as exc:  # unpickling runs code, even sys.exit(): contain it
                 self.lose_stream(record, f"a reply could not be read ({exc!r})")
                 return
@@ -202,7 +201,7 @@ class WorkerTable:
         self._publish()
         self.retiring[worker_id] = record
         try:
-            record.handle.connection.send_bytes(dumps(Stop()))
+            record.handle.connection.send_bytes(encode(Stop()))
         except OSError:
             record.handle.kill(force=True)
 

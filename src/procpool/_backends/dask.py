@@ -39,7 +39,16 @@ from typing import Any
 from .. import _threads as threads
 from .._codec import dumps, loads
 from .._framing import FrameWriter
-from .._messages import ChunkDone, ItemDone, Ready, RunChunk, Stop, WorkerSetup
+from .._messages import (
+    ChunkDone,
+    ItemDone,
+    Ready,
+    RunChunk,
+    Stop,
+    WorkerSetup,
+    decode,
+    encode,
+)
 from .._worker import FunctionCache, run_detached
 
 # The exit status a relay reports after it was told to stop a task (timeout, cancel,
@@ -222,10 +231,10 @@ class _Relay:
         # The payloads of the functions the dispatcher believes this worker holds (it keeps
         # the mirror image of this cache and sends a payload only once).
         functions = FunctionCache()
-        replies.send_bytes(dumps(Ready(os.getpid())))
+        replies.send_bytes(encode(Ready(os.getpid())))
         while True:
             try:
-                message = loads(pipe.recv_bytes())
+                message = decode(pipe.recv_bytes())
             except (EOFError, OSError):
                 return _KILLED  # killed while idle
             if isinstance(message, Stop):
@@ -248,15 +257,15 @@ class _Relay:
             single = message._replace(items_payload=dumps([item]), size=1,
                                       report_each_item=False)
             task_replies = self._run_remotely(single)
-            done = loads(task_replies[-1])
+            done = decode(task_replies[-1])
             if not isinstance(done, ChunkDone):  # the initializer failed: the pool breaks
                 for reply in task_replies:
                     replies.send_bytes(reply)
                 return
             seconds += done.seconds
-            replies.send_bytes(dumps(ItemDone(message.chunk_id, position,
+            replies.send_bytes(encode(ItemDone(message.chunk_id, position,
                                               done.results_payload)))
-        replies.send_bytes(dumps(ChunkDone(message.chunk_id, b"", (), 0, 0, seconds)))
+        replies.send_bytes(encode(ChunkDone(message.chunk_id, b"", (), 0, 0, seconds)))
 
     def _run_remotely(self, message: RunChunk) -> list[bytes]:
         """Run the chunk as a Dask task; its replies, or _Ended: Dask's failures become
