@@ -12,10 +12,10 @@ failing it. It never runs user code beyond unpickling (sinks hand callbacks to a
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
+from types import TracebackType
 from typing import Any
 
 from . import _accounting as accounting
@@ -114,19 +114,19 @@ class Delivery:
         self.done(part, [outcome], {})
         return None
 
-    @contextlib.contextmanager
-    def failing_on_error(self, chunk: Chunk) -> Iterator[None]:
+    def failing_on_error(self, chunk: Chunk) -> _FailingOnError:
         """Deliver a chunk the scheduler has already let go of: if delivery itself fails, fail
         the chunk with that error. Past this point no other path (not even the dispatcher's
         crash handler) knows the chunk, so an escaping error would leave its waiters waiting
         forever."""
-        try:
-            yield
-        except BaseException as exc:
-            logger.exception("procpool could not deliver the results of %s", chunk.description)
-            error = PoolBroken(f"internal error while delivering {chunk.description}: {exc!r}")
-            error.__cause__ = exc
-            self.failed(chunk, error)
+        return _FailingOnError(self, chunk)
+
+    def _failed_to_deliver(self, chunk: Chunk, exc: BaseException) -> None:
+        logger.error("procpool could not deliver the results of %s", chunk.description,
+                     exc_info=exc)
+        error = PoolBroken(f"internal error while delivering {chunk.description}: {exc!r}")
+        error.__cause__ = exc
+        self.failed(chunk, error)
 
     def _decode(self, chunk: Chunk, results_payload: bytes,
                 segments: tuple[str, ...]) -> list[Any] | None:
@@ -143,6 +143,26 @@ class Delivery:
             error.__cause__ = exc
             self.failed(chunk, error)
             return None
+
+
+class _FailingOnError:
+    """``Delivery.failing_on_error``: a class, not a generator (entered for every chunk)."""
+
+    __slots__ = ("_chunk", "_delivery")
+
+    def __init__(self, delivery: Delivery, chunk: Chunk) -> None:
+        self._delivery = delivery
+        self._chunk = chunk
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> bool:
+        if exc is None:
+            return False
+        self._delivery._failed_to_deliver(self._chunk, exc)
+        return True  # the chunk has its answer: the error goes no further
 
 
 def item_error(chunk: Chunk, position: int, failure: ItemFailure) -> BaseException:

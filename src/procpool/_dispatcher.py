@@ -323,7 +323,13 @@ class Dispatcher:
         return None if deadline is None else max(0.0, deadline - self._clock())
 
     def _handle_deadlines(self) -> None:
-        self._tell(Tick(), self._clock())
+        """Tell the scheduler the time when a deadline is due (a Tick before any is due
+        changes nothing, and a round of tiny chunks would pay for it twice)."""
+        deadline = self._scheduler.next_deadline()
+        if deadline is not None:
+            now = self._clock()
+            if deadline <= now:
+                self._tell(Tick(), now)
 
     def _handle_commands(self) -> None:
         for command in self._inbox.take():
@@ -361,18 +367,7 @@ class Dispatcher:
     def _handle_reply(self, record: WorkerRecord, message: Any) -> None:
         worker_id = record.worker_id
         now = self._clock()
-        if isinstance(message, ItemDone):
-            # Which item this answers, asked before the scheduler moves the worker on.
-            chunk, position = self._scheduler.running_on(worker_id)
-            self._tell(ItemFinished(worker_id), now)
-            if record.segments is not None:
-                record.segments.results_read(chunk, len(message.result_segments))
-            with self._delivery.failing_on_error(chunk.part(position, 1)):
-                error = self._delivery.item_reply(chunk, position, message.result_payload,
-                                                  message.result_segments)
-                if error is not None:  # run it again, or fail it: the scheduler's choice
-                    self._tell(ItemFailed(chunk, position, error), now)
-        elif isinstance(message, ChunkDone):
+        if isinstance(message, ChunkDone):  # the commonest first
             record.peak_rss = message.peak_rss
             chunk, _ = self._scheduler.running_on(worker_id)
             actions = self._scheduler.handle(
@@ -385,6 +380,17 @@ class Dispatcher:
                 with self._delivery.failing_on_error(chunk):
                     self._delivery.chunk_reply(chunk, message.results_payload,
                                                message.failed_positions, message.result_segments)
+        elif isinstance(message, ItemDone):
+            # Which item this answers, asked before the scheduler moves the worker on.
+            chunk, position = self._scheduler.running_on(worker_id)
+            self._tell(ItemFinished(worker_id), now)
+            if record.segments is not None:
+                record.segments.results_read(chunk, len(message.result_segments))
+            with self._delivery.failing_on_error(chunk.part(position, 1)):
+                error = self._delivery.item_reply(chunk, position, message.result_payload,
+                                                  message.result_segments)
+                if error is not None:  # run it again, or fail it: the scheduler's choice
+                    self._tell(ItemFailed(chunk, position, error), now)
         elif isinstance(message, Ready):
             self._tell(WorkerReady(worker_id), now)
         elif isinstance(message, InitFailed):

@@ -394,8 +394,8 @@ class Scheduler:
             self._idle.remove(worker_id)
             self.workers[worker_id].run(chunk, now)
             actions.append(SendChunk(worker_id, chunk))
-        for worker_id, slot in self.workers.items():
-            while (slot.may_queue(self.worker_policy) and self.pending
+        for worker_id, slot in self.workers.items() if self.pending else ():
+            while (self.pending and slot.may_queue(self.worker_policy)
                    and _short_and_small(self.pending[0])):
                 chunk = self.pending.popleft()
                 if chunk.sink.chunk_starting(chunk):
