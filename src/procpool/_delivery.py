@@ -13,6 +13,7 @@ failing it. It never runs user code beyond unpickling (sinks hand callbacks to a
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from types import TracebackType
@@ -97,7 +98,7 @@ class Delivery:
         if values is None:
             return
         failures = {position: item_error(chunk, position, values[position])
-                    for position in failed_positions}
+                    for position in failed_positions} if failed_positions else _NONE_FAILED
         self.done(chunk, values, failures)
 
     def item_reply(self, chunk: Chunk, position: int, payload: bytes,
@@ -143,6 +144,9 @@ class Delivery:
             error.__cause__ = exc
             self.failed(chunk, error)
             return None
+
+
+_NONE_FAILED: Mapping[int, BaseException] = types.MappingProxyType({})
 
 
 class _FailingOnError:

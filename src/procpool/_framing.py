@@ -60,18 +60,23 @@ def send_to_worker(fd: int, payload: bytes) -> None:
         header = _LENGTH.pack(size)
     else:
         header = _LENGTH.pack(-1) + _LONG_LENGTH.pack(size)
-    _write_all(fd, [memoryview(header), memoryview(payload)])
+    written = os.writev(fd, (header, payload))
+    if written < len(header) + size:  # more than the pipe took at once
+        _write_all(fd, [memoryview(header), memoryview(payload)], written)
 
 
-def _write_all(fd: int, pieces: list[memoryview]) -> None:
-    """Write every piece, in order, with as few system calls as the descriptor allows."""
-    while pieces:
-        written = os.writev(fd, pieces)
+def _write_all(fd: int, pieces: list[memoryview], written: int = 0) -> None:
+    """Write every piece, in order, with as few system calls as the descriptor allows; the
+    first ``written`` bytes are out already."""
+    while True:
         while pieces and written >= len(pieces[0]):
             written -= len(pieces[0])
             pieces.pop(0)
-        if pieces and written:
+        if not pieces:
+            return
+        if written:
             pieces[0] = pieces[0][written:]
+        written = os.writev(fd, pieces)
 
 
 class FrameWriter:

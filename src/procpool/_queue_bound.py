@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -162,16 +162,29 @@ class QueueBound:
         waiter.wake()
 
 
-@contextlib.contextmanager
-def ticket_given_back_on_error(ticket: QueueTicket | None) -> Iterator[None]:
+def ticket_given_back_on_error(
+        ticket: QueueTicket | None) -> _GivenBackOnError | contextlib.nullcontext[None]:
     """What runs inside may raise (the pool closed while its caller waited): the place taken
-    for the call is then free again."""
-    try:
-        yield
-    except BaseException:
-        if ticket is not None:
-            ticket.give_back()
-        raise
+    for the call is then free again. (A class, not a generator: entered for every call.)"""
+    return _NO_TICKET if ticket is None else _GivenBackOnError(ticket)
+
+
+class _GivenBackOnError:
+    __slots__ = ("_ticket",)
+
+    def __init__(self, ticket: QueueTicket) -> None:
+        self._ticket = ticket
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if exc is not None:
+            self._ticket.give_back()
+
+
+_NO_TICKET: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 def _set_if_waiting(woken: asyncio.Future[None]) -> None:

@@ -53,7 +53,11 @@ class _AsyncResultBase(Generic[T]):
     ) -> None:
         self._on_interrupt = on_interrupt
         self._progress = progress
-        self._event = threading.Event()
+        # get() may return once _released is set. A waiter that finds it unset makes the
+        # event and waits on it: most results of a loop of apply_async are in before their
+        # get(), and an Event per call cost as much as the rest of the result object.
+        self._released = False
+        self._released_event: threading.Event | None = None
         self._callbacks = callbacks
         self._callback = callback
         self._error_callback = error_callback
@@ -63,7 +67,7 @@ class _AsyncResultBase(Generic[T]):
         self._value: Any = None
 
     def ready(self) -> bool:
-        return self._event.is_set()
+        return self._released
 
     def successful(self) -> bool:
         if not self.ready():
@@ -71,14 +75,32 @@ class _AsyncResultBase(Generic[T]):
         return self._success
 
     def wait(self, timeout: float | None = None) -> None:
-        _wait_or_interrupt(lambda: self._event.wait(timeout), self._on_interrupt)
+        self._wait(timeout)
 
     def get(self, timeout: float | None = None) -> T:
-        if not _wait_or_interrupt(lambda: self._event.wait(timeout), self._on_interrupt):
+        if not self._released and not self._wait(timeout):
             raise TimeoutError(f"the result was not ready within {timeout} s")
         if self._success:
             return self._value  # type: ignore[no-any-return]
         raise self._value
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait until get() may return (Ctrl-C stops the pool's work, as for any wait)."""
+        with self._lock:
+            if self._released:
+                return True
+            if self._released_event is None:
+                self._released_event = threading.Event()
+            event = self._released_event
+        return _wait_or_interrupt(lambda: event.wait(timeout), self._on_interrupt)
+
+    def _release(self) -> None:
+        """The outcome (and its callback) is done: let get() return, now and for ever."""
+        with self._lock:
+            self._released = True
+            event = self._released_event
+        if event is not None:
+            event.set()
 
     def chunk_starting(self, chunk: Chunk) -> bool:
         return True
@@ -98,7 +120,7 @@ class _AsyncResultBase(Generic[T]):
             self._progress.finish()  # its last drawing is queued on the callback thread
         callback = self._callback if success else self._error_callback
         if callback is None and self._progress is None:
-            self._event.set()
+            self._release()
             return
 
         def run_callback_then_release() -> None:
@@ -109,7 +131,7 @@ class _AsyncResultBase(Generic[T]):
                 if callback is not None:
                     _call_user_callback(callback, value)
             finally:
-                self._event.set()
+                self._release()
 
         self._callbacks.post(run_callback_then_release)
 

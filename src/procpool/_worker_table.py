@@ -13,7 +13,6 @@ start, stop or kill, and when; what a reply means is the dispatcher's to act on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import time
@@ -54,10 +53,10 @@ class WorkerRecord:
     # sentinel can tell anything more.
     listening: bool = True
     lost_because: str | None = None  # why the dispatcher killed it, for its death's error
+    worker_id: int = field(init=False)  # its handle's, read a few times per chunk
 
-    @property
-    def worker_id(self) -> int:
-        return self.handle.worker_id
+    def __post_init__(self) -> None:
+        self.worker_id = self.handle.worker_id
 
 
 class WorkerTable:
@@ -116,7 +115,7 @@ class WorkerTable:
             record.functions.add(function.function_id, None)
             payload = function.payload
         message = RunChunk(
-            chunk.chunk_id, function.function_id, payload, chunk.items_payload, chunk.mode.value,
+            chunk.chunk_id, function.function_id, payload, chunk.items_payload, int(chunk.mode),
             chunk.size, chunk.policy.reports_each_item,
             () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
             chunk.policy.exit_fails_task,
@@ -124,9 +123,12 @@ class WorkerTable:
         if record.segments is not None:
             record.segments.sent(chunk)
         # If the worker is dying the send fails; its sentinel then fails the chunk with the
-        # exit status, which says far more than a broken pipe.
-        with contextlib.suppress(OSError):
+        # exit status, which says far more than a broken pipe. (Not contextlib.suppress: a
+        # chunk of tiny tasks would pay two calls of Python for it.)
+        try:  # noqa: SIM105
             send_to_worker(record.handle.connection.fileno(), encode(message))
+        except OSError:
+            pass
 
     def is_listening(self, record: WorkerRecord) -> bool:
         """Whether ``record``'s replies still count: it is active and its stream is sound."""
