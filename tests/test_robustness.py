@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 import procpool
-from procpool import _scheduler
+from procpool import _scheduler, _threads
 from support import still_alive
 
 import misbehaving as mb
@@ -422,6 +422,78 @@ def test_procpools_threads_leave_a_ctrl_c_to_the_main_thread(start_method: str) 
             assert _signal_mask(f"/proc/{worker}/status", "SigIgn") & SIGINT_BIT
         finally:
             release.set()
+
+
+def test_the_main_threads_waits_come_in_slices_others_do_not() -> None:
+    slice_ = _threads.SIGNAL_CHECK_SECONDS
+    calls: list[float | None] = []
+
+    def third_time_lucky(timeout: float | None) -> bool:
+        calls.append(timeout)
+        return len(calls) == 3
+
+    assert _threads.wait_in_slices(third_time_lucky, None)
+    assert calls == [slice_] * 3
+    calls.clear()
+    assert not _threads.wait_in_slices(lambda t: bool(calls.append(t)), 0)
+    assert calls == [0]  # what is left of a timeout shorter than a slice, once
+    calls.clear()
+    other = threading.Thread(target=_threads.wait_in_slices, args=(third_time_lucky, 60))
+    other.start()
+    other.join(30)
+    assert calls == [60]  # off the main thread: the wait as asked for
+
+
+def _thread_state(native_id: int) -> tuple[str, str]:
+    """A thread's scheduler state (R, S...) and its count of voluntary switches."""
+    with open(f"/proc/self/task/{native_id}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return fields["State"].split()[0], fields["voluntary_ctxt_switches"].strip()
+
+
+def _ctrl_c_that_does_not_wake_the_main_thread() -> threading.Thread:
+    """What CPython does with a Ctrl-C that lands just as the main thread begins a lock wait
+    (python/cpython#85300): the signal is handled, in C, but the wait goes on sleeping, and
+    the KeyboardInterrupt is raised only once the main thread runs Python again. Here the C
+    handler runs in a helper thread (it does not block SIGINT) once the main thread sleeps."""
+    main = threading.main_thread().native_id
+
+    def send() -> None:
+        seen = None
+        while True:  # asleep, and still asleep at the next look: in the wait under test
+            state = _thread_state(main)
+            if state[0] == "S" and state == seen:
+                break
+            seen = state
+            os.sched_yield()
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    helper = threading.Thread(target=send, name="ctrl-c", daemon=True)
+    helper.start()
+    return helper
+
+
+@pytest.mark.parametrize("face", ["get", "imap", "result"])
+def test_a_ctrl_c_whose_wake_up_was_lost_still_stops_the_wait(face: str) -> None:
+    # Before waits came in slices, one Ctrl-C in a few hundred hung the Ctrl-C tests above.
+    if face == "result":
+        pool: Any = procpool.ProcessPoolExecutor(1, mp_context="fork")
+        wait = pool.submit(time.sleep, 60).result
+    else:
+        pool = procpool.Pool(1, context="fork")
+        wait = (pool.apply_async(time.sleep, (60,)).get if face == "get" else
+                functools.partial(next, pool.imap(time.sleep, [60])))
+    try:
+        helper = _ctrl_c_that_does_not_wake_the_main_thread()
+        with pytest.raises(KeyboardInterrupt):
+            wait()
+        helper.join(30)
+    finally:
+        if face == "result":
+            pool.kill_workers()
+        else:
+            pool.terminate()
+            pool.join()
 
 
 def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(

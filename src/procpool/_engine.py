@@ -332,14 +332,35 @@ def kill_live_pools(timeout: float) -> None:
 
 
 def start_thread(target: Callable[..., object], name: str, *args: Any) -> None:
-    """Start one of procpool's own daemon threads. Where no thread can be started (the
-    interpreter is shutting down), the call that needed it fails with PoolBroken (a
-    BrokenProcessPool) rather than waiting for work nobody will do."""
-    thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+    """Start one of procpool's own short-lived daemon threads (a stream's feeder). Where no
+    thread can be started (the interpreter is shutting down), the call that needed it fails
+    with PoolBroken (a BrokenProcessPool) rather than waiting for work nobody will do.
+
+    The thread waits at its end until this call has let go of its Thread object: a thread
+    that ended first (a feeder of two items can, while the caller waits for the GIL) would
+    be freed here, in the caller's thread, running threading's weakref callback; a Ctrl-C
+    that lands in a weakref callback is swallowed by Python ("Exception ignored"), and the
+    caller then waited for ever on work the Ctrl-C was meant to stop.
+    """
+    let_go = threading.Lock()
+    let_go.acquire()
+
+    def run() -> None:
+        try:
+            target(*args)
+        finally:
+            let_go.acquire()  # until the starter has dropped its reference (below)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
     try:
         threads.start(thread)  # with SIGINT blocked (_threads.py)
     except RuntimeError as exc:
         raise PoolBroken(f"procpool could not start its {name} thread: {exc}") from exc
+    finally:
+        try:
+            del thread
+        finally:
+            let_go.release()  # one call: a Ctrl-C lands before or after it, never inside
 
 
 def name_of(func: Callable[..., Any]) -> str:

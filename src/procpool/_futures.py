@@ -22,6 +22,7 @@ from concurrent.futures.process import _RemoteTraceback
 from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
+from . import _threads as threads
 from ._task import Chunk, OneCallSink
 
 T = TypeVar("T")
@@ -61,17 +62,32 @@ class ProcessFuture(Future[T]):
 
     def result(self, timeout: float | None = None) -> T:
         try:
-            return super().result(timeout)
+            return super().result(self._wait_until_done(timeout))
         except KeyboardInterrupt:
             self._interrupted()
             raise
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
-            return super().exception(timeout)
+            return super().exception(self._wait_until_done(timeout))
         except KeyboardInterrupt:
             self._interrupted()
             raise
+
+    def _wait_until_done(self, timeout: float | None) -> float | None:
+        """Wait (in slices on the main thread: _threads.wait_in_slices) until the future is
+        done or ``timeout`` has passed; what is left of ``timeout`` for the stdlib's own wait,
+        which then raises its TimeoutError or answers at once."""
+        if self.done():
+            return timeout
+        threads.wait_in_slices(self._wait_for_done, timeout)
+        return 0 if timeout is not None else None
+
+    def _wait_for_done(self, timeout: float | None) -> bool:
+        with self._condition:
+            if self._state not in _DONE:
+                self._condition.wait(timeout)
+            return self._state in _DONE
 
     def _interrupted(self) -> None:
         handler = self._on_interrupt() if self._on_interrupt is not None else None
@@ -99,6 +115,9 @@ class ProcessFuture(Future[T]):
             cancel_running()
         self._invoke_callbacks()
         return True
+
+
+_DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
 def _only_schedules(callback: Callable[..., object]) -> bool:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
+from . import _threads as threads
 from ._callbacks import CallbackRunner
 from ._errors import TimeoutError
 from ._progress import ProgressTracker
@@ -92,7 +93,8 @@ class _AsyncResultBase(Generic[T]):
             if self._released_event is None:
                 self._released_event = threading.Event()
             event = self._released_event
-        return _wait_or_interrupt(lambda: event.wait(timeout), self._on_interrupt)
+        return _wait_or_interrupt(lambda: threads.wait_in_slices(event.wait, timeout),
+                                  self._on_interrupt)
 
     def _release(self) -> None:
         """The outcome (and its callback) is done: let get() return, now and for ever."""

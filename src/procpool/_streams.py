@@ -35,6 +35,7 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _threads as threads
 from ._errors import TimeoutError
 from ._pace import CHUNKS_PER_WORKER, ChunkSizer
 from ._progress import ProgressTracker
@@ -341,7 +342,8 @@ class StreamJob:
         than per item: a stream of tiny tasks is bound by the consumer.
         """
         with self._condition:
-            if not self._condition.wait_for(self._can_hand_out, timeout):
+            if not threads.wait_in_slices(
+                    lambda left: self._condition.wait_for(self._can_hand_out, left), timeout):
                 raise WaitTimedOut(f"no result within {timeout} s")
             if self._length is not None and self._handed_out >= self._length:
                 return 0

@@ -13,14 +13,25 @@ around the start, and the new thread inherits the mask.
 Processes started from such a thread inherit the mask too; a worker unblocks SIGINT as it
 starts (_worker.py: it does not import this module, to start light; it ignores SIGINT anyway,
 the parent decides what Ctrl-C means), and so does the janitor.
+
+And the main thread's waits for results go in slices (``wait_in_slices``): CPython loses the
+wake-up of a signal that lands just as a lock wait begins (its handler runs before the wait,
+which then sleeps on; python/cpython#85300). A Ctrl-C at that instant would otherwise wait for
+a result that the Ctrl-C was meant to give up on.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections.abc import Callable
 
 _BLOCKED = {signal.SIGINT}
+
+# The longest a main thread's wait sleeps before it runs the signal handlers a lost wake-up
+# left pending: how late such a Ctrl-C can take effect. A wait costs one wake-up per slice.
+SIGNAL_CHECK_SECONDS = 0.5
 
 
 def start(thread: threading.Thread) -> None:
@@ -33,3 +44,18 @@ def start(thread: threading.Thread) -> None:
         thread.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def wait_in_slices(wait: Callable[[float | None], bool], timeout: float | None) -> bool:
+    """``wait(timeout)`` (True once what it waits for has happened), made of waits of at most
+    SIGNAL_CHECK_SECONDS on the main thread, so that a signal whose wake-up was lost is
+    handled (see above). On other threads, one wait."""
+    if threading.current_thread() is not threading.main_thread():
+        return wait(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if left is not None and left <= SIGNAL_CHECK_SECONDS:
+            return wait(left)
+        if wait(SIGNAL_CHECK_SECONDS):
+            return True
