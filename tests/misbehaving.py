@@ -43,6 +43,13 @@ def exit_with_code(code: int) -> None:
     os._exit(code)
 
 
+def exit_when_released(release_fifo: str, code: int) -> None:
+    """An initializer that exits with ``code`` once the test writes to the FIFO."""
+    with open(release_fifo) as fifo:
+        fifo.read()
+    os._exit(code)
+
+
 def sys_exit(code: int) -> None:
     sys.exit(code)
 

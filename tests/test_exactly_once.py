@@ -26,6 +26,7 @@ import pytest
 
 import procpool
 from procpool import _inbox
+from support import Fifos
 
 import misbehaving as mb
 
@@ -76,14 +77,20 @@ def _die_once_on_two(x: int, counter: str) -> int:
 
 
 def test_an_initializer_that_exits_fails_the_task_waiting_in_its_worker(
-        any_start_method: str) -> None:
-    with procpool.Pool(1, mb.exit_with_code, (3,), context=any_start_method) as pool:
+        any_start_method: str, fifos: Fifos) -> None:
+    # The initializer exits only once the task waits in its worker's pipe (an initializer
+    # that exited at once could break the pool before the call, which then raises itself).
+    initializer = (mb.exit_when_released, (fifos.release, 3))
+    with procpool.Pool(1, *initializer, context=any_start_method) as pool:
         result = pool.apply_async(mb.square, (3,))
+        fifos.release_task()
         with pytest.raises(procpool.InitializerFailed, match="exit code 3"):
             result.get(timeout=WAIT)
     with procpool.ProcessPoolExecutor(1, mp_context=any_start_method,
-                                      initializer=mb.exit_with_code, initargs=(3,)) as executor:
+                                      initializer=initializer[0],
+                                      initargs=initializer[1]) as executor:
         future = executor.submit(mb.square, 3)
+        fifos.release_task()
         with pytest.raises(procpool.InitializerFailed):
             future.result(timeout=WAIT)
 
