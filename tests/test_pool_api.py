@@ -607,6 +607,24 @@ def test_a_range_is_cut_four_times_finer_unless_workers_are_recycled(length: int
         assert fine.get(timeout=30) == stdlib_sized.get(timeout=30) == squares
 
 
+@pytest.mark.parametrize(("item_bytes", "chunksize"), [
+    (3 << 20, 1),  # 3 MiB: one a chunk
+    ((1 << 20) - 4096, 4),  # just under 1 MiB (with its pickle): 4 MiB of them a chunk
+    (1 << 10, 5),  # small: the stdlib's size (40 items, 2 workers x 4 chunks)
+])
+def test_map_sends_large_items_a_few_at_a_time_unless_workers_are_recycled(
+        item_bytes: int, chunksize: int) -> None:
+    # bytearrays travel beside the pickle (protocol 5 buffers), as numpy arrays do.
+    items = [bytearray(item_bytes) for _ in range(40)]
+    with procpool.Pool(2, context="fork") as pool, \
+            procpool.Pool(2, context="fork", maxtasksperchild=100) as recycling:
+        sized = pool.map_async(len, items)
+        stdlib_sized = recycling.map_async(len, items)
+        assert sized._chunksize == chunksize
+        assert stdlib_sized._chunksize == 5
+        assert sized.get(timeout=30) == stdlib_sized.get(timeout=30) == [item_bytes] * 40
+
+
 UNGUARDED_SCRIPT = """
 import sys
 import procpool

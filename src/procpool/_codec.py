@@ -41,6 +41,22 @@ def dumps(obj: Any) -> bytes:
     return dumps_by_value(obj)  # outside the handler: its error is the only one reported
 
 
+def pickled_size(obj: Any) -> int:
+    """How many bytes ``obj`` takes to send: its pickle and its buffers, whichever way they
+    travel (no segment is written); 0 when it cannot be pickled (its sending says why)."""
+    buffers = 0
+
+    def measure(buffer: pickle.PickleBuffer) -> bool:
+        nonlocal buffers
+        buffers += memoryview(buffer).nbytes
+        return False  # out of band: measured, not copied
+
+    try:
+        return len(pickle.dumps(obj, PROTOCOL, buffer_callback=measure)) + buffers
+    except Exception:
+        return 0
+
+
 def dumps_by_value(obj: Any, buffer_callback: Any = None) -> bytes:
     """Pickle ``obj`` with cloudpickle: functions, classes and modules that cannot be named
     travel by value; everything else exactly as plain pickle would carry it, or not at all.

@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._codec import pickled_size
 from ._engine import Engine, WorkerView, name_of
 from ._messages import CallMode
 from ._options import (
@@ -27,7 +28,7 @@ from ._options import (
     check_pool_chunksize,
     pool_options,
 )
-from ._pace import CHUNKS_PER_WORKER
+from ._pace import CHUNKS_PER_WORKER, map_chunksize
 from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
 from ._results import ApplyResult, MapResult, _AsyncResultBase
@@ -246,12 +247,15 @@ class Pool:
             # to make, so it is cut four times finer: the parent takes the first results in
             # while the workers compute, and the last chunk leaves a shorter tail (a million
             # tiny tasks: 0.79x to 0.63x the stdlib's time under fork, docs/performance.md).
-            # Not with maxtasksperchild, which counts chunks.
-            per_worker = CHUNKS_PER_WORKER
-            if type(items) is range and self._maxtasksperchild is None:
-                per_worker *= RANGE_CHUNKS_FINER
-            chunksize, extra = divmod(len(items), self._processes * per_worker)
-            chunksize += bool(extra)
+            # Large items (arrays) go a few at a time (map_chunksize). Neither with
+            # maxtasksperchild, which counts chunks.
+            per_worker, item_bytes = CHUNKS_PER_WORKER, 0
+            if self._maxtasksperchild is None and items:
+                if type(items) is range:
+                    per_worker *= RANGE_CHUNKS_FINER
+                else:
+                    item_bytes = pickled_size(items[0])
+            chunksize = map_chunksize(len(items), per_worker, self._processes, item_bytes)
         else:
             check_pool_chunksize(chunksize)
         tracker = make_tracker(progress, len(items), name_of(func), self._callbacks.post)
