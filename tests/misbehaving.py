@@ -430,3 +430,26 @@ def announce_then_hold_the_gil(started_fifo: str, seconds: int) -> None:
     with open(started_fifo, "w") as fifo:
         fifo.write(str(os.getpid()))
     ctypes.PyDLL(None).sleep(seconds)
+
+
+_KEPT: list[Any] = []
+
+
+def use_input(how: str, array: Any) -> Any:
+    """What a task may do with an array it was sent (test_shared_memory): return a new one,
+    return it, keep it, change it in place, or return a larger or smaller new one."""
+    import numpy as np
+
+    if how == "same":
+        return array
+    if how == "kept":
+        _KEPT.append(array)
+        return -array
+    if how == "in_place":
+        array += 1
+        return array
+    if how == "larger":
+        return np.concatenate([array, array])
+    if how == "smaller":
+        return array[: len(array) // 2].copy()
+    return -array

@@ -215,3 +215,55 @@ def test_streams_of_large_arrays_keep_one_array_per_chunk() -> None:
         with pytest.raises(procpool.WorkerDied, match="item 16:"):
             for _ in range(24):
                 iterator.next(timeout=30)
+
+
+# ---- an argument's segment reused for a result ---------------------------------------------
+
+
+def _inode(name: str) -> int:
+    return os.stat(f"/dev/shm{name}").st_ino
+
+
+def test_a_result_is_written_over_an_argument_segment_nothing_maps_any_more() -> None:
+    # The worker's side, step by step: its pages are written over (no fresh ones), and its
+    # name becomes the result's.
+    prefix = f"{shared_memory.parent_prefix(os.getpid())}reuse-"
+    sent, names = shared_memory.dumps([np.ones(BIG)], shared_memory.SegmentNames(prefix + "a"))
+    argument_inode = _inode(names[0])
+    arguments = shared_memory.ChunkArguments(names)
+    try:
+        (argument,) = arguments.load(sent)
+        result = np.negative(argument)
+        assert arguments.idle() == []  # the task's input is still held
+        del argument
+        reusable = arguments.idle()
+        assert reusable == [names[0]]
+        payload, result_names = shared_memory.dumps(
+            [result, np.zeros(BIG)], shared_memory.SegmentNames(prefix + "r"), reusable)
+    finally:
+        arguments.release()
+    assert result_names == (prefix + "r0", prefix + "r1")
+    assert _inode(result_names[0]) == argument_inode  # the argument's segment, renamed
+    assert ours() == {name.lstrip("/") for name in result_names}
+    (again, zeros) = shared_memory.loads(payload, result_names)
+    np.testing.assert_array_equal(again, -np.ones(BIG))
+    assert not zeros.any()
+    assert ours() == set()
+
+
+@pytest.mark.parametrize("task", ["new", "same", "kept", "in_place", "larger", "smaller"])
+def test_results_are_right_whatever_the_task_does_with_its_shared_input(task: str) -> None:
+    # Reused only when nothing of the task holds the argument any more: a result that is the
+    # argument itself, or a task that keeps it, leaves its segment alone.
+    data = arrays(4)
+    with procpool.Pool(1) as pool:
+        results = pool.map(functools.partial(mb.use_input, task), data, chunksize=2)
+        again = pool.map(functools.partial(mb.use_input, task), data, chunksize=2)
+    expected = {"new": lambda a: -a, "same": lambda a: a, "kept": lambda a: -a,
+                "in_place": lambda a: a + 1, "larger": lambda a: np.concatenate([a, a]),
+                "smaller": lambda a: a[: BIG // 2].copy()}[task]
+    for source, result, second in zip(data, results, again, strict=True):
+        np.testing.assert_array_equal(result, expected(source))
+        np.testing.assert_array_equal(second, expected(source))
+    assert not any(array.any() for array in data[:1])  # the caller's inputs: unchanged
+    assert ours() == set()

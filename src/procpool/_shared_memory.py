@@ -9,12 +9,17 @@ use the mapping itself. Payloads that expose no large buffer are plain pickles, 
 
 Who removes a segment's name (its memory lives on while something maps it):
 
-- Arguments are created by the parent for one chunk. The worker that runs the chunk maps them,
-  then removes them. A chunk that never reaches a worker (failed, cancelled, abandoned) has its
+- Arguments are created by the parent for one chunk. The worker that runs the chunk maps them
+  (``ChunkArguments``) and, once it has written the chunk's results, removes them, or renames
+  one that nothing maps any more to a result's name and writes that result over its pages
+  (reused pages cost half as much to write as fresh ones, which the kernel must zero: the
+  caller keeps every result, so a result always needs pages of its own, but an argument's
+  need not be fresh). A chunk that never reaches a worker (failed, cancelled, abandoned) has its
   segments removed by the parent (``SharedSegments.release``, at the latest when the chunk is
   garbage-collected or the interpreter exits). When the worker running it dies, the parent
   removes them too.
-- Results are created by a worker, numbered per chunk. The parent maps and removes them as it
+- Results are created by a worker, numbered per chunk (written fresh, or renamed from an
+  argument's segment, in the order of their numbers). The parent maps and removes them as it
   reads each reply. When the worker dies first, the parent removes the rest of that chunk's
   numbers in turn until one is missing (``remove_numbered``).
 - When the parent itself is killed, its workers remove every segment named after it before
@@ -57,6 +62,9 @@ except ImportError:  # pragma: no cover - not on POSIX
 MIN_SHARED_BYTES = 256 * 1024
 PROTOCOL = _codec.PROTOCOL
 _SHM_DIR = "/dev/shm"
+# Segments can be renamed where they are files of a listable directory (Linux): only there is
+# an argument's segment reused for a result.
+_RENAMES = os.path.isdir(_SHM_DIR)
 
 
 def available() -> bool:
@@ -97,8 +105,11 @@ class SharedSegments:
         self._finalizer()
 
 
-def dumps(obj: Any, names: SegmentNames) -> tuple[bytes, tuple[str, ...]]:
+def dumps(obj: Any, names: SegmentNames,
+          reusable: list[str] | None = None) -> tuple[bytes, tuple[str, ...]]:
     """Pickle ``obj`` with its large buffers in segments; the pickle and the segments' names.
+    ``reusable``: segments nothing maps any more (a worker's idle argument segments), taken
+    from the list one per buffer while it lasts and renamed, instead of new ones.
 
     Falls back to cloudpickle as ``_codec.dumps`` does, and to buffers in the pickle when a
     segment cannot be written. Raises what the picklers raise.
@@ -125,7 +136,10 @@ def dumps(obj: Any, names: SegmentNames) -> tuple[bytes, tuple[str, ...]]:
             name = names.next()
             created.append(name)
             raw = buffer.raw()
-            _write(name, raw)
+            if reusable:
+                _write_over(reusable.pop(), name, raw)
+            else:
+                _write(name, raw)
             names.nbytes += raw.nbytes
     except OSError:  # no room in /dev/shm, say: the buffers travel in the pickle instead
         remove(created)
@@ -136,20 +150,63 @@ def dumps(obj: Any, names: SegmentNames) -> tuple[bytes, tuple[str, ...]]:
     return data, tuple(created)
 
 
-def loads(data: bytes, names: Iterable[str] = (), *, private: bool = False) -> Any:
+def loads(data: bytes, names: Iterable[str] = ()) -> Any:
     """Unpickle ``data`` with the buffers in segments ``names``, which are removed here (the
-    mappings keep the memory). ``private``: a copy-on-write mapping, so writes by the task
-    never reach the segment."""
+    mappings keep the memory)."""
     names = tuple(names)
     if not names:
         return pickle.loads(data)
     views = []
     try:
         for name in names:
-            views.append(_map(name, private))
+            mapping = _map(name, private=False)
+            views.append(memoryview(bytearray() if mapping is None else mapping))
     finally:
         remove(names)
     return pickle.loads(data, buffers=views)
+
+
+class ChunkArguments:
+    """A worker's hold on the argument segments of the chunk it runs (see the rules above).
+
+    ``load`` maps them copy-on-write, so a task that writes to its input never changes what a
+    rerun of it sees. Their names stay until the chunk's results are written: ``idle`` then
+    names those that nothing maps any more (closing a mapping succeeds only then), which
+    ``dumps`` may reuse; ``release`` removes every name that is left.
+    """
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self._names = names
+        self._mappings: list[mmap.mmap | None] = []
+
+    def load(self, data: bytes) -> Any:
+        if not self._names:
+            return pickle.loads(data)
+        views = []
+        for name in self._names:
+            mapping = _map(name, private=True)
+            self._mappings.append(mapping)
+            views.append(memoryview(bytearray() if mapping is None else mapping))
+        return pickle.loads(data, buffers=views)
+
+    def idle(self) -> list[str]:
+        """The segments whose mappings could be closed: nothing of the task holds them."""
+        if not _RENAMES:
+            return []
+        idle = []
+        for name, mapping in zip(self._names, self._mappings, strict=False):  # a load cut short
+            if mapping is None or mapping.closed:
+                continue
+            try:
+                mapping.close()
+            except BufferError:  # a result, or the task, still holds (part of) it
+                continue
+            idle.append(name)
+        return idle
+
+    def release(self) -> None:
+        """Remove the names not reused (a renamed one is gone already: skipped)."""
+        remove(self._names)
 
 
 def remove(names: Iterable[str]) -> None:
@@ -241,18 +298,32 @@ def _write(name: str, data: memoryview) -> None:
         os.close(fd)
 
 
-def _map(name: str, private: bool) -> memoryview:
+def _write_over(old: str, name: str, data: memoryview) -> None:
+    """Write ``data`` over segment ``old``'s pages, then give it the name ``name``."""
+    assert _posixshmem is not None
+    fd = _posixshmem.shm_open(old, os.O_RDWR, 0o600)
+    try:
+        data = data.cast("B")
+        os.ftruncate(fd, len(data))  # a size that differs frees or adds pages at the end
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], written)
+    finally:
+        os.close(fd)
+    os.rename(f"{_SHM_DIR}{old}", f"{_SHM_DIR}{name}")
+
+
+def _map(name: str, private: bool) -> mmap.mmap | None:
+    """Segment ``name`` mapped (None when it is empty: mmap refuses a size of 0)."""
     assert _posixshmem is not None
     fd = _posixshmem.shm_open(name, os.O_RDONLY if private else os.O_RDWR, 0o600)
     try:
         size = os.fstat(fd).st_size
         if size == 0:
-            return memoryview(bytearray())
+            return None
         if private:
-            mapping = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
-                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        else:
-            mapping = mmap.mmap(fd, size)
+            return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
+                             prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        return mmap.mmap(fd, size)
     finally:
         os.close(fd)
-    return memoryview(mapping)

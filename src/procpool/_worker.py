@@ -272,43 +272,43 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,
         _segment_prefix = message.segment_prefix
         results_names = shared_memory.SegmentNames(
             f"{message.segment_prefix}{message.chunk_id}-r")
+    arguments = shared_memory.ChunkArguments(message.items_segments)
     try:
-        # The function first, always: the dispatcher's mirror of the cache counts on it. The
-        # items even if it failed, so their segments are mapped and their names removed.
         try:
+            # The function first, always: the dispatcher's mirror of the cache counts on it.
             function = _load_function(message, functions)
-        except Exception:
-            with contextlib.suppress(Exception):
-                _load_items(message)
-            raise
-        items = _load_items(message)
-        call = _call_form(function, CallMode(message.mode))
-    except Exception as exc:
-        # Cannot run any item: the same failure for each, so every waiter gets an answer.
-        outcomes, failed = [_failure(exc)] * message.size, list(range(message.size))
-    else:
-        if message.report_each_item:
-            for position, item in enumerate(items):
-                payload, _, names = _encode_results(*_run_all(call, [item], caught),
-                                                    results_names, caught)
-                conn.send_bytes(encode(ItemDone(message.chunk_id, position, payload, names)))
-            outcomes, failed = [], []
+            items = _load_items(message, arguments)
+            call = _call_form(function, CallMode(message.mode))
+        except Exception as exc:
+            # Cannot run any item: the same failure for each, so every waiter gets an answer.
+            outcomes, failed = [_failure(exc)] * message.size, list(range(message.size))
         else:
-            outcomes, failed = _run_all(call, items, caught)
-        del items  # the argument segments' mappings can go before the results are written
-    if _send_unfinished_lines is not None:
-        _send_unfinished_lines()  # what the chunk printed comes before its results
-    payload, failed_positions, names = (_encode_results(outcomes, failed, results_names, caught)
-                                        if outcomes else (b"", (), ()))
+            if message.report_each_item:
+                for position, item in enumerate(items):
+                    payload, _, names = _encode_results(*_run_all(call, [item], caught),
+                                                        results_names, caught)
+                    conn.send_bytes(encode(ItemDone(message.chunk_id, position, payload,
+                                                    names)))
+                outcomes, failed = [], []
+            else:
+                outcomes, failed = _run_all(call, items, caught)
+            del items  # the argument segments' mappings can go before the results are written
+        if _send_unfinished_lines is not None:
+            _send_unfinished_lines()  # what the chunk printed comes before its results
+        payload, failed_positions, names = (
+            _encode_results(outcomes, failed, results_names, caught,
+                            arguments.idle() if results_names is not None else None)
+            if outcomes else (b"", (), ()))
+    finally:
+        arguments.release()
     rss = current_rss() if reports_rss else 0
     conn.send_bytes(encode(ChunkDone(message.chunk_id, payload, failed_positions, rss,
                                     peak_rss(), time.perf_counter() - started, names)))
 
 
-def _load_items(message: RunChunk) -> list[Any]:
+def _load_items(message: RunChunk, arguments: shared_memory.ChunkArguments) -> list[Any]:
     try:
-        return shared_memory.loads(  # type: ignore[no-any-return]
-            message.items_payload, message.items_segments, private=True)
+        return arguments.load(message.items_payload)  # type: ignore[no-any-return]
     except Exception as exc:
         raise SerializationError(
             "arguments",
@@ -402,14 +402,16 @@ def _failure(exc: BaseException) -> ItemFailure:
 def _encode_results(outcomes: list[Any], failed: list[int],
                     names: shared_memory.SegmentNames | None = None,
                     caught: tuple[type[BaseException], ...] = _CAUGHT,
+                    reusable: list[str] | None = None,
                     ) -> tuple[bytes, tuple[int, ...], tuple[str, ...]]:
     """Pickle the outcomes; return the payload, the positions that hold failures, and the
-    shared-memory segments of their large buffers (only when ``names`` are given). Pickling
-    runs the results' own code: what it raises, of ``caught``, fails that result alone."""
+    shared-memory segments of their large buffers (only when ``names`` are given; written over
+    the ``reusable`` argument segments while they last). Pickling runs the results' own code:
+    what it raises, of ``caught``, fails that result alone."""
     try:
         if names is None:
             return dumps(outcomes), tuple(failed), ()
-        payload, segments = shared_memory.dumps(outcomes, names)
+        payload, segments = shared_memory.dumps(outcomes, names, reusable)
         return payload, tuple(failed), segments
     except caught:
         pass
