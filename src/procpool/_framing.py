@@ -108,20 +108,26 @@ class FrameWriter:
         _write_all(self._fd, pieces)
 
 
+def new_scratch() -> bytearray:
+    """What a FrameReader's reads land in (see FrameReader)."""
+    return bytearray(_READ_SIZE)
+
+
 class FrameReader:
     """Takes frames off a descriptor the dispatcher's wait found readable (the parent's side).
 
     ``read()`` makes exactly one read, which a readable descriptor answers at once, and
     returns the payloads it completed (often none, or several). A large payload is read
-    straight into a buffer of its full size, piece by piece across calls.
+    straight into a buffer of its full size, piece by piece across calls. ``scratch``, what
+    one read lands in before it is parsed, may be shared by the readers of one thread (a
+    fresh 64 KiB each cost a worker's start 16 page faults).
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, scratch: bytearray | None = None) -> None:
         self._fd = fd
         # Asked, while a large payload flows, whether more can be read at once.
-        self._poller = select.poll()
-        self._poller.register(fd, select.POLLIN)
-        self._scratch = bytearray(_READ_SIZE)
+        self._poller: select.poll | None = None
+        self._scratch = new_scratch() if scratch is None else scratch
         self._unparsed = bytearray()
         self._body: bytearray | None = None  # a large payload being filled
         self._filled = 0
@@ -147,12 +153,18 @@ class FrameReader:
             if count == 0:
                 raise EOFError
             self._filled += count
-            if self._filled == len(view) or not self._poller.poll(0):
+            if self._filled == len(view) or not self._more_at_once():
                 break
         if self._filled < len(view):
             return []
         payload, self._body = self._body, None
         return [payload]
+
+    def _more_at_once(self) -> bool:
+        if self._poller is None:  # made for the first large payload only
+            self._poller = select.poll()
+            self._poller.register(self._fd, select.POLLIN)
+        return bool(self._poller.poll(0))
 
     def _parse(self) -> list[bytearray]:
         unparsed = self._unparsed

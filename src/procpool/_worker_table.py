@@ -23,7 +23,7 @@ from typing import Any
 
 from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
-from ._framing import CorruptStream, FrameReader, send_to_worker
+from ._framing import CorruptStream, FrameReader, new_scratch, send_to_worker
 from ._messages import RunChunk, Stop, decode, encode
 from ._scheduler_events import Death
 from ._task import Chunk
@@ -77,6 +77,7 @@ class WorkerTable:
         self.retiring: dict[int, WorkerRecord] = {}
         self.pids: tuple[int | None, ...] = ()  # of the active workers; replaced, never changed
         self._oom_kills_seen = _oom_kill_count()
+        self._read_scratch = new_scratch()  # every reader's: the dispatcher reads one at a time
 
     def __bool__(self) -> bool:
         return bool(self.active or self.retiring)
@@ -95,7 +96,7 @@ class WorkerTable:
         handle = self._backend.start_worker(worker_id, setup, private_fds)
         prefix = self._segment_prefix
         record = WorkerRecord(
-            handle, FrameReader(handle.connection.fileno()),
+            handle, FrameReader(handle.connection.fileno(), self._read_scratch),
             segments=None if prefix is None else shared_memory.WorkerSegments(prefix))
         self.active[worker_id] = record
         self._publish()
