@@ -22,9 +22,12 @@ Respawn, for the two Pools only: ``Pool(2, maxtasksperchild=25)``, started (one 
 for, untimed), then ``map(square, range(500), chunksize=1)`` timed: 20 worker replacements.
 The same map runs on a pool without recycling; "per respawn" is the difference of the two
 medians over 20, what each replacement costs, and "map" the map with recycling, which also
-holds 500 one-item chunks. The executors are left out: their max_tasks_per_child exists only
-from Python 3.11 and refuses fork. Medians in milliseconds, and the ratio to the stdlib Pool's
-with the same method.
+holds 500 one-item chunks. Tasks that take microseconds leave the parent's work per chunk
+and per start as the bottleneck; "per respawn, 1 ms tasks" is the same measurement with
+``map(spin, [1.0] * 400, chunksize=1)`` (16 replacements), where the workers are: what a
+replacement costs a program whose tasks do some work. The executors are left out: their
+max_tasks_per_child exists only from Python 3.11 and refuses fork. Medians in milliseconds,
+and the ratio to the stdlib Pool's with the same method.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import cache_bytecode
-from .tasks import square
+from .tasks import spin, square
 
 # Each returns (seconds to the first result, seconds to shut down).
 Measure = Callable[[Any], tuple[float, float]]
@@ -47,6 +50,7 @@ Respawn = Callable[[Any], tuple[float, float]]
 COLD = "forkserver-cold"
 RESPAWN_TASKS = 500
 RESPAWN_EVERY = 25  # maxtasksperchild: 500 tasks on 2 workers replace a worker 20 times
+RESPAWN_WORKING_TASKS = 400  # of 1 ms each: 16 replacements
 
 
 def _pool(make: Callable[..., Any]) -> Measure:
@@ -74,16 +78,20 @@ def _executor(make: Callable[..., Any]) -> Measure:
     return measure
 
 
-def _respawn(make: Callable[..., Any]) -> Respawn:
+def _respawn(make: Callable[..., Any], working: bool = False) -> Respawn:
+    """The map with recycling and without; ``working``: of 1 ms tasks, else of tiny ones."""
+    function, inputs = ((spin, [1.0] * RESPAWN_WORKING_TASKS) if working
+                        else (square, range(RESPAWN_TASKS)))
+
     def measure(context: Any) -> tuple[float, float]:
         times = []
         for every in (RESPAWN_EVERY, None):  # with recycling, then the same map without
             with make(2, maxtasksperchild=every, context=context) as pool:
                 assert pool.apply(square, (3,)) == 9  # the pool is up: its start is not timed
                 started = time.perf_counter()
-                result = pool.map(square, range(RESPAWN_TASKS), chunksize=1)
+                result = pool.map(function, inputs, chunksize=1)
                 times.append(time.perf_counter() - started)
-            assert result == [x * x for x in range(RESPAWN_TASKS)]
+            assert result == [function(x) for x in inputs]
         return times[0], times[1]
 
     return measure
@@ -109,10 +117,11 @@ def _libraries() -> dict[str, Measure]:
     }
 
 
-def _respawners() -> dict[str, Respawn]:
+def _respawners(working: bool = False) -> dict[str, Respawn]:
     import procpool
 
-    return {"stdlib Pool": _respawn(_stdlib_pool), "procpool Pool": _respawn(procpool.Pool)}
+    return {"stdlib Pool": _respawn(_stdlib_pool, working),
+            "procpool Pool": _respawn(procpool.Pool, working)}
 
 
 def _stop_forkserver() -> None:
@@ -160,9 +169,12 @@ def main() -> int:
     args = parser.parse_args()
     cache_bytecode()  # as an installed procpool has it (benchmarks/__init__.py)
     libraries = _libraries()
-    respawners = _respawners()
+    # (respawners, replacements per map) for tiny tasks and for tasks of 1 ms
+    kinds = {"tiny": (_respawners(), RESPAWN_TASKS // RESPAWN_EVERY),
+             "1 ms": (_respawners(working=True), RESPAWN_WORKING_TASKS // RESPAWN_EVERY)}
     print(f"python {sys.version.split()[0]}, 2 workers, {args.repeats} repeats; medians in ms; "
-          f"respawn: {RESPAWN_TASKS} tasks, maxtasksperchild={RESPAWN_EVERY}")
+          f"respawn: maxtasksperchild={RESPAWN_EVERY}, {RESPAWN_TASKS} tiny tasks or "
+          f"{RESPAWN_WORKING_TASKS} of 1 ms")
     for method in args.methods.split(","):
         context, before = _method(method)
         for measure in libraries.values():
@@ -171,39 +183,40 @@ def main() -> int:
         # (Respawn needs no warm-up of its own: its pool's start is not timed.)
         firsts: dict[str, list[float]] = {name: [] for name in libraries}
         shutdowns: dict[str, list[float]] = {name: [] for name in libraries}
-        recycling: dict[str, list[float]] = {name: [] for name in respawners}
-        plain: dict[str, list[float]] = {name: [] for name in respawners}
+        recycling: dict[tuple[str, str], list[float]] = {}
+        plain: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.repeats):
             for name, measure in libraries.items():
                 before(measure)
                 first, shutdown = measure(context)
                 firsts[name].append(first)
                 shutdowns[name].append(shutdown)
-            for name, respawn in respawners.items():
-                before(None)
-                with_recycling, without = respawn(context)
-                recycling[name].append(with_recycling)
-                plain[name].append(without)
-        replacements = RESPAWN_TASKS // RESPAWN_EVERY
-        per_respawn = {name: (statistics.median(recycling[name])
-                              - statistics.median(plain[name])) / replacements
-                       for name in respawners}
+            for kind, (respawners, _) in kinds.items():
+                for name, respawn in respawners.items():
+                    before(None)
+                    with_recycling, without = respawn(context)
+                    recycling.setdefault((kind, name), []).append(with_recycling)
+                    plain.setdefault((kind, name), []).append(without)
         print(f"\n{method}:")
         print(f"  {'library':<20}{'first result':>14}{'x stdlib':>10}{'shutdown':>10}"
-              f"{'x stdlib':>10}{'map':>10}{'x stdlib':>10}{'per respawn':>13}{'x stdlib':>10}")
+              f"{'x stdlib':>10}")
         for name in libraries:
-            row = (f"  {name:<20}{statistics.median(firsts[name]) * 1000:>14.1f}"
-                   f"{_ratio(firsts[name], firsts['stdlib Pool']):>10}"
-                   f"{statistics.median(shutdowns[name]) * 1000:>10.1f}"
-                   f"{_ratio(shutdowns[name], shutdowns['stdlib Pool']):>10}")
-            if name in respawners:
-                row += (f"{statistics.median(recycling[name]) * 1000:>10.1f}"
-                        f"{_ratio(recycling[name], recycling['stdlib Pool']):>10}"
-                        f"{per_respawn[name] * 1000:>13.2f}"
-                        f"{per_respawn[name] / per_respawn['stdlib Pool']:>10.2f}")
-            else:
-                row += f"{'-':>10}{'-':>10}{'-':>13}{'-':>10}"
-            print(row)
+            print(f"  {name:<20}{statistics.median(firsts[name]) * 1000:>14.1f}"
+                  f"{_ratio(firsts[name], firsts['stdlib Pool']):>10}"
+                  f"{statistics.median(shutdowns[name]) * 1000:>10.1f}"
+                  f"{_ratio(shutdowns[name], shutdowns['stdlib Pool']):>10}")
+        print(f"  {'respawn':<20}{'tasks':>8}{'map':>10}{'x stdlib':>10}{'per respawn':>13}"
+              f"{'x stdlib':>10}")
+        for kind, (respawners, replacements) in kinds.items():
+            per_respawn = {name: (statistics.median(recycling[(kind, name)])
+                                  - statistics.median(plain[(kind, name)])) / replacements
+                           for name in respawners}
+            for name in respawners:
+                print(f"  {name:<20}{kind:>8}"
+                      f"{statistics.median(recycling[(kind, name)]) * 1000:>10.1f}"
+                      f"{_ratio(recycling[(kind, name)], recycling[(kind, 'stdlib Pool')]):>10}"
+                      f"{per_respawn[name] * 1000:>13.2f}"
+                      f"{per_respawn[name] / per_respawn['stdlib Pool']:>10.2f}")
     return 0
 
 
