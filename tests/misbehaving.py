@@ -229,6 +229,13 @@ def spawn_grandchild_then_hang(pid_fifo: str) -> None:
 _held: list[bytearray] = []
 
 
+def resident_bytes(_: object = None) -> int:
+    """The worker's resident memory now, as max_memory_per_child measures it."""
+    from procpool._worker import current_rss
+
+    return current_rss()
+
+
 def allocate_and_hold(megabytes: int) -> int:
     """Allocate and touch ``megabytes`` MiB, keep them for the worker's life; return the pid."""
     block = bytearray(megabytes * 2**20)
