@@ -442,7 +442,7 @@ def test_cancelling_work_on_a_worker_still_starting_does_not_break_the_pool() ->
     assert scheduler.broken is None
 
 
-# ---- a second, short chunk queued on a busy worker ------------------------------------------
+# ---- a few short chunks queued on a busy worker ---------------------------------------------
 
 
 def quick_chunks(count: int, *, seconds_per_item: float = 0.001, payload: bytes = b"",
@@ -454,17 +454,32 @@ def quick_chunks(count: int, *, seconds_per_item: float = 0.001, payload: bytes 
                   f"chunk{n}") for n in range(count)]
 
 
-def test_a_short_chunk_is_queued_behind_a_running_one_and_starts_when_it_is_done() -> None:
+def test_short_chunks_are_queued_behind_running_ones_in_turn_and_start_when_it_is_done() -> None:
     scheduler = started(Scheduler(2))
-    chunks = quick_chunks(6)
+    chunks = quick_chunks(8)
     actions = submit(scheduler, *chunks)
-    assert sends(actions) == [(0, 0), (1, 1), (0, 2), (1, 3)]
+    assert sends(actions) == [(0, 0), (1, 1), (0, 2), (1, 3), (0, 4), (1, 5), (0, 6), (1, 7)]
+    assert [a.queued for a in actions if isinstance(a, SendChunk)] == [False] * 2 + [True] * 6
+    assert list(scheduler.workers[0].queued) == [chunks[2], chunks[4], chunks[6]]
+    more = quick_chunks(1)[0]
     done, actions = chunk_done(scheduler, 0, 0, 1.0, seconds=0.001)
     assert done is chunks[0]
-    # Chunk 2 was waiting in worker 0's pipe: it runs now, and chunk 4 is queued behind it.
+    # Chunk 2 was waiting in worker 0's pipe: it runs now.
     assert scheduler.running[0] is chunks[2]
-    assert sends(actions) == [(0, 4)]
-    assert len(scheduler.pending) == 1
+    assert sends(actions) == []
+    actions = submit(scheduler, more, now=1.0)
+    assert [(a.worker_id, a.chunk, a.queued) for a in actions] == [(0, more, True)]
+
+
+def test_queued_chunks_are_about_the_queue_time_and_the_pipe_bytes_at_most() -> None:
+    # 1 ms chunks: QUEUE_MAX_CHUNKS (8) of them; 5 ms ones: 4 (20 ms); chunks of 10 KiB: 3.
+    for chunks, queued in ((quick_chunks(20), 8),
+                           (quick_chunks(20, seconds_per_item=0.005), 4),
+                           (quick_chunks(20, payload=b"x" * 10_000), 3)):
+        scheduler = started(Scheduler(1))
+        submit(scheduler, *chunks)
+        assert len(scheduler.workers[0].queued) == queued
+        assert len(scheduler.pending) == 20 - 1 - queued
 
 
 def test_a_chunk_of_unknown_pace_long_or_large_is_not_queued() -> None:
@@ -485,28 +500,45 @@ def test_the_workers_pace_is_measured_from_finished_chunks() -> None:
     assert chunks[0].function.pace.seconds_per_item == 0.005
 
 
-def test_a_death_fails_the_running_chunk_and_requeues_the_queued_one() -> None:
+def test_a_death_fails_the_running_chunk_and_requeues_the_queued_ones_in_order() -> None:
     scheduler = started(Scheduler(2))
-    chunks = quick_chunks(4)
+    chunks = quick_chunks(6)
     submit(scheduler, *chunks)
+    assert list(scheduler.workers[0].queued) == [chunks[2], chunks[4]]
     actions = lost(scheduler, 0, DEATH, 1.0)
     failed = [a.chunk for a in actions if isinstance(a, FailChunk)]
     assert failed == [chunks[0]]
     assert StartWorker(2) in actions
-    assert sends(actions) == [(2, 2)]  # the queued chunk never started: it runs again
+    # The queued chunks never started: they run again, first of all.
+    assert sends(actions)[0] == (2, 2)
     assert scheduler.running == {1: chunks[1], 2: chunks[2]}
+    everything = [c for slot in scheduler.workers.values() for c in slot.queued]
+    assert sorted(c.chunk_id for c in [*everything, *scheduler.pending]) == [3, 4, 5]
 
 
 def test_a_cancelled_queued_chunk_kills_its_worker_when_it_starts_and_fails_nothing() -> None:
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
     submit(scheduler, *chunks)
+    assert list(scheduler.workers[0].queued) == chunks[1:]
     assert scheduler.handle(Cancel(chunks[1]), 0.0) == []
     _, actions = chunk_done(scheduler, 0, 0, 1.0)
     assert actions == [KillWorker(0)]
     actions = lost(scheduler, 0, DEATH, 1.0)
     assert not [a for a in actions if isinstance(a, FailChunk)]
     assert sends(actions) == [(1, 2)]
+
+
+def test_a_cancelled_chunk_queued_behind_others_is_dropped_when_its_worker_dies() -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(4)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[2]), 0.0) == []
+    actions = lost(scheduler, 0, DEATH, 1.0)
+    assert DropChunk(chunks[2]) in actions
+    assert [a.chunk for a in actions if isinstance(a, FailChunk)] == [chunks[0]]
+    assert sends(actions)[0] == (1, 1)  # the first queued one runs again, first
+    assert chunks[2] not in [*scheduler.pending, *scheduler.workers[1].queued]
 
 
 def test_nothing_is_queued_on_a_worker_that_will_be_recycled() -> None:
@@ -516,15 +548,19 @@ def test_nothing_is_queued_on_a_worker_that_will_be_recycled() -> None:
     assert sends(submit(scheduler, *quick_chunks(3))) == [(0, 0)]
     scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=2)))
     assert sends(submit(scheduler, *quick_chunks(3))) == [(0, 0), (0, 1)]
+    scheduler = started(Scheduler(1, WorkerPolicy(max_tasks=4)))  # up to the recycling
+    assert sends(submit(scheduler, *quick_chunks(6))) == [(0, 0), (0, 1), (0, 2), (0, 3)]
 
 
-def test_breaking_the_pool_fails_queued_chunks_too() -> None:
+def test_breaking_the_pool_fails_queued_chunks_too_and_drops_the_cancelled_ones() -> None:
     scheduler = started(Scheduler(1))
-    chunks = quick_chunks(3)
+    chunks = quick_chunks(4)
     submit(scheduler, *chunks)
-    failed = [a.chunk for a in scheduler.handle(Break(RuntimeError("x")), 0.0)
-              if isinstance(a, FailChunk)]
-    assert sorted(c.chunk_id for c in failed) == [0, 1, 2]
+    scheduler.handle(Cancel(chunks[2]), 0.0)
+    actions = scheduler.handle(Break(RuntimeError("x")), 0.0)
+    failed = [a.chunk for a in actions if isinstance(a, FailChunk)]
+    assert sorted(c.chunk_id for c in failed) == [0, 1, 3]
+    assert DropChunk(chunks[2]) in actions
 
 
 def test_a_cancelled_chunk_is_skipped_and_the_next_one_queued_in_its_place() -> None:
@@ -535,7 +571,8 @@ def test_a_cancelled_chunk_is_skipped_and_the_next_one_queued_in_its_place() -> 
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
     chunks[1] = Chunk(1, chunks[1].function, b"", CallMode.ONE_ARG, 1, 1, _Cancelled(), "c1")
-    assert sends(submit(scheduler, *chunks)) == [(0, 0), (0, 2)]
+    actions = submit(scheduler, *chunks)
+    assert sends(actions) == [(0, 0), (0, 2)] and DropChunk(chunks[1]) in actions
 
 
 def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_took_it() -> None:
@@ -543,18 +580,19 @@ def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_
     # done and gone on to chunk 2, waiting in its pipe: chunk 2 is running there now, and
     # its answer, or its rerun elsewhere, must be the only one.
     scheduler = started(Scheduler(1))
-    chunks = quick_chunks(3)
+    chunks = quick_chunks(4)
     submit(scheduler, *chunks[:1])
     chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)  # the pace is known: later chunks queue
     submit(scheduler, *chunks[1:], now=1.0)
-    assert scheduler.workers[0].queued is chunks[2]
+    assert list(scheduler.workers[0].queued) == chunks[2:]
     assert scheduler.handle(Cancel(chunks[1]), 0.0) == [KillWorker(0)]
     done, actions = chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
     assert done is chunks[1] and sends(actions) == []
     assert scheduler.running[0] is chunks[2]  # no "reported a chunk it was not given" later
     actions = lost(scheduler, 0, DEATH, 1.2)
     assert not any(isinstance(a, (FailChunk, DropChunk)) for a in actions)
-    assert sends(actions) == [(1, 2)]  # it runs again on the replacement
+    assert sends(actions)[0] == (1, 2)  # it runs again on the replacement, then chunk 3
+    assert chunks[3] in [*scheduler.pending, *scheduler.workers[1].queued]
 
 
 def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once() -> None:

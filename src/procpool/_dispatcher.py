@@ -317,6 +317,9 @@ class Dispatcher:
             self._workers.release(record)
             self._tell(WorkerExited(record.worker_id), self._clock())
         self._handle_deadlines()
+        # Chunks queued on busy workers this round, each worker's in one write: a worker
+        # asleep on its pipe is woken once for them all.
+        self._workers.flush()
 
     def _time_to_next_deadline(self) -> float | None:
         deadline = self._scheduler.next_deadline()  # every deadline of the pool is its
@@ -449,7 +452,7 @@ class Dispatcher:
     def _carry_out(self, action: Action) -> None:
         if isinstance(action, SendChunk):
             action.chunk.left_queue()
-            self._workers.send_chunk(action.worker_id, action.chunk)
+            self._workers.send_chunk(action.worker_id, action.chunk, later=action.queued)
         elif isinstance(action, FailChunk):
             self._delivery.failed(action.chunk, action.error)
         elif isinstance(action, DropChunk):

@@ -92,13 +92,10 @@ class Recovery:
         """The worker of ``slot`` ended without being asked to: what becomes of what it held."""
         if not slot.ready and not slot.doomed:  # a worker we killed is no start-up failure
             return self._lost_while_starting(slot, death)
-        # What is left of the running chunk goes back to the queue before the queued one.
+        # What is left of the running chunk goes back to the queue before the queued ones.
         requeue: list[Chunk] = []
-        actions: list[Action] = []
-        queued = slot.queued
-        if queued is not None and slot.queued_cancelled:
-            actions.append(DropChunk(queued))
-            queued = None
+        actions: list[Action] = [DropChunk(c) for c in slot.queued if c in slot.cancelled_queued]
+        queued = [c for c in slot.queued if c not in slot.cancelled_queued]
         chunk = slot.running
         unfinished = slot.unfinished()
         if chunk is None or unfinished is None:
@@ -118,8 +115,7 @@ class Recovery:
             lost = self._chunk_lost(chunk, slot, death)
             requeue += lost.requeue
             actions += lost.actions
-        if queued is not None:
-            requeue.append(queued)  # it never started: run it elsewhere
+        requeue += queued  # they never started: run them elsewhere
         return Recovered(tuple(requeue), tuple(actions), _cause_of(slot, death))
 
     def _lost_while_starting(self, slot: WorkerSlot, death: Death) -> Recovered:

@@ -53,14 +53,18 @@ from ._scheduler_events import (
     WorkerReady,
 )
 from ._task import Chunk
-from ._worker_slot import KillReason, WorkerSlot
+from ._worker_slot import KillReason, WorkerSlot, pipe_bytes
 
-# A worker may hold a second chunk queued behind the one it runs, so it starts the next at
-# once instead of idling for a round trip through the dispatcher. Only a short chunk is
-# queued: a long one gains nothing from it and, near the end of a job, could wait on a busy
-# worker while another sits idle. And only a small one: the dispatcher must never block
-# writing to a worker that may itself be blocked writing a large result; a queued chunk this
-# small fits in the pipe's buffer (208 KiB on Linux) with room to spare.
+# A worker may hold a few chunks queued behind the one it runs (at most QUEUE_MAX_CHUNKS), so
+# it starts the next at once instead of idling for a round trip through the dispatcher, and
+# so that the dispatcher can send several at once: a write to a worker asleep on its pipe
+# wakes it, which costs the dispatcher about 15 us here, as much as the rest of a tiny
+# chunk's sending. Only short chunks are queued, about QUEUE_MAX_SECONDS of them at most
+# (reckoned at the pace of the one to be added): a long one gains nothing from it and, near
+# the end of a job, could wait on a busy worker while another sits idle. And only small ones,
+# QUEUE_MAX_BYTES in all: the dispatcher must never block writing to a worker that may itself
+# be blocked writing a large result; queued chunks this small fit in the pipe's buffer
+# (208 KiB on Linux) with room to spare.
 QUEUE_MAX_SECONDS = 0.02
 QUEUE_MAX_BYTES = 32 * 1024
 
@@ -72,10 +76,10 @@ RETIRE_TIMEOUT = 5.0
 class Scheduler:
     """Keeps ``processes`` workers busy with chunks in submission order (FIFO).
 
-    A worker runs one chunk at a time and may hold one short chunk queued behind it. Replies
-    arrive in order on its pipe, so the dispatcher always knows which chunk was running when a
-    worker died: exactly that chunk is affected (when the chunk reports each item, exactly the
-    item it was running), and the queued one runs elsewhere.
+    A worker runs one chunk at a time and may hold a few short chunks queued behind it.
+    Replies arrive in order on its pipe, so the dispatcher always knows which chunk was running
+    when a worker died: exactly that chunk is affected (when the chunk reports each item,
+    exactly the item it was running), and the queued ones run elsewhere.
     """
 
     def __init__(self, processes: int, workers: WorkerPolicy | None = None,
@@ -113,7 +117,7 @@ class Scheduler:
     def stats(self, now: float) -> SchedulerStats:
         """Its share of a snapshot: what waits, what each worker holds, what it counted."""
         queued = sum(chunk.size for chunk in self.pending) + sum(
-            slot.queued.size for slot in self.workers.values() if slot.queued)
+            chunk.size for slot in self.workers.values() for chunk in slot.queued)
         counts = self.counts
         return SchedulerStats(
             tasks_queued=queued, tasks_retried=counts.retried, tasks_timed_out=counts.timed_out,
@@ -218,11 +222,11 @@ class Scheduler:
             chunk.function.pace.observe(chunk.size, seconds)
         slot.finish_chunk(now)
         if slot.doomed:  # its death is on the way: no more work for it
-            if slot.queued is not None:  # but this one is in its pipe, and may start
-                slot.running, slot.queued = slot.queued, None
-                slot.collateral, slot.queued_cancelled = True, False
+            if slot.queued:  # but the next one is in its pipe, and may start
+                slot.cancelled_queued.discard(slot.take_queued())  # the kill is coming
+                slot.collateral = True
             return self._dispatch(now)
-        if slot.queued is not None:
+        if slot.queued:
             return self._start_queued(worker_id, slot, now)
         actions: list[Action] = []
         recycle = slot.recycle_cause(self.worker_policy, rss)
@@ -246,8 +250,7 @@ class Scheduler:
             self.pending.remove(waiting)
             actions.append(DropChunk(waiting))
         for worker_id, slot in self.workers.items():
-            if slot.queued is not None and slot.queued.sink is sink:
-                slot.queued_cancelled = True
+            slot.cancelled_queued.update(c for c in slot.queued if c.sink is sink)
             if slot.running is not None and slot.running.sink is sink and not slot.doomed:
                 slot.doom(KillReason.CANCEL)
                 actions.append(KillWorker(worker_id))
@@ -309,9 +312,8 @@ class Scheduler:
                 actions.append(DropChunk(unfinished))
             elif unfinished is not None:
                 actions.append(FailChunk(unfinished, error))
-            if slot.queued is not None:
-                actions.append(DropChunk(slot.queued) if slot.queued_cancelled
-                               else FailChunk(slot.queued, error))
+            actions += [DropChunk(queued) if queued in slot.cancelled_queued
+                        else FailChunk(queued, error) for queued in slot.queued]
         self.workers.clear()
         self._idle.clear()
         self.retiring.clear()  # the dispatcher ends those too
@@ -334,11 +336,11 @@ class Scheduler:
         return list(recovered.actions)
 
     def _start_queued(self, worker_id: int, slot: WorkerSlot, now: float) -> list[Action]:
-        """The worker has gone on to its queued chunk: it is running now, unless it was
+        """The worker has gone on to its next queued chunk: it is running now, unless it was
         cancelled while it waited there (then its worker is killed)."""
-        slot.start_queued(now)
-        if slot.queued_cancelled:
-            slot.queued_cancelled = False
+        chunk = slot.start_queued(now)
+        if chunk in slot.cancelled_queued:
+            slot.cancelled_queued.discard(chunk)
             slot.doom(KillReason.CANCEL)
             return [KillWorker(worker_id)]
         return self._dispatch(now)
@@ -394,30 +396,46 @@ class Scheduler:
             self._idle.remove(worker_id)
             self.workers[worker_id].run(chunk, now)
             actions.append(SendChunk(worker_id, chunk))
-        for worker_id, slot in self.workers.items() if self.pending else ():
-            while (self.pending and slot.may_queue(self.worker_policy)
-                   and _short_and_small(self.pending[0])):
-                chunk = self.pending.popleft()
-                if chunk.sink.chunk_starting(chunk):
-                    slot.queued = chunk
-                    actions.append(SendChunk(worker_id, chunk))
-                else:
-                    actions.append(DropChunk(chunk))  # cancelled while it waited
+        if self.pending:
+            self._queue_pending(actions)
         if self.closing and not self.has_work():
             actions += [self._stop(worker_id, now) for worker_id in self.workers]
             self.workers.clear()
             self._idle.clear()
         return actions
 
+    def _queue_pending(self, actions: list[Action]) -> None:
+        """Queue pending chunks on busy workers, one per worker in turn, while they may wait
+        there (may_queue, _may_wait_behind)."""
+        added = True
+        while added and self.pending:
+            added = False
+            for worker_id, slot in self.workers.items():
+                if not self.pending:
+                    return
+                chunk = self.pending[0]
+                if not (slot.may_queue(self.worker_policy) and _may_wait_behind(slot, chunk)):
+                    continue
+                self.pending.popleft()
+                added = True
+                if chunk.sink.chunk_starting(chunk):
+                    slot.queue(chunk)
+                    actions.append(SendChunk(worker_id, chunk, queued=True))
+                else:
+                    actions.append(DropChunk(chunk))  # cancelled while it waited
+
 
 def _fits_in_a_pipe(chunk: Chunk) -> bool:
     """Whether sending ``chunk`` cannot block the dispatcher: it fits in the pipe's buffer
     (see QUEUE_MAX_BYTES) even if the worker reads nothing for a while."""
-    return len(chunk.items_payload) + len(chunk.function.payload) <= QUEUE_MAX_BYTES
+    return pipe_bytes(chunk) <= QUEUE_MAX_BYTES
 
 
-def _short_and_small(chunk: Chunk) -> bool:
-    """Whether ``chunk`` may be queued behind another (see QUEUE_MAX_SECONDS). Only what goes
-    through the pipe counts: buffers in shared memory do not."""
+def _may_wait_behind(slot: WorkerSlot, chunk: Chunk) -> bool:
+    """Whether ``chunk`` may be queued behind what ``slot``'s worker has (see
+    QUEUE_MAX_SECONDS): its pace is known, the queue stays short at that pace, and everything
+    queued fits in the pipe. Only what goes through the pipe counts: buffers in shared memory
+    do not."""
     seconds = chunk.function.pace.seconds_for(chunk.size)
-    return seconds is not None and seconds <= QUEUE_MAX_SECONDS and _fits_in_a_pipe(chunk)
+    return (seconds is not None and (len(slot.queued) + 1) * seconds <= QUEUE_MAX_SECONDS
+            and slot.queued_bytes + pipe_bytes(chunk) <= QUEUE_MAX_BYTES)

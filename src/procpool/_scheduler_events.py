@@ -35,6 +35,9 @@ class StartWorker:
 class SendChunk:
     worker_id: int
     chunk: Chunk
+    # To wait behind what the worker has (it is busy): the dispatcher may write several of
+    # these in one go, at the end of its round, as long as nothing overtakes them.
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)

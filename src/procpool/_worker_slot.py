@@ -1,6 +1,6 @@
 """One worker as the scheduler sees it: ``WorkerSlot``, and ``KillReason`` (why it was killed).
 
-Owns a slot's own bookkeeping (the chunk it runs, the one queued behind it, how far it got,
+Owns a slot's own bookkeeping (the chunk it runs, the few queued behind it, how far it got,
 its deadline, whether its kill was ordered and why, its statistics) and the rules that need
 nothing but the slot and the worker policy (may a chunk be queued on it, is it due for
 recycling). Must not know about the pending queue, the other workers or the pool, nor answer
@@ -10,7 +10,8 @@ with actions: the scheduler (procpool._scheduler) acts on what a slot records an
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from ._options import WorkerPolicy
 from ._scheduler_events import SlotStats
@@ -24,13 +25,20 @@ class KillReason(enum.Enum):
     CANCEL = "task cancelled"
 
 
+# At most this many chunks wait in a worker's pipe behind the one it runs.
+QUEUE_MAX_CHUNKS = 8
+
+
 @dataclass(slots=True)
 class WorkerSlot:
     running: Chunk | None = None
-    # Sent to the worker, waiting in its pipe behind ``running``: it cannot have started before
-    # the worker reports ``running`` done, so a death before that leaves it safe to rerun.
-    queued: Chunk | None = None
-    queued_cancelled: bool = False  # cancel() while queued: kill the worker when it starts
+    # Sent to the worker, waiting in its pipe behind ``running``, in order: none can have
+    # started before the worker reports the one before it done, so a death leaves them safe
+    # to rerun.
+    queued: deque[Chunk] = field(default_factory=deque)
+    queued_bytes: int = 0  # what they take in the pipe, at most (their pipe_bytes)
+    # Queued chunks cancelled while they waited: the worker is killed when one starts.
+    cancelled_queued: set[Chunk] = field(default_factory=set)
     position: int = 0  # items of the running chunk already reported (chunks that report each)
     deadline: float | None = None  # the running item's timeout, or the initializer's
     ready: bool = False
@@ -75,11 +83,23 @@ class WorkerSlot:
         if self.running is not None:
             self.start_chunk(now)  # its chunk was waiting in the pipe until now
 
-    def start_queued(self, now: float) -> None:
-        """The worker has gone on to its queued chunk: it is running now."""
-        assert self.queued is not None
-        self.running, self.queued = self.queued, None
+    def queue(self, chunk: Chunk) -> None:
+        """``chunk`` is sent to wait in the worker's pipe behind what it has."""
+        self.queued.append(chunk)
+        self.queued_bytes += pipe_bytes(chunk)
+
+    def take_queued(self) -> Chunk:
+        """The worker has gone on to the first queued chunk: it runs it now."""
+        chunk = self.queued.popleft()
+        self.queued_bytes -= pipe_bytes(chunk)
+        self.running = chunk
+        return chunk
+
+    def start_queued(self, now: float) -> Chunk:
+        """The worker has gone on to its first queued chunk: it is running from ``now``."""
+        chunk = self.take_queued()
         self.start_chunk(now)
+        return chunk
 
     def start_chunk(self, now: float) -> None:
         """The running chunk starts at ``now``: the worker is busy from here."""
@@ -94,11 +114,14 @@ class WorkerSlot:
         self.deadline = None if timeout is None or self.doomed else now + timeout
 
     def may_queue(self, policy: WorkerPolicy) -> bool:
-        """Whether a chunk may wait on this worker behind the one it runs: not on a worker
-        that is starting, doomed, or to be recycled once its running chunk is done."""
-        return (self.running is not None and self.queued is None and self.ready
+        """Whether one more chunk may wait on this worker behind what it has: not on a worker
+        that is starting, doomed, or to be recycled once its running chunk is done, nor on
+        one that holds QUEUE_MAX_CHUNKS already."""
+        queued = len(self.queued)
+        return (self.running is not None and queued < QUEUE_MAX_CHUNKS and self.ready
                 and not self.doomed and policy.max_memory is None
-                and (policy.max_tasks is None or self.chunks_done + 2 <= policy.max_tasks))
+                and (policy.max_tasks is None
+                     or self.chunks_done + queued + 2 <= policy.max_tasks))
 
     def finish_item(self, now: float) -> None:
         """One more item of the running chunk (one that reports each) was answered; the next
@@ -153,3 +176,9 @@ class WorkerSlot:
             busy += now - self.busy_since
         return SlotStats(worker_id, self.unanswered, self.items_done, busy,
                          max(0.0, now - self.born - busy))
+
+
+def pipe_bytes(chunk: Chunk) -> int:
+    """What sending ``chunk`` puts in its worker's pipe, at most: its items, and its function
+    in case the worker does not hold it yet. Buffers in shared memory do not count."""
+    return len(chunk.items_payload) + len(chunk.function.payload)

@@ -54,6 +54,8 @@ class WorkerRecord:
     listening: bool = True
     lost_because: str | None = None  # why the dispatcher killed it, for its death's error
     worker_id: int = field(init=False)  # its handle's, read a few times per chunk
+    # Messages of queued chunks not written yet (send_chunk's ``later``), in order.
+    unsent: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.worker_id = self.handle.worker_id
@@ -102,9 +104,12 @@ class WorkerTable:
         self._publish()
         return record
 
-    def send_chunk(self, worker_id: int, chunk: Chunk) -> None:
+    def send_chunk(self, worker_id: int, chunk: Chunk, *, later: bool = False) -> None:
         """Send ``chunk`` to an active worker, with its function's pickle unless the worker
-        holds it already (the mirror of its cache says), and its segments accounted to it."""
+        holds it already (the mirror of its cache says), and its segments accounted to it.
+        ``later``: it is queued behind the worker's running chunk, and may go out with the
+        next ``flush`` (whatever else is sent to the worker flushes first: nothing overtakes
+        it), several in one write."""
         record = self.active.get(worker_id)
         if record is None:
             return  # the pool broke while carrying out earlier actions; the chunk failed then
@@ -123,11 +128,23 @@ class WorkerTable:
         )
         if record.segments is not None:
             record.segments.sent(chunk)
-        # If the worker is dying the send fails; its sentinel then fails the chunk with the
+        record.unsent.append(encode(message))
+        if not later:
+            self._write_unsent(record)
+
+    def flush(self) -> None:
+        """Write what was sent ``later`` to every active worker."""
+        for record in self.active.values():
+            if record.unsent:
+                self._write_unsent(record)
+
+    def _write_unsent(self, record: WorkerRecord) -> None:
+        messages, record.unsent = record.unsent, []
+        # If the worker is dying the write fails; its sentinel then fails its chunk with the
         # exit status, which says far more than a broken pipe. (Not contextlib.suppress: a
         # chunk of tiny tasks would pay two calls of Python for it.)
         try:  # noqa: SIM105
-            send_to_worker(record.handle.connection.fileno(), encode(message))
+            send_to_worker(record.handle.connection.fileno(), *messages)
         except OSError:
             pass
 
@@ -203,10 +220,12 @@ class WorkerTable:
             return  # died before it could be asked
         self._publish()
         self.retiring[worker_id] = record
+        record.unsent.append(encode(Stop()))  # after whatever it was sent
         try:
-            record.handle.connection.send_bytes(encode(Stop()))
+            send_to_worker(record.handle.connection.fileno(), *record.unsent)
         except OSError:
             record.handle.kill(force=True)
+        record.unsent = []
 
     def kill(self, worker_id: int) -> None:
         """SIGKILL a worker (and its process group): its sentinel then reports it."""
