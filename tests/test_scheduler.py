@@ -40,6 +40,7 @@ from procpool._scheduler_events import (
     WorkerLost,
     WorkerReady,
 )
+from procpool._shared_memory import SharedSegments
 from procpool._task import Chunk, TaskFunction
 
 FUNCTION = TaskFunction(0, b"")
@@ -482,11 +483,15 @@ def test_queued_chunks_are_about_the_queue_time_and_the_pipe_bytes_at_most() -> 
         assert len(scheduler.pending) == 20 - 1 - queued
 
 
-def test_a_chunk_of_unknown_pace_long_or_large_is_not_queued() -> None:
+def test_a_chunk_of_unknown_pace_long_large_or_with_shared_arguments_is_not_queued() -> None:
     unknown = [chunk(i) for i in range(3)]
     long = quick_chunks(3, seconds_per_item=1.0)
     large = quick_chunks(3, payload=b"x" * 100_000)
-    for chunks in (unknown, long, large):
+    # A queued chunk may start on a worker killed for the one before it, and must then run
+    # again elsewhere: its arguments must still be there.
+    shared = [replace(c, segments=SharedSegments((f"/procpool-test-{c.chunk_id}",), 1 << 20))
+              for c in quick_chunks(3)]
+    for chunks in (unknown, long, large, shared):
         scheduler = started(Scheduler(2))
         assert sends(submit(scheduler, *chunks)) == [(0, 0), (1, 1)]
 

@@ -64,7 +64,10 @@ from ._worker_slot import KillReason, WorkerSlot, pipe_bytes
 # the end of a job, could wait on a busy worker while another sits idle. And only small ones,
 # QUEUE_MAX_BYTES in all: the dispatcher must never block writing to a worker that may itself
 # be blocked writing a large result; queued chunks this small fit in the pipe's buffer
-# (208 KiB on Linux) with room to spare.
+# (208 KiB on Linux) with room to spare. And none whose arguments are in shared memory: a
+# queued chunk may start on a worker already ordered killed (for the chunk before it, which
+# was cancelled); it must then run again elsewhere, and the kill may take its arguments'
+# segments with it.
 QUEUE_MAX_SECONDS = 0.02
 QUEUE_MAX_BYTES = 32 * 1024
 
@@ -433,9 +436,9 @@ def _fits_in_a_pipe(chunk: Chunk) -> bool:
 
 def _may_wait_behind(slot: WorkerSlot, chunk: Chunk) -> bool:
     """Whether ``chunk`` may be queued behind what ``slot``'s worker has (see
-    QUEUE_MAX_SECONDS): its pace is known, the queue stays short at that pace, and everything
-    queued fits in the pipe. Only what goes through the pipe counts: buffers in shared memory
-    do not."""
+    QUEUE_MAX_SECONDS): its pace is known, its arguments are all in its pickle, the queue
+    stays short at that pace, and everything queued fits in the pipe."""
     seconds = chunk.function.pace.seconds_for(chunk.size)
-    return (seconds is not None and (len(slot.queued) + 1) * seconds <= QUEUE_MAX_SECONDS
+    return (seconds is not None and chunk.segments is None
+            and (len(slot.queued) + 1) * seconds <= QUEUE_MAX_SECONDS
             and slot.queued_bytes + pipe_bytes(chunk) <= QUEUE_MAX_BYTES)
