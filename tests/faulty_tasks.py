@@ -99,24 +99,37 @@ def start_worker(marker_dir: str, how: str) -> None:
 # ---- the soak's task (tools/soak.py) ---------------------------------------------------------
 
 
+def process_token(pid: int) -> str | None:
+    """``<pid>-<start time>``: a name for one process that a later one given the same pid
+    does not share (Linux: /proc/<pid>/stat); None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return f"{pid}-{int(fields[19])}"  # field 22 of stat: the start time, in clock ticks
+
+
 def soak_task(spec: tuple[int, str, float, Any]) -> tuple[int, Any]:
     """One soak task, ``(task id, log dir, seconds, array or None)``: return the id, and twice
     the array if there is one, after ``seconds`` of sleep.
 
-    As it starts it appends its id to ``runs-<pid>`` (so the soak counts every execution, and
-    a killed worker's last line is the task the kill hit) and writes it to ``busy-<pid>``,
-    removed when it returns (so the killer picks only workers that are running a task).
+    As it starts it appends its id to ``runs-<process>`` (so the soak counts every execution,
+    and a killed worker's last line is the task the kill hit) and writes it to
+    ``busy-<process>``, removed when it returns (so the killer picks only workers that are
+    running a task). ``<process>`` is ``process_token``: a worker given the pid of an earlier
+    one writes logs of its own.
     """
     import time
 
     task_id, log_dir, seconds, array = spec
-    pid = os.getpid()
-    fd = os.open(os.path.join(log_dir, f"runs-{pid}"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    token = process_token(os.getpid())
+    fd = os.open(os.path.join(log_dir, f"runs-{token}"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, f"{task_id}\n".encode())
     finally:
         os.close(fd)
-    busy = os.path.join(log_dir, f"busy-{pid}")
+    busy = os.path.join(log_dir, f"busy-{token}")
     with open(busy, "w") as marker:
         marker.write(str(task_id))
     time.sleep(seconds)

@@ -90,7 +90,8 @@ class Storm:
     executor: Any = None
     tasks: dict[int, Task] = field(default_factory=dict)
     calls: dict[int, list[int]] = field(default_factory=dict)
-    kills: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, task it hit)
+    # (the worker's process token, task it hit): ft.process_token, pid first
+    kills: list[tuple[str, int | None]] = field(default_factory=list)
     violations: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -290,22 +291,29 @@ def killer(storm: Storm) -> None:
     while not storm.stop.wait(rng.uniform(0.05, 0.2)):
         with contextlib.suppress(psutil.Error):
             ours = {child.pid for child in me.children(recursive=True)}
-        busy = sorted(int(name[5:]) for name in os.listdir(storm.log_dir)
-                      if name.startswith("busy-") and int(name[5:]) in ours)
+        busy = sorted(name[5:] for name in os.listdir(storm.log_dir)
+                      if name.startswith("busy-") and _pid(name[5:]) in ours)
         if not busy:
             continue
-        pid = rng.choice(busy)
+        token = rng.choice(busy)
+        pid = _pid(token)
         try:
+            if ft.process_token(pid) != token:
+                continue  # ended, and its pid given to another process meanwhile
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue
-        storm.kills.append((pid, _task_hit(storm.log_dir, pid)))
+        storm.kills.append((token, _task_hit(storm.log_dir, token)))
 
 
-def _task_hit(log_dir: str, pid: int) -> int | None:
+def _pid(token: str) -> int:
+    return int(token.split("-")[0])
+
+
+def _task_hit(log_dir: str, token: str) -> int | None:
     """The last task the killed worker started (the one the kill hit, if it was still
-    running), once the worker is dead; its log is moved aside, so that a later worker given
-    the same pid starts a log of its own."""
+    running), once the worker is dead."""
+    pid = _pid(token)
     end = time.monotonic() + 2
     while time.monotonic() < end:  # never reap it (that is the pool's job): watch its state
         try:
@@ -314,21 +322,19 @@ def _task_hit(log_dir: str, pid: int) -> int | None:
         except psutil.NoSuchProcess:
             break
         time.sleep(0.005)
-    runs = Path(log_dir, f"runs-{pid}")
     try:
-        lines = runs.read_text().split()
-        runs.rename(runs.with_name(f"runs-{pid}-killed-{time.monotonic_ns()}"))
+        lines = Path(log_dir, f"runs-{token}").read_text().split()
     except FileNotFoundError:
         return None
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(log_dir, f"busy-{pid}"))
+        os.unlink(os.path.join(log_dir, f"busy-{token}"))
     return int(lines[-1]) if lines else None
 
 
 # ---- the checks ------------------------------------------------------------------------------
 
 
-def _killed_by_the_pool(log_dir: str, killed_by_us: set[int]) -> collections.Counter[int]:
+def _killed_by_the_pool(log_dir: str, killed_by_us: set[str]) -> collections.Counter[int]:
     """The tasks a kill by the pool itself may make run again: those that started on a worker
     whose ``busy-<pid>`` marker is still there (its task never returned), that we did not
     kill, and that no longer exists.
@@ -341,11 +347,11 @@ def _killed_by_the_pool(log_dir: str, killed_by_us: set[int]) -> collections.Cou
     that started on such a worker may run once more (a soak has a handful of these kills)."""
     hits: collections.Counter[int] = collections.Counter()
     for marker in Path(log_dir).glob("busy-*"):
-        pid = int(marker.name[5:])
-        if pid in killed_by_us or psutil.pid_exists(pid):
-            continue
+        token = marker.name[5:]
+        if token in killed_by_us or ft.process_token(_pid(token)) == token:
+            continue  # ours, or still running
         with contextlib.suppress(OSError, ValueError):
-            started = {int(line) for line in Path(log_dir, f"runs-{pid}").read_text().split()}
+            started = {int(line) for line in Path(log_dir, f"runs-{token}").read_text().split()}
             hits.update(started | {int(marker.read_text())})
     return hits
 
@@ -356,8 +362,9 @@ def check(storm: Storm) -> dict[str, int]:
     for log in Path(storm.log_dir).glob("runs-*"):
         runs.update(int(line) for line in log.read_text().split())
     hits = collections.Counter(task for _, task in storm.kills if task is not None)
-    killed = {pid for pid, _ in storm.kills}
-    pool_hits = _killed_by_the_pool(storm.log_dir, killed)
+    killed_tokens = {token for token, _ in storm.kills}
+    killed = {_pid(token) for token in killed_tokens}
+    pool_hits = _killed_by_the_pool(storm.log_dir, killed_tokens)
     for task in storm.tasks.values():
         name = f"task {task.task_id} ({task.face} call {task.call}, retries={task.retries})"
         # At most one extra run per kill that hit it, ours or the pool's. Without retries a
