@@ -28,9 +28,7 @@ def test_a_worker_imports_none_of_the_faces() -> None:
     code = ("import sys, procpool._worker; "
             "print(sorted(m for m in sys.modules if m in ('asyncio', 'procpool._pool', "
             "'procpool._executor', 'procpool._dispatcher')))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "[]"
+    assert _in_a_fresh_interpreter(code) == "[]"
 
 
 def test_public_classes_report_the_package_as_their_module() -> None:
@@ -50,8 +48,7 @@ def test_import_is_light() -> None:
     # Optional heavy dependencies are imported only where used.
     heavy = "{'cloudpickle', 'numpy', 'tqdm'}"
     code = f"import sys, procpool; print(sorted({heavy} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert _in_a_fresh_interpreter(code) == "[]"
 
 
 def test_a_local_pool_imports_nothing_of_the_other_backends() -> None:
@@ -60,9 +57,7 @@ def test_a_local_pool_imports_nothing_of_the_other_backends() -> None:
             "pool.terminate()\n"
             "pool.join()\n"
             "print(sorted(m for m in sys.modules if m.startswith('procpool._backends.')))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=60)
-    assert done.stdout.strip() == "['procpool._backends.local']"
+    assert _in_a_fresh_interpreter(code) == "['procpool._backends.local']"
 
 
 def test_pools_import_asyncio_only_for_a_coroutine() -> None:
@@ -74,6 +69,11 @@ def test_pools_import_asyncio_only_for_a_coroutine() -> None:
             "with procpool.ProcessPoolExecutor(1, max_queued=2) as executor:\n"
             "    executor.submit(abs, 1).result(); list(executor.map(abs, [1, 2]))\n"
             "print(sorted(m for m in sys.modules if m in ('asyncio', 'ssl')))")
+    assert _in_a_fresh_interpreter(code) == "[]"
+
+
+def _in_a_fresh_interpreter(code: str) -> str:
+    """What ``code`` prints, run by a new interpreter (nothing of this test run imported)."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, timeout=60)
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
