@@ -103,7 +103,8 @@ class Recovery:
         elif slot.collateral:
             # Killed for the chunk before it. The rest runs again (if its future was
             # cancelled meanwhile, its sink drops it then), unless its arguments were in
-            # shared memory: a worker removes those once it has mapped them.
+            # shared memory, which the kill may have taken with it (the scheduler queues no
+            # such chunk, so none should get here; if one does, it fails rather than hangs).
             if chunk.segments is None:
                 requeue.append(unfinished if unfinished is chunk else self._split(
                     chunk, slot.position, chunk.size - slot.position, chunk.attempt))
