@@ -600,6 +600,21 @@ def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_
     assert chunks[3] in [*scheduler.pending, *scheduler.workers[1].queued]
 
 
+def test_breaking_the_pool_fails_a_chunk_that_went_on_after_a_cancelled_one() -> None:
+    # The kill for cancelled chunk 1 has not landed when the pool breaks: chunk 2, which the
+    # worker went on to meanwhile, was not cancelled, and its caller must get the error.
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks[:1])
+    chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)
+    submit(scheduler, *chunks[1:], now=1.0)
+    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0)]
+    chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
+    assert scheduler.running[0] is chunks[2]
+    error = RuntimeError("broken")
+    assert scheduler.handle(Break(error), 1.2) == [FailChunk(chunks[2], error)]
+
+
 def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once() -> None:
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)

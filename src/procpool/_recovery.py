@@ -94,8 +94,8 @@ class Recovery:
             return self._lost_while_starting(slot, death)
         # What is left of the running chunk goes back to the queue before the queued ones.
         requeue: list[Chunk] = []
-        actions: list[Action] = [DropChunk(c) for c in slot.queued if c in slot.cancelled_queued]
-        queued = [c for c in slot.queued if c not in slot.cancelled_queued]
+        queued, cancelled = slot.queued_by_fate()
+        actions: list[Action] = [DropChunk(c) for c in cancelled]
         chunk = slot.running
         unfinished = slot.unfinished()
         if chunk is None or unfinished is None:
@@ -110,7 +110,7 @@ class Recovery:
                     chunk, slot.position, chunk.size - slot.position, chunk.attempt))
             else:
                 actions.append(FailChunk(chunk, _died(chunk, death)))
-        elif slot.kill_reason is KillReason.CANCEL:
+        elif slot.running_cancelled:
             actions.append(DropChunk(unfinished))
         else:
             lost = self._chunk_lost(chunk, slot, death)

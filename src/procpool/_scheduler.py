@@ -311,12 +311,13 @@ class Scheduler:
         self.pending.clear()
         for slot in self.workers.values():
             unfinished = slot.unfinished()
-            if unfinished is not None and slot.kill_reason is KillReason.CANCEL:
+            if unfinished is not None and slot.running_cancelled:
                 actions.append(DropChunk(unfinished))
             elif unfinished is not None:
                 actions.append(FailChunk(unfinished, error))
-            actions += [DropChunk(queued) if queued in slot.cancelled_queued
-                        else FailChunk(queued, error) for queued in slot.queued]
+            wanted, cancelled = slot.queued_by_fate()
+            actions += [FailChunk(queued, error) for queued in wanted]
+            actions += [DropChunk(queued) for queued in cancelled]
         self.workers.clear()
         self._idle.clear()
         self.retiring.clear()  # the dispatcher ends those too

@@ -154,6 +154,19 @@ class WorkerSlot:
         return None
 
     @property
+    def running_cancelled(self) -> bool:
+        """Whether the running chunk's own caller cancelled it (its worker is killed for
+        that): what is left of it is dropped, never answered. A collateral chunk was not
+        cancelled: it went on after the one that was."""
+        return self.kill_reason is KillReason.CANCEL and not self.collateral
+
+    def queued_by_fate(self) -> tuple[list[Chunk], list[Chunk]]:
+        """The queued chunks still wanted, in order, and those cancelled while they waited
+        (to be dropped)."""
+        wanted = [c for c in self.queued if c not in self.cancelled_queued]
+        return wanted, [c for c in self.queued if c in self.cancelled_queued]
+
+    @property
     def unanswered(self) -> int:
         """How many items of the running chunk have no answer yet. 0 also once a chunk that
         reports each item has reported them all and its end has yet to come: then the worker
