@@ -126,6 +126,17 @@ def test_a_chunk_too_large_for_a_pipe_waits_until_its_worker_is_ready() -> None:
     assert sends(scheduler.handle(WorkerReady(0), 0.0)) == [(0, 2)]
 
 
+def test_a_chunk_with_shared_arguments_waits_until_its_worker_is_ready() -> None:
+    # A worker killed while it starts has its chunk run elsewhere, and the table removes the
+    # segments of what a lost worker held: such a chunk goes only to a worker that will
+    # start it at once.
+    scheduler = Scheduler(1)
+    scheduler.handle(Started(), 0.0)
+    shared = replace(chunk(1), segments=SharedSegments(("/procpool-test-1",), 1 << 20))
+    assert sends(submit(scheduler, shared)) == []
+    assert sends(scheduler.handle(WorkerReady(0), 0.0)) == [(0, 1)]
+
+
 def test_handle_refuses_anything_but_an_event() -> None:
     """``handle`` raises TypeError for an object that is none of the scheduler's events (here
     a worker's own Ready reply, passed by mistake) rather than ignoring it, and changes
@@ -494,6 +505,21 @@ def test_a_chunk_of_unknown_pace_long_large_or_with_shared_arguments_is_not_queu
     for chunks in (unknown, long, large, shared):
         scheduler = started(Scheduler(2))
         assert sends(submit(scheduler, *chunks)) == [(0, 0), (1, 1)]
+
+
+def test_nothing_is_queued_behind_a_long_chunk_or_one_of_unknown_pace() -> None:
+    # One long call among short ones: the short ones must not wait behind it while the other
+    # worker runs through the rest, as they would never wait in the stdlib's shared queue.
+    for first in (quick_chunks(1, seconds_per_item=1.0)[0], chunk(100)):
+        scheduler = started(Scheduler(2))
+        short = quick_chunks(6)
+        assert sends(submit(scheduler, first, *short)) == [
+            (0, first.chunk_id), (1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]
+    # Behind a running chunk of 16 ms, one chunk of 5 ms starts within 20 ms, a second not.
+    scheduler = started(Scheduler(1))
+    running = quick_chunks(1, seconds_per_item=0.016)[0]
+    submit(scheduler, running, *quick_chunks(3, seconds_per_item=0.005))
+    assert len(scheduler.workers[0].queued) == 1
 
 
 def test_the_workers_pace_is_measured_from_finished_chunks() -> None:

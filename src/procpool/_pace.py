@@ -11,7 +11,8 @@ Nobody has to tune ``chunksize`` for that; an explicit one is always obeyed.
 from __future__ import annotations
 
 # The work one automatically sized chunk should carry. The scheduler queues a chunk behind a
-# running one only when it is shorter than QUEUE_MAX_SECONDS (20 ms), so this stays under it.
+# running one only if it would start within QUEUE_MAX_SECONDS (20 ms): this lets one or two
+# wait behind each running chunk.
 TARGET_CHUNK_SECONDS = 0.01
 # A chunk's pickled arguments should stay under this, so it can be queued (QUEUE_MAX_BYTES)
 # and a stream's memory stays small when its items are large.

@@ -59,15 +59,12 @@ from ._worker_slot import KillReason, WorkerSlot, pipe_bytes
 # it starts the next at once instead of idling for a round trip through the dispatcher, and
 # so that the dispatcher can send several at once: a write to a worker asleep on its pipe
 # wakes it, which costs the dispatcher about 15 us here, as much as the rest of a tiny
-# chunk's sending. Only short chunks are queued, about QUEUE_MAX_SECONDS of them at most
-# (reckoned at the pace of the one to be added): a long one gains nothing from it and, near
-# the end of a job, could wait on a busy worker while another sits idle. And only small ones,
-# QUEUE_MAX_BYTES in all: the dispatcher must never block writing to a worker that may itself
-# be blocked writing a large result; queued chunks this small fit in the pipe's buffer
-# (208 KiB on Linux) with room to spare. And none whose arguments are in shared memory: a
-# queued chunk may start on a worker already ordered killed (for the chunk before it, which
-# was cancelled); it must then run again elsewhere, and the kill may take its arguments'
-# segments with it.
+# chunk's sending. A chunk is queued only if it would start within QUEUE_MAX_SECONDS, as far
+# as the measured paces tell: one queued behind a long one, or a long queue, could wait on a
+# busy worker while another sits idle (near the end of a job, or behind one long call among
+# short ones), which the stdlib's shared queue never does. And only small ones,
+# QUEUE_MAX_BYTES in all, none with arguments in shared memory (``_may_wait_in_pipe``):
+# queued chunks this small fit in the pipe's buffer (208 KiB on Linux) with room to spare.
 QUEUE_MAX_SECONDS = 0.02
 QUEUE_MAX_BYTES = 32 * 1024
 
@@ -375,11 +372,10 @@ class Scheduler:
 
     def _idle_worker_for(self, chunk: Chunk) -> int | None:
         """The idle worker ``chunk`` may go to. A worker still starting (its initializer
-        running, and logging, say) reads nothing until it is ready: only a chunk that fits in
-        its pipe may wait there, or the dispatcher would block writing it while the worker
-        blocks writing to the dispatcher."""
+        running, and logging, say) reads nothing until it is ready: only a chunk that may
+        wait in a pipe (``_may_wait_in_pipe``) goes to it before then."""
         for worker_id in self._idle:
-            if self.workers[worker_id].ready or _fits_in_a_pipe(chunk):
+            if self.workers[worker_id].ready or _may_wait_in_pipe(chunk):
                 return worker_id
         return None
 
@@ -429,17 +425,27 @@ class Scheduler:
                     actions.append(DropChunk(chunk))  # cancelled while it waited
 
 
-def _fits_in_a_pipe(chunk: Chunk) -> bool:
-    """Whether sending ``chunk`` cannot block the dispatcher: it fits in the pipe's buffer
-    (see QUEUE_MAX_BYTES) even if the worker reads nothing for a while."""
-    return pipe_bytes(chunk) <= QUEUE_MAX_BYTES
+def _may_wait_in_pipe(chunk: Chunk, already: int = 0) -> bool:
+    """Whether ``chunk`` may be sent to a worker that will not start it at once (one still
+    starting, or busy), behind ``already`` bytes waiting in its pipe. Sending it must not
+    block the dispatcher: it fits in the pipe's buffer (see QUEUE_MAX_BYTES) even if the
+    worker reads nothing for a while, when the worker may itself be blocked writing to the
+    dispatcher (a large result, its initializer's log records). And its arguments must not
+    be in shared memory: a chunk that waits may have to run elsewhere after all (its worker
+    died starting, or was killed for the chunk before it), and the table removes the
+    segments of what a lost worker held."""
+    return chunk.segments is None and already + pipe_bytes(chunk) <= QUEUE_MAX_BYTES
 
 
 def _may_wait_behind(slot: WorkerSlot, chunk: Chunk) -> bool:
-    """Whether ``chunk`` may be queued behind what ``slot``'s worker has (see
-    QUEUE_MAX_SECONDS): its pace is known, its arguments are all in its pickle, the queue
-    stays short at that pace, and everything queued fits in the pipe."""
+    """Whether ``chunk`` may be queued behind what ``slot``'s worker has: it may wait in a
+    pipe, the pace of its function and of the running chunk's are known, and it would start
+    within QUEUE_MAX_SECONDS (what the worker runs, then what is queued, at ``chunk``'s
+    pace)."""
+    running = slot.running
+    assert running is not None  # may_queue
+    ahead = running.function.pace.seconds_for(slot.unanswered)
     seconds = chunk.function.pace.seconds_for(chunk.size)
-    return (seconds is not None and chunk.segments is None
-            and (len(slot.queued) + 1) * seconds <= QUEUE_MAX_SECONDS
-            and slot.queued_bytes + pipe_bytes(chunk) <= QUEUE_MAX_BYTES)
+    return (ahead is not None and seconds is not None
+            and ahead + len(slot.queued) * seconds <= QUEUE_MAX_SECONDS
+            and _may_wait_in_pipe(chunk, slot.queued_bytes))
