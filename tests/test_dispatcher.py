@@ -71,6 +71,10 @@ class ScriptedWorker:
         assert self._worker_end.poll(WAIT), "the dispatcher sent this worker nothing"
         return decode(self._worker_end.recv_bytes())
 
+    def has_been_sent(self) -> bool:
+        """Whether a message from the dispatcher waits to be received now."""
+        return self._worker_end.poll(0)
+
     def die(self, exitcode: int) -> None:
         if self.exitcode is None:
             self.exitcode = exitcode
@@ -154,6 +158,22 @@ class Outcome:
         if self.error is not None:
             return self.error
         return self.values
+
+
+class HeldOutcome(Outcome):
+    """An Outcome whose delivery holds the dispatcher thread (where it runs) until the test
+    lets it go: ``delivering`` is set once it is held."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.delivering = threading.Event()
+        self.let_go = threading.Event()
+
+    def chunk_done(self, chunk: Chunk, values: Sequence[Any],
+                   failures: Mapping[int, BaseException]) -> None:
+        self.delivering.set()
+        assert self.let_go.wait(WAIT), "the test never let the delivery go"
+        super().chunk_done(chunk, values, failures)
 
 
 FUNCTION = TaskFunction(1, dumps(abs))
@@ -294,6 +314,38 @@ def test_a_corrupt_reply_stream_costs_that_worker_only(harness: Any) -> None:
     replacement.receive()
     replacement.send(chunk_done(again, [2]))
     assert answer.result() == [2]
+
+
+def test_a_queued_chunk_reaches_its_worker_before_the_results_of_the_one_before_it_are_read(
+    harness: Any,
+) -> None:
+    # Chunk `queued` is queued on the busy worker, and written at the end of the dispatcher's
+    # round; in the same round the worker reports the chunk before it done. `queued` runs
+    # from then on: it must be written at once, not after that chunk's results are decoded
+    # and delivered (here: held until the test lets them go).
+    h = harness()
+    worker = h.ready_worker(0)
+    function = TaskFunction(2, dumps(abs))
+    chunks = [Chunk(next(_chunk_ids), function, dumps([n]), CallMode.ONE_ARG, 0, 1,
+                    HeldOutcome(1), "work") for n in range(3)]
+    first, running, queued = chunks
+    outcomes: list[HeldOutcome] = [c.sink for c in chunks]  # type: ignore[misc]
+    try:
+        h.dispatcher.submit([first])
+        assert worker.receive().chunk_id == first.chunk_id
+        worker.send(ChunkDone(first.chunk_id, dumps([0]), (), 0, 0, seconds=0.001))
+        assert outcomes[0].delivering.wait(WAIT)  # the dispatcher is held; the pace is known
+        h.dispatcher.submit([running, queued])  # one round takes both: `queued` waits behind
+        worker.send(ChunkDone(running.chunk_id, dumps([1]), (), 0, 0, seconds=0.001))
+        outcomes[0].let_go.set()
+        assert outcomes[1].delivering.wait(WAIT)  # the dispatcher is held in the same round
+        assert worker.receive().chunk_id == running.chunk_id
+        assert worker.has_been_sent() and worker.receive().chunk_id == queued.chunk_id
+    finally:
+        for outcome in outcomes:
+            outcome.let_go.set()
+    worker.send(chunk_done(queued, [2]))
+    assert [outcome.result() for outcome in outcomes] == [[0], [1], [2]]
 
 
 def test_a_worker_that_does_not_exit_when_asked_is_killed_after_the_retire_timeout(

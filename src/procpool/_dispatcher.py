@@ -316,10 +316,11 @@ class Dispatcher:
             self._drain(record)
             self._workers.release(record)
             self._tell(WorkerExited(record.worker_id), self._clock())
-        self._handle_deadlines()
         # Chunks queued on busy workers this round, each worker's in one write: a worker
-        # asleep on its pipe is woken once for them all.
+        # asleep on its pipe is woken once for them all. Before the deadlines: none may pass
+        # for a chunk its worker has not been given.
         self._workers.flush()
+        self._handle_deadlines()
 
     def _time_to_next_deadline(self) -> float | None:
         deadline = self._scheduler.next_deadline()  # every deadline of the pool is its
@@ -377,8 +378,11 @@ class Dispatcher:
                 ChunkFinished(worker_id, message.rss, message.seconds), now)
             if record.segments is not None:
                 record.segments.chunk_done(chunk)
-            # Give the worker its next chunk before decoding this one's results.
+            # Give the worker its next chunk before decoding this one's results, also one
+            # queued on it earlier in this round and not written yet: it runs from now.
             self._carry_out_all(actions)
+            if record.unsent:
+                self._workers.flush(record)
             if message.results_payload:
                 with self._delivery.failing_on_error(chunk):
                     self._delivery.chunk_reply(chunk, message.results_payload,

@@ -132,21 +132,22 @@ class WorkerTable:
         if not later:
             self._write_unsent(record)
 
-    def flush(self) -> None:
-        """Write what was sent ``later`` to every active worker."""
-        for record in self.active.values():
-            if record.unsent:
-                self._write_unsent(record)
+    def flush(self, record: WorkerRecord | None = None) -> None:
+        """Write what was sent ``later`` to ``record``'s worker, or to every active one."""
+        for each in self.active.values() if record is None else (record,):
+            if each.unsent:
+                self._write_unsent(each)
 
-    def _write_unsent(self, record: WorkerRecord) -> None:
+    def _write_unsent(self, record: WorkerRecord) -> bool:
+        """Write what waits for ``record``'s worker; False if the write failed. A worker that
+        is dying fails it; its sentinel then fails its chunk with the exit status, which says
+        far more than a broken pipe."""
         messages, record.unsent = record.unsent, []
-        # If the worker is dying the write fails; its sentinel then fails its chunk with the
-        # exit status, which says far more than a broken pipe. (Not contextlib.suppress: a
-        # chunk of tiny tasks would pay two calls of Python for it.)
-        try:  # noqa: SIM105
+        try:
             send_to_worker(record.handle.connection.fileno(), *messages)
         except OSError:
-            pass
+            return False
+        return True
 
     def is_listening(self, record: WorkerRecord) -> bool:
         """Whether ``record``'s replies still count: it is active and its stream is sound."""
@@ -221,11 +222,8 @@ class WorkerTable:
         self._publish()
         self.retiring[worker_id] = record
         record.unsent.append(encode(Stop()))  # after whatever it was sent
-        try:
-            send_to_worker(record.handle.connection.fileno(), *record.unsent)
-        except OSError:
-            record.handle.kill(force=True)
-        record.unsent = []
+        if not self._write_unsent(record):
+            record.handle.kill(force=True)  # it would not read its Stop: end it now
 
     def kill(self, worker_id: int) -> None:
         """SIGKILL a worker (and its process group): its sentinel then reports it."""
