@@ -606,20 +606,26 @@ def test_a_cancelled_chunk_is_skipped_and_the_next_one_queued_in_its_place() -> 
     assert sends(actions) == [(0, 0), (0, 2)] and DropChunk(chunks[1]) in actions
 
 
-def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_took_it() -> None:
-    # The kill ordered for chunk 0 (cancelled) lands only after the worker has reported it
-    # done and gone on to chunk 2, waiting in its pipe: chunk 2 is running there now, and
-    # its answer, or its rerun elsewhere, must be the only one.
+def went_on_after_a_cancelled_chunk(count: int) -> tuple[Scheduler, list[Chunk]]:
+    """One worker, ``count`` short chunks: the kill ordered for chunk 1 (cancelled) lands only
+    after the worker has reported it done and gone on to chunk 2, which waited in its pipe.
+    Chunk 2 runs on the doomed worker now, and its answer, or its rerun elsewhere, must be
+    the only one."""
     scheduler = started(Scheduler(1))
-    chunks = quick_chunks(4)
+    chunks = quick_chunks(count)
     submit(scheduler, *chunks[:1])
     chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)  # the pace is known: later chunks queue
     submit(scheduler, *chunks[1:], now=1.0)
     assert list(scheduler.workers[0].queued) == chunks[2:]
-    assert scheduler.handle(Cancel(chunks[1]), 0.0) == [KillWorker(0)]
+    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0)]
     done, actions = chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
     assert done is chunks[1] and sends(actions) == []
     assert scheduler.running[0] is chunks[2]  # no "reported a chunk it was not given" later
+    return scheduler, chunks
+
+
+def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_took_it() -> None:
+    scheduler, chunks = went_on_after_a_cancelled_chunk(4)
     actions = lost(scheduler, 0, DEATH, 1.2)
     assert not any(isinstance(a, (FailChunk, DropChunk)) for a in actions)
     assert sends(actions)[0] == (1, 2)  # it runs again on the replacement, then chunk 3
@@ -627,28 +633,14 @@ def test_a_chunk_queued_on_a_doomed_worker_may_run_there_and_reruns_if_the_kill_
 
 
 def test_breaking_the_pool_fails_a_chunk_that_went_on_after_a_cancelled_one() -> None:
-    # The kill for cancelled chunk 1 has not landed when the pool breaks: chunk 2, which the
-    # worker went on to meanwhile, was not cancelled, and its caller must get the error.
-    scheduler = started(Scheduler(1))
-    chunks = quick_chunks(3)
-    submit(scheduler, *chunks[:1])
-    chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)
-    submit(scheduler, *chunks[1:], now=1.0)
-    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0)]
-    chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
-    assert scheduler.running[0] is chunks[2]
+    # Chunk 2 was not cancelled: its caller must get the error, not be forgotten.
+    scheduler, chunks = went_on_after_a_cancelled_chunk(3)
     error = RuntimeError("broken")
     assert scheduler.handle(Break(error), 1.2) == [FailChunk(chunks[2], error)]
 
 
 def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once() -> None:
-    scheduler = started(Scheduler(1))
-    chunks = quick_chunks(3)
-    submit(scheduler, *chunks[:1])
-    chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)
-    submit(scheduler, *chunks[1:], now=1.0)
-    scheduler.handle(Cancel(chunks[1]), 0.0)
-    chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
+    scheduler, chunks = went_on_after_a_cancelled_chunk(3)
     done, _ = chunk_done(scheduler, 0, 0, 1.2, seconds=0.001)
     assert done is chunks[2]
     actions = lost(scheduler, 0, DEATH, 1.3)
