@@ -20,7 +20,7 @@ import pytest
 from procpool._codec import dumps
 from procpool._dispatcher import Dispatcher
 from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
-from procpool._framing import FrameWriter
+from procpool._framing import _HEADER, MAGIC, FrameWriter
 from procpool._messages import (
     CallMode,
     ChunkDone,
@@ -346,6 +346,21 @@ def test_a_queued_chunk_reaches_its_worker_before_the_results_of_the_one_before_
             outcome.let_go.set()
     worker.send(chunk_done(queued, [2]))
     assert [outcome.result() for outcome in outcomes] == [[0], [1], [2]]
+
+
+def test_a_reply_read_together_with_stray_bytes_after_it_still_counts(harness: Any) -> None:
+    # The worker reported its chunk done, then a task wrote into its reply pipe: one read
+    # takes both. The reply stands; the worker is lost for the stray bytes.
+    h = harness()
+    worker = h.ready_worker(0)
+    chunk, outcome = a_chunk([7])
+    h.dispatcher.submit([chunk])
+    worker.receive()
+    reply = encode(chunk_done(chunk, [7]))
+    worker.send_raw(_HEADER.pack(MAGIC, len(reply)) + reply + b"log: hello\n")
+    assert outcome.result() == [7]
+    h.settle()
+    assert worker.kills == [True]
 
 
 def test_a_worker_that_does_not_exit_when_asked_is_killed_after_the_retire_timeout(

@@ -37,7 +37,13 @@ _READ_SIZE = 64 * 1024
 
 
 class CorruptStream(Exception):
-    """The reply stream holds bytes that procpool did not write."""
+    """The reply stream holds bytes that procpool did not write. ``complete``: the payloads
+    the same read completed before them, which procpool did write (a reply sent before the
+    stray bytes counts)."""
+
+    def __init__(self, message: str, complete: list[bytearray]) -> None:
+        super().__init__(message)
+        self.complete = complete
 
 
 class FrameInProgress(Exception):
@@ -170,13 +176,13 @@ class FrameReader:
 
     def _parse(self) -> list[bytearray]:
         unparsed = self._unparsed
-        payloads = []
+        payloads: list[bytearray] = []
         offset = 0
         while len(unparsed) - offset >= _HEADER.size:
             magic, size = _HEADER.unpack_from(unparsed, offset)
             if magic != MAGIC or size > MAX_PAYLOAD:
                 shown = bytes(unparsed[offset : offset + 24])
-                raise CorruptStream(f"bytes that are not a procpool reply: {shown!r}")
+                raise CorruptStream(f"bytes that are not a procpool reply: {shown!r}", payloads)
             start = offset + _HEADER.size
             available = len(unparsed) - start
             if available >= size:
@@ -193,6 +199,7 @@ class FrameReader:
         if self._body is None and not MAGIC.startswith(rest):
             # Too short for a header, yet already not the start of one: say so now, not
             # when the worker's next reply completes it (which may be never, or much later).
-            raise CorruptStream(f"bytes that are not a procpool reply: {bytes(rest)!r}...")
+            raise CorruptStream(f"bytes that are not a procpool reply: {bytes(rest)!r}...",
+                                payloads)
         del unparsed[:offset]
         return payloads

@@ -164,19 +164,18 @@ class WorkerTable:
     def replies(self, record: WorkerRecord) -> Iterator[Any]:
         """The replies ``record``'s pipe holds now (one read: never waits), each decoded as it
         is taken. A stream that is not procpool's, or a reply that cannot be read, loses the
-        worker (``lose_stream``); the end of the stream stops the listening (its sentinel
-        will say how it ended)."""
+        worker (``lose_stream``) once the replies before it are taken: what the worker
+        reported before a task wrote into its pipe stands, and what it was running when it did
+        is lost. The end of the stream stops the listening (its sentinel will say how it
+        ended)."""
+        corrupt: CorruptStream | None = None
         try:
             payloads = record.reader.read()
         except (EOFError, OSError):
             record.listening = False
             return
         except CorruptStream as exc:
-            # A task wrote into the worker's reply pipe (it holds the descriptor): that
-            # worker's stream cannot be trusted any more; the pool's can.
-            self.lose_stream(record, f"its reply pipe was corrupted ({exc}); a task wrote to "
-                                     f"a descriptor it inherited")
-            return
+            payloads, corrupt = exc.complete, exc
         for payload in payloads:
             try:
                 message = decode(payload)
@@ -184,6 +183,11 @@ class WorkerTable:
                 self.lose_stream(record, f"a reply could not be read ({exc!r})")
                 return
             yield message
+        if corrupt is not None:
+            # A task wrote into the worker's reply pipe (it holds the descriptor): that
+            # worker's stream cannot be trusted any more; the pool's can.
+            self.lose_stream(record, f"its reply pipe was corrupted ({corrupt}); a task wrote "
+                                     f"to a descriptor it inherited")
 
     def lose_stream(self, record: WorkerRecord, why: str) -> None:
         """Stop listening to a worker and kill it: its death fails (or retries) what it held,
