@@ -379,9 +379,11 @@ class Dispatcher:
             if record.segments is not None:
                 record.segments.chunk_done(chunk)
             # Give the worker its next chunk before decoding this one's results, also one
-            # queued on it earlier in this round and not written yet: it runs from now.
+            # queued on it earlier in this round and not written yet: it runs from now. (The
+            # held messages are the last chunks sent to it: the running one is among them
+            # if they outnumber the queued ones.)
             self._carry_out_all(actions)
-            if record.unsent:
+            if len(record.unsent) > self._scheduler.queued_on(worker_id):
                 self._workers.flush(record)
             if message.results_payload:
                 with self._delivery.failing_on_error(chunk):

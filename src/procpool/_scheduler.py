@@ -132,6 +132,12 @@ class Scheduler:
         assert slot.running is not None, f"worker {worker_id} reported on a chunk it was not given"
         return slot.running, slot.position
 
+    def queued_on(self, worker_id: int) -> int:
+        """How many chunks wait queued behind the one worker ``worker_id`` runs (0 if it is no
+        longer one of the scheduler's workers)."""
+        slot = self.workers.get(worker_id)
+        return 0 if slot is None else len(slot.queued)
+
     def next_deadline(self) -> float | None:
         """The soonest deadline of the pool, the only one the dispatcher waits for."""
         deadlines = [s.deadline for s in self.workers.values() if s.deadline is not None]
