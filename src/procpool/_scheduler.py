@@ -229,7 +229,7 @@ class Scheduler:
         slot.finish_chunk(now)
         if slot.doomed:  # its death is on the way: no more work for it
             if slot.queued:  # but the next one is in its pipe, and may start
-                slot.cancelled_queued.discard(slot.take_queued())  # the kill is coming
+                slot.cancelled_queued.discard(slot.start_queued(now))  # the kill is coming
                 slot.collateral = True
             return self._dispatch(now)
         if slot.queued:

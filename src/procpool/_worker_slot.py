@@ -88,16 +88,12 @@ class WorkerSlot:
         self.queued.append(chunk)
         self.queued_bytes += pipe_bytes(chunk)
 
-    def take_queued(self) -> Chunk:
-        """The worker has gone on to the first queued chunk: it runs it now."""
+    def start_queued(self, now: float) -> Chunk:
+        """The worker has gone on to its first queued chunk: it is running from ``now`` (on
+        a doomed worker without a deadline: its kill is coming)."""
         chunk = self.queued.popleft()
         self.queued_bytes -= pipe_bytes(chunk)
-        self.running = chunk
-        return chunk
-
-    def start_queued(self, now: float) -> Chunk:
-        """The worker has gone on to its first queued chunk: it is running from ``now``."""
-        chunk = self.take_queued()
+        self.running, self.position = chunk, 0
         self.start_chunk(now)
         return chunk
 
