@@ -522,6 +522,28 @@ def test_nothing_is_queued_behind_a_long_chunk_or_one_of_unknown_pace() -> None:
     assert len(scheduler.workers[0].queued) == 1
 
 
+def test_each_queued_chunk_counts_at_its_own_pace() -> None:
+    # Two chunks of 9 ms wait behind one of 9 ms: a chunk of 0.1 ms would start at 27 ms.
+    scheduler = started(Scheduler(1))
+    slow = quick_chunks(3, seconds_per_item=0.009)
+    quick = quick_chunks(1, seconds_per_item=0.0001)[0]
+    submit(scheduler, *slow, quick)
+    assert list(scheduler.workers[0].queued) == slow[1:]
+    assert list(scheduler.pending) == [quick]
+
+
+def test_nothing_more_is_queued_behind_a_chunk_that_overran_its_estimate() -> None:
+    # A 1 ms call still running after a second (it may never end): what comes now waits
+    # for a worker that is free, not behind it.
+    scheduler = started(Scheduler(2))
+    first, second = quick_chunks(2)
+    submit(scheduler, first, second)
+    _, actions = chunk_done(scheduler, 1, now=0.001, seconds=0.001)
+    later = quick_chunks(3)
+    assert sends(submit(scheduler, *later, now=1.0)) == [(1, 0), (1, 1), (1, 2)]
+    assert not scheduler.workers[0].queued
+
+
 def test_the_workers_pace_is_measured_from_finished_chunks() -> None:
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(2, size=10)
@@ -637,6 +659,21 @@ def test_breaking_the_pool_fails_a_chunk_that_went_on_after_a_cancelled_one() ->
     scheduler, chunks = went_on_after_a_cancelled_chunk(3)
     error = RuntimeError("broken")
     assert scheduler.handle(Break(error), 1.2) == [FailChunk(chunks[2], error)]
+
+
+def test_a_chunk_cancelled_while_queued_on_a_doomed_worker_is_dropped_by_a_break() -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(4)
+    submit(scheduler, *chunks[:1])
+    chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)
+    submit(scheduler, *chunks[1:], now=1.0)
+    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0)]
+    assert scheduler.handle(Cancel(chunks[2]), 1.0) == []  # queued; the kill is coming
+    chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
+    assert scheduler.running[0] is chunks[2]
+    error = RuntimeError("broken")
+    assert scheduler.handle(Break(error), 1.2) == [DropChunk(chunks[2]),
+                                                    FailChunk(chunks[3], error)]
 
 
 def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once() -> None:

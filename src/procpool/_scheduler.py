@@ -229,8 +229,12 @@ class Scheduler:
         slot.finish_chunk(now)
         if slot.doomed:  # its death is on the way: no more work for it
             if slot.queued:  # but the next one is in its pipe, and may start
-                slot.cancelled_queued.discard(slot.start_queued(now))  # the kill is coming
-                slot.collateral = True
+                started = slot.start_queued(now)  # the kill is coming
+                if started in slot.cancelled_queued:
+                    slot.cancelled_queued.discard(started)
+                    slot.running_cancelled = True
+                else:
+                    slot.collateral = True
             return self._dispatch(now)
         if slot.queued:
             return self._start_queued(worker_id, slot, now)
@@ -257,7 +261,10 @@ class Scheduler:
             actions.append(DropChunk(waiting))
         for worker_id, slot in self.workers.items():
             slot.cancelled_queued.update(c for c in slot.queued if c.sink is sink)
-            if slot.running is not None and slot.running.sink is sink and not slot.doomed:
+            if slot.running is None or slot.running.sink is not sink:
+                continue
+            slot.running_cancelled = True
+            if not slot.doomed:
                 slot.doom(KillReason.CANCEL)
                 actions.append(KillWorker(worker_id))
         return actions
@@ -348,6 +355,7 @@ class Scheduler:
         chunk = slot.start_queued(now)
         if chunk in slot.cancelled_queued:
             slot.cancelled_queued.discard(chunk)
+            slot.running_cancelled = True
             slot.doom(KillReason.CANCEL)
             return [KillWorker(worker_id)]
         return self._dispatch(now)
@@ -403,16 +411,16 @@ class Scheduler:
             self.workers[worker_id].run(chunk, now)
             actions.append(SendChunk(worker_id, chunk))
         if self.pending:
-            self._queue_pending(actions)
+            self._queue_pending(actions, now)
         if self.closing and not self.has_work():
             actions += [self._stop(worker_id, now) for worker_id in self.workers]
             self.workers.clear()
             self._idle.clear()
         return actions
 
-    def _queue_pending(self, actions: list[Action]) -> None:
+    def _queue_pending(self, actions: list[Action], now: float) -> None:
         """Queue pending chunks on busy workers, one per worker in turn, while they may wait
-        there (may_queue, _may_wait_behind)."""
+        there (may_queue, _queueable_seconds)."""
         added = True
         while added and self.pending:
             added = False
@@ -420,12 +428,15 @@ class Scheduler:
                 if not self.pending:
                     return
                 chunk = self.pending[0]
-                if not (slot.may_queue(self.worker_policy) and _may_wait_behind(slot, chunk)):
+                if not slot.may_queue(self.worker_policy):
+                    continue
+                seconds = _queueable_seconds(slot, chunk, now)
+                if seconds is None:
                     continue
                 self.pending.popleft()
                 added = True
                 if chunk.sink.chunk_starting(chunk):
-                    slot.queue(chunk)
+                    slot.queue(chunk, seconds)
                     actions.append(SendChunk(worker_id, chunk, queued=True))
                 else:
                     actions.append(DropChunk(chunk))  # cancelled while it waited
@@ -443,15 +454,21 @@ def _may_wait_in_pipe(chunk: Chunk, already: int = 0) -> bool:
     return chunk.segments is None and already + pipe_bytes(chunk) <= QUEUE_MAX_BYTES
 
 
-def _may_wait_behind(slot: WorkerSlot, chunk: Chunk) -> bool:
-    """Whether ``chunk`` may be queued behind what ``slot``'s worker has: it may wait in a
-    pipe, the pace of its function and of the running chunk's are known, and it would start
-    within QUEUE_MAX_SECONDS (what the worker runs, then what is queued, at ``chunk``'s
-    pace)."""
+def _queueable_seconds(slot: WorkerSlot, chunk: Chunk, now: float) -> float | None:
+    """The seconds ``chunk`` is expected to take, if it may be queued behind what ``slot``'s
+    worker has; None if it may not. It may if it may wait in a pipe, the paces of its function and
+    of the running chunk's are known, the running chunk has not overrun its estimate by more
+    than QUEUE_MAX_SECONDS (a call that hangs must not hold up more work), and what is left
+    of it and of the queued ones (each at its own pace) ends within QUEUE_MAX_SECONDS."""
     running = slot.running
     assert running is not None  # may_queue
-    ahead = running.function.pace.seconds_for(slot.unanswered)
+    estimate = running.function.pace.seconds_for(running.size)
     seconds = chunk.function.pace.seconds_for(chunk.size)
-    return (ahead is not None and seconds is not None
-            and ahead + len(slot.queued) * seconds <= QUEUE_MAX_SECONDS
-            and _may_wait_in_pipe(chunk, slot.queued_bytes))
+    if estimate is None or seconds is None:
+        return None
+    elapsed = 0.0 if slot.busy_since is None else now - slot.busy_since
+    if elapsed > estimate + QUEUE_MAX_SECONDS:
+        return None
+    if max(0.0, estimate - elapsed) + slot.queued_work > QUEUE_MAX_SECONDS:
+        return None
+    return seconds if _may_wait_in_pipe(chunk, slot.queued_bytes) else None

@@ -37,6 +37,10 @@ class WorkerSlot:
     # to rerun.
     queued: deque[Chunk] = field(default_factory=deque)
     queued_bytes: int = 0  # what they take in the pipe, at most (their pipe_bytes)
+    # The seconds each is expected to take, by its function's pace when it was queued, in
+    # the same order, and their sum: how long the last one waits behind the running one.
+    queued_seconds: deque[float] = field(default_factory=deque)
+    queued_work: float = 0.0
     # Queued chunks cancelled while they waited: the worker is killed when one starts.
     cancelled_queued: set[Chunk] = field(default_factory=set)
     position: int = 0  # items of the running chunk already reported (chunks that report each)
@@ -50,6 +54,9 @@ class WorkerSlot:
     # went on to it before the signal landed: what it leaves unanswered is no fault of its
     # own, and runs again elsewhere.
     collateral: bool = False
+    # The running chunk's own caller cancelled it: what it leaves unanswered is dropped,
+    # never answered (its worker is killed, or was doomed already).
+    running_cancelled: bool = False
     chunks_done: int = 0
     index: int = 0  # the worker's place, 0 .. processes-1 (procpool.current_worker())
     # For statistics: when the slot was created, when its current chunk started, how long it
@@ -83,16 +90,22 @@ class WorkerSlot:
         if self.running is not None:
             self.start_chunk(now)  # its chunk was waiting in the pipe until now
 
-    def queue(self, chunk: Chunk) -> None:
-        """``chunk`` is sent to wait in the worker's pipe behind what it has."""
+    def queue(self, chunk: Chunk, seconds: float) -> None:
+        """``chunk``, expected to take ``seconds``, is sent to wait in the worker's pipe
+        behind what it has."""
         self.queued.append(chunk)
         self.queued_bytes += pipe_bytes(chunk)
+        self.queued_seconds.append(seconds)
+        self.queued_work += seconds
 
     def start_queued(self, now: float) -> Chunk:
         """The worker has gone on to its first queued chunk: it is running from ``now`` (on
         a doomed worker without a deadline: its kill is coming)."""
         chunk = self.queued.popleft()
         self.queued_bytes -= pipe_bytes(chunk)
+        seconds = self.queued_seconds.popleft()
+        # (Back to exactly nothing once nothing waits: no rounding error piles up.)
+        self.queued_work = self.queued_work - seconds if self.queued else 0.0
         self.running, self.position = chunk, 0
         self.start_chunk(now)
         return chunk
@@ -137,7 +150,7 @@ class WorkerSlot:
         self.busy_since = None
         self.items_done += self.running.size - self.position
         self.running, self.position, self.deadline = None, 0, None
-        self.collateral = False
+        self.collateral = self.running_cancelled = False
         self.chunks_done += 1
 
     def recycle_cause(self, policy: WorkerPolicy, rss: int) -> str | None:
@@ -148,13 +161,6 @@ class WorkerSlot:
         if policy.max_memory is not None and rss > policy.max_memory:
             return "max_memory_per_child exceeded"
         return None
-
-    @property
-    def running_cancelled(self) -> bool:
-        """Whether the running chunk's own caller cancelled it (its worker is killed for
-        that): what is left of it is dropped, never answered. A collateral chunk was not
-        cancelled: it went on after the one that was."""
-        return self.kill_reason is KillReason.CANCEL and not self.collateral
 
     def queued_by_fate(self) -> tuple[list[Chunk], list[Chunk]]:
         """The queued chunks still wanted, in order, and those cancelled while they waited
