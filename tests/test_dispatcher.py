@@ -350,17 +350,23 @@ def test_a_queued_chunk_reaches_its_worker_before_the_results_of_the_one_before_
 
 def test_a_reply_read_together_with_stray_bytes_after_it_still_counts(harness: Any) -> None:
     # The worker reported its chunk done, then a task wrote into its reply pipe: one read
-    # takes both. The reply stands; the worker is lost for the stray bytes.
+    # takes both. The reply stands; the worker is lost for the stray bytes, and that reply
+    # does not earn it the next chunk, which runs on its replacement.
     h = harness()
     worker = h.ready_worker(0)
-    chunk, outcome = a_chunk([7])
-    h.dispatcher.submit([chunk])
-    worker.receive()
-    reply = encode(chunk_done(chunk, [7]))
+    function = TaskFunction(3, dumps(abs))  # its pace unknown: `second` waits in the pool
+    first, second = (Chunk(next(_chunk_ids), function, dumps([n]), CallMode.ONE_ARG, 0, 1,
+                           Outcome(1), "work") for n in (7, 8))
+    h.dispatcher.submit([first, second])
+    assert worker.receive().chunk_id == first.chunk_id
+    reply = encode(chunk_done(first, [7]))
     worker.send_raw(_HEADER.pack(MAGIC, len(reply)) + reply + b"log: hello\n")
-    assert outcome.result() == [7]
-    h.settle()
+    assert first.sink.result() == [7]  # type: ignore[attr-defined]
+    replacement = h.ready_worker(1)
+    assert replacement.receive().chunk_id == second.chunk_id
     assert worker.kills == [True]
+    replacement.send(chunk_done(second, [8]))
+    assert second.sink.result() == [8]  # type: ignore[attr-defined]
 
 
 def test_a_worker_that_does_not_exit_when_asked_is_killed_after_the_retire_timeout(

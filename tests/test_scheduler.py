@@ -34,6 +34,7 @@ from procpool._scheduler_events import (
     StartWorker,
     StopWorker,
     StreamClosed,
+    StreamLost,
     StreamOpened,
     Submitted,
     Tick,
@@ -135,6 +136,21 @@ def test_a_chunk_with_shared_arguments_waits_until_its_worker_is_ready() -> None
     shared = replace(chunk(1), segments=SharedSegments(("/procpool-test-1",), 1 << 20))
     assert sends(submit(scheduler, shared)) == []
     assert sends(scheduler.handle(WorkerReady(0), 0.0)) == [(0, 1)]
+
+
+def test_a_worker_whose_stream_is_lost_gets_no_more_work() -> None:
+    scheduler = started(Scheduler(2))
+    assert scheduler.handle(StreamLost(0), 0.0) == []  # the table kills it
+    assert sends(submit(scheduler, chunk(1), chunk(2))) == [(1, 1)]
+    # Lost while it started (its initializer wrote into its pipe): a start-up death like any
+    # other; the chunk waiting in its pipe never started, and runs on the replacement.
+    scheduler = Scheduler(1)
+    scheduler.handle(Started(), 0.0)
+    assert sends(submit(scheduler, chunk(3))) == [(0, 3)]
+    scheduler.handle(StreamLost(0), 0.0)
+    actions = lost(scheduler, 0, Death(pid=99, exitcode=-9, cause="its reply pipe was corrupted"))
+    assert not any(isinstance(a, (FailChunk, BreakPool)) for a in actions)
+    assert sends(actions) == [(1, 3)]
 
 
 def test_handle_refuses_anything_but_an_event() -> None:
@@ -538,7 +554,7 @@ def test_nothing_more_is_queued_behind_a_chunk_that_overran_its_estimate() -> No
     scheduler = started(Scheduler(2))
     first, second = quick_chunks(2)
     submit(scheduler, first, second)
-    _, actions = chunk_done(scheduler, 1, now=0.001, seconds=0.001)
+    chunk_done(scheduler, 1, now=0.001, seconds=0.001)
     later = quick_chunks(3)
     assert sends(submit(scheduler, *later, now=1.0)) == [(1, 0), (1, 1), (1, 2)]
     assert not scheduler.workers[0].queued

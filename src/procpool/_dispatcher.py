@@ -85,6 +85,7 @@ from ._scheduler_events import (
     StartWorker,
     StopWorker,
     StreamClosed,
+    StreamLost,
     StreamOpened,
     Submitted,
     Tick,
@@ -350,12 +351,18 @@ class Dispatcher:
     def _receive(self, record: WorkerRecord) -> None:
         """Handle every reply the worker's pipe holds now (one read: never waits). Once a
         reply has retired the worker (or broken the pool), only its forwarded records and
-        lines still count."""
-        for message in self._workers.replies(record):
+        lines still count. A stream found corrupt costs that worker: what it reported before
+        stands, but the scheduler dooms it first, so those replies give it no more work."""
+        messages, corrupt = self._workers.replies(record)
+        if corrupt is not None and self._workers.is_listening(record):
+            self._tell(StreamLost(record.worker_id), self._clock())
+        for message in messages:
             if isinstance(message, (Logged, Printed)):
                 self.forwarded.received(message)
             elif self._workers.is_listening(record):
                 self._handle_reply(record, message)
+        if corrupt is not None:
+            self._workers.lose_stream(record, corrupt)
 
     def _drain(self, record: WorkerRecord) -> None:
         """Read what an ended worker's pipe still holds: a chunk it finished is not lost, nor

@@ -90,7 +90,9 @@ class Recovery:
 
     def worker_lost(self, slot: WorkerSlot, death: Death) -> Recovered:
         """The worker of ``slot`` ended without being asked to: what becomes of what it held."""
-        if not slot.ready and not slot.doomed:  # a worker we killed is no start-up failure
+        # A worker killed for a cancel is no start-up failure; one killed for the bytes its
+        # initializer wrote into its reply pipe is.
+        if not slot.ready and slot.kill_reason in (None, KillReason.LOST):
             return self._lost_while_starting(slot, death)
         # What is left of the running chunk goes back to the queue before the queued ones.
         requeue: list[Chunk] = []

@@ -45,6 +45,7 @@ from ._scheduler_events import (
     StartWorker,
     StopWorker,
     StreamClosed,
+    StreamLost,
     StreamOpened,
     Submitted,
     Tick,
@@ -164,6 +165,8 @@ class Scheduler:
                 return self._on_stream_closed(now)
             case WorkerReady(worker_id):
                 return self._on_worker_ready(worker_id, now)
+            case StreamLost(worker_id):
+                return self._on_stream_lost(worker_id)
             case ItemFinished(worker_id):
                 return self._on_item_finished(worker_id, now)
             case ItemFailed(chunk, position, error):
@@ -209,7 +212,19 @@ class Scheduler:
             return []
         slot.become_ready(now)
         self._recovery.worker_started()
+        if slot.doomed:
+            return []  # its stream was lost as it started: it is being killed
         return self._dispatch(now)  # a chunk too large to wait in its pipe may go now
+
+    def _on_stream_lost(self, worker_id: int) -> list[Action]:
+        """The worker's stream is corrupt and the table is killing it: it gets no more work
+        (its replies from before the corruption still count), and its death is expected."""
+        slot = self.workers.get(worker_id)
+        if slot is not None and not slot.doomed:
+            slot.doom(KillReason.LOST)
+            if worker_id in self._idle:
+                self._idle.remove(worker_id)
+        return []
 
     def _on_item_finished(self, worker_id: int, now: float) -> list[Action]:
         """A reporting chunk finished one more item; the next one starts now."""

@@ -109,6 +109,13 @@ class WorkerReady(NamedTuple):
     worker_id: int
 
 
+class StreamLost(NamedTuple):
+    """A worker's reply stream holds bytes that are not procpool's: the worker is being
+    killed, and gets no more work even from the replies that came before them."""
+
+    worker_id: int
+
+
 class ItemFinished(NamedTuple):
     """A worker reported one more item of its running chunk (one that reports each item);
     ``running_on`` says which, asked before this is handled."""
@@ -183,9 +190,9 @@ class Tick(NamedTuple):
 
 
 Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
-Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | ItemFinished
-         | ItemFailed | ChunkFinished | WorkerLost | WorkerExited | Cancel | Close | Break
-         | Tick)
+Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | StreamLost
+         | ItemFinished | ItemFailed | ChunkFinished | WorkerLost | WorkerExited | Cancel
+         | Close | Break | Tick)
 
 
 # ---- statistics -------------------------------------------------------------------------------

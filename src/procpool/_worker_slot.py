@@ -23,6 +23,7 @@ class KillReason(enum.Enum):
 
     TIMEOUT = "task timeout"
     CANCEL = "task cancelled"
+    LOST = "lost"  # its reply stream was corrupted (as a death whose cause the table knows)
 
 
 # At most this many chunks wait in a worker's pipe behind the one it runs.

@@ -161,39 +161,33 @@ class WorkerTable:
         return (record.listening and table.get(record.worker_id) is record
                 and not record.handle.connection.closed)
 
-    def replies(self, record: WorkerRecord) -> Iterator[Any]:
-        """The replies ``record``'s pipe holds now (one read: never waits), each decoded as it
-        is taken. A stream that is not procpool's, or a reply that cannot be read, loses the
-        worker (``lose_stream``) once the replies before it are taken: what the worker
-        reported before a task wrote into its pipe stands, and what it was running when it did
-        is lost. The end of the stream stops the listening (its sentinel will say how it
-        ended)."""
-        corrupt: CorruptStream | None = None
+    def replies(self, record: WorkerRecord) -> tuple[list[Any], str | None]:
+        """The replies ``record``'s pipe holds now (one read: never waits), decoded, and why
+        its stream cannot be trusted any more, if it cannot: bytes that are not procpool's
+        (a task wrote into the worker's reply pipe, whose descriptor it holds), or a reply
+        that cannot be read. The replies before such bytes are procpool's and count; the
+        caller then loses the worker (``lose_stream``). The end of the stream stops the
+        listening (its sentinel will say how it ended)."""
         try:
             payloads = record.reader.read()
         except (EOFError, OSError):
             record.listening = False
-            return
+            return [], None
         except CorruptStream as exc:
-            payloads, corrupt = exc.complete, exc
-        for payload in payloads:
-            try:
-                message = decode(payload)
-            except BaseException as exc:  # unpickling runs code, even sys.exit(): contain it
-                self.lose_stream(record, f"a reply could not be read ({exc!r})")
-                return
-            yield message
-        if corrupt is not None:
-            # A task wrote into the worker's reply pipe (it holds the descriptor): that
-            # worker's stream cannot be trusted any more; the pool's can.
-            self.lose_stream(record, f"its reply pipe was corrupted ({corrupt}); a task wrote "
-                                     f"to a descriptor it inherited")
+            messages, _ = _decode(exc.complete)
+            return messages, (f"its reply pipe was corrupted ({exc}); a task wrote to a "
+                              f"descriptor it inherited")
+        messages, error = _decode(payloads)
+        return messages, None if error is None else f"a reply could not be read ({error!r})"
 
     def lose_stream(self, record: WorkerRecord, why: str) -> None:
-        """Stop listening to a worker and kill it: its death fails (or retries) what it held,
-        with ``why`` as the cause."""
-        logger.error("procpool: killing worker pid %s: %s", record.handle.pid, why)
+        """Stop listening to a worker and kill it, unless it has ended already: its death
+        fails (or retries) what it held, with ``why`` as the cause."""
         record.listening = False
+        if (self.active.get(record.worker_id) is not record
+                and self.retiring.get(record.worker_id) is not record):
+            return  # released (a reply before broke the pool): nothing left to kill
+        logger.error("procpool: killing worker pid %s: %s", record.handle.pid, why)
         record.lost_because = why
         record.handle.kill(force=True)
 
@@ -318,3 +312,14 @@ def _oom_kill_count() -> int:
     except (OSError, ValueError):
         pass
     return 0
+
+
+def _decode(payloads: list[bytearray]) -> tuple[list[Any], BaseException | None]:
+    """The payloads decoded, up to the first that cannot be, and why that one could not."""
+    messages = []
+    for payload in payloads:
+        try:
+            messages.append(decode(payload))
+        except BaseException as exc:  # unpickling runs code, even sys.exit(): contain it
+            return messages, exc
+    return messages, None
