@@ -120,13 +120,18 @@ def initializer_records_place(directory: str) -> None:
     """Each worker leaves a file named after its pid holding its index."""
     worker = procpool.current_worker()
     assert worker is not None and worker.pid == os.getpid()
-    with open(os.path.join(directory, str(worker.pid)), "w") as record:
+    # Written aside and renamed: the test may read the directory while a replacement worker
+    # is starting, and must never find a file that is still empty.
+    path = os.path.join(directory, str(worker.pid))
+    with open(path + ".part", "w") as record:
         record.write(str(worker.index))
+    os.replace(path + ".part", path)
 
 
 def places(directory: str) -> dict[int, int]:
-    """What initializer_records_place left: pid -> index."""
-    return {int(path.name): int(path.read_text()) for path in Path(directory).iterdir()}
+    """What initializer_records_place left: pid -> index (of the workers done writing it)."""
+    return {int(path.name): int(path.read_text()) for path in Path(directory).iterdir()
+            if path.suffix != ".part"}
 
 
 def index_and_env(name: str) -> tuple[int, str | None]:
