@@ -471,10 +471,11 @@ def _may_wait_in_pipe(chunk: Chunk, already: int = 0) -> bool:
 
 def _queueable_seconds(slot: WorkerSlot, chunk: Chunk, now: float) -> float | None:
     """The seconds ``chunk`` is expected to take, if it may be queued behind what ``slot``'s
-    worker has; None if it may not. It may if it may wait in a pipe, the paces of its function and
-    of the running chunk's are known, the running chunk has not overrun its estimate by more
-    than QUEUE_MAX_SECONDS (a call that hangs must not hold up more work), and what is left
-    of it and of the queued ones (each at its own pace) ends within QUEUE_MAX_SECONDS."""
+    worker has; None if it may not. It may if it may wait in a pipe, the paces of its
+    function and of the running chunk's are known, the running chunk has not overrun its
+    estimate by more than QUEUE_MAX_SECONDS (a call that hangs must not hold up more work),
+    and what is left of it and of the queued ones (each at its own pace) ends within
+    QUEUE_MAX_SECONDS."""
     running = slot.running
     assert running is not None  # may_queue
     estimate = running.function.pace.seconds_for(running.size)
