@@ -244,12 +244,8 @@ class Scheduler:
         slot.finish_chunk(now)
         if slot.doomed:  # its death is on the way: no more work for it
             if slot.queued:  # but the next one is in its pipe, and may start
-                started = slot.start_queued(now)  # the kill is coming
-                if started in slot.cancelled_queued:
-                    slot.cancelled_queued.discard(started)
-                    slot.running_cancelled = True
-                else:
-                    slot.collateral = True
+                slot.start_queued(now)  # the kill is coming
+                slot.collateral = not slot.running_cancelled
             return self._dispatch(now)
         if slot.queued:
             return self._start_queued(worker_id, slot, now)
@@ -367,10 +363,8 @@ class Scheduler:
     def _start_queued(self, worker_id: int, slot: WorkerSlot, now: float) -> list[Action]:
         """The worker has gone on to its next queued chunk: it is running now, unless it was
         cancelled while it waited there (then its worker is killed)."""
-        chunk = slot.start_queued(now)
-        if chunk in slot.cancelled_queued:
-            slot.cancelled_queued.discard(chunk)
-            slot.running_cancelled = True
+        slot.start_queued(now)
+        if slot.running_cancelled:
             slot.doom(KillReason.CANCEL)
             return [KillWorker(worker_id)]
         return self._dispatch(now)

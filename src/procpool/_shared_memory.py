@@ -159,8 +159,7 @@ def loads(data: bytes, names: Iterable[str] = ()) -> Any:
     views = []
     try:
         for name in names:
-            mapping = _map(name, private=False)
-            views.append(memoryview(bytearray() if mapping is None else mapping))
+            views.append(_view(_map(name, private=False)))
     finally:
         remove(names)
     return pickle.loads(data, buffers=views)
@@ -186,7 +185,7 @@ class ChunkArguments:
         for name in self._names:
             mapping = _map(name, private=True)
             self._mappings.append(mapping)
-            views.append(memoryview(bytearray() if mapping is None else mapping))
+            views.append(_view(mapping))
         return pickle.loads(data, buffers=views)
 
     def idle(self) -> list[str]:
@@ -311,6 +310,11 @@ def _write_over(old: str, name: str, data: memoryview) -> None:
     finally:
         os.close(fd)
     os.rename(f"{_SHM_DIR}{old}", f"{_SHM_DIR}{name}")
+
+
+def _view(mapping: mmap.mmap | None) -> memoryview:
+    """What pickle reads a buffer from: the mapping, or nothing for an empty segment."""
+    return memoryview(bytearray() if mapping is None else mapping)
 
 
 def _map(name: str, private: bool) -> mmap.mmap | None:

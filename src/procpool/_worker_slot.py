@@ -101,13 +101,17 @@ class WorkerSlot:
 
     def start_queued(self, now: float) -> Chunk:
         """The worker has gone on to its first queued chunk: it is running from ``now`` (on
-        a doomed worker without a deadline: its kill is coming)."""
+        a doomed worker without a deadline: its kill is coming), and ``running_cancelled``
+        if it was cancelled while it waited."""
         chunk = self.queued.popleft()
         self.queued_bytes -= pipe_bytes(chunk)
         seconds = self.queued_seconds.popleft()
         # (Back to exactly nothing once nothing waits: no rounding error piles up.)
         self.queued_work = self.queued_work - seconds if self.queued else 0.0
         self.running, self.position = chunk, 0
+        if chunk in self.cancelled_queued:
+            self.cancelled_queued.discard(chunk)
+            self.running_cancelled = True
         self.start_chunk(now)
         return chunk
 

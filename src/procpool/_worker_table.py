@@ -157,9 +157,13 @@ class WorkerTable:
         """Whether ``record``'s pipe may be read now: its stream is sound, it is still one of
         this table's workers (active, or retiring), and no command closed its pipe (whose
         number may then already name another descriptor)."""
-        table = self.active if record.worker_id in self.active else self.retiring
-        return (record.listening and table.get(record.worker_id) is record
+        return (record.listening and self._holds(record)
                 and not record.handle.connection.closed)
+
+    def _holds(self, record: WorkerRecord) -> bool:
+        """Whether ``record`` is still one of this table's workers, active or retiring."""
+        table = self.active if record.worker_id in self.active else self.retiring
+        return table.get(record.worker_id) is record
 
     def replies(self, record: WorkerRecord) -> tuple[list[Any], str | None]:
         """The replies ``record``'s pipe holds now (one read: never waits), decoded, and why
@@ -184,8 +188,7 @@ class WorkerTable:
         """Stop listening to a worker and kill it, unless it has ended already: its death
         fails (or retries) what it held, with ``why`` as the cause."""
         record.listening = False
-        if (self.active.get(record.worker_id) is not record
-                and self.retiring.get(record.worker_id) is not record):
+        if not self._holds(record):
             return  # released (a reply before broke the pool): nothing left to kill
         logger.error("procpool: killing worker pid %s: %s", record.handle.pid, why)
         record.lost_because = why
