@@ -102,6 +102,7 @@ class ScriptedBackend:
     inherits_memory = True
     imports_main = False
     shares_memory = False
+    own_processes = False  # scripted in this process: nothing to take back
 
     def __init__(self) -> None:
         self.workers: list[ScriptedWorker] = []

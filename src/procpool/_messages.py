@@ -28,6 +28,8 @@ TYPE_CHECKING = False  # not typing's own: importing typing is what this module 
 if TYPE_CHECKING:
     from typing import Any
     from typing import NamedTuple as _Message
+
+    from ._claims import WorkerClaims
 else:
 
     class _MessageType(type):
@@ -96,6 +98,9 @@ class WorkerSetup(_Message):
     # Measure the resident memory after each chunk (max_memory_per_child replaces a worker on
     # it). Reading it costs more than a tiny task, so it is done only when asked.
     reports_rss: bool = False
+    # Its region of the pool's claims file (procpool._claims); None where chunks queued on it
+    # are never taken back (workers that are threads, or Dask relays)
+    claims: WorkerClaims | None = None
 
 
 # ---- parent -> worker -------------------------------------------------------------------
@@ -118,6 +123,9 @@ class RunChunk(_Message):
     # A SystemExit in the task, or while its result is pickled, is the item's failure (the
     # executor's rule) instead of the end of the worker (TaskPolicy.exit_fails_task).
     exit_fails_task: bool = False
+    # Queued behind the worker's running chunk: the parent may take it back before it starts
+    # (the worker claims it first, procpool._claims)
+    withdrawable: bool = False
 
 
 class Stop(_Message):

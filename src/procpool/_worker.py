@@ -159,6 +159,7 @@ def worker_main(
             _worker_logs.initializer_done(setup)
     replies.send_bytes(encode(Ready(os.getpid())))
     functions = FunctionCache()
+    received = 0  # chunks, counted as the parent counts what it sends (procpool._claims)
     while True:
         try:
             message = decode(conn.recv_bytes())
@@ -169,6 +170,11 @@ def worker_main(
                 _send_unfinished_lines()
             return
         assert isinstance(message, RunChunk), message
+        received += 1
+        if (message.withdrawable and setup.claims is not None
+                and not setup.claims.take(received)):
+            _skip_withdrawn(message, functions)
+            continue
         try:
             _run_chunk(replies, message, functions, reports_rss=setup.reports_rss)
         except (EOFError, OSError):
@@ -258,6 +264,14 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
     if isinstance(function, _Unloadable):
         raise function.error
     return function  # type: ignore[no-any-return]
+
+
+def _skip_withdrawn(message: RunChunk, functions: FunctionCache) -> None:
+    """The parent took this queued chunk back while the one before it ran (it runs
+    elsewhere): nothing of it runs here, and nothing is answered. Its function is cached as
+    if it had run, as the dispatcher's mirror of the cache expects."""
+    with contextlib.suppress(Exception):  # unloadable: what a chunk that uses it will say
+        _load_function(message, functions)
 
 
 def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,

@@ -52,6 +52,9 @@ class Backend(Protocol):
     # True when workers are processes on this machine, which can map the parent's
     # shared-memory segments: large buffers then travel through them (_shared_memory).
     shares_memory: bool
+    # True when each worker is a process of its own: record locks then tell the parent and
+    # each worker apart, and a chunk queued on a worker can be taken back (_claims).
+    own_processes: bool
 
     def default_processes(self) -> int:
         """How many workers a pool gets when it does not say."""

@@ -109,6 +109,7 @@ class DaskRuntime:
     inherits_memory = False  # cluster workers see nothing of this process's __main__
     imports_main = False  # a relay runs procpool's code only; the cluster runs the tasks
     shares_memory = False  # they may be on other machines
+    own_processes = False  # a relay is a thread of this process
 
     def __init__(self, spec: DaskBackend) -> None:
         distributed = _distributed()

@@ -103,6 +103,7 @@ class InlineBackend(OnThisMachine):
     inherits_memory = True
     imports_main = False
     shares_memory = False  # threads: nothing to gain over the pipe
+    own_processes = False
 
     def start_worker(
         self, worker_id: int, setup: WorkerSetup, parent_fds: Sequence[int]

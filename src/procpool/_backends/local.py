@@ -135,6 +135,7 @@ _START_LOCK = threading.Lock()
 
 class LocalBackend(OnThisMachine):
     name = "local"
+    own_processes = True
 
     def __init__(self, context: Any) -> None:
         self._context = context

@@ -1,0 +1,109 @@
+"""Who starts a chunk queued on a worker: the worker, or the parent, which took it back.
+
+A chunk queued behind a worker's running one waits in the worker's pipe, and a pipe cannot
+give it back. When the running call overruns its estimate (it hangs, say), the parent takes
+the queued chunks back to run them elsewhere: that is safe only if the worker has not
+started one of them and never will. Both sides settle this with POSIX record locks on one
+anonymous file per pool, a byte per queued chunk, so the kernel decides each chunk for
+exactly one side:
+
+- the worker locks the byte of its n-th chunk before it starts a chunk that was queued, and
+  skips the chunk if the byte is taken (``WorkerClaims.take``);
+- the parent locks the bytes of all of a worker's queued chunks in one call, which succeeds
+  only if the worker holds none of them (``Claims.withdraw``).
+
+Neither side ever lets go of a byte it took while the worker lives, so the answer never
+changes. A worker's locks end with its process: a death frees them, and a stopped worker
+blocks nothing (the parent never waits for a lock). Each worker has a region of the file of
+its own, from its worker id times ``REGION``; its n-th chunk is byte n of it. The file has
+no name, so nothing is left behind, even by a killed parent.
+
+Record locks belong to a process, not a thread: only workers that are processes of their
+own may take part (the local backend). Owns the file and the byte arithmetic; knows nothing
+of chunks, schedules or pipes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+from multiprocessing import context, reduction
+from typing import Any
+
+# Bytes per worker: more chunks than a worker can run (10^12). Worker ids wrap around far
+# beyond the few workers alive at once.
+REGION = 1 << 40
+_WORKER_IDS = 1 << 22  # REGION * _WORKER_IDS stays below 2**63, the largest offset
+
+
+def _region(worker_id: int) -> int:
+    return (worker_id % _WORKER_IDS) * REGION
+
+
+def _lock(fd: int, start: int, length: int) -> bool:
+    """Take bytes ``start`` .. ``start + length - 1`` for this process, without waiting;
+    False if another process holds any of them (then none is taken)."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):  # EACCES: what POSIX also allows
+            return False
+        raise
+    return True
+
+
+class Claims:
+    """The parent's side: one per pool, used by the dispatcher thread alone."""
+
+    def __init__(self) -> None:
+        import tempfile  # here: a worker imports this module, and needs none of tempfile's
+
+        # Open for the pool's life (close() ends it); O_TMPFILE where it can: it never has
+        # a name.
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115
+        self._fd = self._file.fileno()
+
+    def for_worker(self, worker_id: int) -> WorkerClaims:
+        """What a new worker needs to claim its chunks (part of its setup)."""
+        return WorkerClaims(self._fd, _region(worker_id))
+
+    def withdraw(self, worker_id: int, first: int, last: int) -> bool:
+        """Take chunks ``first`` .. ``last`` (counted from 1 in the order they were sent) back
+        from worker ``worker_id``: True if it has started none of them, and then it never
+        will; False if it has started one already."""
+        return _lock(self._fd, _region(worker_id) + first, last - first + 1)
+
+    def forget(self, worker_id: int) -> None:
+        """The worker has ended: the parent's bytes in its region can go."""
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, REGION, _region(worker_id))
+
+    def close(self) -> None:
+        """The pool has ended, and every worker with it."""
+        self._file.close()
+
+
+class WorkerClaims:
+    """A worker's side: its region of the pool's claims file. Travels to the worker in its
+    setup: inherited as it is under fork, the descriptor passed along by multiprocessing
+    under spawn and forkserver."""
+
+    __slots__ = ("_fd", "_region")
+
+    def __init__(self, fd: int, region: int) -> None:
+        self._fd = fd
+        self._region = region
+
+    def take(self, number: int) -> bool:
+        """Claim the worker's ``number``-th chunk, which was queued: False if the parent
+        took it back (it runs elsewhere, and must be skipped)."""
+        return _lock(self._fd, self._region + number, 1)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if context.get_spawning_popen() is None:
+            raise TypeError("a worker's claims travel only to the worker as it starts")
+        return _rebuild, (reduction.DupFd(self._fd), self._region)
+
+
+def _rebuild(duplicate: Any, region: int) -> WorkerClaims:
+    return WorkerClaims(duplicate.detach(), region)
+

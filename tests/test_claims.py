@@ -1,0 +1,146 @@
+"""Who starts a queued chunk, the worker or the parent that takes it back (procpool._claims):
+a real second process claims chunks while this one withdraws them, and the kernel decides
+each chunk for exactly one side."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from multiprocessing.connection import Connection, wait
+
+import pytest
+
+from procpool._claims import Claims, WorkerClaims
+from procpool._codec import dumps, loads
+from procpool._framing import FrameReader, new_scratch
+from procpool._messages import (
+    CallMode,
+    ChunkDone,
+    Ready,
+    RunChunk,
+    Stop,
+    WorkerSetup,
+    decode,
+    encode,
+)
+from procpool._worker import worker_main
+
+import misbehaving as mb
+
+
+def claim_what_is_asked(claims: WorkerClaims, conn: Connection) -> None:
+    """In the second process: claim each chunk number the test sends, answer whether it was
+    ours; end at None."""
+    while (number := conn.recv()) is not None:
+        conn.send(claims.take(number))
+
+
+class Worker:
+    """A process holding one worker's claims, driven over a pipe."""
+
+    def __init__(self, method: str, claims: Claims, worker_id: int) -> None:
+        context = multiprocessing.get_context(method)
+        self._conn, theirs = context.Pipe()
+        self._process = context.Process(target=claim_what_is_asked,
+                                        args=(claims.for_worker(worker_id), theirs))
+        self._process.start()
+        theirs.close()
+
+    def take(self, number: int) -> bool:
+        self._conn.send(number)
+        assert self._conn.poll(30), "the claiming process did not answer"
+        return bool(self._conn.recv())
+
+    def end(self) -> None:
+        self._conn.send(None)
+        self._process.join(30)
+        assert self._process.exitcode == 0
+        self._conn.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_each_queued_chunk_is_started_by_the_worker_or_taken_back_never_both(
+        method: str) -> None:
+    claims = Claims()
+    try:
+        worker = Worker(method, claims, worker_id=5)
+        assert worker.take(1)  # it started its first queued chunk
+        assert not claims.withdraw(5, 1, 1)
+        # A withdrawal is all or nothing: chunk 1 is the worker's, so 2 stays free.
+        assert not claims.withdraw(5, 1, 3)
+        assert worker.take(2)
+        assert claims.withdraw(5, 3, 4)  # taken back before the worker got to them
+        assert not worker.take(3) and not worker.take(4)  # so it skips them
+        assert worker.take(5)
+        # Another worker's chunks are its own, with the same numbers.
+        other = Worker(method, claims, worker_id=6)
+        assert other.take(3)
+        other.end()
+        # A worker's claims end with it; the parent's last until it forgets the worker.
+        worker.end()
+        assert claims.withdraw(5, 1, 2)
+        claims.forget(5)
+        successor = Worker(method, claims, worker_id=5)
+        assert successor.take(3)
+        successor.end()
+    finally:
+        claims.close()
+
+
+def test_a_workers_claims_travel_only_as_it_starts() -> None:
+    claims = Claims()
+    try:
+        with pytest.raises(TypeError, match="only to the worker as it starts"):
+            pickle.dumps(claims.for_worker(0))
+    finally:
+        claims.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_worker_skips_a_chunk_taken_back_and_keeps_its_function_as_the_parent_counts(
+        method: str) -> None:
+    # The parent's mirror of the worker's function cache counted the function a withdrawn
+    # chunk carried as sent: the worker must hold it after the skip, or the next chunk of it,
+    # sent without its pickle, could not run.
+    claims = Claims()
+    context = multiprocessing.get_context(method)
+    conn, theirs = context.Pipe()
+    worker = context.Process(target=worker_main,
+                             args=(theirs, WorkerSetup(0, claims=claims.for_worker(1))))
+    try:
+        worker.start()
+        theirs.close()
+
+        def send(chunk_id: int, function_id: int, function: object, x: object) -> None:
+            payload = None if function is None else dumps(function)
+            conn.send_bytes(encode(RunChunk(
+                chunk_id, function_id, payload, dumps([x]), CallMode.ONE_ARG.value, 1, False,
+                withdrawable=chunk_id > 1)))
+
+        send(1, 1, mb.square, 3)
+        assert claims.withdraw(1, 2, 2)
+        send(2, 2, mb.identity, "taken back")
+        send(3, 2, None, "ran")  # mb.identity, cached by the skipped chunk
+        conn.send_bytes(encode(Stop()))
+        replies = _replies_until_the_end(conn)
+        assert isinstance(replies[0], Ready)
+        assert all(isinstance(reply, ChunkDone) for reply in replies[1:])
+        assert [(r.chunk_id, loads(r.results_payload), r.failed_positions)
+                for r in replies[1:]] == [(1, [9], ()), (3, ["ran"], ())]
+        worker.join(30)
+        assert worker.exitcode == 0
+    finally:
+        conn.close()
+        claims.close()
+
+
+def _replies_until_the_end(conn: Connection) -> list[object]:
+    """What a worker replied (procpool's frames) until its pipe's end."""
+    reader = FrameReader(conn.fileno(), new_scratch())
+    replies: list[object] = []
+    while True:
+        assert wait([conn], 30), "the worker neither replied nor ended"
+        try:
+            replies += [decode(payload) for payload in reader.read()]
+        except EOFError:
+            return replies
