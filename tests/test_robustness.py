@@ -6,6 +6,7 @@ on their own (a process exiting) are bounded with psutil's wait, never with slee
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 
 import procpool
 from procpool import _scheduler, _threads
-from support import still_alive
+from support import Fifos, still_alive
 
 import misbehaving as mb
 
@@ -71,6 +72,76 @@ def test_timeout_counts_from_when_the_task_starts(start_method: str, fifos: Any)
         # ...and still runs, because only running time counts.
         assert blocker.get(timeout=30) == "released"
         assert queued.get(timeout=30) == 16
+
+
+def _answer_short_calls_while_one_hangs(face: str, method: str, tmp_path: Path,
+                                        options: dict[str, Any]) -> None:
+    """Two workers. One runs a call of a function of unknown pace (nothing is queued behind
+    it) while block_on_first is called on items 0..8 through ``face``: item 0 blocks on the
+    other worker, and the eight short calls (of a known pace: the function is importable, so
+    every call of it shares one measure) are queued behind it. Once the first worker is free,
+    they must all be answered before item 0 is released."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "hang").mkdir()
+    first, hang = Fifos(tmp_path / "first"), Fifos(tmp_path / "hang")
+    fifos = (hang.started, hang.release)
+    short = list(range(1, 9))
+    if face in ("imap_unordered", "apply_async"):
+        with procpool.Pool(2, context=method, **options) as pool:
+            assert pool.starmap(mb.block_on_first, [(x, *fifos) for x in short]) == short
+            busy = pool.apply_async(mb.announce_then_block, (first.started, first.release))
+            first.wait_started()
+            if face == "imap_unordered":
+                results = pool.imap_unordered(
+                    functools.partial(mb.block_on_first, started_fifo=hang.started,
+                                      release_fifo=hang.release), range(9))
+                hang.wait_started()
+                first.release_task()
+                assert sorted(results.next(timeout=30) for _ in short) == short
+                hang.release_task()
+                assert list(results) == [0]
+            else:
+                calls = [pool.apply_async(mb.block_on_first, (x, *fifos)) for x in range(9)]
+                hang.wait_started()
+                first.release_task()
+                assert [call.get(timeout=30) for call in calls[1:]] == short
+                hang.release_task()
+                assert calls[0].get(timeout=30) == 0
+            assert busy.get(timeout=30) == "released"
+        return
+    with procpool.ProcessPoolExecutor(2, mp_context=method, **options) as executor:
+        assert [executor.submit(mb.block_on_first, x, *fifos).result(timeout=30)
+                for x in short] == short
+        busy = executor.submit(mb.announce_then_block, first.started, first.release)
+        first.wait_started()
+        if face == "submit":
+            futures = [executor.submit(mb.block_on_first, x, *fifos) for x in range(9)]
+            hang.wait_started()
+            first.release_task()
+            assert [future.result(timeout=30) for future in futures[1:]] == short
+            hang.release_task()
+            assert futures[0].result(timeout=30) == 0
+        else:
+            async def run_all() -> None:
+                calls = [asyncio.ensure_future(executor.run(mb.block_on_first, x, *fifos))
+                         for x in range(9)]
+                await asyncio.get_running_loop().run_in_executor(None, hang.wait_started)
+                first.release_task()
+                assert await asyncio.wait_for(asyncio.gather(*calls[1:]), 30) == short
+                hang.release_task()
+                assert await asyncio.wait_for(calls[0], 30) == 0
+            asyncio.run(run_all())
+        assert busy.result(timeout=30) == "released"
+
+
+@pytest.mark.parametrize("options", [{}, {"retries": 1, "task_timeout": 60}],
+                         ids=["plain", "per-item"])
+@pytest.mark.parametrize("face", ["imap_unordered", "apply_async", "submit", "asyncio-run"])
+def test_short_calls_queued_behind_a_call_that_hangs_run_on_the_free_worker(
+        any_start_method: str, tmp_path: Path, face: str, options: dict[str, Any]) -> None:
+    # A worker may hold short calls queued behind the one it runs; if that one hangs, they
+    # are taken back and run on the other worker, as the stdlib's shared queue would.
+    _answer_short_calls_while_one_hangs(face, any_start_method, tmp_path, options)
 
 
 def test_a_timeout_in_a_chunk_fails_only_that_item(start_method: str) -> None:

@@ -29,6 +29,7 @@ from procpool._scheduler_events import (
     ItemFailed,
     ItemFinished,
     KillWorker,
+    QueuedWithdrawn,
     SendChunk,
     Started,
     StartWorker,
@@ -38,11 +39,13 @@ from procpool._scheduler_events import (
     StreamOpened,
     Submitted,
     Tick,
+    WithdrawQueued,
     WorkerLost,
     WorkerReady,
 )
 from procpool._shared_memory import SharedSegments
 from procpool._task import Chunk, TaskFunction
+from procpool._worker_slot import WITHDRAW_AFTER
 
 FUNCTION = TaskFunction(0, b"")
 
@@ -558,6 +561,69 @@ def test_nothing_more_is_queued_behind_a_chunk_that_overran_its_estimate() -> No
     later = quick_chunks(3)
     assert sends(submit(scheduler, *later, now=1.0)) == [(1, 0), (1, 1), (1, 2)]
     assert not scheduler.workers[0].queued
+
+
+def test_chunks_queued_behind_a_call_that_overruns_are_taken_back_and_run_elsewhere() -> None:
+    # A 1 ms call still running WITHDRAW_AFTER past its estimate (it may never end): the
+    # chunks queued behind it are taken back, once, and run on the worker that is free, in
+    # their order.
+    scheduler = started(Scheduler(2))
+    chunks = quick_chunks(6)
+    submit(scheduler, *chunks)
+    assert list(scheduler.workers[0].queued) == [chunks[2], chunks[4]]
+    overrun = 0.001 + WITHDRAW_AFTER
+    assert scheduler.next_deadline() == pytest.approx(overrun)
+    for now in (0.001, 0.002, 0.003):  # worker 1 runs through its own
+        chunk_done(scheduler, 1, now=now, seconds=0.001)
+    assert scheduler.handle(Tick(), overrun - 0.001) == []
+    assert scheduler.handle(Tick(), overrun) == [WithdrawQueued(0, 2)]
+    assert scheduler.next_deadline() is None  # one try
+    assert scheduler.handle(Tick(), 10.0) == []
+    actions = scheduler.handle(QueuedWithdrawn(0), overrun)
+    assert [(a.worker_id, a.chunk, a.queued) for a in actions] == [
+        (1, chunks[2], False), (1, chunks[4], True)]
+    assert not scheduler.workers[0].queued and not scheduler.pending
+    # The overrunning call still ends one day: its worker is idle then.
+    done, actions = chunk_done(scheduler, 0, now=20.0, seconds=20.0)
+    assert done is chunks[0] and actions == []
+    assert scheduler.running == {1: chunks[2]}
+
+
+def test_a_chunk_cancelled_while_queued_is_dropped_when_the_queue_is_taken_back() -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[1]), 0.0) == []
+    assert scheduler.handle(Tick(), 1.0) == [WithdrawQueued(0, 2)]
+    assert scheduler.handle(QueuedWithdrawn(0), 1.0) == [DropChunk(chunks[1])]
+    # Nothing is queued again behind the call that overran: it waits for a free worker.
+    assert list(scheduler.pending) == [chunks[2]]
+    _, actions = chunk_done(scheduler, 0, now=2.0, seconds=2.0)
+    assert sends(actions) == [(0, 2)]
+
+
+def test_a_queue_not_taken_back_is_watched_again_behind_each_chunk_that_starts() -> None:
+    # The worker started the first queued chunk as the parent tried: nothing was taken back
+    # (no QueuedWithdrawn). The rest is watched behind the chunk that now runs.
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Tick(), 1.0) == [WithdrawQueued(0, 2)]
+    chunk_done(scheduler, 0, now=1.0, seconds=1.0)
+    assert scheduler.running == {0: chunks[1]}
+    assert scheduler.next_deadline() == pytest.approx(1.0 + 0.001 + WITHDRAW_AFTER)
+    chunk_done(scheduler, 0, now=1.001, seconds=0.001)
+    assert scheduler.next_deadline() is None  # nothing waits behind the last one
+
+
+def test_nothing_is_taken_back_from_a_worker_whose_kill_is_ordered() -> None:
+    # Its death requeues what is queued on it (or the worker goes on to it first).
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[0]), 0.0) == [KillWorker(0)]
+    assert scheduler.next_deadline() is None
+    assert scheduler.handle(Tick(), 1.0) == []
 
 
 def test_the_workers_pace_is_measured_from_finished_chunks() -> None:

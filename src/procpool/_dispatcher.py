@@ -80,6 +80,7 @@ from ._scheduler_events import (
     ItemFailed,
     ItemFinished,
     KillWorker,
+    QueuedWithdrawn,
     SendChunk,
     Started,
     StartWorker,
@@ -89,6 +90,7 @@ from ._scheduler_events import (
     StreamOpened,
     Submitted,
     Tick,
+    WithdrawQueued,
     WorkerExited,
     WorkerLost,
     WorkerReady,
@@ -438,7 +440,7 @@ class Dispatcher:
         for command in leftovers:
             if isinstance(command, _StatsRequest):
                 _answer(command, self._stats_now())
-        self._workers.forget_init()
+        self._workers.close()
         try:
             self._backend.close()  # a Dask cluster the pool started, for one
         except Exception:
@@ -476,6 +478,9 @@ class Dispatcher:
             self._workers.retire(action.worker_id)
         elif isinstance(action, KillWorker):
             self._workers.kill(action.worker_id)  # its sentinel then reports the death
+        elif isinstance(action, WithdrawQueued):
+            if self._workers.withdraw(action.worker_id, action.count):
+                self._tell(QueuedWithdrawn(action.worker_id), self._clock())
         elif isinstance(action, BreakPool):
             self._break(action.error)
 

@@ -37,6 +37,7 @@ from ._scheduler_events import (
     ItemFailed,
     ItemFinished,
     KillWorker,
+    QueuedWithdrawn,
     SchedulerCounts,
     SchedulerStats,
     SendChunk,
@@ -49,6 +50,7 @@ from ._scheduler_events import (
     StreamOpened,
     Submitted,
     Tick,
+    WithdrawQueued,
     WorkerExited,
     WorkerLost,
     WorkerReady,
@@ -142,7 +144,8 @@ class Scheduler:
     def next_deadline(self) -> float | None:
         """The soonest deadline of the pool, the only one the dispatcher waits for."""
         deadlines = [s.deadline for s in self.workers.values() if s.deadline is not None]
-        return min([*deadlines, *self.retiring.values()], default=None)
+        overruns = [s.overrun_at for s in self.workers.values() if s.overrun_at is not None]
+        return min([*deadlines, *overruns, *self.retiring.values()], default=None)
 
     def should_retry(self, chunk: Chunk, error: BaseException) -> bool:
         """Whether ``error`` in ``chunk`` is retried (the rule is Recovery's)."""
@@ -180,6 +183,8 @@ class Scheduler:
                 return self._on_worker_lost(worker_id, death, now)
             case Cancel(chunk):
                 return self._on_cancel(chunk)
+            case QueuedWithdrawn(worker_id):
+                return self._on_queued_withdrawn(worker_id, now)
             case Close(abandon_streams):
                 return self._on_close(now, abandon_streams)
             case Break(error):
@@ -288,6 +293,17 @@ class Scheduler:
         actions = self._take_back(recovered)
         return actions + self._dispatch(now) if recovered.requeue else actions
 
+    def _on_queued_withdrawn(self, worker_id: int, now: float) -> list[Action]:
+        """The chunks queued on a worker were taken back (WithdrawQueued): they go back to
+        the front of the queue, in their order, and those cancelled while they waited are
+        dropped."""
+        slot = self.workers.get(worker_id)
+        if slot is None:
+            return []
+        wanted, cancelled = slot.withdraw_queued()
+        self.pending.extendleft(reversed(wanted))
+        return [*(DropChunk(chunk) for chunk in cancelled), *self._dispatch(now)]
+
     def _on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
@@ -296,6 +312,9 @@ class Scheduler:
                 del self.retiring[worker_id]
                 actions.append(KillWorker(worker_id))
         for worker_id, slot in self.workers.items():
+            if slot.overrun_at is not None and slot.overrun_at <= now:
+                slot.overrun_at = None  # one try: if one has started, its end says more
+                actions.append(WithdrawQueued(worker_id, len(slot.queued)))
             if slot.deadline is None or slot.deadline > now:
                 continue
             slot.deadline = None

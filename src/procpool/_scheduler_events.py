@@ -2,11 +2,12 @@
 
 Owns the records that cross ``Scheduler.handle``: the events (``Started``, ``Submitted``,
 ``StreamOpened``, ``StreamClosed``, ``WorkerReady``, ``ItemFinished``, ``ItemFailed``,
-``ChunkFinished``, ``WorkerLost`` with its ``Death``, ``Cancel``, ``Close``, ``Break``, ``Tick``:
-the ``Event`` union), the actions it answers with (``StartWorker``, ``SendChunk``,
-``StopWorker``, ``KillWorker``, ``FailChunk``, ``DropChunk``, ``BreakPool``: the ``Action``
-union), what it reports for ``stats()`` (``SchedulerCounts``, ``SlotStats``,
-``SchedulerStats``), and the shape of the ``Splitter`` it is given.
+``ChunkFinished``, ``WorkerLost`` with its ``Death``, ``Cancel``, ``QueuedWithdrawn``,
+``Close``, ``Break``, ``Tick``: the ``Event`` union), the actions it answers with
+(``StartWorker``, ``SendChunk``, ``StopWorker``, ``KillWorker``, ``WithdrawQueued``,
+``FailChunk``, ``DropChunk``, ``BreakPool``: the ``Action`` union), what it reports for
+``stats()`` (``SchedulerCounts``, ``SlotStats``, ``SchedulerStats``), and the shape of the
+``Splitter`` it is given.
 
 Records only: nothing here decides or remembers anything (``SchedulerCounts`` is mutable, but
 the scheduler owns the one instance and its recovery adds to it). The decisions are made in
@@ -52,6 +53,16 @@ class KillWorker:
     """Kill a worker (and its process group) now: its task ran past its timeout."""
 
     worker_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawQueued:
+    """Take back the ``count`` chunks queued on a worker, unless it has started one of them:
+    the one it runs has overrun its estimate (it may hang), and they would wait behind it.
+    Answered with ``QueuedWithdrawn`` if they were taken back."""
+
+    worker_id: int
+    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +196,22 @@ class WorkerExited(NamedTuple):
     worker_id: int
 
 
+class QueuedWithdrawn(NamedTuple):
+    """The chunks queued on a worker were taken back before it started any of them
+    (``WithdrawQueued``): they are to run elsewhere."""
+
+    worker_id: int
+
+
 class Tick(NamedTuple):
     """Time has passed: act on every deadline due by ``now``."""
 
 
-Action = StartWorker | SendChunk | StopWorker | KillWorker | FailChunk | DropChunk | BreakPool
+Action = (StartWorker | SendChunk | StopWorker | KillWorker | WithdrawQueued | FailChunk
+          | DropChunk | BreakPool)
 Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | StreamLost
          | ItemFinished | ItemFailed | ChunkFinished | WorkerLost | WorkerExited | Cancel
-         | Close | Break | Tick)
+         | QueuedWithdrawn | Close | Break | Tick)
 
 
 # ---- statistics -------------------------------------------------------------------------------

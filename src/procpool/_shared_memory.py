@@ -248,6 +248,13 @@ class WorkerSegments:
     def sent(self, chunk: Chunk) -> None:
         self._sent.append(chunk)
 
+    def withdrawn(self, count: int) -> None:
+        """The last ``count`` chunks sent were taken back before the worker started them
+        (procpool._claims): they run elsewhere, and are no longer this worker's."""
+        for _ in range(count):
+            chunk = self._sent.pop()
+            self._results_read.pop(chunk.chunk_id, None)
+
     def results_read(self, chunk: Chunk, count: int) -> None:
         """A reply of ``chunk`` (one of its items) brought ``count`` result segments, which
         the parent has mapped and removed."""

@@ -1,10 +1,11 @@
 """One worker as the scheduler sees it: ``WorkerSlot``, and ``KillReason`` (why it was killed).
 
 Owns a slot's own bookkeeping (the chunk it runs, the few queued behind it, how far it got,
-its deadline, whether its kill was ordered and why, its statistics) and the rules that need
-nothing but the slot and the worker policy (may a chunk be queued on it, is it due for
-recycling). Must not know about the pending queue, the other workers or the pool, nor answer
-with actions: the scheduler (procpool._scheduler) acts on what a slot records and says.
+its deadline, when what is queued is to be taken back, whether its kill was ordered and why,
+its statistics) and the rules that need nothing but the slot and the worker policy (may a
+chunk be queued on it, is it due for recycling). Must not know about the pending queue, the
+other workers or the pool, nor answer with actions: the scheduler (procpool._scheduler) acts
+on what a slot records and says.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class KillReason(enum.Enum):
 
 # At most this many chunks wait in a worker's pipe behind the one it runs.
 QUEUE_MAX_CHUNKS = 8
+# Chunks queued behind a running one that has overrun its estimate by this much (it may hang:
+# nothing says when it ends) are taken back, to run elsewhere. A chunk is queued only where
+# it would start within 20 ms (the scheduler's QUEUE_MAX_SECONDS): an overrun of five times
+# that is no measuring error, and costs the queued chunks little against waiting for ever.
+WITHDRAW_AFTER = 0.1
 
 
 @dataclass(slots=True)
@@ -44,6 +50,9 @@ class WorkerSlot:
     queued_work: float = 0.0
     # Queued chunks cancelled while they waited: the worker is killed when one starts.
     cancelled_queued: set[Chunk] = field(default_factory=set)
+    # While chunks are queued: when the running chunk will have overrun its estimate by
+    # WITHDRAW_AFTER, and the queued ones are to be taken back (the scheduler's Tick).
+    overrun_at: float | None = None
     position: int = 0  # items of the running chunk already reported (chunks that report each)
     deadline: float | None = None  # the running item's timeout, or the initializer's
     ready: bool = False
@@ -75,6 +84,7 @@ class WorkerSlot:
         """Its kill is ordered: no deadline of its own can matter any more."""
         self.kill_reason = reason
         self.deadline = None
+        self.overrun_at = None  # what is queued runs elsewhere after the death
 
     def run(self, chunk: Chunk, now: float) -> None:
         """``chunk`` is sent to the worker: it starts now if the worker is ready, else once
@@ -94,6 +104,9 @@ class WorkerSlot:
     def queue(self, chunk: Chunk, seconds: float) -> None:
         """``chunk``, expected to take ``seconds``, is sent to wait in the worker's pipe
         behind what it has."""
+        if not self.queued:
+            assert self.running is not None
+            self._watch_overrun(self.running.function.pace.seconds_for(self.running.size))
         self.queued.append(chunk)
         self.queued_bytes += pipe_bytes(chunk)
         self.queued_seconds.append(seconds)
@@ -113,7 +126,26 @@ class WorkerSlot:
             self.cancelled_queued.discard(chunk)
             self.running_cancelled = True
         self.start_chunk(now)
+        self._watch_overrun(seconds if self.queued and not self.doomed else None)
         return chunk
+
+    def _watch_overrun(self, estimate: float | None) -> None:
+        """Chunks wait behind the running one, expected to take ``estimate`` seconds (None:
+        no telling, or nothing to watch): set when they are to be taken back."""
+        if estimate is None or self.busy_since is None:
+            self.overrun_at = None
+        else:
+            self.overrun_at = self.busy_since + estimate + WITHDRAW_AFTER
+
+    def withdraw_queued(self) -> tuple[list[Chunk], list[Chunk]]:
+        """The queued chunks were taken back before the worker started any: it holds none
+        now. Returns them as ``queued_by_fate`` does."""
+        fates = self.queued_by_fate()
+        self.queued.clear()
+        self.queued_seconds.clear()
+        self.queued_bytes, self.queued_work, self.overrun_at = 0, 0.0, None
+        self.cancelled_queued.clear()
+        return fates
 
     def start_chunk(self, now: float) -> None:
         """The running chunk starts at ``now``: the worker is busy from here."""
@@ -155,6 +187,7 @@ class WorkerSlot:
         self.busy_since = None
         self.items_done += self.running.size - self.position
         self.running, self.position, self.deadline = None, 0, None
+        self.overrun_at = None  # what is queued starts next (start_queued)
         self.collateral = self.running_cancelled = False
         self.chunks_done += 1
 

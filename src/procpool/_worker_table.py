@@ -23,6 +23,7 @@ from typing import Any
 
 from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
+from ._claims import Claims
 from ._framing import CorruptStream, FrameReader, new_scratch, send_to_worker
 from ._messages import RunChunk, Stop, decode, encode
 from ._scheduler_events import Death
@@ -56,6 +57,7 @@ class WorkerRecord:
     worker_id: int = field(init=False)  # its handle's, read a few times per chunk
     # Messages of queued chunks not written yet (send_chunk's ``later``), in order.
     unsent: list[bytes] = field(default_factory=list)
+    chunks_sent: int = 0  # as the worker counts what it receives (procpool._claims)
 
     def __post_init__(self) -> None:
         self.worker_id = self.handle.worker_id
@@ -80,6 +82,8 @@ class WorkerTable:
         self.pids: tuple[int | None, ...] = ()  # of the active workers; replaced, never changed
         self._oom_kills_seen = _oom_kill_count()
         self._read_scratch = new_scratch()  # every reader's: the dispatcher reads one at a time
+        # Where queued chunks can be taken back (workers that are processes of their own)
+        self._claims = Claims() if backend.own_processes else None
 
     def __bool__(self) -> bool:
         return bool(self.active or self.retiring)
@@ -92,6 +96,8 @@ class WorkerTable:
         """Start a worker in place ``index`` (raises what the backend raises, and what the
         pool's worker_env function raises)."""
         setup = self._setups.for_index(index)
+        if self._claims is not None:
+            setup = setup._replace(claims=self._claims.for_worker(worker_id))
         private_fds = list(self._parent_fds)
         for record in self.records():
             private_fds += record.handle.private_fds()
@@ -109,7 +115,7 @@ class WorkerTable:
         holds it already (the mirror of its cache says), and its segments accounted to it.
         ``later``: it is queued behind the worker's running chunk, and may go out with the
         next ``flush`` (whatever else is sent to the worker flushes first: nothing overtakes
-        it), several in one write."""
+        it), several in one write; until it starts, ``withdraw`` can take it back."""
         record = self.active.get(worker_id)
         if record is None:
             return  # the pool broke while carrying out earlier actions; the chunk failed then
@@ -124,8 +130,9 @@ class WorkerTable:
             chunk.chunk_id, function.function_id, payload, chunk.items_payload, int(chunk.mode),
             chunk.size, chunk.policy.reports_each_item,
             () if chunk.segments is None else chunk.segments.names, self._segment_prefix,
-            chunk.policy.exit_fails_task,
+            chunk.policy.exit_fails_task, withdrawable=later and self._claims is not None,
         )
+        record.chunks_sent += 1
         if record.segments is not None:
             record.segments.sent(chunk)
         record.unsent.append(encode(message))
@@ -147,6 +154,22 @@ class WorkerTable:
             send_to_worker(record.handle.connection.fileno(), *messages)
         except OSError:
             return False
+        return True
+
+    def withdraw(self, worker_id: int, count: int) -> bool:
+        """Take back the last ``count`` chunks sent ``later`` to an active worker: True if it
+        has started none of them, and then it never will (it skips them, answering nothing);
+        False if it started one, or chunks cannot be taken back from this backend's workers.
+        A message not written yet is still written, to keep the worker's count of what it
+        received in step."""
+        record = self.active.get(worker_id)
+        if record is None or self._claims is None:
+            return False
+        last = record.chunks_sent
+        if not self._claims.withdraw(worker_id, last - count + 1, last):
+            return False
+        if record.segments is not None:
+            record.segments.withdrawn(count)
         return True
 
     def is_listening(self, record: WorkerRecord) -> bool:
@@ -211,9 +234,12 @@ class WorkerTable:
     def _publish(self) -> None:
         self.pids = tuple(record.handle.pid for record in self.active.values())
 
-    def forget_init(self) -> None:
-        """The initializer may hold Locks and Queues: let them go with the pool."""
+    def close(self) -> None:
+        """The pool has ended, and every worker with it: let go of what the workers shared
+        (the initializer may hold Locks and Queues)."""
         self._setups.forget_init()
+        if self._claims is not None:
+            self._claims.close()
 
     def retire(self, worker_id: int) -> None:
         """Ask an active worker to exit once idle; its exit is not a death."""
@@ -289,6 +315,8 @@ class WorkerTable:
         record.handle.close()
         if record.segments is not None:
             record.segments.worker_ended()
+        if self._claims is not None:
+            self._claims.forget(record.worker_id)
 
 
 def _wait_for_exit(handles: Iterable[WorkerHandle], timeout: float) -> list[WorkerHandle]:
