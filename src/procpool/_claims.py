@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import os
 from multiprocessing import context, reduction
 from typing import Any
 
@@ -34,6 +35,16 @@ from typing import Any
 # beyond the few workers alive at once.
 REGION = 1 << 40
 _WORKER_IDS = 1 << 22  # REGION * _WORKER_IDS stays below 2**63, the largest offset
+
+
+def _anonymous_file() -> int:
+    """A descriptor of a new file with no name, open for reading and writing."""
+    if hasattr(os, "memfd_create"):  # Linux: no directory, and no tempfile import at start
+        return os.memfd_create("procpool-claims")
+    import tempfile
+
+    with tempfile.TemporaryFile() as file:  # created, then unlinked at once
+        return os.dup(file.fileno())
 
 
 def _region(worker_id: int) -> int:
@@ -56,12 +67,7 @@ class Claims:
     """The parent's side: one per pool, used by the dispatcher thread alone."""
 
     def __init__(self) -> None:
-        import tempfile  # here: a worker imports this module, and needs none of tempfile's
-
-        # Open for the pool's life (close() ends it); O_TMPFILE where it can: it never has
-        # a name.
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115
-        self._fd = self._file.fileno()
+        self._fd = _anonymous_file()
 
     def for_worker(self, worker_id: int) -> WorkerClaims:
         """What a new worker needs to claim its chunks (part of its setup)."""
@@ -79,7 +85,7 @@ class Claims:
 
     def close(self) -> None:
         """The pool has ended, and every worker with it."""
-        self._file.close()
+        os.close(self._fd)
 
 
 class WorkerClaims:
