@@ -79,8 +79,10 @@ def test_each_queued_chunk_is_started_by_the_worker_or_taken_back_never_both(
         # A worker's claims end with it; the parent's last until it forgets the worker.
         worker.end()
         assert claims.withdraw(5, 1, 2)
-        claims.forget(5)
+        # Starting other workers (which passes them the file) lets go of nothing.
         successor = Worker(method, claims, worker_id=5)
+        assert not successor.take(3)
+        claims.forget(5)
         assert successor.take(3)
         successor.end()
     finally:

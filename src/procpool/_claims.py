@@ -111,5 +111,7 @@ class WorkerClaims:
 
 
 def _rebuild(duplicate: Any, region: int) -> WorkerClaims:
-    return WorkerClaims(duplicate.detach(), region)
+    fd = duplicate.detach()
+    os.set_inheritable(fd, False)  # passed to the worker inheritable: not on to what it runs
+    return WorkerClaims(fd, region)
 
