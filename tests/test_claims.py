@@ -89,11 +89,14 @@ def test_each_queued_chunk_is_started_by_the_worker_or_taken_back_never_both(
         claims.close()
 
 
-def test_a_workers_claims_travel_only_as_it_starts() -> None:
+def test_a_workers_claims_travel_only_as_it_starts_and_nothing_withdraws_all() -> None:
     claims = Claims()
     try:
         with pytest.raises(TypeError, match="only to the worker as it starts"):
             pickle.dumps(claims.for_worker(0))
+        # A lock of no length reaches to the end of the file, over every worker's chunks.
+        with pytest.raises(ValueError, match="no chunks to withdraw"):
+            claims.withdraw(0, 3, 2)
     finally:
         claims.close()
 

@@ -77,6 +77,8 @@ class Claims:
         """Take chunks ``first`` .. ``last`` (counted from 1 in the order they were sent) back
         from worker ``worker_id``: True if it has started none of them, and then it never
         will; False if it has started one already."""
+        if last < first:  # a length of 0 would lock to the end of the file: every worker's
+            raise ValueError(f"no chunks to withdraw between {first} and {last}")
         return _lock(self._fd, _region(worker_id) + first, last - first + 1)
 
     def forget(self, worker_id: int) -> None:
