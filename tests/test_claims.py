@@ -5,6 +5,7 @@ each chunk for exactly one side."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 from multiprocessing.connection import Connection, wait
 
@@ -18,6 +19,7 @@ from procpool._messages import (
     ChunkDone,
     Ready,
     RunChunk,
+    Skipped,
     Stop,
     WorkerSetup,
     decode,
@@ -76,15 +78,46 @@ def test_each_queued_chunk_is_started_by_the_worker_or_taken_back_never_both(
         other = Worker(method, claims, worker_id=6)
         assert other.take(3)
         other.end()
-        # A worker's claims end with it; the parent's last until it forgets the worker.
+        # The parent holds a chunk it took back until the worker has skipped it; the worker
+        # holds only the last chunk it claimed, until its end.
+        claims.release(5, 3)
+        assert not claims.withdraw(5, 4, 5)
         worker.end()
-        assert claims.withdraw(5, 1, 2)
+        assert claims.withdraw(5, 5, 5)
         # Starting other workers (which passes them the file) lets go of nothing.
         successor = Worker(method, claims, worker_id=5)
-        assert not successor.take(3)
+        assert not successor.take(4)
         claims.forget(5)
-        assert successor.take(3)
+        assert successor.take(4)
         successor.end()
+    finally:
+        claims.close()
+
+
+def _locks_on(fd: int) -> int:
+    """How many record locks the kernel keeps on the file of ``fd`` (Linux's /proc/locks)."""
+    stat = os.fstat(fd)
+    inode = f":{stat.st_ino} "
+    with open("/proc/locks") as locks:
+        return sum(1 for line in locks if "POSIX" in line and inode in line)
+
+
+def test_only_a_few_locks_exist_however_many_chunks_are_claimed_or_taken_back() -> None:
+    # Every lock call walks the file's locks: a lock left per chunk made a pool slower with
+    # every chunk (a worker's 5,000th claim took 50 us, its 20,000th 360 us).
+    claims = Claims()
+    try:
+        worker = Worker("fork", claims, worker_id=1)
+        for number in range(1, 601):
+            if number % 10 == 0:  # taken back, then skipped
+                assert claims.withdraw(1, number, number)
+                assert not worker.take(number)
+                claims.release(1, number)
+            else:
+                assert worker.take(number)
+        assert _locks_on(claims._fd) == 1  # the worker's last
+        worker.end()
+        assert _locks_on(claims._fd) == 0
     finally:
         claims.close()
 
@@ -127,11 +160,11 @@ def test_a_worker_skips_a_chunk_taken_back_and_keeps_its_function_as_the_parent_
         send(2, 2, mb.identity, "taken back")
         send(3, 2, None, "ran")  # mb.identity, cached by the skipped chunk
         conn.send_bytes(encode(Stop()))
-        replies = _replies_until_the_end(conn)
-        assert isinstance(replies[0], Ready)
-        assert all(isinstance(reply, ChunkDone) for reply in replies[1:])
+        ready, first, skipped, third = _replies_until_the_end(conn)
+        assert isinstance(ready, Ready) and skipped == Skipped(2)
+        assert isinstance(first, ChunkDone) and isinstance(third, ChunkDone)
         assert [(r.chunk_id, loads(r.results_payload), r.failed_positions)
-                for r in replies[1:]] == [(1, [9], ()), (3, ["ran"], ())]
+                for r in (first, third)] == [(1, [9], ()), (3, ["ran"], ())]
         worker.join(30)
         assert worker.exitcode == 0
     finally:

@@ -4,19 +4,22 @@ A chunk queued behind a worker's running one waits in the worker's pipe, and a p
 give it back. When the running call overruns its estimate (it hangs, say), the parent takes
 the queued chunks back to run them elsewhere: that is safe only if the worker has not
 started one of them and never will. Both sides settle this with POSIX record locks on one
-anonymous file per pool, a byte per queued chunk, so the kernel decides each chunk for
-exactly one side:
+anonymous file per pool, a byte per chunk, so the kernel decides each chunk for exactly one
+side:
 
 - the worker locks the byte of its n-th chunk before it starts a chunk that was queued, and
-  skips the chunk if the byte is taken (``WorkerClaims.take``);
+  skips the chunk if the byte is taken (``WorkerClaims.take``); it holds the byte of the
+  last chunk it claimed until it claims the next;
 - the parent locks the bytes of all of a worker's queued chunks in one call, which succeeds
-  only if the worker holds none of them (``Claims.withdraw``).
+  only if the worker holds none of them (``Claims.withdraw``): since those are the last
+  chunks sent, the worker holds one of them if it started any. The parent holds each byte
+  until the worker says it skipped that chunk (``Claims.release``).
 
-Neither side ever lets go of a byte it took while the worker lives, so the answer never
-changes. A worker's locks end with its process: a death frees them, and a stopped worker
-blocks nothing (the parent never waits for a lock). Each worker has a region of the file of
-its own, from its worker id times ``REGION``; its n-th chunk is byte n of it. The file has
-no name, so nothing is left behind, even by a killed parent.
+So the answer for a chunk never changes, and only a few locks exist at any time. A worker's
+locks end with its process: a death frees them, and a stopped worker blocks nothing (the
+parent never waits for a lock). Each worker has a region of the file of its own, from its
+worker id times ``REGION``; its n-th chunk is byte n of it. The file has no name, so nothing
+is left behind, even by a killed parent.
 
 Record locks belong to a process, not a thread: only workers that are processes of their
 own may take part (the local backend). Owns the file and the byte arithmetic; knows nothing
@@ -81,6 +84,11 @@ class Claims:
             raise ValueError(f"no chunks to withdraw between {first} and {last}")
         return _lock(self._fd, _region(worker_id) + first, last - first + 1)
 
+    def release(self, worker_id: int, number: int) -> None:
+        """Worker ``worker_id`` skipped its ``number``-th chunk, taken back: the byte can
+        go (the worker never comes back to it)."""
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _region(worker_id) + number)
+
     def forget(self, worker_id: int) -> None:
         """The worker has ended: the parent's bytes in its region can go."""
         fcntl.lockf(self._fd, fcntl.LOCK_UN, REGION, _region(worker_id))
@@ -95,16 +103,27 @@ class WorkerClaims:
     setup: inherited as it is under fork, the descriptor passed along by multiprocessing
     under spawn and forkserver."""
 
-    __slots__ = ("_fd", "_region")
+    __slots__ = ("_fd", "_held", "_region")
 
     def __init__(self, fd: int, region: int) -> None:
         self._fd = fd
         self._region = region
+        self._held = 0  # the number of the last chunk it claimed (0: none yet)
 
     def take(self, number: int) -> bool:
         """Claim the worker's ``number``-th chunk, which was queued: False if the parent
-        took it back (it runs elsewhere, and must be skipped)."""
-        return _lock(self._fd, self._region + number, 1)
+        took it back (it runs elsewhere, and must be skipped).
+
+        Only the byte of the last chunk claimed is held: the parent takes back the chunks
+        queued last, so if the worker started one of them, the last it claimed is one of
+        them. One lock per worker, then, where a lock per chunk would pile up thousands, which
+        the kernel walks on every lock call."""
+        if not _lock(self._fd, self._region + number, 1):
+            return False
+        if self._held:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._region + self._held)
+        self._held = number
+        return True
 
     def __reduce__(self) -> tuple[Any, ...]:
         if context.get_spawning_popen() is None:

@@ -62,6 +62,7 @@ from ._messages import (
     Logged,
     Printed,
     Ready,
+    Skipped,
     WorkerInit,
 )
 from ._options import WorkerPolicy, WorkerSetupOptions
@@ -409,6 +410,8 @@ class Dispatcher:
                                                   message.result_segments)
                 if error is not None:  # run it again, or fail it: the scheduler's choice
                     self._tell(ItemFailed(chunk, position, error), now)
+        elif isinstance(message, Skipped):
+            self._workers.skipped(record, message.number)
         elif isinstance(message, Ready):
             self._tell(WorkerReady(worker_id), now)
         elif isinstance(message, InitFailed):

@@ -9,7 +9,8 @@ the same thing with ``collections.namedtuple``.
 At start:         WorkerSetup (an argument of the worker process, not a message on the pipe)
 Parent -> worker:  RunChunk, Stop
 Worker -> parent:  Ready (initializer done), InitFailed, ItemDone (only when the chunk asks for
-                   each item to be reported), ChunkDone; and at any time, from any thread of a
+                   each item to be reported), ChunkDone, Skipped (a chunk the parent took
+                   back); and at any time, from any thread of a
                    worker that forwards them, Logged and Printed
 
 On the pipe a message is ``encode``d as a plain tuple, its kind's number first, and
@@ -191,12 +192,19 @@ class ChunkDone(_Message):
     result_segments: tuple[str, ...] = ()  # the results' large buffers (_shared_memory)
 
 
+class Skipped(_Message):
+    """The worker skipped its ``number``-th chunk, which the parent had taken back
+    (procpool._claims): the parent's claim on it has done its work."""
+
+    number: int
+
+
 # ---- on the pipe ------------------------------------------------------------------------
 
 # A message's kind travels as its place here: append new kinds, never reorder (a worker and
 # its parent always run the same procpool, but the numbers are easier to read when they last).
 _KINDS: tuple[type[Any], ...] = (RunChunk, Stop, Ready, InitFailed, ItemDone, Logged, Printed,
-                                 ChunkDone)
+                                 ChunkDone, Skipped)
 _NUMBER_OF_KIND = {kind: number for number, kind in enumerate(_KINDS)}
 
 

@@ -40,6 +40,7 @@ from ._messages import (
     ItemFailure,
     Ready,
     RunChunk,
+    Skipped,
     Stop,
     WorkerInit,
     WorkerSetup,
@@ -171,11 +172,11 @@ def worker_main(
             return
         assert isinstance(message, RunChunk), message
         received += 1
-        if (message.withdrawable and setup.claims is not None
-                and not setup.claims.take(received)):
-            _skip_withdrawn(message, functions)
-            continue
         try:
+            if (message.withdrawable and setup.claims is not None
+                    and not setup.claims.take(received)):
+                _skip_withdrawn(replies, message, functions, received)
+                continue
             _run_chunk(replies, message, functions, reports_rss=setup.reports_rss)
         except (EOFError, OSError):
             return  # the parent is gone mid-chunk
@@ -266,12 +267,15 @@ def _load_function(message: RunChunk, functions: FunctionCache) -> Callable[...,
     return function  # type: ignore[no-any-return]
 
 
-def _skip_withdrawn(message: RunChunk, functions: FunctionCache) -> None:
-    """The parent took this queued chunk back while the one before it ran (it runs
-    elsewhere): nothing of it runs here, and nothing is answered. Its function is cached as
-    if it had run, as the dispatcher's mirror of the cache expects."""
+def _skip_withdrawn(conn: _Sender, message: RunChunk, functions: FunctionCache,
+                    number: int) -> None:
+    """The parent took this queued chunk, the worker's ``number``-th, back while the one
+    before it ran (it runs elsewhere): nothing of it runs here; the parent is told, so that
+    it can let go of its claim. Its function is cached as if it had run, as the dispatcher's
+    mirror of the cache expects."""
     with contextlib.suppress(Exception):  # unloadable: what a chunk that uses it will say
         _load_function(message, functions)
+    conn.send_bytes(encode(Skipped(number)))
 
 
 def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,

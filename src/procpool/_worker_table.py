@@ -172,6 +172,11 @@ class WorkerTable:
             record.segments.withdrawn(count)
         return True
 
+    def skipped(self, record: WorkerRecord, number: int) -> None:
+        """``record``'s worker skipped its ``number``-th chunk, taken back by ``withdraw``."""
+        if self._claims is not None:
+            self._claims.release(record.worker_id, number)
+
     def is_listening(self, record: WorkerRecord) -> bool:
         """Whether ``record``'s replies still count: it is active and its stream is sound."""
         return record.listening and self.active.get(record.worker_id) is record
