@@ -616,6 +616,24 @@ def test_a_queue_not_taken_back_is_watched_again_behind_each_chunk_that_starts()
     assert scheduler.next_deadline() is None  # nothing waits behind the last one
 
 
+def test_nothing_is_queued_behind_a_chunk_that_overran_even_if_its_pace_now_allows_it() -> None:
+    # Two workers overrun at once, and the function's pace has since grown (another call of
+    # it was slow): the chunks taken back from the first may not be queued on the second
+    # before it is taken back in turn (the table would then take back the wrong ones), nor
+    # on the first again.
+    scheduler = started(Scheduler(2))
+    chunks = quick_chunks(6)
+    submit(scheduler, *chunks)
+    chunks[0].function.pace.observe(1, 0.2)
+    overrun = 0.001 + WITHDRAW_AFTER
+    assert scheduler.handle(Tick(), overrun) == [WithdrawQueued(0, 2), WithdrawQueued(1, 2)]
+    assert sends(scheduler.handle(QueuedWithdrawn(0), overrun)) == []
+    assert [c.chunk_id for c in scheduler.workers[1].queued] == [3, 5]
+    assert sends(scheduler.handle(QueuedWithdrawn(1), overrun)) == []
+    # Each worker's in their order, at the front of the queue (as requeued work goes).
+    assert [c.chunk_id for c in scheduler.pending] == [3, 5, 2, 4]
+
+
 def test_nothing_is_taken_back_from_a_worker_whose_kill_is_ordered() -> None:
     # Its death requeues what is queued on it (or the worker goes on to it first).
     scheduler = started(Scheduler(1))

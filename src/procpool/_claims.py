@@ -3,27 +3,30 @@
 A chunk queued behind a worker's running one waits in the worker's pipe, and a pipe cannot
 give it back. When the running call overruns its estimate (it hangs, say), the parent takes
 the queued chunks back to run them elsewhere: that is safe only if the worker has not
-started one of them and never will. Both sides settle this with POSIX record locks on one
-anonymous file per pool, a byte per chunk, so the kernel decides each chunk for exactly one
-side:
+started one of them and never will. Both sides settle this on one anonymous file per pool,
+a region of it per live worker, numbering a worker's chunks from 1 in the order they were
+sent:
 
-- the worker locks the byte of its n-th chunk before it starts a chunk that was queued, and
-  skips the chunk if the byte is taken (``WorkerClaims.take``); it holds the byte of the
-  last chunk it claimed until it claims the next;
-- the parent locks the bytes of all of a worker's queued chunks in one call, which succeeds
-  only if the worker holds none of them (``Claims.withdraw``): since those are the last
-  chunks sent, the worker holds one of them if it started any. The parent holds each byte
-  until the worker says it skipped that chunk (``Claims.release``).
+- the worker, before it starts its n-th chunk, which was queued, takes a POSIX record lock
+  on byte n of its region, skips the chunk if it cannot, and else writes n as the region's
+  *mark* (the highest number it has started) and lets go of the byte
+  (``WorkerClaims.take``);
+- the parent takes back chunks ``first`` .. ``last`` by locking their bytes in one call
+  (which fails while the worker is between its lock and its mark), then reading the mark:
+  the worker started none of them if the mark is below ``first`` (``Claims.withdraw``).
+  It holds the bytes until the worker says it skipped those chunks (``Claims.release``).
 
-So the answer for a chunk never changes, and only a few locks exist at any time. A worker's
-locks end with its process: a death frees them, and a stopped worker blocks nothing (the
-parent never waits for a lock). Each worker has a region of the file of its own, from its
-worker id times ``REGION``; its n-th chunk is byte n of it. The file has no name, so nothing
-is left behind, even by a killed parent.
+The kernel orders the two lock calls, so each chunk is started by the worker or taken back by
+the parent, never both. The mark outlives the worker: a worker that started a chunk and then
+died (its locks died with it) still says so. The parent never waits for a lock, so a stuck
+worker blocks nothing. Few locks exist at any time, which matters: the kernel walks a file's
+locks on every lock call. A region is used again once its worker has ended (its mark reset),
+so the file holds a page per live worker. The file has no name, so nothing is left behind,
+even by a killed parent.
 
 Record locks belong to a process, not a thread: only workers that are processes of their
-own may take part (the local backend). Owns the file and the byte arithmetic; knows nothing
-of chunks, schedules or pipes.
+own may take part (the local backend). Owns the file, its regions and the byte arithmetic;
+knows nothing of chunks, schedules or pipes.
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ import os
 from multiprocessing import context, reduction
 from typing import Any
 
-# Bytes per worker: more chunks than a worker can run (10^12). Worker ids wrap around far
-# beyond the few workers alive at once.
+# Bytes per worker's region: more chunks than a worker can run (10^12). The first 8 bytes
+# hold its mark (data, where the chunks' bytes are locks: the two never interfere).
 REGION = 1 << 40
-_WORKER_IDS = 1 << 22  # REGION * _WORKER_IDS stays below 2**63, the largest offset
+_MARK = 8
 
 
 def _anonymous_file() -> int:
@@ -48,10 +51,6 @@ def _anonymous_file() -> int:
 
     with tempfile.TemporaryFile() as file:  # created, then unlinked at once
         return os.dup(file.fileno())
-
-
-def _region(worker_id: int) -> int:
-    return (worker_id % _WORKER_IDS) * REGION
 
 
 def _lock(fd: int, start: int, length: int) -> bool:
@@ -71,27 +70,46 @@ class Claims:
 
     def __init__(self) -> None:
         self._fd = _anonymous_file()
+        self._regions: dict[int, int] = {}  # worker id -> offset of its region
+        self._free: list[int] = []  # regions of workers that have ended
+        self._allocated = 0
 
     def for_worker(self, worker_id: int) -> WorkerClaims:
-        """What a new worker needs to claim its chunks (part of its setup)."""
-        return WorkerClaims(self._fd, _region(worker_id))
+        """A region for a new worker, its mark reset: what it needs to claim its chunks
+        (part of its setup)."""
+        if self._free:
+            region = self._free.pop()
+        else:
+            region, self._allocated = self._allocated * REGION, self._allocated + 1
+        os.pwrite(self._fd, bytes(_MARK), region)
+        self._regions[worker_id] = region
+        return WorkerClaims(self._fd, region)
 
     def withdraw(self, worker_id: int, first: int, last: int) -> bool:
-        """Take chunks ``first`` .. ``last`` (counted from 1 in the order they were sent) back
-        from worker ``worker_id``: True if it has started none of them, and then it never
-        will; False if it has started one already."""
-        if last < first:  # a length of 0 would lock to the end of the file: every worker's
+        """Take chunks ``first`` .. ``last`` back from worker ``worker_id``: True if it has
+        started none of them, and then it never will; False if it has started one."""
+        if last < first:  # a length of 0 would lock to the end of the file: every region
             raise ValueError(f"no chunks to withdraw between {first} and {last}")
-        return _lock(self._fd, _region(worker_id) + first, last - first + 1)
+        region = self._regions[worker_id]
+        if not _lock(self._fd, region + first, last - first + 1):
+            return False  # it is claiming one of them right now
+        if int.from_bytes(os.pread(self._fd, _MARK, region), "little") < first:
+            return True
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, last - first + 1, region + first)
+        return False
 
     def release(self, worker_id: int, number: int) -> None:
         """Worker ``worker_id`` skipped its ``number``-th chunk, taken back: the byte can
         go (the worker never comes back to it)."""
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _region(worker_id) + number)
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._regions[worker_id] + number)
 
     def forget(self, worker_id: int) -> None:
-        """The worker has ended: the parent's bytes in its region can go."""
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, REGION, _region(worker_id))
+        """The worker has ended: its region is free for another, the parent's bytes in it
+        let go."""
+        region = self._regions.pop(worker_id, None)
+        if region is not None:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, REGION, region)
+            self._free.append(region)
 
     def close(self) -> None:
         """The pool has ended, and every worker with it."""
@@ -103,26 +121,20 @@ class WorkerClaims:
     setup: inherited as it is under fork, the descriptor passed along by multiprocessing
     under spawn and forkserver."""
 
-    __slots__ = ("_fd", "_held", "_region")
+    __slots__ = ("_fd", "_region")
 
     def __init__(self, fd: int, region: int) -> None:
         self._fd = fd
         self._region = region
-        self._held = 0  # the number of the last chunk it claimed (0: none yet)
 
     def take(self, number: int) -> bool:
         """Claim the worker's ``number``-th chunk, which was queued: False if the parent
-        took it back (it runs elsewhere, and must be skipped).
-
-        Only the byte of the last chunk claimed is held: the parent takes back the chunks
-        queued last, so if the worker started one of them, the last it claimed is one of
-        them. One lock per worker, then, where a lock per chunk would pile up thousands, which
-        the kernel walks on every lock call."""
-        if not _lock(self._fd, self._region + number, 1):
+        took it back (it runs elsewhere, and must be skipped). Numbers only rise."""
+        byte = self._region + number
+        if not _lock(self._fd, byte, 1):
             return False
-        if self._held:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._region + self._held)
-        self._held = number
+        os.pwrite(self._fd, number.to_bytes(_MARK, "little"), self._region)
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, byte)  # the mark says it from now on
         return True
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -135,4 +147,3 @@ def _rebuild(duplicate: Any, region: int) -> WorkerClaims:
     fd = duplicate.detach()
     os.set_inheritable(fd, False)  # passed to the worker inheritable: not on to what it runs
     return WorkerClaims(fd, region)
-

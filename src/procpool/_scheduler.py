@@ -314,6 +314,7 @@ class Scheduler:
         for worker_id, slot in self.workers.items():
             if slot.overrun_at is not None and slot.overrun_at <= now:
                 slot.overrun_at = None  # one try: if one has started, its end says more
+                slot.overran = True
                 actions.append(WithdrawQueued(worker_id, len(slot.queued)))
             if slot.deadline is None or slot.deadline > now:
                 continue

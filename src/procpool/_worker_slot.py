@@ -51,8 +51,11 @@ class WorkerSlot:
     # Queued chunks cancelled while they waited: the worker is killed when one starts.
     cancelled_queued: set[Chunk] = field(default_factory=set)
     # While chunks are queued: when the running chunk will have overrun its estimate by
-    # WITHDRAW_AFTER, and the queued ones are to be taken back (the scheduler's Tick).
+    # WITHDRAW_AFTER, and the queued ones are to be taken back (the scheduler's Tick); and
+    # whether it has, so that nothing more is queued behind it (nor between the Tick and
+    # the taking back, which must find the queue it was told of).
     overrun_at: float | None = None
+    overran: bool = False
     position: int = 0  # items of the running chunk already reported (chunks that report each)
     deadline: float | None = None  # the running item's timeout, or the initializer's
     ready: bool = False
@@ -162,10 +165,10 @@ class WorkerSlot:
     def may_queue(self, policy: WorkerPolicy) -> bool:
         """Whether one more chunk may wait on this worker behind what it has: not on a worker
         that is starting, doomed, or to be recycled once its running chunk is done, nor on
-        one that holds QUEUE_MAX_CHUNKS already."""
+        one that holds QUEUE_MAX_CHUNKS already, nor behind a chunk that overran."""
         queued = len(self.queued)
         return (self.running is not None and queued < QUEUE_MAX_CHUNKS and self.ready
-                and not self.doomed and policy.max_memory is None
+                and not self.doomed and not self.overran and policy.max_memory is None
                 and (policy.max_tasks is None
                      or self.chunks_done + queued + 2 <= policy.max_tasks))
 
@@ -188,7 +191,7 @@ class WorkerSlot:
         self.items_done += self.running.size - self.position
         self.running, self.position, self.deadline = None, 0, None
         self.overrun_at = None  # what is queued starts next (start_queued)
-        self.collateral = self.running_cancelled = False
+        self.collateral = self.running_cancelled = self.overran = False
         self.chunks_done += 1
 
     def recycle_cause(self, policy: WorkerPolicy, rss: int) -> str | None:

@@ -101,7 +101,12 @@ class WorkerTable:
         private_fds = list(self._parent_fds)
         for record in self.records():
             private_fds += record.handle.private_fds()
-        handle = self._backend.start_worker(worker_id, setup, private_fds)
+        try:
+            handle = self._backend.start_worker(worker_id, setup, private_fds)
+        except BaseException:
+            if self._claims is not None:
+                self._claims.forget(worker_id)
+            raise
         prefix = self._segment_prefix
         record = WorkerRecord(
             handle, FrameReader(handle.connection.fileno(), self._read_scratch),
