@@ -10,8 +10,8 @@ At start:         WorkerSetup (an argument of the worker process, not a message 
 Parent -> worker:  RunChunk, Stop
 Worker -> parent:  Ready (initializer done), InitFailed, ItemDone (only when the chunk asks for
                    each item to be reported), ChunkDone, Skipped (a chunk the parent took
-                   back); and at any time, from any thread of a
-                   worker that forwards them, Logged and Printed
+                   back); and at any time, from any thread of a worker that forwards
+                   them, Logged and Printed
 
 On the pipe a message is ``encode``d as a plain tuple, its kind's number first, and
 ``decode``d back: a named tuple pickles by its class's name, which the reader looks up again
