@@ -482,7 +482,7 @@ class Dispatcher:
         elif isinstance(action, KillWorker):
             self._workers.kill(action.worker_id)  # its sentinel then reports the death
         elif isinstance(action, WithdrawQueued):
-            if self._workers.withdraw(action.worker_id, action.count):
+            if self._workers.withdraw(action.worker_id, action.queued):
                 self._tell(QueuedWithdrawn(action.worker_id), self._clock())
         elif isinstance(action, BreakPool):
             self._break(action.error)

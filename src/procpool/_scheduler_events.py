@@ -55,14 +55,14 @@ class KillWorker:
     worker_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class WithdrawQueued:
-    """Take back the ``count`` chunks queued on a worker, unless it has started one of them:
+class WithdrawQueued(NamedTuple):
+    """Take back the ``queued`` chunks queued on a worker, unless it has started one of them:
     the one it runs has overrun its estimate (it may hang), and they would wait behind it.
-    Answered with ``QueuedWithdrawn`` if they were taken back."""
+    Answered with ``QueuedWithdrawn`` if they were taken back. (A named tuple, as the events
+    below are, for the same reason: each frozen dataclass costs the first import a lot more.)"""
 
     worker_id: int
-    count: int
+    queued: int  # how many (tuple's own ``count`` is taken)
 
 
 @dataclass(frozen=True, slots=True)
