@@ -101,7 +101,9 @@ class Claims:
     def release(self, worker_id: int, number: int) -> None:
         """Worker ``worker_id`` skipped its ``number``-th chunk, taken back: the byte can
         go (the worker never comes back to it)."""
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._regions[worker_id] + number)
+        region = self._regions.get(worker_id)
+        if region is not None:  # else forgotten already, and every byte of it let go
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, region + number)
 
     def forget(self, worker_id: int) -> None:
         """The worker has ended: its region is free for another, the parent's bytes in it
