@@ -2,10 +2,10 @@
 
 Owns each worker's handle and what the dispatcher keeps about it: its reply stream, the mirror
 of its function cache, its shared-memory account, its peak memory, whether its pipe is still
-worth listening to, and why it was killed, if it was. Starting a
-worker, sending it a chunk, reading its replies, asking it to stop, killing them all, telling
-how one died, and releasing one (reap, close, remove what it left behind) each happen here,
-once.
+worth listening to, why it was killed, if it was, and the pool's claims on queued chunks
+(procpool._claims). Starting a worker, sending it a chunk, taking queued chunks back, reading
+its replies, asking it to stop, killing them all, telling how one died, and releasing one
+(reap, close, remove what it left behind) each happen here, once.
 
 Used by the dispatcher thread only. It decides nothing: the scheduler says which worker to
 start, stop or kill, and when; what a reply means is the dispatcher's to act on.
@@ -163,7 +163,7 @@ class WorkerTable:
 
     def withdraw(self, worker_id: int, count: int) -> bool:
         """Take back the last ``count`` chunks sent ``later`` to an active worker: True if it
-        has started none of them, and then it never will (it skips them, answering nothing);
+        has started none of them, and then it never will (it skips each, saying so: ``skipped``);
         False if it started one, or chunks cannot be taken back from this backend's workers.
         A message not written yet is still written, to keep the worker's count of what it
         received in step."""
