@@ -65,6 +65,11 @@ def _lock(fd: int, start: int, length: int) -> bool:
     return True
 
 
+def _unlock(fd: int, start: int, length: int) -> None:
+    """Let go of bytes ``start`` .. ``start + length - 1`` (only this process's own locks)."""
+    fcntl.lockf(fd, fcntl.LOCK_UN, length, start)
+
+
 class Claims:
     """The parent's side: one per pool, used by the dispatcher thread alone."""
 
@@ -95,7 +100,7 @@ class Claims:
             return False  # it is claiming one of them right now
         if int.from_bytes(os.pread(self._fd, _MARK, region), "little") < first:
             return True
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, last - first + 1, region + first)
+        _unlock(self._fd, region + first, last - first + 1)
         return False
 
     def release(self, worker_id: int, number: int) -> None:
@@ -103,14 +108,14 @@ class Claims:
         go (the worker never comes back to it)."""
         region = self._regions.get(worker_id)
         if region is not None:  # else forgotten already, and every byte of it let go
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, region + number)
+            _unlock(self._fd, region + number, 1)
 
     def forget(self, worker_id: int) -> None:
         """The worker has ended: its region is free for another, the parent's bytes in it
         let go."""
         region = self._regions.pop(worker_id, None)
         if region is not None:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, REGION, region)
+            _unlock(self._fd, region, REGION)
             self._free.append(region)
 
     def close(self) -> None:
@@ -136,7 +141,7 @@ class WorkerClaims:
         if not _lock(self._fd, byte, 1):
             return False
         os.pwrite(self._fd, number.to_bytes(_MARK, "little"), self._region)
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, byte)  # the mark says it from now on
+        _unlock(self._fd, byte, 1)  # the mark says it from now on
         return True
 
     def __reduce__(self) -> tuple[Any, ...]:

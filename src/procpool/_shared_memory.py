@@ -250,10 +250,10 @@ class WorkerSegments:
 
     def withdrawn(self, count: int) -> None:
         """The last ``count`` chunks sent were taken back before the worker started them
-        (procpool._claims): they run elsewhere, and are no longer this worker's."""
+        (procpool._claims): they run elsewhere, and are no longer this worker's. (None
+        ran, so none has results read.)"""
         for _ in range(count):
-            chunk = self._sent.pop()
-            self._results_read.pop(chunk.chunk_id, None)
+            self._sent.pop()
 
     def results_read(self, chunk: Chunk, count: int) -> None:
         """A reply of ``chunk`` (one of its items) brought ``count`` result segments, which
