@@ -363,31 +363,18 @@ INTERRUPT_SCRIPTS = {
                 sys.exit(130)
     """),
     "asyncio": textwrap.dedent("""
-        import asyncio, json, signal, socket, sys
+        import asyncio, json, sys
         import misbehaving as mb
         import procpool
 
-        WAKE_UP = []
-
-        def wake_the_loop_on_signals():
-            # CPython 3.10's asyncio.run misses a Ctrl-C that lands just before its loop goes
-            # to sleep (bpo-39622; 3.11's asyncio.Runner wakes the loop itself). A wake-up
-            # descriptor closes that window the way asyncio's own signal handlers do.
-            reader, writer = socket.socketpair()
-            reader.setblocking(False)
-            writer.setblocking(False)
-            asyncio.get_running_loop().add_reader(reader, reader.recv, 64)
-            signal.set_wakeup_fd(writer.fileno())
-            WAKE_UP.extend((reader, writer))  # open until the process ends
-
         async def main(executor):
-            if sys.version_info < (3, 11):
-                wake_the_loop_on_signals()
             calls = [asyncio.ensure_future(
                          executor.run(mb.announce_then_block, sys.argv[2], sys.argv[3]))
                      for _ in range(3)]
             await asyncio.sleep(0)  # each call has run up to its await: all are submitted
             print(json.dumps(list(executor._processes)), flush=True)
+            # No wake-up descriptor: a Ctrl-C that lands just before the loop sleeps is handled
+            # at procpool's next wake of the loop (_threads.await_in_slices), on every version.
             await asyncio.gather(*calls)
 
         if __name__ == "__main__":
@@ -571,6 +558,53 @@ def test_a_ctrl_c_whose_wake_up_was_lost_still_stops_the_wait(face: str) -> None
         else:
             pool.terminate()
             pool.join()
+
+
+@pytest.mark.parametrize("face", ["run", "run-waiting-for-room", "amap", "pool-imap"])
+def test_a_ctrl_c_whose_wake_up_was_lost_still_stops_an_await(face: str, fifos: Fifos) -> None:
+    # An event loop asleep in select has the window a lock wait has: a Ctrl-C that lands just
+    # before the loop sleeps is handled only once something wakes the loop. Here nothing else
+    # would, so a watchdog wakes it after 10 s and the test fails instead of hanging.
+    interrupted, rescued = threading.Event(), threading.Event()
+    executor = procpool.ProcessPoolExecutor(1, mp_context="fork", max_queued=1)
+    pool = procpool.Pool(1, context="fork")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def watchdog() -> None:
+            if not interrupted.wait(10):
+                rescued.set()
+                loop.call_soon_threadsafe(lambda: None)
+
+        threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
+        _ctrl_c_that_does_not_wake_the_main_thread()
+        if face == "run":
+            await executor.run(time.sleep, 60)
+        elif face == "run-waiting-for-room":
+            await executor.run(time.sleep, 60)  # waits in max_queued's queue (set up below)
+        elif face == "amap":
+            async for _ in executor.amap(time.sleep, [60]):
+                pass
+        else:
+            async for _ in pool.imap(time.sleep, [60]):
+                pass
+
+    try:
+        if face == "run-waiting-for-room":
+            executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+            fifos.wait_started()  # running: the next call is the one queued
+            executor.submit(time.sleep, 60)
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(main())
+        interrupted.set()
+        assert not rescued.is_set(), "the loop slept on with the Ctrl-C pending"
+    finally:
+        interrupted.set()
+        executor.kill_workers()
+        executor.shutdown(wait=True, cancel_futures=True)
+        pool.terminate()
+        pool.join()
 
 
 def test_interpreter_exit_does_not_wait_for_a_task_ignoring_sigterm(

@@ -20,6 +20,7 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures import process as stdlib_process
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from . import _threads as threads
 from ._engine import Engine, WorkerView, name_of
 from ._futures import FutureSink, ProcessFuture, executor_traceback
 from ._map_through_submit import map_through_submit
@@ -248,7 +249,7 @@ class ProcessPoolExecutor(Executor):
             # shutdown(wait=True) waiting for it.
             future.cancel()
             raise
-        return await awaitable
+        return await threads.await_in_slices(awaitable)
 
     async def amap(self, fn: Callable[..., T], *iterables: Iterable[Any],
                    chunksize: int | None = None,

@@ -19,6 +19,8 @@ from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from . import _threads as threads
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -109,7 +111,7 @@ class QueueBound:
             self._waiters.append(waiter)
         assert waiter.future is not None
         try:
-            await waiter.future
+            await threads.await_in_slices(waiter.future)
         except BaseException:  # cancelled: a place handed to it meanwhile goes on
             self._withdraw(waiter)
             raise

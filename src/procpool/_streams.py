@@ -432,7 +432,7 @@ async def next_async(job: StreamJob) -> Any:
         listener = functools.partial(loop.call_soon_threadsafe, _wake, woken)
         job.call_when_ready(listener)
         try:
-            await woken
+            await threads.await_in_slices(woken)
         finally:
             job.forget_listener(listener)  # cancelled: its loop may be gone when one comes
 

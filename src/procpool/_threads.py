@@ -18,6 +18,12 @@ And the main thread's waits for results go in slices (``wait_in_slices``): CPyth
 wake-up of a signal that lands just as a lock wait begins (its handler runs before the wait,
 which then sleeps on; python/cpython#85300). A Ctrl-C at that instant would otherwise wait for
 a result that the Ctrl-C was meant to give up on.
+
+An event loop on the main thread has the same window: a signal that lands after the loop's
+last look at its handlers and before its ``select`` sleeps leaves the handler (asyncio.Runner's,
+which cancels the main task, or the default one, which raises KeyboardInterrupt) waiting until
+something wakes the loop. While procpool awaits a result there (``await_in_slices``), a timer
+wakes that loop at least every SIGNAL_CHECK_SECONDS: one timer per loop, however many awaits.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+
+T = TypeVar("T")
 
 _BLOCKED = {signal.SIGINT}
 
@@ -59,3 +72,60 @@ def wait_in_slices(wait: Callable[[float | None], bool], timeout: float | None) 
             return wait(left)
         if wait(SIGNAL_CHECK_SECONDS):
             return True
+
+
+async def await_in_slices(awaitable: Awaitable[T]) -> T:
+    """``await awaitable``; on the main thread, its event loop wakes at least every
+    SIGNAL_CHECK_SECONDS meanwhile, so that a signal whose wake-up was lost is handled (see
+    above). The caller's coroutine runs in a loop, so asyncio is imported already."""
+    if threading.current_thread() is not threading.main_thread():
+        return await awaitable
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    waker = _loop_wakers.get(loop)
+    if waker is None:
+        waker = _loop_wakers[loop] = _LoopWaker()
+    waker.enter(loop)
+    try:
+        return await awaitable
+    finally:
+        waker.leave()
+
+
+class _LoopWaker:
+    """Wakes one event loop every SIGNAL_CHECK_SECONDS while anything awaits in slices on it.
+
+    Used only from the loop's own thread, so it needs no lock. A timer is never cancelled: one
+    that finds nothing waiting simply ends, so that an await costs a clock read, not a timer.
+    Only the timer due at ``_next_wake`` goes on; one that was lost (a KeyboardInterrupt
+    raised in its callback) is replaced at the next ``enter``, one overtaken is dropped. It
+    does not hold its loop (the timers do), so the registry's weak key can die."""
+
+    __slots__ = ("_next_wake", "_waiting")
+
+    def __init__(self) -> None:
+        self._waiting = 0
+        self._next_wake = float("-inf")  # when the live timer is due; past: there is none
+
+    def enter(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._waiting += 1
+        now = loop.time()
+        if now >= self._next_wake:
+            self._arm(loop, now)
+
+    def leave(self) -> None:
+        self._waiting -= 1
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        self._next_wake = due = now + SIGNAL_CHECK_SECONDS
+        loop.call_at(due, self._wake, loop, due)
+
+    def _wake(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        # Running this callback is the point: the loop is awake, and runs pending handlers.
+        if self._waiting and due == self._next_wake:
+            self._arm(loop, loop.time())
+
+
+_loop_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
+    weakref.WeakKeyDictionary())
