@@ -8,12 +8,53 @@ from __future__ import annotations
 import pytest
 
 from procpool._pace import (
+    MAP_CHUNK_MAX_BYTES,
+    MAP_CHUNKS_PER_WORKER,
     MAX_CHUNK_ITEMS,
     TARGET_CHUNK_BYTES,
     TARGET_CHUNK_SECONDS,
     ChunkSizer,
     Pace,
+    _busiest_workers_items,
+    map_chunksize,
+    stdlib_map_chunksize,
 )
+
+
+@pytest.mark.parametrize(("count", "item_bytes", "expected"), [
+    (0, 0, 0),  # nothing to cut
+    (1, 0, 1),
+    (1_000_000, 0, 31_250),  # 1,000,000 / (2 workers x 16)
+    (1_000_001, 0, 31_251),  # rounded up: one worker runs 15 items more, 0.003%
+    (400, 0, 10),  # 13 would leave one worker 205 items and the other 195
+    (1_000, MAP_CHUNK_MAX_BYTES // 3, 3),  # 32 would be 10 MiB: the bytes decide
+    (1_000, MAP_CHUNK_MAX_BYTES * 2, 1),  # at least one item, however large
+])
+def test_map_chunks_are_sixteen_per_worker_spread_evenly_unless_their_bytes_are_too_many(
+        count: int, item_bytes: int, expected: int) -> None:
+    assert map_chunksize(count, 2, item_bytes) == expected
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 8])
+def test_map_chunks_never_leave_a_worker_more_than_rounding_up_would(processes: int) -> None:
+    for count in range(1, 2_000):
+        rounded_up = max(1, -(-count // (processes * MAP_CHUNKS_PER_WORKER)))
+        chosen = map_chunksize(count, processes, 0)
+        assert rounded_up // 2 < chosen <= rounded_up
+        assert (_busiest_workers_items(count, chosen, processes)
+                <= _busiest_workers_items(count, rounded_up, processes))
+
+
+def test_the_busiest_worker_is_counted_with_the_short_last_chunk() -> None:
+    assert _busiest_workers_items(400, 13, 2) == 205  # 15 chunks of 13, then the 10 left
+    assert _busiest_workers_items(400, 10, 2) == 200
+    assert _busiest_workers_items(401, 50, 2) == 201  # the 9th chunk, one item, runs alone
+    assert _busiest_workers_items(10, 4, 3) == 4  # 4, 4, 2 at once
+
+
+@pytest.mark.parametrize(("count", "expected"), [(0, 0), (7, 1), (400, 50), (401, 51)])
+def test_with_recycling_map_chunks_are_the_stdlibs(count: int, expected: int) -> None:
+    assert stdlib_map_chunksize(count, 2) == expected
 
 
 def test_the_pace_is_unknown_until_a_chunk_finishes_then_follows_the_newest() -> None:

@@ -582,35 +582,32 @@ def test_map_async_shows_its_progress_where_recipes_read_it(
         assert result._number_left == 0
 
 
-@pytest.mark.parametrize("length", [0, 1, 7, 10, 100])
-def test_map_async_picks_the_stdlib_chunksize(length: int) -> None:
+@pytest.mark.parametrize("as_list", [True, False])
+@pytest.mark.parametrize(("length", "chunksize"), [
+    (0, 0), (1, 1), (7, 1), (10, 1),
+    (100, 3),  # 32 chunks of 4 would leave one worker 52 items; of 3, 51
+    (1000, 25),  # 32 of 32 would leave one worker 512; 40 of 25, 500 each
+])
+def test_map_cuts_four_times_finer_than_the_stdlib_unless_workers_are_recycled(
+        length: int, chunksize: int, as_list: bool) -> None:
+    # maxtasksperchild counts chunks, so there the stdlib's size stays.
+    items = list(range(length)) if as_list else range(length)
     with multiprocessing.get_context("fork").Pool(2) as stdlib_pool, \
-            procpool.Pool(2, context="fork") as pool:
-        expected = stdlib_pool.map_async(mb.square, list(range(length)))
-        result = pool.map_async(mb.square, list(range(length)))
-        assert result._chunksize == expected._chunksize
-        assert result.get(timeout=30) == expected.get(timeout=30)
-        assert result._number_left == 0
-
-
-@pytest.mark.parametrize("length", [1, 7, 100, 1000])
-def test_a_range_is_cut_four_times_finer_unless_workers_are_recycled(length: int) -> None:
-    # A range's chunks cost nothing to make; maxtasksperchild counts chunks, so there the
-    # stdlib's size stays.
-    with procpool.Pool(2, context="fork") as pool, \
+            procpool.Pool(2, context="fork") as pool, \
             procpool.Pool(2, context="fork", maxtasksperchild=100) as recycling:
-        fine = pool.map_async(mb.square, range(length))
-        stdlib_sized = recycling.map_async(mb.square, range(length))
-        assert fine._chunksize == -(-length // 32)  # 2 workers x 4 x 4
-        assert stdlib_sized._chunksize == -(-length // 8)
-        squares = [x * x for x in range(length)]
-        assert fine.get(timeout=30) == stdlib_sized.get(timeout=30) == squares
+        expected = stdlib_pool.map_async(mb.square, items)
+        fine = pool.map_async(mb.square, items)
+        stdlib_sized = recycling.map_async(mb.square, items)
+        assert fine._chunksize == chunksize
+        assert stdlib_sized._chunksize == expected._chunksize
+        assert fine.get(timeout=30) == stdlib_sized.get(timeout=30) == expected.get(timeout=30)
+        assert fine._number_left == 0
 
 
 @pytest.mark.parametrize(("item_bytes", "chunksize"), [
-    (3 << 20, 1),  # 3 MiB: one a chunk
-    ((1 << 20) - 4096, 4),  # just under 1 MiB (with its pickle): 4 MiB of them a chunk
-    (1 << 10, 5),  # small: the stdlib's size (40 items, 2 workers x 4 chunks)
+    (3 << 20, 1),  # 3 MiB: one a chunk (4 MiB a chunk at most)
+    ((1 << 20) - 4096, 2),  # just under 1 MiB: 4 would fit, the finer cut is smaller
+    (1 << 10, 2),  # small: 40 items in 2 workers x 16 chunks, rounded up
 ])
 def test_map_sends_large_items_a_few_at_a_time_unless_workers_are_recycled(
         item_bytes: int, chunksize: int) -> None:

@@ -28,7 +28,7 @@ from ._options import (
     check_pool_chunksize,
     pool_options,
 )
-from ._pace import CHUNKS_PER_WORKER, map_chunksize
+from ._pace import map_chunksize, stdlib_map_chunksize
 from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
 from ._results import ApplyResult, MapResult, _AsyncResultBase
@@ -42,9 +42,6 @@ from ._streams import (
     stream_input,
     stream_sizes,
 )
-
-# How much finer than the stdlib's a map cuts a range (see Pool._map_async).
-RANGE_CHUNKS_FINER = 4
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
@@ -243,19 +240,13 @@ class Pool:
         # (the workers make the ints), not as pickled items.
         items = iterable if isinstance(iterable, (list, range)) else list(iterable)
         if chunksize is None:
-            # The stdlib's rule: about four chunks per worker. A range's chunks cost nothing
-            # to make, so it is cut four times finer: the parent takes the first results in
-            # while the workers compute, and the last chunk leaves a shorter tail (a million
-            # tiny tasks: 0.79x to 0.63x the stdlib's time under fork, docs/performance.md).
-            # Large items (arrays) go a few at a time (map_chunksize). Neither with
-            # maxtasksperchild, which counts chunks.
-            per_worker, item_bytes = CHUNKS_PER_WORKER, 0
-            if self._maxtasksperchild is None and items:
-                if type(items) is range:
-                    per_worker *= RANGE_CHUNKS_FINER
-                else:
-                    item_bytes = pickled_size(items[0])
-            chunksize = map_chunksize(len(items), per_worker, self._processes, item_bytes)
+            # Four times finer than the stdlib's, large items (arrays) a few at a time
+            # (map_chunksize); the stdlib's with maxtasksperchild, which counts chunks.
+            if self._maxtasksperchild is not None or not items:
+                chunksize = stdlib_map_chunksize(len(items), self._processes)
+            else:
+                item_bytes = 0 if type(items) is range else pickled_size(items[0])
+                chunksize = map_chunksize(len(items), self._processes, item_bytes)
         else:
             check_pool_chunksize(chunksize)
         tracker = make_tracker(progress, len(items), name_of(func), self._callbacks.post)
