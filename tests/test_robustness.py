@@ -508,6 +508,65 @@ def test_the_main_threads_waits_come_in_slices_others_do_not() -> None:
     assert calls == [60]  # off the main thread: the wait as asked for
 
 
+class _LoopClock:
+    """What _threads._LoopWaker uses of an event loop, with a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, Any, tuple[Any, ...]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> None:
+        self.timers.append((when, callback, args))
+
+    def run_due(self) -> None:
+        due = [timer for timer in self.timers if timer[0] <= self.now]
+        self.timers = [timer for timer in self.timers if timer[0] > self.now]
+        for _, callback, args in due:
+            callback(*args)
+
+    def due_times(self) -> list[float]:
+        return [round(when, 6) for when, _, _ in self.timers]
+
+
+def test_one_timer_wakes_a_loop_while_anything_awaits_on_it() -> None:
+    loop, waker = _LoopClock(), _threads._LoopWaker()
+    slice_ = _threads.SIGNAL_CHECK_SECONDS
+    waker.enter(loop)  # type: ignore[arg-type]
+    waker.enter(loop)  # type: ignore[arg-type]
+    assert loop.due_times() == [slice_]  # one timer, however many awaits
+    loop.now = slice_
+    loop.run_due()
+    assert loop.due_times() == [2 * slice_]  # still awaited: armed again
+    waker.leave()
+    waker.leave()
+    loop.now = 2 * slice_
+    loop.run_due()
+    assert loop.timers == []  # nothing awaits: the timers end
+    waker.enter(loop)  # type: ignore[arg-type]
+    assert loop.due_times() == [3 * slice_]
+
+
+def test_a_late_or_lost_wake_up_timer_is_replaced_and_never_doubled() -> None:
+    loop, waker = _LoopClock(), _threads._LoopWaker()
+    slice_ = _threads.SIGNAL_CHECK_SECONDS
+    waker.enter(loop)  # type: ignore[arg-type]
+    loop.timers.clear()  # lost: a KeyboardInterrupt raised in its callback
+    loop.now = 3 * slice_
+    waker.enter(loop)  # type: ignore[arg-type]
+    assert loop.due_times() == [4 * slice_]
+    loop.now = 5 * slice_  # late: the loop was busy past the timer's time
+    waker.enter(loop)  # type: ignore[arg-type]
+    assert loop.due_times() == [4 * slice_, 6 * slice_]
+    loop.run_due()  # the late one runs, finds itself replaced, and ends
+    assert loop.due_times() == [6 * slice_]
+    loop.now = 6 * slice_
+    loop.run_due()
+    assert loop.due_times() == [7 * slice_]
+
+
 def _thread_state(native_id: int) -> tuple[str, str]:
     """A thread's scheduler state (R, S...) and its count of voluntary switches."""
     with open(f"/proc/self/task/{native_id}/status") as status:

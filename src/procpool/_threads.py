@@ -98,9 +98,10 @@ class _LoopWaker:
 
     Used only from the loop's own thread, so it needs no lock. A timer is never cancelled: one
     that finds nothing waiting simply ends, so that an await costs a clock read, not a timer.
-    Only the timer due at ``_next_wake`` goes on; one that was lost (a KeyboardInterrupt
-    raised in its callback) is replaced at the next ``enter``, one overtaken is dropped. It
-    does not hold its loop (the timers do), so the registry's weak key can die."""
+    Only the timer due at ``_next_wake`` goes on; one that is late or was lost (a
+    KeyboardInterrupt raised in its callback) is replaced at the next ``enter``, and the one
+    replaced ends when it runs. It does not hold its loop (the timers do), so the registry's
+    weak key can die."""
 
     __slots__ = ("_next_wake", "_waiting")
 
@@ -123,8 +124,12 @@ class _LoopWaker:
 
     def _wake(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         # Running this callback is the point: the loop is awake, and runs pending handlers.
-        if self._waiting and due == self._next_wake:
+        if due != self._next_wake:
+            return  # overtaken by a timer armed after this one was late
+        if self._waiting:
             self._arm(loop, loop.time())
+        else:
+            self._next_wake = float("-inf")  # the next enter arms one, even if this ran early
 
 
 _loop_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWaker] = (
