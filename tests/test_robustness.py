@@ -627,6 +627,7 @@ def test_a_ctrl_c_whose_wake_up_was_lost_still_stops_an_await(face: str, fifos: 
     interrupted, rescued = threading.Event(), threading.Event()
     executor = procpool.ProcessPoolExecutor(1, mp_context="fork", max_queued=1)
     pool = procpool.Pool(1, context="fork")
+    helpers: list[threading.Thread] = []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -636,12 +637,11 @@ def test_a_ctrl_c_whose_wake_up_was_lost_still_stops_an_await(face: str, fifos: 
                 rescued.set()
                 loop.call_soon_threadsafe(lambda: None)
 
-        threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
-        _ctrl_c_that_does_not_wake_the_main_thread()
-        if face == "run":
+        helpers.append(threading.Thread(target=watchdog, name="watchdog", daemon=True))
+        helpers[0].start()
+        helpers.append(_ctrl_c_that_does_not_wake_the_main_thread())
+        if face.startswith("run"):  # with "-waiting-for-room", in max_queued's queue (below)
             await executor.run(time.sleep, 60)
-        elif face == "run-waiting-for-room":
-            await executor.run(time.sleep, 60)  # waits in max_queued's queue (set up below)
         elif face == "amap":
             async for _ in executor.amap(time.sleep, [60]):
                 pass
@@ -660,6 +660,8 @@ def test_a_ctrl_c_whose_wake_up_was_lost_still_stops_an_await(face: str, fifos: 
         assert not rescued.is_set(), "the loop slept on with the Ctrl-C pending"
     finally:
         interrupted.set()
+        for helper in helpers:
+            helper.join(30)
         executor.kill_workers()
         executor.shutdown(wait=True, cancel_futures=True)
         pool.terminate()
