@@ -6,7 +6,8 @@
 
 For each start method, one ``procpool.Pool`` and one ``procpool.ProcessPoolExecutor`` serve
 several submitting threads at once, each picking faces at random (``apply_async``,
-``map_async``, ``imap``, ``imap_unordered``, executor ``submit`` and ``map``), some calls with
+``map_async``, ``imap``, ``imap_unordered``, executor ``submit`` and ``map``, and asyncio's
+``await executor.run`` and ``async for`` over ``executor.amap``), some calls with
 ``retries``, some tasks carrying numpy arrays of 320 KiB (which travel through shared memory).
 A killer thread SIGKILLs a random *busy* worker every 50-200 ms: tasks write ``busy-<pid>``
 in the run's log directory while they run, and append their id to ``runs-<pid>`` as they
@@ -15,7 +16,8 @@ start, so the soak knows which task each kill hit and how often every task ran.
 Checked, not assumed, at the end of each start method:
 
 - every task answered exactly once, within a bound (a map that fails as a whole answers each
-  of its tasks with its error; an executor map stops at its first error, as the stdlib's);
+  of its tasks with its error; an executor map, and amap, stop at their first error, as the
+  stdlib's map does);
 - values right (arrays included), and the only error is ``WorkerDied``, for a worker the killer
   killed, and for a task with ``retries=r`` only once all ``r + 1`` attempts were made;
 - no task ran more often than 1 + the kills that hit it (ours, and the pool's own: it kills
@@ -31,6 +33,7 @@ violation, after one summary line.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import importlib
@@ -65,7 +68,7 @@ ARRAY_ITEMS = 40_000  # float64: 320 KiB, above the 256 KiB shared-memory thresh
 ARRAY_SHARE = 0.15  # of tasks carry an array
 RETRY_CHOICES = (0, 0, 1, 2)  # retries= of a call, picked at random
 FACE_WEIGHTS = {"apply_async": 2, "map_async": 2, "imap": 2, "imap_unordered": 1,
-                "submit": 2, "executor_map": 2}
+                "submit": 2, "executor_map": 2, "run": 1, "amap": 1}
 
 
 @dataclass
@@ -250,6 +253,52 @@ def face_executor_map(storm: Storm, specs: list[Any], retries: int, deadline: fl
         storm.answer(spec[0], True, value)
 
 
+def face_run(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    """``await executor.run(...)`` per task, gathered, in this thread's own event loop."""
+
+    async def calls() -> list[Any]:
+        runs = [storm.executor.run(ft.soak_task, spec) for spec in specs]
+        return await asyncio.wait_for(asyncio.gather(*runs, return_exceptions=True),
+                                      left(deadline))
+
+    try:
+        outcomes = asyncio.run(calls())
+    except asyncio.TimeoutError as exc:
+        raise Late("run") from exc
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        storm.answer(spec[0], not isinstance(outcome, BaseException), outcome)
+
+
+def face_amap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    """``async for`` over ``executor.amap``: in order; an error ends it at its position."""
+
+    async def consume() -> None:
+        answered = 0
+        try:
+            async for value in storm.executor.amap(ft.soak_task, specs, retries=retries):
+                storm.answer(specs[answered][0], True, value)
+                answered += 1
+        except Exception as exc:
+            if answered == len(specs):
+                storm.violation("amap: an error after the last task",
+                                f"amap raised after all {answered} results: {exc!r}")
+                return
+            storm.answer(specs[answered][0], False, exc)
+            with storm.lock:
+                for later in specs[answered + 1:]:
+                    storm.tasks[later[0]].dropped = True
+            return
+        if answered != len(specs):
+            storm.violation("amap ended early without an error",
+                            f"amap ended after {answered} of {len(specs)} results without "
+                            "an error")
+
+    try:
+        asyncio.run(asyncio.wait_for(consume(), left(deadline)))
+    except asyncio.TimeoutError as exc:
+        raise Late("amap") from exc
+
+
 FACES: dict[str, Callable[[Storm, list[Any], int, float], None]] = {
     "apply_async": face_apply_async,
     "map_async": face_map_async,
@@ -257,6 +306,8 @@ FACES: dict[str, Callable[[Storm, list[Any], int, float], None]] = {
     "imap_unordered": face_imap_unordered,
     "submit": face_submit,  # the executor's own retries (none): submit takes no options
     "executor_map": face_executor_map,
+    "run": face_run,  # like submit, no options: run's keyword arguments are the function's
+    "amap": face_amap,
 }
 
 
@@ -265,8 +316,9 @@ def submitter(storm: Storm, index: int, max_tasks: int | None, names: list[str])
     weights = [FACE_WEIGHTS[name] for name in names]
     while not storm.stop.is_set() and (max_tasks is None or storm.next_task < max_tasks):
         face = rng.choices(names, weights)[0]
-        size = rng.randint(1, 10) if face in ("apply_async", "submit") else rng.randint(1, 40)
-        retries = 0 if face == "submit" else rng.choice(RETRY_CHOICES)
+        per_call = face in ("apply_async", "submit", "run")
+        size = rng.randint(1, 10) if per_call else rng.randint(1, 40)
+        retries = 0 if face in ("submit", "run") else rng.choice(RETRY_CHOICES)
         call, specs = storm.new_call(rng, face, size, retries)
         try:
             FACES[face](storm, specs, retries, time.monotonic() + CALL_BOUND)
