@@ -114,24 +114,29 @@ def soak_task(spec: tuple[int, str, float, Any]) -> tuple[int, Any]:
     """One soak task, ``(task id, log dir, seconds, array or None)``: return the id, and twice
     the array if there is one, after ``seconds`` of sleep.
 
-    As it starts it appends its id to ``runs-<process>`` (so the soak counts every execution,
-    and a killed worker's last line is the task the kill hit) and writes it to
-    ``busy-<process>``, removed when it returns (so the killer picks only workers that are
-    running a task). ``<process>`` is ``process_token``: a worker given the pid of an earlier
+    As it starts it writes its id to ``busy-<process>``, removed when it returns (so the
+    killer picks only workers that are running a task), then appends it to ``runs-<process>``
+    (so the soak counts every execution, and a killed worker's last line is the task the kill
+    hit). ``<process>`` is ``process_token``: a worker given the pid of an earlier
     one writes logs of its own.
     """
     import time
 
     task_id, log_dir, seconds, array = spec
     token = process_token(os.getpid())
+    # The marker first, whole (renamed into place): a kill between the two steps then leaves
+    # a marker and no run, never a run without its marker, or an empty marker. The pool kills
+    # a worker to stop a cancelled task just as the next one starts, and the soak counts a
+    # rerun as the pool's only by its marker.
+    busy = os.path.join(log_dir, f"busy-{token}")
+    with open(os.path.join(log_dir, f".busy-{token}"), "w") as marker:
+        marker.write(str(task_id))
+    os.replace(marker.name, busy)
     fd = os.open(os.path.join(log_dir, f"runs-{token}"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, f"{task_id}\n".encode())
     finally:
         os.close(fd)
-    busy = os.path.join(log_dir, f"busy-{token}")
-    with open(busy, "w") as marker:
-        marker.write(str(task_id))
     time.sleep(seconds)
     result = None if array is None else array * 2
     os.unlink(busy)
