@@ -387,24 +387,38 @@ def _task_hit(log_dir: str, token: str) -> int | None:
 
 
 def _killed_by_the_pool(log_dir: str, killed_by_us: set[str]) -> collections.Counter[int]:
-    """The tasks a kill by the pool itself may make run again: those that started on a worker
-    whose ``busy-<pid>`` marker is still there (its task never returned), that we did not
-    kill, and that no longer exists.
+    """The tasks a kill by the pool itself may make run again, on workers that we did not
+    kill and that no longer exist.
 
     The pool kills a worker to stop a cancelled task (an executor map that stopped at its
-    first error cancels the rest). A short chunk queued behind that one may have started before
-    the kill landed; it runs again elsewhere, whole: a chunk of several items answers at its
-    end, so the items it had finished on the killed worker died unanswered with it and run
-    again too, not only the one the marker names. The soak cannot see chunks, so every task
-    that started on such a worker may run once more (a soak has a handful of these kills)."""
+    first error cancels the rest). A short chunk queued behind that one may have started
+    before the kill landed; it runs again elsewhere, whole: a chunk of several items answers
+    at its end, so the items it had finished on the killed worker died unanswered with it and
+    run again too. So where such a worker's ``busy-<pid>`` marker is still there (its task
+    never returned), every task that started on it may run once more; the soak cannot see
+    chunks, and a soak has a handful of these kills. Where there is no marker, the kill may
+    still have landed after its last task removed the marker and before its result was out:
+    that task may run once more. (A worker that simply ended has its last task answered, so
+    the allowance costs the check nothing there.)"""
     hits: collections.Counter[int] = collections.Counter()
-    for marker in Path(log_dir).glob("busy-*"):
-        token = marker.name[5:]
+    for log in Path(log_dir).glob("runs-*"):
+        token = log.name[5:]
         if token in killed_by_us or ft.process_token(_pid(token)) == token:
             continue  # ours, or still running
         with contextlib.suppress(OSError, ValueError):
-            started = {int(line) for line in Path(log_dir, f"runs-{token}").read_text().split()}
-            hits.update(started | {int(marker.read_text())})
+            started = [int(line) for line in log.read_text().split()]
+            marker = Path(log_dir, f"busy-{token}")
+            if marker.exists():
+                hits.update(set(started) | {int(marker.read_text())})
+            elif started:
+                hits[started[-1]] += 1
+    for marker in Path(log_dir).glob("busy-*"):  # killed before it counted its run
+        token = marker.name[5:]
+        if (token in killed_by_us or ft.process_token(_pid(token)) == token
+                or Path(log_dir, f"runs-{token}").exists()):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            hits[int(marker.read_text())] += 1
     return hits
 
 
