@@ -398,8 +398,9 @@ def _killed_by_the_pool(log_dir: str, killed_by_us: set[str]) -> collections.Cou
     never returned), every task that started on it may run once more; the soak cannot see
     chunks, and a soak has a handful of these kills. Where there is no marker, the kill may
     still have landed after its last task removed the marker and before its result was out:
-    that task may run once more. (A worker that simply ended has its last task answered, so
-    the allowance costs the check nothing there.)"""
+    that task may run once more. (The soak cannot tell such a worker from one that simply
+    ended, so for those too a second run of the last task goes unflagged: one task per
+    worker, and a rerun anywhere else in its log is still caught.)"""
     hits: collections.Counter[int] = collections.Counter()
     for log in Path(log_dir).glob("runs-*"):
         token = log.name[5:]
