@@ -150,6 +150,34 @@ def announce_then_block(started_fifo: str, release_fifo: str) -> str:
         return fifo.read()
 
 
+def queue_step(step: tuple[Any, ...]) -> str:
+    """The steps of one function (so they share one pace), for chunks queued in a worker's
+    pipe: ``("quick",)`` returns at once; ``("wait", fifo)`` returns what the test writes to
+    ``fifo``. ``("block", runs, started_fifo, release_fifo)``
+    appends a byte to ``runs`` (its size: how often the step ran); its first run then says
+    "started" and returns what the test writes to the release FIFO, which it holds open for
+    reading and writing first (no wait for a writer; a writer that finds it gone knows the
+    run was killed), while a second run returns "again" at once."""
+    if step[0] == "quick":
+        return "quick"
+    if step[0] == "wait":
+        with open(step[1]) as fifo:
+            return fifo.read()
+    _, runs, started_fifo, release_fifo = step
+    with open(runs, "ab") as log:
+        log.write(b".")
+        first = log.tell() == 1
+    if not first:
+        return "again"
+    release = os.open(release_fifo, os.O_RDWR)
+    try:
+        with open(started_fifo, "w") as fifo:
+            fifo.write("started")
+        return os.read(release, 100).decode()
+    finally:
+        os.close(release)
+
+
 def touch(path: str) -> None:
     with open(path, "a"):
         pass

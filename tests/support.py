@@ -1,13 +1,21 @@
-"""Helpers the tests share: waiting for processes to end, FIFOs to synchronise on, and the
-record of the processes this test run started (which the leak guard in conftest.py reads)."""
+"""Helpers the tests share: waiting for processes to end, FIFOs to synchronise on, the record
+of the processes this test run started (which the leak guard in conftest.py reads), and sinks
+that stand for a chunk's caller where a test drives the dispatcher itself."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
+
+from procpool._task import Chunk
+
+WAIT = 10.0  # seconds any step may take before the test fails (nothing should wait)
 
 # Every process this test run started, pid -> its start time (None if it was gone before it
 # could be read): the leak guard counts a shared-memory segment named after a pid here as this
@@ -75,3 +83,50 @@ class Fifos:
     def release_task(self, text: str = "released") -> None:
         with open(self.release, "w") as fifo:
             fifo.write(text)
+
+
+class Outcome:
+    """A chunk's sink: what its caller got (each item's value, or the first error)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.settled = threading.Event()
+        self.values: list[Any] = []
+        self.error: BaseException | None = None
+
+    def chunk_starting(self, chunk: Chunk) -> bool:
+        return True
+
+    def chunk_done(self, chunk: Chunk, values: Sequence[Any],
+                   failures: Mapping[int, BaseException]) -> None:
+        self.values += [v for position, v in enumerate(values) if position not in failures]
+        if failures:
+            self.error = next(iter(failures.values()))
+        if len(self.values) == self.size or failures:
+            self.settled.set()
+
+    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
+        self.error = error
+        self.settled.set()
+
+    def result(self) -> Any:
+        assert self.settled.wait(WAIT), "the caller was never answered"
+        if self.error is not None:
+            return self.error
+        return self.values
+
+
+class HeldOutcome(Outcome):
+    """An Outcome whose delivery holds the dispatcher thread (where it runs) until the test
+    lets it go: ``delivering`` is set once it is held."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.delivering = threading.Event()
+        self.let_go = threading.Event()
+
+    def chunk_done(self, chunk: Chunk, values: Sequence[Any],
+                   failures: Mapping[int, BaseException]) -> None:
+        self.delivering.set()
+        assert self.let_go.wait(WAIT), "the test never let the delivery go"
+        super().chunk_done(chunk, values, failures)

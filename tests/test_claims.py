@@ -1,6 +1,6 @@
 """Who starts a queued chunk, the worker or the parent that takes it back (procpool._claims):
 a real second process claims chunks while this one withdraws them, and the kernel decides
-each chunk for exactly one side."""
+each chunk for exactly one side; and a real worker, whose claims spare it a needless kill."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import multiprocessing
 import os
 import pickle
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 import pytest
 
+from procpool._backends.local import LocalBackend
 from procpool._claims import Claims, WorkerClaims
 from procpool._codec import dumps, loads
+from procpool._dispatcher import Dispatcher
 from procpool._framing import FrameReader, new_scratch
 from procpool._messages import (
     CallMode,
@@ -25,7 +28,9 @@ from procpool._messages import (
     decode,
     encode,
 )
+from procpool._task import Chunk, TaskFunction
 from procpool._worker import worker_main
+from support import WAIT, Fifos, HeldOutcome, Outcome
 
 import misbehaving as mb
 
@@ -189,3 +194,57 @@ def _replies_until_the_end(conn: Connection) -> list[object]:
             replies += [decode(payload) for payload in reader.read()]
         except EOFError:
             return replies
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_kill_for_a_chunk_that_is_done_is_spared_so_the_one_behind_it_runs_once(
+        method: str, tmp_path: Path) -> None:
+    # A real worker with chunks `cancelled` and `behind` queued behind `held`. The dispatcher
+    # is held delivering `held`'s results (its pipe read) while the worker finishes
+    # `cancelled` and starts `behind`; then `cancelled` is cancelled. To stop it, the
+    # dispatcher would kill the worker, ending `behind` mid-run to run again elsewhere, for a
+    # chunk already done: the claims file shows the worker has gone on, and the kill is spared.
+    fifos = Fifos(tmp_path)
+    go = str(tmp_path / "go")
+    os.mkfifo(go)
+    runs = str(tmp_path / "runs")
+    dispatcher = Dispatcher(LocalBackend(multiprocessing.get_context(method)), 1)
+    chunk_ids = iter(range(1, 100))
+    function = TaskFunction(1, dumps(mb.queue_step))
+
+    def step(*args: str, sink: Outcome) -> Chunk:
+        return Chunk(next(chunk_ids), function, dumps([args]), CallMode.ONE_ARG, 0, 1, sink,
+                     "queue_step")
+
+    try:
+        warm = step("quick", sink=Outcome(1))
+        dispatcher.submit([warm])  # the worker is ready
+        assert warm.sink.result() == ["quick"]  # type: ignore[attr-defined]
+        # Short, so that chunks queue behind a running one (the measured pace of the first
+        # call may include importing this module under spawn, and be too long for that).
+        function.pace.seconds_per_item = 0.0001
+        (pid,) = [worker.pid for worker in dispatcher.stats().workers]
+        holding = HeldOutcome(1)
+        held, cancelled = step("quick", sink=holding), step("wait", go, sink=Outcome(1))
+        behind = step("block", runs, fifos.started, fifos.release, sink=Outcome(1))
+        dispatcher.submit([held, cancelled, behind])
+        assert holding.delivering.wait(WAIT)
+        with open(go, "w") as fifo:  # `cancelled` answers after the read that took `held`'s
+            fifo.write("go")
+        assert fifos.wait_started() == "started"  # `cancelled` is done, `behind` running
+        dispatcher.cancel(cancelled)
+        holding.let_go.set()
+        dispatcher.sync()  # the cancel is handled
+        try:
+            release = os.open(fifos.release, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: nobody reads it, the first run is gone
+            pytest.fail(f"the worker running `behind` was killed ({exc})")
+        os.write(release, b"released")
+        os.close(release)
+        assert behind.sink.result() == ["released"]  # type: ignore[attr-defined]
+        assert os.path.getsize(runs) == 1
+        stats = dispatcher.stats()
+        assert [worker.pid for worker in stats.workers] == [pid] and stats.respawns == 0
+    finally:
+        dispatcher.terminate()
+        assert dispatcher.join(WAIT)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from multiprocessing import Pipe
 from typing import Any
 
 import pytest
 
+from procpool._claims import WorkerClaims
 from procpool._codec import dumps
 from procpool._dispatcher import Dispatcher
 from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied
@@ -28,15 +29,14 @@ from procpool._messages import (
     Ready,
     RunChunk,
     Stop,
-    WorkerInit,
+    WorkerSetup,
     decode,
     encode,
 )
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._scheduler import RETIRE_TIMEOUT
 from procpool._task import Chunk, TaskFunction
-
-WAIT = 10.0  # seconds any step may take before the test fails (nothing here should wait)
+from support import WAIT, HeldOutcome, Outcome
 
 
 class FakeClock:
@@ -51,8 +51,13 @@ class ScriptedWorker:
     """The parent's side of a worker that the test plays: ``send`` is the worker speaking,
     ``receive`` what the dispatcher sent it, ``die`` its end."""
 
-    def __init__(self, worker_id: int) -> None:
+    def __init__(self, worker_id: int, claims: WorkerClaims | None = None) -> None:
         self.worker_id = worker_id
+        # Its region of the pool's claims file, if chunks queued on it can be taken back.
+        # Claimed from this process, which the parent is too: a claim writes the mark the
+        # parent reads, but its lock never contends with the parent's (test_claims.py
+        # races real processes).
+        self.claims = claims
         self.pid: int | None = 40_000 + worker_id  # never signalled: kill() is scripted
         self.loss_cause: str | None = None
         self.connection, self._worker_end = Pipe(duplex=True)
@@ -102,9 +107,10 @@ class ScriptedBackend:
     inherits_memory = True
     imports_main = False
     shares_memory = False
-    own_processes = False  # scripted in this process: nothing to take back
-
-    def __init__(self) -> None:
+    def __init__(self, own_processes: bool = False) -> None:
+        # Whether queued chunks can be taken back (procpool._claims): the workers then
+        # get their region of the claims file, and claim a queued chunk by ``claims.take``.
+        self.own_processes = own_processes
         self.workers: list[ScriptedWorker] = []
         self._started = threading.Condition()
 
@@ -114,9 +120,9 @@ class ScriptedBackend:
     def close(self) -> None:
         pass
 
-    def start_worker(self, worker_id: int, init: WorkerInit | None,
+    def start_worker(self, worker_id: int, setup: WorkerSetup,
                      parent_fds: Sequence[int]) -> ScriptedWorker:
-        worker = ScriptedWorker(worker_id)
+        worker = ScriptedWorker(worker_id, setup.claims)
         with self._started:
             self.workers.append(worker)
             self._started.notify_all()
@@ -128,53 +134,6 @@ class ScriptedBackend:
             assert self._started.wait_for(lambda: len(self.workers) > n, WAIT), (
                 f"worker {n} was never started")
             return self.workers[n]
-
-
-class Outcome:
-    """A chunk's sink: what its caller got (each item's value, or the first error)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.settled = threading.Event()
-        self.values: list[Any] = []
-        self.error: BaseException | None = None
-
-    def chunk_starting(self, chunk: Chunk) -> bool:
-        return True
-
-    def chunk_done(self, chunk: Chunk, values: Sequence[Any],
-                   failures: Mapping[int, BaseException]) -> None:
-        self.values += [v for position, v in enumerate(values) if position not in failures]
-        if failures:
-            self.error = next(iter(failures.values()))
-        if len(self.values) == self.size or failures:
-            self.settled.set()
-
-    def chunk_failed(self, chunk: Chunk, error: BaseException) -> None:
-        self.error = error
-        self.settled.set()
-
-    def result(self) -> Any:
-        assert self.settled.wait(WAIT), "the caller was never answered"
-        if self.error is not None:
-            return self.error
-        return self.values
-
-
-class HeldOutcome(Outcome):
-    """An Outcome whose delivery holds the dispatcher thread (where it runs) until the test
-    lets it go: ``delivering`` is set once it is held."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.delivering = threading.Event()
-        self.let_go = threading.Event()
-
-    def chunk_done(self, chunk: Chunk, values: Sequence[Any],
-                   failures: Mapping[int, BaseException]) -> None:
-        self.delivering.set()
-        assert self.let_go.wait(WAIT), "the test never let the delivery go"
-        super().chunk_done(chunk, values, failures)
 
 
 FUNCTION = TaskFunction(1, dumps(abs))
@@ -193,9 +152,10 @@ def chunk_done(chunk: Chunk, values: list[Any]) -> ChunkDone:
 
 
 class Harness:
-    def __init__(self, processes: int = 1, policy: WorkerPolicy | None = None) -> None:
+    def __init__(self, processes: int = 1, policy: WorkerPolicy | None = None, *,
+                 own_processes: bool = False) -> None:
         self.clock = FakeClock()
-        self.backend = ScriptedBackend()
+        self.backend = ScriptedBackend(own_processes)
         self.dispatcher = Dispatcher(self.backend, processes, worker_policy=policy,
                                      clock=self.clock)
 
@@ -347,6 +307,58 @@ def test_a_queued_chunk_reaches_its_worker_before_the_results_of_the_one_before_
             outcome.let_go.set()
     worker.send(chunk_done(queued, [2]))
     assert [outcome.result() for outcome in outcomes] == [[0], [1], [2]]
+
+
+def queued_behind(h: Harness, worker: ScriptedWorker) -> tuple[Chunk, Chunk]:
+    """A short chunk running on ``worker`` (its 2nd) and one queued behind it (its 3rd)."""
+    function = TaskFunction(4, dumps(abs))
+    first, running, queued = (Chunk(next(_chunk_ids), function, dumps([n]), CallMode.ONE_ARG,
+                                    0, 1, Outcome(1), "work") for n in range(3))
+    h.dispatcher.submit([first])
+    worker.receive()
+    worker.send(ChunkDone(first.chunk_id, dumps([0]), (), 0, 0, seconds=0.001))
+    assert first.sink.result() == [0]  # type: ignore[attr-defined]  # its pace is known
+    h.dispatcher.submit([running, queued])
+    assert worker.receive().chunk_id == running.chunk_id
+    message = worker.receive()
+    assert message.chunk_id == queued.chunk_id and message.withdrawable
+    return running, queued
+
+
+def test_a_cancel_takes_the_queued_chunk_back_before_the_kill_and_it_runs_elsewhere(
+    harness: Any,
+) -> None:
+    h = harness(own_processes=True)
+    worker = h.ready_worker(0)
+    running, queued = queued_behind(h, worker)
+    h.dispatcher.cancel(running)
+    h.settle()
+    assert worker.kills == [True]
+    worker.die(-signal.SIGKILL)
+    replacement = h.ready_worker(1)
+    assert replacement.receive().chunk_id == queued.chunk_id
+    replacement.send(chunk_done(queued, [2]))
+    assert queued.sink.result() == [2]  # type: ignore[attr-defined]
+
+
+def test_a_cancel_spares_a_worker_that_went_on_to_the_queued_chunk_which_answers_once(
+    harness: Any,
+) -> None:
+    # The worker finished the cancelled chunk and started the queued one before the parent
+    # read that answer. Killing it would make the queued chunk run twice (here and again
+    # elsewhere) for a chunk that is done.
+    h = harness(own_processes=True)
+    worker = h.ready_worker(0)
+    running, queued = queued_behind(h, worker)
+    assert worker.claims is not None and worker.claims.take(3)
+    h.dispatcher.cancel(running)
+    h.settle()
+    assert worker.kills == []
+    worker.send(chunk_done(running, [1]))
+    worker.send(chunk_done(queued, [2]))
+    assert queued.sink.result() == [2]  # type: ignore[attr-defined]
+    h.settle()
+    assert len(h.backend.workers) == 1 and not worker.has_been_sent()
 
 
 def test_a_reply_read_together_with_stray_bytes_after_it_still_counts(harness: Any) -> None:

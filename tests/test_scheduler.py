@@ -28,6 +28,7 @@ from procpool._scheduler_events import (
     FailChunk,
     ItemFailed,
     ItemFinished,
+    KillSpared,
     KillWorker,
     QueuedWithdrawn,
     SendChunk,
@@ -634,12 +635,13 @@ def test_nothing_is_queued_behind_a_chunk_that_overran_even_if_its_pace_now_allo
     assert [c.chunk_id for c in scheduler.pending] == [3, 5, 2, 4]
 
 
-def test_nothing_is_taken_back_from_a_worker_whose_kill_is_ordered() -> None:
-    # Its death requeues what is queued on it (or the worker goes on to it first).
+def test_nothing_more_is_taken_back_from_a_worker_whose_kill_is_ordered() -> None:
+    # The kill takes back what is queued on it first (KillWorker.queued): no overrun of
+    # the running chunk is watched any more.
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
     submit(scheduler, *chunks)
-    assert scheduler.handle(Cancel(chunks[0]), 0.0) == [KillWorker(0)]
+    assert scheduler.handle(Cancel(chunks[0]), 0.0) == [KillWorker(0, queued=2)]
     assert scheduler.next_deadline() is None
     assert scheduler.handle(Tick(), 1.0) == []
 
@@ -676,7 +678,7 @@ def test_a_cancelled_queued_chunk_kills_its_worker_when_it_starts_and_fails_noth
     assert list(scheduler.workers[0].queued) == chunks[1:]
     assert scheduler.handle(Cancel(chunks[1]), 0.0) == []
     _, actions = chunk_done(scheduler, 0, 0, 1.0)
-    assert actions == [KillWorker(0)]
+    assert actions == [KillWorker(0, queued=1)]  # chunk 2 is taken back first
     actions = lost(scheduler, 0, DEATH, 1.0)
     assert not [a for a in actions if isinstance(a, FailChunk)]
     assert sends(actions) == [(1, 2)]
@@ -730,16 +732,17 @@ def test_a_cancelled_chunk_is_skipped_and_the_next_one_queued_in_its_place() -> 
 
 def went_on_after_a_cancelled_chunk(count: int) -> tuple[Scheduler, list[Chunk]]:
     """One worker, ``count`` short chunks: the kill ordered for chunk 1 (cancelled) lands only
-    after the worker has reported it done and gone on to chunk 2, which waited in its pipe.
-    Chunk 2 runs on the doomed worker now, and its answer, or its rerun elsewhere, must be
-    the only one."""
+    after the worker has reported it done and gone on to chunk 2, which waited in its pipe,
+    and could not be taken back first (neither QueuedWithdrawn nor KillSpared is told: a
+    backend whose workers cannot give chunks back). Chunk 2 runs on the doomed worker now,
+    and its answer, or its rerun elsewhere, must be the only one."""
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(count)
     submit(scheduler, *chunks[:1])
     chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)  # the pace is known: later chunks queue
     submit(scheduler, *chunks[1:], now=1.0)
     assert list(scheduler.workers[0].queued) == chunks[2:]
-    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0)]
+    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0, queued=count - 2)]
     done, actions = chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
     assert done is chunks[1] and sends(actions) == []
     assert scheduler.running[0] is chunks[2]  # no "reported a chunk it was not given" later
@@ -767,7 +770,7 @@ def test_a_chunk_cancelled_while_queued_on_a_doomed_worker_is_dropped_by_a_break
     submit(scheduler, *chunks[:1])
     chunk_done(scheduler, 0, 0, 0.5, seconds=0.001)
     submit(scheduler, *chunks[1:], now=1.0)
-    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0)]
+    assert scheduler.handle(Cancel(chunks[1]), 1.0) == [KillWorker(0, queued=2)]
     assert scheduler.handle(Cancel(chunks[2]), 1.0) == []  # queued; the kill is coming
     chunk_done(scheduler, 0, 0, 1.1, seconds=0.001)
     assert scheduler.running[0] is chunks[2]
@@ -782,6 +785,59 @@ def test_a_chunk_queued_on_a_doomed_worker_that_finishes_there_is_answered_once(
     assert done is chunks[2]
     actions = lost(scheduler, 0, DEATH, 1.3)
     assert sends(actions) == [] and not scheduler.pending
+
+
+def test_a_kill_for_a_cancel_takes_back_the_queued_chunks_and_they_run_elsewhere_as_new(
+) -> None:
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[0]), 0.0) == [KillWorker(0, queued=2)]
+    assert sends(scheduler.handle(QueuedWithdrawn(0), 0.0)) == []  # its worker is doomed
+    assert list(scheduler.pending) == chunks[1:]
+    actions = lost(scheduler, 0, DEATH, 0.1)
+    assert [a for a in actions if isinstance(a, (FailChunk, DropChunk))] == [
+        DropChunk(chunks[0])]
+    assert sends(actions) == [(1, 1)] and list(scheduler.pending) == [chunks[2]]
+    assert [c.attempt for c in chunks[1:]] == [1, 1]
+
+
+def test_a_kill_is_spared_when_the_worker_went_on_to_a_queued_chunk_and_that_one_is_its_own(
+) -> None:
+    # The worker had started chunk 1 when the kill was to take it back: chunk 0 was done.
+    # Nothing is killed; chunk 1 is the worker's own work, not a bystander of a kill that
+    # would run again elsewhere: a death now fails it as any death does.
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[0]), 0.0) == [KillWorker(0, queued=2)]
+    assert scheduler.handle(KillSpared(0), 0.0) == []
+    assert not scheduler.workers[0].doomed
+    done, actions = chunk_done(scheduler, 0, now=0.001, seconds=0.001)
+    assert done is chunks[0] and actions == []  # its answer, which its sink drops
+    assert scheduler.running[0] is chunks[1]
+    assert sends(submit(scheduler, *quick_chunks(1), now=0.001)) == [(0, 0)]  # queued again
+    actions = lost(scheduler, 0, DEATH, 0.002)
+    failed = [a.chunk for a in actions if isinstance(a, FailChunk)]
+    assert failed == [chunks[1]] and isinstance(actions[0].error, WorkerDied)
+
+
+def test_a_timeout_kill_takes_back_the_queued_chunks_and_a_spared_one_answers_in_time(
+) -> None:
+    scheduler = started(Scheduler(1))
+    function = TaskFunction(1, b"")
+    function.pace.observe(1, 0.001)
+    chunks = [Chunk(n, function, b"", CallMode.ONE_ARG, n, 1, _NullSink(), f"chunk{n}",
+                    TaskPolicy(timeout=0.5)) for n in range(3)]
+    submit(scheduler, *chunks)
+    assert len(scheduler.workers[0].queued) == 2
+    # Its overrun is due too: the kill's own taking back is the only one.
+    assert scheduler.handle(Tick(), 1.0) == [KillWorker(0, queued=2)]
+    scheduler.handle(KillSpared(0), 1.0)
+    item_done(scheduler, 0, 1.0)
+    done, actions = chunk_done(scheduler, 0, now=1.0, seconds=1.0)
+    assert done is chunks[0] and actions == []  # answered, not failed with TaskTimeout
+    assert scheduler.running[0] is chunks[1] and scheduler.workers[0].deadline == 1.5
 
 
 def test_an_item_that_raises_is_retried_by_its_policy_then_failed_with_the_attempts_noted(

@@ -80,6 +80,7 @@ from ._scheduler_events import (
     FailChunk,
     ItemFailed,
     ItemFinished,
+    KillSpared,
     KillWorker,
     QueuedWithdrawn,
     SendChunk,
@@ -99,7 +100,7 @@ from ._scheduler_events import (
 from ._stats import PoolStats, snapshot
 from ._task import Chunk
 from ._worker_setup import WorkerSetups
-from ._worker_table import KILL_WAIT, TERMINATE_GRACE, WorkerRecord, WorkerTable
+from ._worker_table import KILL_WAIT, TERMINATE_GRACE, Withdrawal, WorkerRecord, WorkerTable
 
 logger = logging.getLogger("procpool")
 
@@ -480,12 +481,24 @@ class Dispatcher:
         elif isinstance(action, StopWorker):
             self._workers.retire(action.worker_id)
         elif isinstance(action, KillWorker):
-            self._workers.kill(action.worker_id)  # its sentinel then reports the death
+            self._kill(action)
         elif isinstance(action, WithdrawQueued):
-            if self._workers.withdraw(action.worker_id, action.queued):
+            if self._workers.withdraw(action.worker_id, action.queued) is Withdrawal.TAKEN:
                 self._tell(QueuedWithdrawn(action.worker_id), self._clock())
         elif isinstance(action, BreakPool):
             self._break(action.error)
+
+    def _kill(self, action: KillWorker) -> None:
+        """Kill a worker, once what is queued behind its running chunk is taken back; spare
+        it if it has started one of those (then the running chunk is done)."""
+        if action.queued:
+            withdrawal = self._workers.withdraw(action.worker_id, action.queued)
+            if withdrawal is Withdrawal.STARTED:
+                self._tell(KillSpared(action.worker_id), self._clock())
+                return
+            if withdrawal is Withdrawal.TAKEN:
+                self._tell(QueuedWithdrawn(action.worker_id), self._clock())
+        self._workers.kill(action.worker_id)  # its sentinel then reports the death
 
     def _start_worker(self, worker_id: int, index: int) -> None:
         try:

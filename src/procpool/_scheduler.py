@@ -36,6 +36,7 @@ from ._scheduler_events import (
     FailChunk,
     ItemFailed,
     ItemFinished,
+    KillSpared,
     KillWorker,
     QueuedWithdrawn,
     SchedulerCounts,
@@ -185,6 +186,8 @@ class Scheduler:
                 return self._on_cancel(chunk)
             case QueuedWithdrawn(worker_id):
                 return self._on_queued_withdrawn(worker_id, now)
+            case KillSpared(worker_id):
+                return self._on_kill_spared(worker_id)
             case Close(abandon_streams):
                 return self._on_close(now, abandon_streams)
             case Break(error):
@@ -268,8 +271,8 @@ class Scheduler:
 
     def _on_cancel(self, chunk: Chunk) -> list[Action]:
         """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running
-        (if queued on a worker, as soon as it starts there). The parts a retry or a death
-        split off it share its sink, and go the same way."""
+        (if queued on a worker, as soon as it starts there; ``_kill``). The parts a retry or
+        a death split off it share its sink, and go the same way."""
         sink = chunk.sink
         actions: list[Action] = []
         for waiting in [c for c in self.pending if c.sink is sink]:
@@ -281,8 +284,7 @@ class Scheduler:
                 continue
             slot.running_cancelled = True
             if not slot.doomed:
-                slot.doom(KillReason.CANCEL)
-                actions.append(KillWorker(worker_id))
+                actions.append(self._kill(worker_id, slot, KillReason.CANCEL))
         return actions
 
     def _on_item_failed(self, chunk: Chunk, position: int, error: BaseException,
@@ -304,6 +306,15 @@ class Scheduler:
         self.pending.extendleft(reversed(wanted))
         return [*(DropChunk(chunk) for chunk in cancelled), *self._dispatch(now)]
 
+    def _on_kill_spared(self, worker_id: int) -> list[Action]:
+        """The kill ordered for a worker's running chunk was not carried out: the worker had
+        gone on to a queued one (KillSpared). It keeps its work; the done chunk's answer comes
+        next, and what is cancelled of it is dropped then."""
+        slot = self.workers.get(worker_id)
+        if slot is not None:
+            slot.spare()
+        return []
+
     def _on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
@@ -312,20 +323,19 @@ class Scheduler:
                 del self.retiring[worker_id]
                 actions.append(KillWorker(worker_id))
         for worker_id, slot in self.workers.items():
-            if slot.overrun_at is not None and slot.overrun_at <= now:
+            if slot.deadline is not None and slot.deadline <= now:
+                slot.deadline = None
+                if not slot.ready:
+                    limit = self.worker_policy.initializer_timeout
+                    return [*actions, BreakPool(InitializerFailed(
+                        f"a worker did not finish starting up within initializer_timeout="
+                        f"{limit:g} s"))]
+                # (The kill takes back what is queued: no overrun is left to watch.)
+                actions.append(self._kill(worker_id, slot, KillReason.TIMEOUT))
+            elif slot.overrun_at is not None and slot.overrun_at <= now:
                 slot.overrun_at = None  # one try: if one has started, its end says more
                 slot.overran = True
                 actions.append(WithdrawQueued(worker_id, len(slot.queued)))
-            if slot.deadline is None or slot.deadline > now:
-                continue
-            slot.deadline = None
-            if not slot.ready:
-                limit = self.worker_policy.initializer_timeout
-                return [*actions, BreakPool(InitializerFailed(
-                    f"a worker did not finish starting up within initializer_timeout={limit:g} s"
-                ))]
-            slot.doom(KillReason.TIMEOUT)
-            actions.append(KillWorker(worker_id))
         return actions
 
     def _on_worker_lost(self, worker_id: int, death: Death, now: float) -> list[Action]:
@@ -385,9 +395,17 @@ class Scheduler:
         cancelled while it waited there (then its worker is killed)."""
         slot.start_queued(now)
         if slot.running_cancelled:
-            slot.doom(KillReason.CANCEL)
-            return [KillWorker(worker_id)]
+            return [self._kill(worker_id, slot, KillReason.CANCEL)]
         return self._dispatch(now)
+
+    @staticmethod
+    def _kill(worker_id: int, slot: WorkerSlot, reason: KillReason) -> KillWorker:
+        """Kill a worker to stop its running chunk, for ``reason``. The chunks queued behind
+        it are taken back first: one the worker started before the kill landed would run
+        again elsewhere (with no error or attempt of its own to show for it). If it has
+        started one, the running chunk is done, and the kill is spared (KillSpared)."""
+        slot.doom(reason)
+        return KillWorker(worker_id, len(slot.queued))
 
     def _stop(self, worker_id: int, now: float) -> StopWorker:
         """Ask a worker to exit once idle (recycling, closing): its exit is not a death, and it

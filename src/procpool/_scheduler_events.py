@@ -3,8 +3,8 @@
 Owns the records that cross ``Scheduler.handle``: the events (``Started``, ``Submitted``,
 ``StreamOpened``, ``StreamClosed``, ``WorkerReady``, ``ItemFinished``, ``ItemFailed``,
 ``ChunkFinished``, ``WorkerLost`` with its ``Death``, ``Cancel``, ``QueuedWithdrawn``,
-``Close``, ``Break``, ``Tick``: the ``Event`` union), the actions it answers with
-(``StartWorker``, ``SendChunk``, ``StopWorker``, ``KillWorker``, ``WithdrawQueued``,
+``KillSpared``, ``Close``, ``Break``, ``Tick``: the ``Event`` union), the actions it answers
+with (``StartWorker``, ``SendChunk``, ``StopWorker``, ``KillWorker``, ``WithdrawQueued``,
 ``FailChunk``, ``DropChunk``, ``BreakPool``: the ``Action`` union), what it reports for
 ``stats()`` (``SchedulerCounts``, ``SlotStats``, ``SchedulerStats``), and the shape of the
 ``Splitter`` it is given.
@@ -50,9 +50,16 @@ class StopWorker:
 
 @dataclass(frozen=True, slots=True)
 class KillWorker:
-    """Kill a worker (and its process group) now: its task ran past its timeout."""
+    """Kill a worker (and its process group) now: its task ran past its timeout or was
+    cancelled, or it did not exit when asked to.
+
+    ``queued``: how many chunks wait in its pipe behind the one the kill is for. They are
+    taken back first, so that none runs twice: answered with ``QueuedWithdrawn``, then the
+    kill. If the worker has started one of them, the chunk the kill was for is done, and the
+    kill is not carried out: answered with ``KillSpared``."""
 
     worker_id: int
+    queued: int = 0
 
 
 class WithdrawQueued(NamedTuple):
@@ -203,6 +210,14 @@ class QueuedWithdrawn(NamedTuple):
     worker_id: int
 
 
+class KillSpared(NamedTuple):
+    """A kill ordered for a worker's running chunk (``KillWorker`` with ``queued``) was not
+    carried out: the worker had gone on to a chunk queued behind it, so the one the kill was
+    for is done (its answer is in the pipe, to be read next)."""
+
+    worker_id: int
+
+
 class Tick(NamedTuple):
     """Time has passed: act on every deadline due by ``now``."""
 
@@ -211,7 +226,7 @@ Action = (StartWorker | SendChunk | StopWorker | KillWorker | WithdrawQueued | F
           | DropChunk | BreakPool)
 Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | StreamLost
          | ItemFinished | ItemFailed | ChunkFinished | WorkerLost | WorkerExited | Cancel
-         | QueuedWithdrawn | Close | Break | Tick)
+         | QueuedWithdrawn | KillSpared | Close | Break | Tick)
 
 
 # ---- statistics -------------------------------------------------------------------------------

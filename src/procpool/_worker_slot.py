@@ -63,9 +63,10 @@ class WorkerSlot:
     # still report the chunk it was finishing as the signal lands, but it must never be given
     # another one; its death is expected.
     kill_reason: KillReason | None = None
-    # The running chunk was queued behind the one the kill was ordered for, and the worker
-    # went on to it before the signal landed: what it leaves unanswered is no fault of its
-    # own, and runs again elsewhere.
+    # The running chunk was queued behind the one the kill was ordered for, could not be
+    # taken back first (KillWorker.queued: the backend's workers cannot give chunks back, or
+    # the kill is for a corrupt stream), and the worker went on to it before the signal
+    # landed: what it leaves unanswered is no fault of its own, and runs again elsewhere.
     collateral: bool = False
     # The running chunk's own caller cancelled it: what it leaves unanswered is dropped,
     # never answered (its worker is killed, or was doomed already).
@@ -88,6 +89,10 @@ class WorkerSlot:
         self.kill_reason = reason
         self.deadline = None
         self.overrun_at = None  # what is queued runs elsewhere after the death
+
+    def spare(self) -> None:
+        """Its kill was not carried out: its running chunk turned out to be done."""
+        self.kill_reason = None
 
     def run(self, chunk: Chunk, now: float) -> None:
         """``chunk`` is sent to the worker: it starts now if the worker is ready, else once

@@ -13,6 +13,7 @@ start, stop or kill, and when; what a reply means is the dispatcher's to act on.
 
 from __future__ import annotations
 
+import enum
 import logging
 import signal
 import time
@@ -37,6 +38,14 @@ logger = logging.getLogger("procpool")
 # SIGKILL before the dispatcher gives up on them (only a thread worker can outlive that).
 TERMINATE_GRACE = 1.0
 KILL_WAIT = 5.0
+
+
+class Withdrawal(enum.Enum):
+    """What became of taking back the chunks queued on a worker (``WorkerTable.withdraw``)."""
+
+    TAKEN = "taken back"  # it started none of them, and never will
+    STARTED = "started"  # it started one: so it is done with every chunk before them
+    IMPOSSIBLE = "impossible"  # it has ended, or its backend's workers cannot give chunks back
 
 
 @dataclass(eq=False)
@@ -161,21 +170,20 @@ class WorkerTable:
             return False
         return True
 
-    def withdraw(self, worker_id: int, count: int) -> bool:
-        """Take back the last ``count`` chunks sent ``later`` to an active worker: True if it
-        has started none of them, and then it never will (it skips each, saying so: ``skipped``);
-        False if it started one, or chunks cannot be taken back from this backend's workers.
-        A message not written yet is still written, to keep the worker's count of what it
-        received in step."""
+    def withdraw(self, worker_id: int, count: int) -> Withdrawal:
+        """Take back the last ``count`` chunks sent ``later`` to an active worker. TAKEN: it
+        has started none of them, and then it never will (it skips each, saying so:
+        ``skipped``). A message not written yet is still written, to keep the worker's count
+        of what it received in step."""
         record = self.active.get(worker_id)
         if record is None or self._claims is None:
-            return False
+            return Withdrawal.IMPOSSIBLE
         last = record.chunks_sent
         if not self._claims.withdraw(worker_id, last - count + 1, last):
-            return False
+            return Withdrawal.STARTED
         if record.segments is not None:
             record.segments.withdrawn(count)
-        return True
+        return Withdrawal.TAKEN
 
     def skipped(self, record: WorkerRecord, number: int) -> None:
         """``record``'s worker skipped its ``number``-th chunk, taken back by ``withdraw``."""
