@@ -124,10 +124,8 @@ def soak_task(spec: tuple[int, str, float, Any]) -> tuple[int, Any]:
 
     task_id, log_dir, seconds, array = spec
     token = process_token(os.getpid())
-    # The marker first, whole (renamed into place): a kill between the two steps then leaves
-    # a marker and no run, never a run without its marker, or an empty marker. The pool kills
-    # a worker to stop a cancelled task just as the next one starts, and the soak counts a
-    # rerun as the pool's only by its marker.
+    # The marker first, whole (renamed into place): the killer never reads an empty one, and
+    # a kill between the two steps leaves a marker and no run.
     busy = os.path.join(log_dir, f"busy-{token}")
     with open(os.path.join(log_dir, f".busy-{token}"), "w") as marker:
         marker.write(str(task_id))

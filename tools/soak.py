@@ -20,8 +20,9 @@ Checked, not assumed, at the end of each start method:
   stdlib's map does);
 - values right (arrays included), and the only error is ``WorkerDied``, for a worker the killer
   killed, and for a task with ``retries=r`` only once all ``r + 1`` attempts were made;
-- no task ran more often than 1 + the kills that hit it (ours, and the pool's own: it kills
-  a worker to stop a cancelled task, and reruns a short task that had started behind it);
+- no task ran more often than 1 + the kills of ours that hit it (the pool kills a worker to
+  stop a cancelled task too, but takes back what is queued behind it first, or spares a
+  worker that has gone on to it: nothing that started runs again for such a kill);
 - nothing left: no child process, no procpool thread, no /dev/shm segment of this run, and no
   report from procpool's exactly-once ledger (PROCPOOL_CHECK_ACCOUNTING=1).
 
@@ -386,64 +387,20 @@ def _task_hit(log_dir: str, token: str) -> int | None:
 # ---- the checks ------------------------------------------------------------------------------
 
 
-def _killed_by_the_pool(log_dir: str, killed_by_us: set[str]) -> collections.Counter[int]:
-    """The tasks a kill by the pool itself may make run again, on workers that we did not
-    kill and that no longer exist.
-
-    The pool kills a worker to stop a cancelled task (an executor map that stopped at its
-    first error cancels the rest). A short chunk queued behind that one may have started
-    before the kill landed; it runs again elsewhere, whole: a chunk of several items answers
-    at its end, so the items it had finished on the killed worker died unanswered with it and
-    run again too. So where such a worker's ``busy-<pid>`` marker is still there (its task
-    never returned), every task that started on it may run once more; the soak cannot see
-    chunks, and a soak has a handful of these kills. Where there is no marker, the kill may
-    still have landed after its last task removed the marker and before its result was out:
-    that task may run once more. (The soak cannot tell such a worker from one that simply
-    ended, so for those too a second run of the last task goes unflagged: one task per
-    worker, and a rerun anywhere else in its log is still caught.)"""
-    hits: collections.Counter[int] = collections.Counter()
-    for log in Path(log_dir).glob("runs-*"):
-        token = log.name[5:]
-        if token in killed_by_us or ft.process_token(_pid(token)) == token:
-            continue  # ours, or still running
-        with contextlib.suppress(OSError, ValueError):
-            started = [int(line) for line in log.read_text().split()]
-            marker = Path(log_dir, f"busy-{token}")
-            if marker.exists():
-                hits.update(set(started) | {int(marker.read_text())})
-            elif started:
-                hits[started[-1]] += 1
-    for marker in Path(log_dir).glob("busy-*"):  # killed before it counted its run
-        token = marker.name[5:]
-        if (token in killed_by_us or ft.process_token(_pid(token)) == token
-                or Path(log_dir, f"runs-{token}").exists()):
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            hits[int(marker.read_text())] += 1
-    return hits
-
-
 def check(storm: Storm) -> dict[str, int]:
     """Every task's answers and executions against the rules (module docstring)."""
     runs: collections.Counter[int] = collections.Counter()
     for log in Path(storm.log_dir).glob("runs-*"):
         runs.update(int(line) for line in log.read_text().split())
     hits = collections.Counter(task for _, task in storm.kills if task is not None)
-    killed_tokens = {token for token, _ in storm.kills}
-    killed = {_pid(token) for token in killed_tokens}
-    pool_hits = _killed_by_the_pool(storm.log_dir, killed_tokens)
+    killed = {_pid(token) for token, _ in storm.kills}
     for task in storm.tasks.values():
         name = f"task {task.task_id} ({task.face} call {task.call}, retries={task.retries})"
-        # At most one extra run per kill that hit it, ours or the pool's. Without retries a
-        # kill normally fails the task; but a task queued behind one the pool had ordered
-        # killed (a cancel) may start before that kill lands, and then runs again elsewhere
-        # at no attempt's cost, whoever's kill ended the worker.
-        allowed = 1 + hits[task.task_id] + pool_hits[task.task_id]
-        if runs[task.task_id] > allowed:
+        # At most one extra run per kill of ours that hit it: its retry.
+        if runs[task.task_id] > 1 + hits[task.task_id]:
             storm.violation("ran more often than the kills that hit it allow",
                             f"{name} ran {runs[task.task_id]} times, "
-                            f"{hits[task.task_id]} kills of ours and "
-                            f"{pool_hits[task.task_id]} of the pool's hit it")
+                            f"{hits[task.task_id]} kills of ours hit it")
         if task.dropped:
             if task.answers:
                 storm.violation("answered after its map stopped", name)
