@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from procpool._messages import (
     decode,
     encode,
 )
+from procpool._options import TaskPolicy
 from procpool._task import Chunk, TaskFunction
 from procpool._worker import worker_main
 from support import WAIT, Fifos, HeldOutcome, Outcome
@@ -196,12 +198,16 @@ def _replies_until_the_end(conn: Connection) -> list[object]:
             return replies
 
 
+TIMEOUT = 0.2  # the `killed` chunk's task_timeout, where its kill is for a timeout
+
+
+@pytest.mark.parametrize("why", ["cancel", "timeout"])
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_a_kill_for_a_chunk_that_is_done_is_spared_so_the_one_behind_it_runs_once(
-        method: str, tmp_path: Path) -> None:
-    # A real worker with chunks `cancelled` and `behind` queued behind `held`. The dispatcher
-    # is held delivering `held`'s results (its pipe read) while the worker finishes
-    # `cancelled` and starts `behind`; then `cancelled` is cancelled. To stop it, the
+        method: str, why: str, tmp_path: Path) -> None:
+    # A real worker with chunks `killed` and `behind` queued behind `held`. The dispatcher is
+    # held delivering `held`'s results (its pipe read) while the worker finishes `killed` and
+    # starts `behind`; then `killed` is cancelled, or its timeout passes. To stop it, the
     # dispatcher would kill the worker, ending `behind` mid-run to run again elsewhere, for a
     # chunk already done: the claims file shows the worker has gone on, and the kill is spared.
     fifos = Fifos(tmp_path)
@@ -212,9 +218,9 @@ def test_a_kill_for_a_chunk_that_is_done_is_spared_so_the_one_behind_it_runs_onc
     chunk_ids = iter(range(1, 100))
     function = TaskFunction(1, dumps(mb.queue_step))
 
-    def step(*args: str, sink: Outcome) -> Chunk:
+    def step(*args: str, sink: Outcome, timeout: float | None = None) -> Chunk:
         return Chunk(next(chunk_ids), function, dumps([args]), CallMode.ONE_ARG, 0, 1, sink,
-                     "queue_step")
+                     "queue_step", TaskPolicy(timeout=timeout))
 
     try:
         warm = step("quick", sink=Outcome(1))
@@ -225,16 +231,20 @@ def test_a_kill_for_a_chunk_that_is_done_is_spared_so_the_one_behind_it_runs_onc
         function.pace.seconds_per_item = 0.0001
         (pid,) = [worker.pid for worker in dispatcher.stats().workers]
         holding = HeldOutcome(1)
-        held, cancelled = step("quick", sink=holding), step("wait", go, sink=Outcome(1))
+        held = step("quick", sink=holding)
+        killed = step("wait", go, sink=Outcome(1), timeout=TIMEOUT if why == "timeout" else None)
         behind = step("block", runs, fifos.started, fifos.release, sink=Outcome(1))
-        dispatcher.submit([held, cancelled, behind])
-        assert holding.delivering.wait(WAIT)
-        with open(go, "w") as fifo:  # `cancelled` answers after the read that took `held`'s
+        dispatcher.submit([held, killed, behind])
+        assert holding.delivering.wait(WAIT)  # `killed` runs, as the dispatcher sees it
+        with open(go, "w") as fifo:  # `killed` answers after the read that took `held`'s
             fifo.write("go")
-        assert fifos.wait_started() == "started"  # `cancelled` is done, `behind` running
-        dispatcher.cancel(cancelled)
+        assert fifos.wait_started() == "started"  # `killed` is done, `behind` running
+        if why == "cancel":
+            dispatcher.cancel(killed)
+        else:
+            time.sleep(TIMEOUT)  # not to synchronise: for its deadline, now past, to be due
         holding.let_go.set()
-        dispatcher.sync()  # the cancel is handled
+        dispatcher.sync()  # the cancel, or the deadline, is handled
         try:
             release = os.open(fifos.release, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as exc:  # ENXIO: nobody reads it, the first run is gone
@@ -243,6 +253,8 @@ def test_a_kill_for_a_chunk_that_is_done_is_spared_so_the_one_behind_it_runs_onc
         os.close(release)
         assert behind.sink.result() == ["released"]  # type: ignore[attr-defined]
         assert os.path.getsize(runs) == 1
+        if why == "timeout":  # it finished: its answer is its value, not TaskTimeout
+            assert killed.sink.result() == ["go"]  # type: ignore[attr-defined]
         stats = dispatcher.stats()
         assert [worker.pid for worker in stats.workers] == [pid] and stats.respawns == 0
     finally:

@@ -10,6 +10,7 @@ of CPU, and the list of differences is the same on 3.10 and 3.13, so `make test`
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import re
 import subprocess
@@ -79,6 +80,10 @@ if RUN_EXECUTOR_TESTS:  # defined only where it runs: never a skipped test
     # every difference above.
     @pytest.mark.timeout(300)
     def test_cpython_executor_suite_passes_but_for_documented_differences() -> None:
+        # It takes about a minute: pytest's stack dump after faulthandler_timeout (55 s, for
+        # the usual 60 s limit) would be noise here, so the dump moves to just before this
+        # test's own limit (pytest cancels it after the test, as it does its own).
+        faulthandler.dump_traceback_later(295, file=sys.__stderr__)
         method = "forkserver"
         done = subprocess.run(
             [sys.executable, str(TOOLS / "stdlib_executor_conformance.py"), method],
