@@ -7,7 +7,8 @@
 For each start method, one ``procpool.Pool`` and one ``procpool.ProcessPoolExecutor`` serve
 several submitting threads at once, each picking faces at random (``apply_async``,
 ``map_async``, ``imap``, ``imap_unordered``, executor ``submit`` and ``map``, and asyncio's
-``await executor.run`` and ``async for`` over ``executor.amap``), some calls with
+``await executor.run``, ``async for`` over ``executor.amap`` and over the Pool's ``imap``),
+some calls with
 ``retries``, some tasks carrying numpy arrays of 320 KiB (which travel through shared memory).
 A killer thread SIGKILLs a random *busy* worker every 50-200 ms: tasks write ``busy-<pid>``
 in the run's log directory while they run, and append their id to ``runs-<pid>`` as they
@@ -69,7 +70,7 @@ ARRAY_ITEMS = 40_000  # float64: 320 KiB, above the 256 KiB shared-memory thresh
 ARRAY_SHARE = 0.15  # of tasks carry an array
 RETRY_CHOICES = (0, 0, 1, 2)  # retries= of a call, picked at random
 FACE_WEIGHTS = {"apply_async": 2, "map_async": 2, "imap": 2, "imap_unordered": 1,
-                "submit": 2, "executor_map": 2, "run": 1, "amap": 1}
+                "submit": 2, "executor_map": 2, "run": 1, "amap": 1, "aimap": 1}
 
 
 @dataclass
@@ -300,6 +301,38 @@ def face_amap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> 
         raise Late("amap") from exc
 
 
+def face_aimap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+    """``async for`` over the Pool's ``imap``: in order; an error is its own task's, and the
+    stream goes on after it, as ``next()`` does."""
+
+    async def consume() -> None:
+        iterator = aiter(storm.pool.imap(ft.soak_task, specs, retries=retries))
+        for spec in specs:
+            try:
+                value = await anext(iterator)
+            except StopAsyncIteration:
+                storm.violation("aimap ended early",
+                                f"aimap ended before task {spec[0]} of its {len(specs)}")
+                return
+            except Exception as exc:
+                storm.answer(spec[0], False, exc)
+            else:
+                storm.answer(spec[0], True, value)
+        try:
+            extra = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            extra = exc
+        storm.violation("aimap: answers after the last task",
+                        f"aimap answered more than its tasks: {extra!r}")
+
+    try:
+        asyncio.run(asyncio.wait_for(consume(), left(deadline)))
+    except asyncio.TimeoutError as exc:
+        raise Late("aimap") from exc
+
+
 FACES: dict[str, Callable[[Storm, list[Any], int, float], None]] = {
     "apply_async": face_apply_async,
     "map_async": face_map_async,
@@ -309,6 +342,7 @@ FACES: dict[str, Callable[[Storm, list[Any], int, float], None]] = {
     "executor_map": face_executor_map,
     "run": face_run,  # like submit, no options: run's keyword arguments are the function's
     "amap": face_amap,
+    "aimap": face_aimap,
 }
 
 
