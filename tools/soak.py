@@ -8,22 +8,28 @@ For each start method, one ``procpool.Pool`` and one ``procpool.ProcessPoolExecu
 several submitting threads at once, each picking faces at random (``apply_async``,
 ``map_async``, ``imap``, ``imap_unordered``, executor ``submit`` and ``map``, and asyncio's
 ``await executor.run``, ``async for`` over ``executor.amap`` and over the Pool's ``imap``),
-some calls with
-``retries``, some tasks carrying numpy arrays of 320 KiB (which travel through shared memory).
-A killer thread SIGKILLs a random *busy* worker every 50-200 ms: tasks write ``busy-<pid>``
-in the run's log directory while they run, and append their id to ``runs-<pid>`` as they
-start, so the soak knows which task each kill hit and how often every task ran.
+some calls with ``retries``, some with a ``task_timeout`` (and now and then a task among them
+that hangs until that timeout kills its worker), some tasks carrying numpy arrays of 320 KiB
+(which travel through shared memory); one of the two pools recycles its workers
+(``maxtasksperchild``). A killer thread SIGKILLs a random *busy* worker every 50-200 ms (not
+one running a task that hangs: its timeout is to end it): tasks write ``busy-<pid>`` in the
+run's log directory while they run, and append their id to ``runs-<pid>`` as they start, so
+the soak knows which task each kill hit and how often every task ran.
 
 Checked, not assumed, at the end of each start method:
 
 - every task answered exactly once, within a bound (a map that fails as a whole answers each
   of its tasks with its error; an executor map, and amap, stop at their first error, as the
   stdlib's map does);
-- values right (arrays included), and the only error is ``WorkerDied``, for a worker the killer
-  killed, and for a task with ``retries=r`` only once all ``r + 1`` attempts were made;
-- no task ran more often than 1 + the kills of ours that hit it (the pool kills a worker to
-  stop a cancelled task too, but takes back what is queued behind it first, or spares a
-  worker that has gone on to it: nothing that started runs again for such a kill);
+- values right (arrays included), and the only errors are ``WorkerDied``, for a worker the
+  killer killed, and ``TaskTimeout``, for a task that hangs (or any task of a call that fails
+  as a whole, or that cannot say which task an error answers: ``map_async``,
+  ``imap_unordered``), either for a task with ``retries=r`` only once all ``r + 1`` attempts
+  were made; a task that hangs never returns a value;
+- no task ran more often than 1 + the kills of ours that hit it (+ its retries, for a task
+  that hangs: each timeout is a kill too). The pool kills a worker to stop a cancelled task
+  or one past its timeout, but takes back what is queued behind it first, or spares a worker
+  that has gone on to it: nothing that started runs again for such a kill;
 - nothing left: no child process, no procpool thread, no /dev/shm segment of this run, and no
   report from procpool's exactly-once ledger (PROCPOOL_CHECK_ACCOUNTING=1).
 
@@ -69,6 +75,12 @@ END_BOUND = 30.0  # seconds close/join and shutdown may take
 ARRAY_ITEMS = 40_000  # float64: 320 KiB, above the 256 KiB shared-memory threshold
 ARRAY_SHARE = 0.15  # of tasks carry an array
 RETRY_CHOICES = (0, 0, 1, 2)  # retries= of a call, picked at random
+# task_timeout= of a call (not submit or run, which take no options), picked at random: far
+# above what a task takes, even a spawned worker's first, which imports numpy.
+TIMEOUT_CHOICES = (None, None, 2.0)
+HANG_SHARE = 0.05  # of calls with a task_timeout have one task that hangs
+HANG_SECONDS = 600.0  # how long it would sleep: its timeout ends it
+MAX_TASKS_PER_CHILD = 100  # of the pool that recycles (picked per start method)
 FACE_WEIGHTS = {"apply_async": 2, "map_async": 2, "imap": 2, "imap_unordered": 1,
                 "submit": 2, "executor_map": 2, "run": 1, "amap": 1, "aimap": 1}
 
@@ -80,6 +92,7 @@ class Task:
     face: str
     retries: int
     has_array: bool
+    hangs: bool = False  # sleeps until its task_timeout kills it
     answers: list[tuple[bool, Any]] = field(default_factory=list)
     dropped: bool = False  # an executor map stopped at an earlier error: no answer due
 
@@ -104,18 +117,21 @@ class Storm:
     next_call: int = 0
 
     def new_call(self, rng: random.Random, face: str, size: int,
-                 retries: int) -> tuple[int, list[Any]]:
+                 options: dict[str, Any]) -> tuple[int, list[Any]]:
         with self.lock:
             call, self.next_call = self.next_call, self.next_call + 1
             first, self.next_task = self.next_task, self.next_task + size
+        hanging = (first + rng.randrange(size)
+                   if options.get("task_timeout") and rng.random() < HANG_SHARE else None)
         specs = []
         for task_id in range(first, first + size):
             array = (np.full(ARRAY_ITEMS, float(task_id)) if rng.random() < ARRAY_SHARE
                      else None)
-            seconds = rng.uniform(0.001, 0.005)
+            seconds = HANG_SECONDS if task_id == hanging else rng.uniform(0.001, 0.005)
             specs.append((task_id, self.log_dir, seconds, array))
             with self.lock:
-                self.tasks[task_id] = Task(task_id, call, face, retries, array is not None)
+                self.tasks[task_id] = Task(task_id, call, face, options.get("retries", 0),
+                                           array is not None, hangs=task_id == hanging)
         with self.lock:
             self.calls[call] = [spec[0] for spec in specs]
         return call, specs
@@ -152,15 +168,17 @@ def left(deadline: float) -> float:
 # ---- the faces: each submits one call of specs and records every answer ----------------------
 
 
-def face_apply_async(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
-    results = [(spec[0], storm.pool.apply_async(ft.soak_task, (spec,), retries=retries))
+def face_apply_async(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    results = [(spec[0], storm.pool.apply_async(ft.soak_task, (spec,), **options))
                for spec in specs]
     for task_id, result in results:
         settle(storm, task_id, lambda r=result: r.get(left(deadline)))
 
 
-def face_map_async(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
-    result = storm.pool.map_async(ft.soak_task, specs, retries=retries)
+def face_map_async(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    result = storm.pool.map_async(ft.soak_task, specs, **options)
     try:
         values = result.get(left(deadline))
     except multiprocessing.TimeoutError as exc:
@@ -176,15 +194,17 @@ def face_map_async(storm: Storm, specs: list[Any], retries: int, deadline: float
         storm.answer(spec[0], True, value)
 
 
-def face_imap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
-    iterator = storm.pool.imap(ft.soak_task, specs, retries=retries)
+def face_imap(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    iterator = storm.pool.imap(ft.soak_task, specs, **options)
     for spec in specs:
         settle(storm, spec[0], lambda: iterator.next(left(deadline)))
     _expect_end(storm, iterator, deadline, "imap")
 
 
-def face_imap_unordered(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
-    iterator = storm.pool.imap_unordered(ft.soak_task, specs, retries=retries)
+def face_imap_unordered(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    iterator = storm.pool.imap_unordered(ft.soak_task, specs, **options)
     ids = {spec[0] for spec in specs}
     errors = []
     for _ in specs:
@@ -228,14 +248,16 @@ def _expect_end(storm: Storm, iterator: Any, deadline: float, face: str) -> None
                     f"{face} answered more than its tasks: {extra!r}")
 
 
-def face_submit(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+def face_submit(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
     futures = [(spec[0], storm.executor.submit(ft.soak_task, spec)) for spec in specs]
     for task_id, future in futures:
         settle(storm, task_id, lambda f=future: f.result(left(deadline)))
 
 
-def face_executor_map(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
-    results = storm.executor.map(ft.soak_task, specs, timeout=left(deadline), retries=retries)
+def face_executor_map(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    results = storm.executor.map(ft.soak_task, specs, timeout=left(deadline), **options)
     for index, spec in enumerate(specs):
         try:
             value = next(results)
@@ -255,7 +277,8 @@ def face_executor_map(storm: Storm, specs: list[Any], retries: int, deadline: fl
         storm.answer(spec[0], True, value)
 
 
-def face_run(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+def face_run(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
     """``await executor.run(...)`` per task, gathered, in this thread's own event loop."""
 
     async def calls() -> list[Any]:
@@ -271,13 +294,14 @@ def face_run(storm: Storm, specs: list[Any], retries: int, deadline: float) -> N
         storm.answer(spec[0], not isinstance(outcome, BaseException), outcome)
 
 
-def face_amap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+def face_amap(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
     """``async for`` over ``executor.amap``: in order; an error ends it at its position."""
 
     async def consume() -> None:
         answered = 0
         try:
-            async for value in storm.executor.amap(ft.soak_task, specs, retries=retries):
+            async for value in storm.executor.amap(ft.soak_task, specs, **options):
                 storm.answer(specs[answered][0], True, value)
                 answered += 1
         except Exception as exc:
@@ -301,12 +325,13 @@ def face_amap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> 
         raise Late("amap") from exc
 
 
-def face_aimap(storm: Storm, specs: list[Any], retries: int, deadline: float) -> None:
+def face_aimap(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
     """``async for`` over the Pool's ``imap``: in order; an error is its own task's, and the
     stream goes on after it, as ``next()`` does."""
 
     async def consume() -> None:
-        iterator = aiter(storm.pool.imap(ft.soak_task, specs, retries=retries))
+        iterator = aiter(storm.pool.imap(ft.soak_task, specs, **options))
         for spec in specs:
             try:
                 value = await anext(iterator)
@@ -333,7 +358,7 @@ def face_aimap(storm: Storm, specs: list[Any], retries: int, deadline: float) ->
         raise Late("aimap") from exc
 
 
-FACES: dict[str, Callable[[Storm, list[Any], int, float], None]] = {
+FACES: dict[str, Callable[[Storm, list[Any], dict[str, Any], float], None]] = {
     "apply_async": face_apply_async,
     "map_async": face_map_async,
     "imap": face_imap,
@@ -353,13 +378,18 @@ def submitter(storm: Storm, index: int, max_tasks: int | None, names: list[str])
         face = rng.choices(names, weights)[0]
         per_call = face in ("apply_async", "submit", "run")
         size = rng.randint(1, 10) if per_call else rng.randint(1, 40)
-        retries = 0 if face in ("submit", "run") else rng.choice(RETRY_CHOICES)
-        call, specs = storm.new_call(rng, face, size, retries)
+        options: dict[str, Any] = {}
+        if face not in ("submit", "run"):
+            options["retries"] = rng.choice(RETRY_CHOICES)
+            timeout = rng.choice(TIMEOUT_CHOICES)
+            if timeout is not None:
+                options["task_timeout"] = timeout
+        call, specs = storm.new_call(rng, face, size, options)
         try:
-            FACES[face](storm, specs, retries, time.monotonic() + CALL_BOUND)
+            FACES[face](storm, specs, options, time.monotonic() + CALL_BOUND)
         except Late as exc:
             storm.violation(f"{face}: not answered within the bound",
-                            f"call {call} ({face}, {size} tasks, retries={retries}): {exc} "
+                            f"call {call} ({face}, {size} tasks, {options}): {exc} "
                             f"not answered within {CALL_BOUND:g} s")
         except Exception as exc:  # the call itself failed: nothing of it was accepted
             storm.violation(f"{face}: call refused", f"call {call} ({face}) refused: {exc!r}")
@@ -379,7 +409,8 @@ def killer(storm: Storm) -> None:
         with contextlib.suppress(psutil.Error):
             ours = {child.pid for child in me.children(recursive=True)}
         busy = sorted(name[5:] for name in os.listdir(storm.log_dir)
-                      if name.startswith("busy-") and _pid(name[5:]) in ours)
+                      if name.startswith("busy-") and _pid(name[5:]) in ours
+                      and not _runs_a_hanging_task(storm, name[5:]))
         if not busy:
             continue
         token = rng.choice(busy)
@@ -391,6 +422,18 @@ def killer(storm: Storm) -> None:
         except ProcessLookupError:
             continue
         storm.kills.append((token, _task_hit(storm.log_dir, token)))
+
+
+def _runs_a_hanging_task(storm: Storm, token: str) -> bool:
+    """Whether the worker of ``token`` is running a task that hangs (by its marker, which may
+    be gone or name another task by now: then the kill may hit that one, as any kill may)."""
+    try:
+        task_id = int(Path(storm.log_dir, f"busy-{token}").read_text())
+    except (OSError, ValueError):
+        return False
+    with storm.lock:
+        task = storm.tasks.get(task_id)
+    return task is not None and task.hangs
 
 
 def _pid(token: str) -> int:
@@ -428,10 +471,14 @@ def check(storm: Storm) -> dict[str, int]:
         runs.update(int(line) for line in log.read_text().split())
     hits = collections.Counter(task for _, task in storm.kills if task is not None)
     killed = {_pid(token) for token, _ in storm.kills}
+    calls_that_hang = {task.call for task in storm.tasks.values() if task.hangs}
     for task in storm.tasks.values():
-        name = f"task {task.task_id} ({task.face} call {task.call}, retries={task.retries})"
-        # At most one extra run per kill of ours that hit it: its retry.
-        if runs[task.task_id] > 1 + hits[task.task_id]:
+        name = (f"task {task.task_id} ({task.face} call {task.call}, retries={task.retries}"
+                f"{', hangs' if task.hangs else ''})")
+        # At most one extra run per kill that hit it (its retry): ours, and each timeout of
+        # a task that hangs, as many as its retries allow.
+        timeouts = task.retries if task.hangs else 0
+        if runs[task.task_id] > 1 + hits[task.task_id] + timeouts:
             storm.violation("ran more often than the kills that hit it allow",
                             f"{name} ran {runs[task.task_id]} times, "
                             f"{hits[task.task_id]} kills of ours hit it")
@@ -444,21 +491,34 @@ def check(storm: Storm) -> dict[str, int]:
                             " times", f"{name} answered {len(task.answers)} times")
             continue
         ok, payload = task.answers[0]
+        attempts = getattr(payload, "attempts", None)
         if ok:
-            problem = _wrong_value(task, payload)
+            problem = "it hangs" if task.hangs else _wrong_value(task, payload)
             if problem:
                 storm.violation("wrong value", f"{name}: {problem}")
             elif runs[task.task_id] < 1:
                 storm.violation("a value without a run", f"{name} delivered a value, never ran")
+        elif isinstance(payload, procpool.TaskTimeout):
+            if not (task.hangs or (task.call in calls_that_hang
+                                   and task.face in ("map_async", "imap_unordered"))):
+                storm.violation("TaskTimeout for a task that does not hang",
+                                f"{name}: {payload}")
+            elif task.retries and attempts != task.retries + 1:
+                storm.violation("TaskTimeout before its retries were used",
+                                f"{name}: attempts={attempts}: {payload}")
         elif not isinstance(payload, procpool.WorkerDied):
             storm.violation(f"failed with {type(payload).__name__}", f"{name}: {payload!r:.300}")
         elif payload.pid not in killed:
             storm.violation("WorkerDied for a worker the soak did not kill", f"{name}: {payload}")
-        elif task.retries and getattr(payload, "attempts", None) != task.retries + 1:
+        elif task.retries and attempts != task.retries + 1:
             storm.violation("WorkerDied before its retries were used",
-                            f"{name}: attempts={getattr(payload, 'attempts', None)}: {payload}")
+                            f"{name}: attempts={attempts}: {payload}")
+    timed_out = sum(1 for task in storm.tasks.values() if task.hangs and task.answers
+                    and isinstance(task.answers[0][1], procpool.TaskTimeout))
     return {"tasks": len(storm.tasks), "kills": len(storm.kills), "hits": sum(hits.values()),
-            "reruns": sum(max(0, n - 1) for n in runs.values())}
+            "reruns": sum(max(0, n - 1) for n in runs.values()),
+            "hangs": sum(1 for task in storm.tasks.values() if task.hangs),
+            "timed_out": timed_out}
 
 
 def _wrong_value(task: Task, value: Any) -> str | None:
@@ -546,8 +606,15 @@ def run(method: str, seed: int,
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"procpool-soak-{method}-") as log_dir:
         storm = Storm(method, log_dir, seed)
-        storm.pool = procpool.Pool(args.workers, context=method)
-        storm.executor = procpool.ProcessPoolExecutor(args.workers, mp_context=method)
+        # (The executor refuses max_tasks_per_child under fork, as the stdlib's does.)
+        recycles = ("pool" if method == "fork"
+                    else random.Random(seed * 1000 + 998).choice(["pool", "executor"]))
+        storm.pool = procpool.Pool(
+            args.workers, context=method,
+            maxtasksperchild=MAX_TASKS_PER_CHILD if recycles == "pool" else None)
+        storm.executor = procpool.ProcessPoolExecutor(
+            args.workers, mp_context=method,
+            max_tasks_per_child=MAX_TASKS_PER_CHILD if recycles == "executor" else None)
         faces = args.faces.split(",")
         threads = [threading.Thread(target=submitter, args=(storm, i, args.max_tasks, faces),
                                     name=f"soak-submitter-{i}") for i in range(args.threads)]
@@ -567,8 +634,9 @@ def run(method: str, seed: int,
         leftovers(storm)
     counts["seconds"] = round(time.monotonic() - started)
     counts["violations"] = len(storm.violations)
-    print(f"soak {method}: {counts['tasks']} tasks, {counts['kills']} kills "
-          f"({counts['hits']} hit a task), {counts['reruns']} reruns, "
+    print(f"soak {method} ({recycles} recycles): {counts['tasks']} tasks, {counts['kills']} kills "
+          f"({counts['hits']} hit a task), {counts['reruns']} reruns, {counts['hangs']} hung "
+          f"({counts['timed_out']} answered TaskTimeout), "
           f"{counts['violations']} violations, {time.monotonic() - started:.1f} s", flush=True)
     return counts, storm.violations
 
@@ -607,8 +675,8 @@ def main(argv: list[str] | None = None) -> int:
         for example in [text for k, text in violations if k == kind][:3]:
             print(f"    e.g. {example[:400]}", file=sys.stderr)
     print(f"soak: seed {seed}: {totals['tasks']} tasks, {totals['kills']} kills, "
-          f"{totals['reruns']} retries, {len(violations)} violations, "
-          f"{time.monotonic() - started:.1f} s", flush=True)
+          f"{totals['reruns']} retries, {totals['timed_out']} timeouts, "
+          f"{len(violations)} violations, {time.monotonic() - started:.1f} s", flush=True)
     return 1 if violations else 0
 
 
