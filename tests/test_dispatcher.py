@@ -309,8 +309,11 @@ def test_a_queued_chunk_reaches_its_worker_before_the_results_of_the_one_before_
     assert [outcome.result() for outcome in outcomes] == [[0], [1], [2]]
 
 
-def queued_behind(h: Harness, worker: ScriptedWorker) -> tuple[Chunk, Chunk]:
-    """A short chunk running on ``worker`` (its 2nd) and one queued behind it (its 3rd)."""
+def queued_behind(harness: Any) -> tuple[Harness, ScriptedWorker, Chunk, Chunk]:
+    """A pool whose worker can give queued chunks back, that worker, a short chunk running on
+    it (its 2nd) and one queued behind it (its 3rd)."""
+    h = harness(own_processes=True)
+    worker = h.ready_worker(0)
     function = TaskFunction(4, dumps(abs))
     first, running, queued = (Chunk(next(_chunk_ids), function, dumps([n]), CallMode.ONE_ARG,
                                     0, 1, Outcome(1), "work") for n in range(3))
@@ -322,15 +325,13 @@ def queued_behind(h: Harness, worker: ScriptedWorker) -> tuple[Chunk, Chunk]:
     assert worker.receive().chunk_id == running.chunk_id
     message = worker.receive()
     assert message.chunk_id == queued.chunk_id and message.withdrawable
-    return running, queued
+    return h, worker, running, queued
 
 
 def test_a_cancel_takes_the_queued_chunk_back_before_the_kill_and_it_runs_elsewhere(
     harness: Any,
 ) -> None:
-    h = harness(own_processes=True)
-    worker = h.ready_worker(0)
-    running, queued = queued_behind(h, worker)
+    h, worker, running, queued = queued_behind(harness)
     h.dispatcher.cancel(running)
     h.settle()
     assert worker.kills == [True]
@@ -347,9 +348,7 @@ def test_a_cancel_spares_a_worker_that_went_on_to_the_queued_chunk_which_answers
     # The worker finished the cancelled chunk and started the queued one before the parent
     # read that answer. Killing it would make the queued chunk run twice (here and again
     # elsewhere) for a chunk that is done.
-    h = harness(own_processes=True)
-    worker = h.ready_worker(0)
-    running, queued = queued_behind(h, worker)
+    h, worker, running, queued = queued_behind(harness)
     assert worker.claims is not None and worker.claims.take(3)
     h.dispatcher.cancel(running)
     h.settle()
