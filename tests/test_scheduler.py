@@ -6,7 +6,6 @@ actions it answers."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -67,6 +66,19 @@ def chunk(n: int, size: int = 1, policy: TaskPolicy | None = None) -> Chunk:
                  policy or TaskPolicy())
 
 
+def with_payload(chunk: Chunk, items_payload: bytes) -> Chunk:
+    """``chunk`` with other items' pickle."""
+    return Chunk(chunk.chunk_id, chunk.function, items_payload, chunk.mode, chunk.first_index,
+                 chunk.size, chunk.sink, chunk.name, chunk.policy)
+
+
+def with_shared_items(chunk: Chunk) -> Chunk:
+    """``chunk`` with its items' buffers in shared memory."""
+    return Chunk(chunk.chunk_id, chunk.function, chunk.items_payload, chunk.mode,
+                 chunk.first_index, chunk.size, chunk.sink, chunk.name, chunk.policy,
+                 segments=SharedSegments((f"/procpool-test-{chunk.chunk_id}",), 1 << 20))
+
+
 DEATH = Death(pid=99, exitcode=-9)
 
 
@@ -108,14 +120,14 @@ def sends(actions: list[Any]) -> list[tuple[int, int]]:
 
 def test_start_asks_for_one_worker_per_process() -> None:
     assert Scheduler(3).handle(Started(), 0.0) == [
-        StartWorker(0, index=0), StartWorker(1, index=1), StartWorker(2, index=2)]
+        StartWorker(0, place=0), StartWorker(1, place=1), StartWorker(2, place=2)]
 
 
 def test_a_replacement_takes_the_place_of_the_worker_it_replaces() -> None:
     scheduler = Scheduler(3)
     scheduler.handle(Started(), 0.0)
-    assert StartWorker(3, index=1) in lost(scheduler, 1, DEATH)
-    assert StartWorker(4, index=0) in lost(scheduler, 0, DEATH)
+    assert StartWorker(3, place=1) in lost(scheduler, 1, DEATH)
+    assert StartWorker(4, place=0) in lost(scheduler, 0, DEATH)
 
 
 def test_a_chunk_too_large_for_a_pipe_waits_until_its_worker_is_ready() -> None:
@@ -123,7 +135,7 @@ def test_a_chunk_too_large_for_a_pipe_waits_until_its_worker_is_ready() -> None:
     # block writing a large chunk to it (the initializer may be blocked writing log records).
     scheduler = Scheduler(1)
     scheduler.handle(Started(), 0.0)
-    small, large = chunk(1), replace(chunk(2), items_payload=b"x" * (QUEUE_MAX_BYTES + 1))
+    small, large = chunk(1), with_payload(chunk(2), b"x" * (QUEUE_MAX_BYTES + 1))
     assert sends(submit(scheduler, small)) == [(0, 1)]  # fits: it waits in the pipe
     scheduler = Scheduler(1)
     scheduler.handle(Started(), 0.0)
@@ -137,7 +149,7 @@ def test_a_chunk_with_shared_arguments_waits_until_its_worker_is_ready() -> None
     # start it at once.
     scheduler = Scheduler(1)
     scheduler.handle(Started(), 0.0)
-    shared = replace(chunk(1), segments=SharedSegments(("/procpool-test-1",), 1 << 20))
+    shared = with_shared_items(chunk(1))
     assert sends(submit(scheduler, shared)) == []
     assert sends(scheduler.handle(WorkerReady(0), 0.0)) == [(0, 1)]
 
@@ -258,7 +270,7 @@ def test_work_arriving_after_the_workers_stopped_starts_new_ones() -> None:
     assert sorted(a.worker_id for a in stops if isinstance(a, StopWorker)) == [0, 1]
     late = chunk(7)
     actions = submit(scheduler, late)
-    assert actions[:2] == [StartWorker(2, index=0), StartWorker(3, index=1)]
+    assert actions[:2] == [StartWorker(2, place=0), StartWorker(3, place=1)]
     assert sends(actions) == [(2, 7)]
     assert not scheduler.is_drained()
     _, actions = chunk_done(scheduler, 2, 0, 0.0)
@@ -520,8 +532,7 @@ def test_a_chunk_of_unknown_pace_long_large_or_with_shared_arguments_is_not_queu
     large = quick_chunks(3, payload=b"x" * 100_000)
     # A queued chunk may start on a worker killed for the one before it, and must then run
     # again elsewhere: its arguments must still be there.
-    shared = [replace(c, segments=SharedSegments((f"/procpool-test-{c.chunk_id}",), 1 << 20))
-              for c in quick_chunks(3)]
+    shared = [with_shared_items(c) for c in quick_chunks(3)]
     for chunks in (unknown, long, large, shared):
         scheduler = started(Scheduler(2))
         assert sends(submit(scheduler, *chunks)) == [(0, 0), (1, 1)]

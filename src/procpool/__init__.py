@@ -31,9 +31,8 @@ if TYPE_CHECKING:
     from ._executor import ProcessPoolExecutor
     from ._futures import ProcessFuture
     from ._pool import Pool
-    from ._progress import Progress
     from ._results import ApplyResult, AsyncResult, MapResult
-    from ._stats import PoolStats, WorkerStats
+    from ._stats import PoolStats, Progress, WorkerStats
     from ._streams import IMapIterator, IMapUnorderedIterator
     from ._worker_identity import WorkerInfo, current_worker
 
@@ -51,7 +50,7 @@ _HOMES = {
     "ProcessFuture": "._futures",
     "ProcessPoolExecutor": "._executor",
     "Pool": "._pool",
-    "Progress": "._progress",
+    "Progress": "._stats",
     **dict.fromkeys(["ApplyResult", "AsyncResult", "MapResult"], "._results"),
     **dict.fromkeys(["IMapIterator", "IMapUnorderedIterator"], "._streams"),
     "PoolStats": "._stats",

@@ -38,8 +38,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _janitor as janitor
 from . import _shared_memory as shared_memory
@@ -97,10 +96,12 @@ from ._scheduler_events import (
     WorkerLost,
     WorkerReady,
 )
-from ._stats import PoolStats, snapshot
 from ._task import Chunk
 from ._worker_setup import WorkerSetups
 from ._worker_table import KILL_WAIT, TERMINATE_GRACE, Withdrawal, WorkerRecord, WorkerTable
+
+if TYPE_CHECKING:
+    from ._stats import PoolStats
 
 logger = logging.getLogger("procpool")
 
@@ -111,8 +112,7 @@ logger = logging.getLogger("procpool")
 # the dispatcher acts on.
 
 
-@dataclass(frozen=True, slots=True)
-class _Terminate:
+class _Terminate(NamedTuple):
     force: bool = False  # SIGKILL at once instead of SIGTERM first
 
 
@@ -185,7 +185,7 @@ class Dispatcher:
             # descriptors, no memory, no thread) fails the constructor, leaving nothing.
             for action in self._scheduler.handle(Started(), self._clock()):
                 assert isinstance(action, StartWorker)
-                self._workers.start(action.worker_id, action.index)
+                self._workers.start(action.worker_id, action.place)
             threads.start(self._thread)  # with SIGINT blocked (_threads.py)
         except BaseException:
             self._workers.kill_all(force=True)
@@ -455,6 +455,10 @@ class Dispatcher:
 
     def _stats_now(self) -> PoolStats:
         """The scheduler's share, each worker's pid and memory, and the delivery counts."""
+        # Imported at the first stats(): the public snapshot records are dataclasses, which
+        # would otherwise cost every program's first import of procpool (dataclasses).
+        from ._stats import snapshot
+
         workers = {worker_id: (record.handle.pid, record.peak_rss)
                    for worker_id, record in self._workers.active.items()}
         return snapshot(self._scheduler.stats(self._clock()), workers,
@@ -477,7 +481,7 @@ class Dispatcher:
         elif isinstance(action, DropChunk):
             self._delivery.dropped(action.chunk)
         elif isinstance(action, StartWorker):
-            self._start_worker(action.worker_id, action.index)
+            self._start_worker(action.worker_id, action.place)
         elif isinstance(action, StopWorker):
             self._workers.retire(action.worker_id)
         elif isinstance(action, KillWorker):

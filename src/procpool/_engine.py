@@ -14,8 +14,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _shared_memory as shared_memory
 from . import _threads as threads
@@ -27,10 +26,12 @@ from ._messages import CallMode
 from ._options import PoolOptions, TaskPolicy
 from ._pace import ChunkSizer
 from ._queue_bound import QueueBound, QueueTicket, ticket_given_back_on_error
-from ._stats import PoolStats
 from ._streams import Feeder, RangeInput, StreamJob
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
 from ._worker_setup import check_supported
+
+if TYPE_CHECKING:
+    from ._stats import PoolStats
 
 # join() and terminate() wait for the last forwarded records to be handled on the callback
 # thread while it handles one at least this often: a callback that never returns must not
@@ -60,7 +61,7 @@ class Engine:
                           else options.processes)
         self._dispatcher = Dispatcher(
             backend, self.processes, options.initializer, options.initargs,
-            replace(options.worker_policy, imports_main=backend.imports_main),
+            options.worker_policy._replace(imports_main=backend.imports_main),
             worker_setup=options.worker_setup, finish_at_exit=options.finish_at_exit,
         )
         # User callbacks (Pool callbacks, executor done-callbacks) run on this pool's thread.

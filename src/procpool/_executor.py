@@ -38,7 +38,6 @@ from ._options import (
 )
 from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
-from ._stats import PoolStats
 from ._streams import (
     Feeder,
     RangeInput,
@@ -52,6 +51,8 @@ from ._task import Chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
+
+    from ._stats import PoolStats
 
 T = TypeVar("T")
 P = ParamSpec("P")  # a submitted call's parameters, which its arguments must match

@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from ._errors import TaskTimeout, WorkerDied
 
@@ -32,8 +31,7 @@ class _Unset:
 UNSET: Any = _Unset()  # "not given in this call: use the pool's setting"
 
 
-@dataclass(frozen=True, slots=True)
-class TaskPolicy:
+class TaskPolicy(NamedTuple):
     """How one task is run; set on the pool, overridable per call.
 
     ``timeout``: seconds a single item may run, counted from when a worker starts it; past
@@ -68,11 +66,10 @@ class TaskPolicy:
             changes["retries"] = check_count("retries", retries)
         if retry_on is not UNSET:
             changes["retry_on"] = check_retry_on(retry_on)
-        return replace(self, **changes) if changes else self
+        return self._replace(**changes) if changes else self
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerPolicy:
+class WorkerPolicy(NamedTuple):
     """When a worker is replaced, and how long it may take to start."""
 
     max_tasks: int | None = None  # chunks per worker (the stdlib's maxtasksperchild)
@@ -84,8 +81,7 @@ class WorkerPolicy:
     imports_main: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSetupOptions:
+class WorkerSetupOptions(NamedTuple):
     """What each new worker is given before it runs the initializer (_worker_setup.py)."""
 
     # worker_env: the variables (a None value removes one), a function of the worker's index
@@ -103,8 +99,7 @@ WorkerEnv = Mapping[str, str | None] | Callable[[int], Mapping[str, str | None]]
 RetryOn = type[BaseException] | tuple[type[BaseException], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class PoolOptions:
+class PoolOptions(NamedTuple):
     """Everything a pool is built from, checked: one object from the faces to the engine."""
 
     processes: int | None  # None: as many as the backend suggests

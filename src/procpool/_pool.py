@@ -32,7 +32,6 @@ from ._pace import map_chunksize, stdlib_map_chunksize
 from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
 from ._results import ApplyResult, MapResult, _AsyncResultBase
-from ._stats import PoolStats
 from ._streams import (
     IMapIterator,
     IMapUnorderedIterator,
@@ -45,6 +44,8 @@ from ._streams import (
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing's own from 3.11
+
+    from ._stats import PoolStats
 
 T = TypeVar("T")
 S = TypeVar("S")  # a map's items, which its function takes

@@ -1,9 +1,11 @@
 """Progress of one map-like call (``progress=`` on map, imap, starmap, executor map).
 
-Owns the ``Progress`` snapshot, the tracker that counts finished items and decides when to show
-them, and the two displays: a tqdm bar (``progress=True``; tqdm's notebook widget in Jupyter,
-through ``tqdm.auto``) or a callable of the user's that receives snapshots. tqdm is imported
-only when a bar is asked for, and a call without ``progress`` builds none of this.
+Owns the tracker that counts finished items and decides when to show them as ``Progress``
+snapshots (a public record, in procpool._stats with the other snapshots, imported once a call
+with ``progress`` first draws), and the two displays: a tqdm bar (``progress=True``; tqdm's
+notebook widget in Jupyter, through ``tqdm.auto``) or a callable of the user's that receives
+snapshots. tqdm is imported only when a bar is asked for, and a call without ``progress``
+builds none of this.
 
 Where counting happens: eager maps (``map``, ``starmap``, their ``_async`` forms) count in their
 result object as chunks arrive, on the dispatcher thread, and hand the drawing to the pool's
@@ -17,44 +19,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from ._stats import Progress
 
 T = TypeVar("T")
 logger = logging.getLogger("procpool")
 
 # Draw at most this often (seconds), besides the final snapshot, which is always drawn.
 DRAW_INTERVAL = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """How far one call has got. Counts are items, not chunks.
-
-    ``completed`` includes the ``failed`` items. ``total`` is None while it is unknown (an
-    ``imap`` over a generator, until the generator ends). ``finished`` is True on the last
-    snapshot a call sends.
-    """
-
-    __module__ = "procpool"
-
-    completed: int
-    failed: int
-    total: int | None
-    elapsed: float  # seconds since the call started
-    finished: bool = False
-
-    @property
-    def rate(self) -> float:
-        """Items per second so far."""
-        return self.completed / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the rate so far; None if the total or the rate is unknown."""
-        if self.total is None or self.rate == 0:
-            return None
-        return max(0, self.total - self.completed) / self.rate
 
 
 class _Display(Protocol):
@@ -129,6 +103,8 @@ class ProgressTracker:
 
     def _snapshot(self) -> Progress | None:
         """The counts now; None once the call has finished (only the last drawing remains)."""
+        from ._stats import Progress
+
         with self._lock:
             if self._finished:
                 return None
@@ -141,6 +117,8 @@ class ProgressTracker:
             self._display.show(progress)
 
     def _close(self) -> None:
+        from ._stats import Progress
+
         with self._lock:
             final = Progress(self._completed, self._failed, self._total,
                              time.monotonic() - self._started, finished=True)

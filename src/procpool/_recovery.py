@@ -13,7 +13,7 @@ Like the scheduler, it is pure: no threads, pipes, processes or clocks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ._codec import add_note
 from ._errors import (
@@ -46,8 +46,7 @@ def startup_deaths_allowed(processes: int) -> int:
     return max(5, 2 * processes)
 
 
-@dataclass(frozen=True, slots=True)
-class Recovered:
+class Recovered(NamedTuple):
     """What lost or failed work becomes, for the scheduler to apply."""
 
     # Back to the front of the pending queue, in this order (the first runs first).

@@ -18,22 +18,45 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ._task import Chunk
 
+# The records are named tuples (SchedulerCounts, which changes, a class with slots): a tenth
+# of a frozen dataclass's cost to define, and no import of dataclasses (with inspect, ast and
+# dis). Dataclasses cost the first pool of a process about 40 ms in all.
+
 # ---- actions --------------------------------------------------------------------------------
 
+_A = TypeVar("_A")
 
-@dataclass(frozen=True, slots=True)
-class StartWorker:
+
+def _action(cls: type[_A]) -> type[_A]:
+    """An action equals only an action of its own kind with the same fields. (Plain tuples
+    would not tell ``StartWorker(0, 2)`` from ``KillWorker(0, 2)``: the scheduler's tests
+    compare actions, where the scheduler itself matches them by class.)"""
+    cls.__eq__ = _same_action  # type: ignore[method-assign,assignment]
+    cls.__ne__ = _other_action  # type: ignore[method-assign,assignment]
+    cls.__hash__ = tuple.__hash__  # type: ignore[method-assign,assignment]
+    return cls
+
+
+def _same_action(self: tuple[Any, ...], other: object) -> bool:
+    return type(self) is type(other) and tuple.__eq__(self, other)
+
+
+def _other_action(self: tuple[Any, ...], other: object) -> bool:
+    return not _same_action(self, other)
+
+
+@_action
+class StartWorker(NamedTuple):
     worker_id: int
-    index: int = 0  # its place: the lowest no other worker of the pool holds
+    place: int = 0  # the lowest no other worker of the pool holds (WorkerSlot.index)
 
 
-@dataclass(frozen=True, slots=True)
-class SendChunk:
+@_action
+class SendChunk(NamedTuple):
     worker_id: int
     chunk: Chunk
     # To wait behind what the worker has (it is busy): the dispatcher may write several of
@@ -41,15 +64,15 @@ class SendChunk:
     queued: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class StopWorker:
+@_action
+class StopWorker(NamedTuple):
     """Ask a worker to exit once idle (recycling or shutdown); its exit is not a death."""
 
     worker_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class KillWorker:
+@_action
+class KillWorker(NamedTuple):
     """Kill a worker (and its process group) now: its task ran past its timeout or was
     cancelled, or it did not exit when asked to.
 
@@ -62,24 +85,24 @@ class KillWorker:
     queued: int = 0
 
 
+@_action
 class WithdrawQueued(NamedTuple):
     """Take back the ``queued`` chunks queued on a worker, unless it has started one of them:
     the one it runs has overrun its estimate (it may hang), and they would wait behind it.
-    Answered with ``QueuedWithdrawn`` if they were taken back. (A named tuple, as the events
-    below are, for the same reason: each frozen dataclass costs the first import a lot more.)"""
+    Answered with ``QueuedWithdrawn`` if they were taken back."""
 
     worker_id: int
     queued: int  # how many (tuple's own ``count`` is taken)
 
 
-@dataclass(frozen=True, slots=True)
-class FailChunk:
+@_action
+class FailChunk(NamedTuple):
     chunk: Chunk
     error: BaseException
 
 
-@dataclass(frozen=True, slots=True)
-class DropChunk:
+@_action
+class DropChunk(NamedTuple):
     """Nobody wants ``chunk`` any more (its future was cancelled, its stream abandoned): it
     will not run, or not to its end, and no outcome of it is delivered. The cancellation was
     its answer."""
@@ -87,8 +110,8 @@ class DropChunk:
     chunk: Chunk
 
 
-@dataclass(frozen=True, slots=True)
-class BreakPool:
+@_action
+class BreakPool(NamedTuple):
     """Nothing can run any more (the initializer failed): fail everything, end every worker."""
 
     error: BaseException
@@ -97,10 +120,8 @@ class BreakPool:
 # ---- events ---------------------------------------------------------------------------------
 # What happened, told to Scheduler.handle. Not the worker's replies (procpool._messages: Ready,
 # ItemDone, ChunkDone): the dispatcher reads those and tells the scheduler in these terms.
-# Named tuples, not dataclasses: a tenth of the cost to define (the first pool of a process
-# imports this module; fourteen frozen dataclasses cost it about 9 ms). Being tuples, two
-# events of different kinds can compare equal: the scheduler matches them by class, never
-# compares them.
+# Being tuples, two events of different kinds can compare equal: the scheduler matches them
+# by class, never compares them.
 
 
 class Started(NamedTuple):
@@ -159,8 +180,7 @@ class ChunkFinished(NamedTuple):
     seconds: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Death:
+class Death(NamedTuple):
     """What the dispatcher learned about a worker that ended without being asked to."""
 
     pid: int | None
@@ -232,18 +252,19 @@ Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | Strea
 # ---- statistics -------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class SchedulerCounts:
     """What the scheduler has seen happen, for ``stats()``: retries, timeouts and why workers
     were replaced."""
 
-    retried: int = 0
-    timed_out: int = 0
-    replacements: Counter[str] = field(default_factory=Counter)
+    __slots__ = ("replacements", "retried", "timed_out")
+
+    def __init__(self) -> None:
+        self.retried = 0
+        self.timed_out = 0
+        self.replacements: Counter[str] = Counter()
 
 
-@dataclass(frozen=True, slots=True)
-class SlotStats:
+class SlotStats(NamedTuple):
     """One worker's work as the scheduler sees it (the dispatcher adds its pid and memory)."""
 
     worker_id: int
@@ -253,8 +274,7 @@ class SlotStats:
     idle_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class SchedulerStats:
+class SchedulerStats(NamedTuple):
     """The scheduler's share of a ``PoolStats`` snapshot, taken at one instant."""
 
     tasks_queued: int

@@ -1,10 +1,14 @@
-"""What ``pool.stats()`` and ``executor.stats()`` return: frozen snapshots of a pool's state.
+"""The public snapshots: what ``pool.stats()`` and ``executor.stats()`` return, frozen records
+of a pool's state, and the ``Progress`` of one call that a ``progress=`` callable receives.
 
-Owns the two snapshot records, their one-line summary, and how one is put together from its
-three owners' shares (``snapshot``): the scheduler's (what waits, what each worker holds, what it
-counted), the worker table's (pids, memory) and delivery's (items done and failed). The
-dispatcher thread takes it between two events (``Dispatcher.stats``), so a snapshot is
-consistent and never changes after it is returned.
+Owns the three records (dataclasses: public, so ``dataclasses.asdict()`` works on them), the
+pool snapshot's one-line summary, and how one is put together from its three owners' shares
+(``snapshot``): the scheduler's (what waits, what each worker holds, what it counted), the
+worker table's (pids, memory) and delivery's (items done and failed). The dispatcher thread
+takes it between two events (``Dispatcher.stats``), so a snapshot is consistent and never
+changes after it is returned. Imported only when a snapshot is first made (procpool's first
+import would otherwise pay for dataclasses); must not be imported by the modules a pool
+needs to start.
 """
 
 from __future__ import annotations
@@ -99,3 +103,33 @@ def snapshot(share: SchedulerStats, workers: Mapping[int, tuple[int | None, int 
         respawn_causes=share.respawn_causes,
         workers=tuple(snapshots),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far one call has got. Counts are items, not chunks.
+
+    ``completed`` includes the ``failed`` items. ``total`` is None while it is unknown (an
+    ``imap`` over a generator, until the generator ends). ``finished`` is True on the last
+    snapshot a call sends.
+    """
+
+    __module__ = "procpool"
+
+    completed: int
+    failed: int
+    total: int | None
+    elapsed: float  # seconds since the call started
+    finished: bool = False
+
+    @property
+    def rate(self) -> float:
+        """Items per second so far."""
+        return self.completed / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the rate so far; None if the total or the rate is unknown."""
+        if self.total is None or self.rate == 0:
+            return None
+        return max(0, self.total - self.completed) / self.rate

@@ -32,7 +32,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _threads as threads
@@ -140,7 +139,6 @@ class Window:
             self._condition.notify_all()
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """One item's outcome with where it came from: what ``detailed`` streams yield.
 
@@ -149,10 +147,17 @@ class Outcome:
     the error.
     """
 
-    index: int
-    attempt: int
-    ok: bool
-    value: Any
+    __slots__ = ("attempt", "index", "ok", "value")
+
+    def __init__(self, index: int, attempt: int, ok: bool, value: Any) -> None:
+        self.index = index
+        self.attempt = attempt
+        self.ok = ok
+        self.value = value
+
+    def __repr__(self) -> str:
+        return (f"Outcome(index={self.index}, attempt={self.attempt}, ok={self.ok}, "
+                f"value={self.value!r:.80})")
 
 
 class _Piece:

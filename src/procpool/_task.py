@@ -2,14 +2,14 @@
 the TaskFunction it runs.
 
 Plain data only: no threads, pipes or clocks. The messages on a worker's pipe are in
-_messages.py, which the worker imports instead of this module.
+_messages.py, which the worker imports instead of this module. Classes with slots, not
+dataclasses: the first import of a program's first pool would pay for dataclasses.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._messages import CallMode
@@ -43,7 +43,6 @@ def next_id() -> int:
     return next(_ids)
 
 
-@dataclass(frozen=True, slots=True)
 class TaskFunction:
     """A task's function, pickled once per call site.
 
@@ -51,9 +50,15 @@ class TaskFunction:
     later chunks only name it. ``pace`` is how long its items take, for chunk sizing.
     """
 
-    function_id: int
-    payload: bytes
-    pace: Pace = field(default_factory=Pace, compare=False, repr=False)
+    __slots__ = ("function_id", "pace", "payload")
+
+    def __init__(self, function_id: int, payload: bytes, pace: Pace | None = None) -> None:
+        self.function_id = function_id
+        self.payload = payload
+        self.pace = Pace() if pace is None else pace
+
+    def __repr__(self) -> str:
+        return f"TaskFunction(function_id={self.function_id}, payload={self.payload!r:.40})"
 
 
 # ---- the unit of scheduling -------------------------------------------------------------
@@ -95,29 +100,55 @@ class OneCallSink:
         raise NotImplementedError
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Chunk:
     """Consecutive items of one job, placed on one worker as a whole.
 
     ``first_index`` is the job-wide index of the first item; ``size`` items follow it.
-    Identity (``eq=False``) is what the scheduler and dispatcher track. ``attempt`` counts
-    runs: a retried item comes back as a new chunk with ``attempt + 1``.
+    Identity (equality is the object's) is what the scheduler and dispatcher track. ``attempt``
+    counts runs: a retried item comes back as a new chunk with ``attempt + 1``. Never changed
+    once made: a part or a retry is a new chunk (``part``).
     """
 
-    chunk_id: int
-    function: TaskFunction
-    items_payload: bytes
-    mode: CallMode
-    first_index: int
-    size: int
-    sink: ChunkSink = field(repr=False)
-    name: str = "task"  # the function's name, for error messages
-    policy: TaskPolicy = DEFAULT_POLICY
-    attempt: int = 1
-    # The shared-memory segments of the items' large buffers, held until a worker takes them.
-    segments: SharedSegments | None = field(default=None, repr=False)
-    # A single call's place among the queued calls of a pool with max_queued (_queue_bound.py)
-    ticket: QueueTicket | None = field(default=None, repr=False)
+    __slots__ = (
+        "attempt",
+        "chunk_id",
+        "first_index",
+        "function",
+        "items_payload",
+        "mode",
+        "name",
+        "policy",
+        "segments",
+        "sink",
+        "size",
+        "ticket",
+    )
+
+    def __init__(self, chunk_id: int, function: TaskFunction, items_payload: bytes,
+                 mode: CallMode, first_index: int, size: int, sink: ChunkSink,
+                 name: str = "task", policy: TaskPolicy = DEFAULT_POLICY, attempt: int = 1,
+                 segments: SharedSegments | None = None, ticket: QueueTicket | None = None,
+                 ) -> None:
+        self.chunk_id = chunk_id
+        self.function = function
+        self.items_payload = items_payload
+        self.mode = mode
+        self.first_index = first_index
+        self.size = size
+        self.sink = sink
+        self.name = name  # the function's name, for error messages
+        self.policy = policy
+        self.attempt = attempt
+        # The shared-memory segments of the items' large buffers, held until a worker takes
+        # them.
+        self.segments = segments
+        # A single call's place among the queued calls of a pool with max_queued
+        # (_queue_bound.py)
+        self.ticket = ticket
+
+    def __repr__(self) -> str:
+        return (f"Chunk(chunk_id={self.chunk_id}, name={self.name!r}, "
+                f"first_index={self.first_index}, size={self.size}, attempt={self.attempt})")
 
     def left_queue(self) -> None:
         """It was sent to a worker, dropped, or failed without running: its place in the
@@ -151,6 +182,6 @@ class Chunk:
         Without a payload it can only be delivered to the sink (results, failures); with one
         it can run again.
         """
-        return replace(self, chunk_id=next_id(), items_payload=items_payload,
-                       first_index=self.first_index + position, size=size,
-                       attempt=self.attempt if attempt is None else attempt, segments=None)
+        return Chunk(next_id(), self.function, items_payload, self.mode,
+                     self.first_index + position, size, self.sink, self.name, self.policy,
+                     self.attempt if attempt is None else attempt, None, self.ticket)

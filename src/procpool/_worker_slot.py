@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
 
 from ._options import WorkerPolicy
 from ._scheduler_events import SlotStats
@@ -36,49 +35,77 @@ QUEUE_MAX_CHUNKS = 8
 WITHDRAW_AFTER = 0.1
 
 
-@dataclass(slots=True)
 class WorkerSlot:
-    running: Chunk | None = None
-    # Sent to the worker, waiting in its pipe behind ``running``, in order: none can have
-    # started before the worker reports the one before it done, so a death leaves them safe
-    # to rerun.
-    queued: deque[Chunk] = field(default_factory=deque)
-    queued_bytes: int = 0  # what they take in the pipe, at most (their pipe_bytes)
-    # The seconds each is expected to take, by its function's pace when it was queued, in
-    # the same order, and their sum: how long the last one waits behind the running one.
-    queued_seconds: deque[float] = field(default_factory=deque)
-    queued_work: float = 0.0
-    # Queued chunks cancelled while they waited: the worker is killed when one starts.
-    cancelled_queued: set[Chunk] = field(default_factory=set)
-    # While chunks are queued: when the running chunk will have overrun its estimate by
-    # WITHDRAW_AFTER, and the queued ones are to be taken back (the scheduler's Tick); and
-    # whether it has, so that nothing more is queued behind it (nor between the Tick and
-    # the taking back, which must find the queue it was told of).
-    overrun_at: float | None = None
-    overran: bool = False
-    position: int = 0  # items of the running chunk already reported (chunks that report each)
-    deadline: float | None = None  # the running item's timeout, or the initializer's
-    ready: bool = False
-    # Why a kill was ordered: its running chunk timed out, or was cancelled. The worker may
-    # still report the chunk it was finishing as the signal lands, but it must never be given
-    # another one; its death is expected.
-    kill_reason: KillReason | None = None
-    # The running chunk was queued behind the one the kill was ordered for, could not be
-    # taken back first (KillWorker.queued: the backend's workers cannot give chunks back, or
-    # the kill is for a corrupt stream), and the worker went on to it before the signal
-    # landed: what it leaves unanswered is no fault of its own, and runs again elsewhere.
-    collateral: bool = False
-    # The running chunk's own caller cancelled it: what it leaves unanswered is dropped,
-    # never answered (its worker is killed, or was doomed already).
-    running_cancelled: bool = False
-    chunks_done: int = 0
-    index: int = 0  # the worker's place, 0 .. processes-1 (procpool.current_worker())
-    # For statistics: when the slot was created, when its current chunk started, how long it
-    # has spent running chunks, and how many items it finished.
-    born: float = 0.0
-    busy_since: float | None = None
-    busy_seconds: float = 0.0
-    items_done: int = 0
+    """One worker as the scheduler sees it (the module docstring says what it owns)."""
+
+    __slots__ = (
+        "born",
+        "busy_seconds",
+        "busy_since",
+        "cancelled_queued",
+        "chunks_done",
+        "collateral",
+        "deadline",
+        "index",
+        "items_done",
+        "kill_reason",
+        "overran",
+        "overrun_at",
+        "position",
+        "queued",
+        "queued_bytes",
+        "queued_seconds",
+        "queued_work",
+        "ready",
+        "running",
+        "running_cancelled",
+    )
+
+    def __init__(self, *, born: float = 0.0, index: int = 0) -> None:
+        self.running: Chunk | None = None
+        # Sent to the worker, waiting in its pipe behind ``running``, in order: none can have
+        # started before the worker reports the one before it done, so a death leaves them
+        # safe to rerun.
+        self.queued: deque[Chunk] = deque()
+        self.queued_bytes = 0  # what they take in the pipe, at most (their pipe_bytes)
+        # The seconds each is expected to take, by its function's pace when it was queued,
+        # in the same order, and their sum: how long the last one waits behind the running
+        # one.
+        self.queued_seconds: deque[float] = deque()
+        self.queued_work = 0.0
+        # Queued chunks cancelled while they waited: the worker is killed when one starts.
+        self.cancelled_queued: set[Chunk] = set()
+        # While chunks are queued: when the running chunk will have overrun its estimate by
+        # WITHDRAW_AFTER, and the queued ones are to be taken back (the scheduler's Tick);
+        # and whether it has, so that nothing more is queued behind it (nor between the Tick
+        # and the taking back, which must find the queue it was told of).
+        self.overrun_at: float | None = None
+        self.overran = False
+        # Items of the running chunk already reported (chunks that report each).
+        self.position = 0
+        self.deadline: float | None = None  # the running item's timeout, or the initializer's
+        self.ready = False
+        # Why a kill was ordered: its running chunk timed out, or was cancelled. The worker
+        # may still report the chunk it was finishing as the signal lands, but it must never
+        # be given another one; its death is expected.
+        self.kill_reason: KillReason | None = None
+        # The running chunk was queued behind the one the kill was ordered for, could not be
+        # taken back first (KillWorker.queued: the backend's workers cannot give chunks
+        # back, or the kill is for a corrupt stream), and the worker went on to it before
+        # the signal landed: what it leaves unanswered is no fault of its own, and runs again
+        # elsewhere.
+        self.collateral = False
+        # The running chunk's own caller cancelled it: what it leaves unanswered is dropped,
+        # never answered (its worker is killed, or was doomed already).
+        self.running_cancelled = False
+        self.chunks_done = 0
+        self.index = index  # the worker's place, 0 .. processes-1 (procpool.current_worker())
+        # For statistics: when the slot was created, when its current chunk started, how long
+        # it has spent running chunks, and how many items it finished.
+        self.born = born
+        self.busy_since: float | None = None
+        self.busy_seconds = 0.0
+        self.items_done = 0
 
     @property
     def doomed(self) -> bool:

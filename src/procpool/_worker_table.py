@@ -18,7 +18,6 @@ import logging
 import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -48,28 +47,39 @@ class Withdrawal(enum.Enum):
     IMPOSSIBLE = "impossible"  # it has ended, or its backend's workers cannot give chunks back
 
 
-@dataclass(eq=False)
 class WorkerRecord:
     """What the dispatcher holds for one worker."""
 
-    handle: WorkerHandle
-    reader: FrameReader  # its replies, taken off its pipe without ever waiting
-    # The dispatcher's exact mirror of the worker's function cache (same size, same order of
-    # use): which functions a chunk must carry.
-    functions: FunctionCache = field(default_factory=FunctionCache)
-    segments: shared_memory.WorkerSegments | None = None  # None: no shared memory
-    peak_rss: int | None = None
-    # False once its pipe reached its end, or carried bytes that are not replies: only its
-    # sentinel can tell anything more.
-    listening: bool = True
-    lost_because: str | None = None  # why the dispatcher killed it, for its death's error
-    worker_id: int = field(init=False)  # its handle's, read a few times per chunk
-    # Messages of queued chunks not written yet (send_chunk's ``later``), in order.
-    unsent: list[bytes] = field(default_factory=list)
-    chunks_sent: int = 0  # as the worker counts what it receives (procpool._claims)
+    __slots__ = (
+        "chunks_sent",
+        "functions",
+        "handle",
+        "listening",
+        "lost_because",
+        "peak_rss",
+        "reader",
+        "segments",
+        "unsent",
+        "worker_id",
+    )
 
-    def __post_init__(self) -> None:
-        self.worker_id = self.handle.worker_id
+    def __init__(self, handle: WorkerHandle, reader: FrameReader,
+                 segments: shared_memory.WorkerSegments | None = None) -> None:
+        self.handle = handle
+        self.reader = reader  # its replies, taken off its pipe without ever waiting
+        # The dispatcher's exact mirror of the worker's function cache (same size, same order
+        # of use): which functions a chunk must carry.
+        self.functions = FunctionCache()
+        self.segments = segments  # None: no shared memory
+        self.peak_rss: int | None = None
+        # False once its pipe reached its end, or carried bytes that are not replies: only
+        # its sentinel can tell anything more.
+        self.listening = True
+        self.lost_because: str | None = None  # why the dispatcher killed it, for its death's error
+        self.worker_id = handle.worker_id  # read a few times per chunk
+        # Messages of queued chunks not written yet (send_chunk's ``later``), in order.
+        self.unsent: list[bytes] = []
+        self.chunks_sent = 0  # as the worker counts what it receives (procpool._claims)
 
 
 class WorkerTable:
