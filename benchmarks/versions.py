@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ["stdlib Pool", "procpool Pool", "procpool executor"]
 
 
-def _export(revision: str, into: Path) -> Path:
+def export_source(revision: str, into: Path) -> Path:
+    """``src/`` of ``revision``, exported from git into ``into``; its path."""
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src"],
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
@@ -107,7 +108,7 @@ def main() -> int:
     rows = [("workload", name) for name in names] + [
         ("startup", method) for method in args.methods.split(",") if method]
     with tempfile.TemporaryDirectory() as folder:
-        versions = {"before": _export(args.baseline, Path(folder)), "after": ROOT / "src"}
+        versions = {"before": export_source(args.baseline, Path(folder)), "after": ROOT / "src"}
         for source in versions.values():
             cache_bytecode(source)  # as an installed procpool has it (benchmarks/__init__.py)
         runs = [(version, library) for library in LIBRARIES[1:] for version in versions]

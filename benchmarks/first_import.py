@@ -1,0 +1,121 @@
+"""A fresh program's first pool: importing the pool, starting it, its first result.
+
+    python -m benchmarks.first_import --repeats 9 [--baseline REV] [--methods fork,spawn]
+
+The other start-up measures (``benchmarks.startup``, the start-up rows of
+``benchmarks.versions``) time a pool started after a warm-up pool in the same interpreter: what a
+program's second pool costs. Its first also pays for importing the pool's modules and, under
+forkserver, for starting the server. Here every case runs in a fresh interpreter, in an order
+that rotates from one repeat to the next, and reports two times, each from the script's first
+line: ``import`` (importing the face) and ``first result`` (the import, the pool's constructor
+and one call answered). The stdlib's Pool and ProcessPoolExecutor run beside procpool's (this
+checkout's; with ``--baseline``, an earlier revision's too, exported from git as
+``benchmarks.versions`` does). Bytecode is written first, as an installed package has it.
+Medians, and each time as a ratio of the stdlib face's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import cache_bytecode
+from .versions import ROOT, export_source
+
+# Each prints two numbers: seconds to import, and to the first result. The pool is ended
+# after the clock stops (terminate: no waiting for idle workers).
+_STDLIB_POOL = """
+import time; started = time.perf_counter()
+import multiprocessing
+imported = time.perf_counter()
+pool = multiprocessing.get_context({method!r}).Pool(2)
+pool.apply(abs, (-1,))
+print(imported - started, time.perf_counter() - started)
+pool.terminate(); pool.join()
+"""
+_STDLIB_EXECUTOR = """
+import time; started = time.perf_counter()
+import concurrent.futures, multiprocessing
+imported = time.perf_counter()
+executor = concurrent.futures.ProcessPoolExecutor(2, multiprocessing.get_context({method!r}))
+executor.submit(abs, -1).result()
+print(imported - started, time.perf_counter() - started)
+executor.shutdown()
+"""
+_PROCPOOL_POOL = """
+import time; started = time.perf_counter()
+import procpool; procpool.Pool
+imported = time.perf_counter()
+pool = procpool.Pool(2, context={method!r})
+pool.apply(abs, (-1,))
+print(imported - started, time.perf_counter() - started)
+pool.terminate(); pool.join()
+"""
+_PROCPOOL_EXECUTOR = """
+import time; started = time.perf_counter()
+import procpool; procpool.ProcessPoolExecutor
+imported = time.perf_counter()
+executor = procpool.ProcessPoolExecutor(2, mp_context={method!r})
+executor.submit(abs, -1).result()
+print(imported - started, time.perf_counter() - started)
+executor.shutdown()
+"""
+
+
+def _run(script: str, source: Path | None) -> tuple[float, float]:
+    environment = dict(os.environ)
+    if source is not None:
+        environment["PYTHONPATH"] = str(source)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tempfile.gettempdir(),
+                          env=environment, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"a run failed:\n{done.stderr[-3000:]}")
+    imported, first = (float(word) for word in done.stdout.split())
+    return imported, first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--methods", default="fork,forkserver,spawn")
+    parser.add_argument("--baseline", help="an earlier revision of procpool to run beside")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="procpool-first-import-") as folder:
+        sources: dict[str, Path] = {"": ROOT / "src"}
+        if args.baseline:
+            sources = {f" ({args.baseline})": export_source(args.baseline, Path(folder)),
+                       " (this checkout)": ROOT / "src"}
+        for source in sources.values():
+            cache_bytecode(source)
+        cases: list[tuple[str, str, str, Path | None]] = []  # face, label, script, source
+        for face, stdlib, ours in (("Pool", _STDLIB_POOL, _PROCPOOL_POOL),
+                                   ("executor", _STDLIB_EXECUTOR, _PROCPOOL_EXECUTOR)):
+            cases.append((face, f"stdlib {face}", stdlib, None))
+            cases += [(face, f"procpool {face}{suffix}", ours, source)
+                      for suffix, source in sources.items()]
+        for method in args.methods.split(","):
+            times: dict[str, list[tuple[float, float]]] = {label: [] for _, label, _, _ in cases}
+            for repeat in range(args.repeats):
+                shift = repeat % len(cases)
+                for _, label, script, source in cases[shift:] + cases[:shift]:
+                    times[label].append(_run(script.format(method=method), source))
+            print(f"\n{method}: medians of {args.repeats} fresh interpreters (ms), and x the "
+                  f"stdlib face's")
+            print(f"{'':34} {'import':>8} {'x':>6} {'first result':>13} {'x':>6}")
+            for face, label, _, _ in cases:
+                imported = statistics.median(t[0] for t in times[label])
+                first = statistics.median(t[1] for t in times[label])
+                base = times[f"stdlib {face}"]
+                base_imported = statistics.median(t[0] for t in base)
+                base_first = statistics.median(t[1] for t in base)
+                print(f"{label:34} {1000 * imported:8.1f} {imported / base_imported:6.2f} "
+                      f"{1000 * first:13.1f} {first / base_first:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
