@@ -198,6 +198,24 @@ def _replies_until_the_end(conn: Connection) -> list[object]:
             return replies
 
 
+def test_since_when_a_worker_calls_a_chunks_first_item_is_told_by_the_chunks_id() -> None:
+    claims = Claims()
+    try:
+        worker = claims.for_worker(3)
+        assert claims.calling_since(3, 17) is None  # loading: nothing said yet
+        before = time.monotonic()
+        worker.calling(17)
+        since = claims.calling_since(3, 17)
+        assert since is not None and before <= since <= time.monotonic()
+        assert claims.calling_since(3, 16) is None  # another chunk: not this one's call
+        # The next worker in the same region starts with nothing said.
+        claims.forget(3)
+        claims.for_worker(4)
+        assert claims.calling_since(4, 17) is None
+    finally:
+        claims.close()
+
+
 TIMEOUT = 0.2  # the `killed` chunk's task_timeout, where its kill is for a timeout
 
 

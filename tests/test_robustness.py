@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import procpool
+import slow_import
 from procpool import _scheduler, _threads
 from support import Fifos, still_alive
 
@@ -37,6 +38,36 @@ def _read_pid(fifo: str) -> int:
 
 
 # ---- task timeouts -----------------------------------------------------------------------------
+
+
+SLOW_IMPORT_TIMEOUT = 0.3
+
+
+@pytest.mark.parametrize("task", ["returns", "hangs"])
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_task_timeout_counts_from_the_call_not_from_the_workers_import_of_its_module(
+        method: str, task: str, fifos: Fifos) -> None:
+    # A fresh worker imports the task's module as it unpickles the function: a second or more
+    # for torch. That is the pool's start-up, not the task's run; counted as the task's, a
+    # task_timeout shorter than the import failed every task of every fresh worker.
+    # (worker_env, not this process's environment: a forkserver keeps the one it started with.)
+    slow = {"PROCPOOL_TEST_SLOW_IMPORT": os.pathsep.join([fifos.started, fifos.release])}
+    with procpool.Pool(1, context=method, worker_env=slow) as pool:
+        function = slow_import.double if task == "returns" else slow_import.hang
+        result = pool.apply_async(function, (21,), task_timeout=SLOW_IMPORT_TIMEOUT)
+        assert fifos.wait_started() == "importing"
+        time.sleep(3 * SLOW_IMPORT_TIMEOUT)  # not to synchronise: for the deadline to pass
+        try:
+            release = os.open(fifos.release, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: nobody holds it, the worker was killed as it imported
+            pytest.fail(f"the worker was killed while it imported the task's module ({exc})")
+        os.write(release, b"go")
+        os.close(release)
+        if task == "returns":
+            assert result.get(timeout=30) == 42
+        else:  # past its timeout counted from the call: killed as ever
+            with pytest.raises(procpool.TaskTimeout, match=r"task_timeout of 0\.3 s"):
+                result.get(timeout=30)
 
 
 def test_task_timeout_kills_the_task_and_everything_it_started(
@@ -156,6 +187,27 @@ def test_a_timeout_in_a_chunk_fails_only_that_item(start_method: str) -> None:
     assert [o for o in outcomes if not isinstance(o, Exception)] == [0, 1, 3, 4, 5, 6, 7]
     assert isinstance(outcomes[2], procpool.TaskTimeout)
     assert "hang_if() item 2" in str(outcomes[2])
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_a_first_item_that_hangs_times_out_though_what_was_queued_behind_it_was_taken_back(
+        method: str) -> None:
+    # Its pace known, each one-item chunk has the next queued behind it; behind the one that
+    # hangs, they are taken back once it overruns (WITHDRAW_AFTER), before its timeout. The
+    # timeout, of its chunk's first item, then asks since when the item has been called, by
+    # the chunk's id: by the worker's count of chunks, which taking back leaves ahead of the
+    # running chunk, it never answered, and the item hung for LOADING_ALLOWANCE.
+    with procpool.Pool(2, context=method) as pool:
+        pool.map(mb.hang_if, [0, 1, 3, 4], chunksize=1)
+        iterator = pool.imap(mb.hang_if, range(8), chunksize=1, task_timeout=0.5)
+        outcomes = []
+        for _ in range(8):
+            try:
+                outcomes.append(iterator.next(timeout=10))
+            except procpool.TaskTimeout as error:
+                outcomes.append(error)
+    assert [o for o in outcomes if not isinstance(o, Exception)] == [0, 1, 3, 4, 5, 6, 7]
+    assert isinstance(outcomes[2], procpool.TaskTimeout)
 
 
 def test_terminate_kills_tasks_that_ignore_sigterm(start_method: str, fifos: Any) -> None:

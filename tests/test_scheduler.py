@@ -6,6 +6,7 @@ actions it answers."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied, WorkerS
 from procpool._messages import CallMode, Ready
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._recovery import startup_deaths_allowed
-from procpool._scheduler import QUEUE_MAX_BYTES, Scheduler
+from procpool._scheduler import LOADING_ALLOWANCE, LOADING_POLL, QUEUE_MAX_BYTES, Scheduler
 from procpool._scheduler_events import (
     Action,
     Break,
@@ -25,6 +26,7 @@ from procpool._scheduler_events import (
     Death,
     DropChunk,
     FailChunk,
+    FirstCallBegan,
     ItemFailed,
     ItemFinished,
     KillSpared,
@@ -293,12 +295,55 @@ def test_timeout_counts_from_when_the_worker_starts_the_item() -> None:
     scheduler.handle(WorkerReady(0), 10.0)
     assert scheduler.next_deadline() == 15.0
     assert scheduler.handle(Tick(), 14.9) == []
-    assert scheduler.handle(Tick(), 15.0) == [KillWorker(0)]
+    # The first item: since when has the worker been calling it?
+    assert scheduler.handle(Tick(), 15.0) == [KillWorker(0, first_call_of=0)]
+    assert scheduler.handle(FirstCallBegan(0, 10.0), 15.0) == [KillWorker(0)]
     assert scheduler.next_deadline() is None  # killed once, not again
     actions = lost(scheduler, 0, Death(99, -9), 15.1)
     failure = actions[0]
     assert isinstance(failure, FailChunk) and isinstance(failure.error, TaskTimeout)
     assert failure.error.timeout == 5.0 and "chunk0() item 0" in str(failure.error)
+
+
+def test_a_first_items_timeout_counts_from_its_call_not_from_loading_its_function() -> None:
+    # A fresh worker imports the function's module (a second or more is common) before the
+    # first item is called: the pool's start-up, not the task's run.
+    scheduler = started(Scheduler(1, split=_split))
+    submit(scheduler, chunk(0, size=2, policy=TaskPolicy(timeout=5.0)), now=0.0)
+    assert scheduler.handle(Tick(), 5.0) == [KillWorker(0, first_call_of=0)]
+    # Still loading: asked again in LOADING_POLL, and never killed for it...
+    assert scheduler.handle(FirstCallBegan(0, None), 5.0) == []
+    assert not scheduler.workers[0].doomed and scheduler.next_deadline() == 5.0 + LOADING_POLL
+    assert scheduler.handle(Tick(), 5.0 + LOADING_POLL) == [KillWorker(0, first_call_of=0)]
+    # ...then called at 7.0: the timeout counts from there.
+    assert scheduler.handle(FirstCallBegan(0, 7.0), 7.5) == []
+    assert scheduler.next_deadline() == 12.0
+    assert scheduler.handle(Tick(), 12.0) == [KillWorker(0)]  # no second question
+    failure = lost(scheduler, 0, DEATH, 12.1)[0]
+    assert isinstance(failure, FailChunk) and isinstance(failure.error, TaskTimeout)
+
+
+def test_loading_longer_than_its_allowance_counts_against_the_first_items_timeout() -> None:
+    # An import that hangs must not hang the call: loading may take LOADING_ALLOWANCE (or
+    # the timeout, if longer), then the kill stands.
+    for timeout in (5.0, LOADING_ALLOWANCE + 30):
+        scheduler = started(Scheduler(1))
+        submit(scheduler, chunk(0, policy=TaskPolicy(timeout=timeout)), now=0.0)
+        allowance = max(timeout, LOADING_ALLOWANCE)
+        scheduler.handle(Tick(), timeout)
+        assert scheduler.handle(FirstCallBegan(0, None), allowance - 0.01) == []
+        deadline = scheduler.next_deadline()
+        assert deadline is not None and deadline > allowance
+        assert scheduler.handle(Tick(), deadline) == [KillWorker(0, first_call_of=0)]
+        assert scheduler.handle(FirstCallBegan(0, None), deadline) == [KillWorker(0)]
+
+
+def test_where_the_first_call_cannot_be_told_the_timeout_counts_from_the_chunks_start(
+) -> None:
+    scheduler = started(Scheduler(1))
+    submit(scheduler, chunk(0, policy=TaskPolicy(timeout=5.0)), now=0.0)
+    scheduler.handle(Tick(), 5.0)
+    assert scheduler.handle(FirstCallBegan(0, -math.inf), 5.0) == [KillWorker(0)]
 
 
 def test_each_item_gets_its_own_deadline() -> None:
@@ -843,7 +888,8 @@ def test_a_timeout_kill_takes_back_the_queued_chunks_and_a_spared_one_answers_in
     submit(scheduler, *chunks)
     assert len(scheduler.workers[0].queued) == 2
     # Its overrun is due too: the kill's own taking back is the only one.
-    assert scheduler.handle(Tick(), 1.0) == [KillWorker(0, queued=2)]
+    assert scheduler.handle(Tick(), 1.0) == [KillWorker(0, queued=2, first_call_of=0)]
+    assert scheduler.handle(FirstCallBegan(0, 0.0), 1.0) == [KillWorker(0, queued=2)]
     scheduler.handle(KillSpared(0), 1.0)
     item_done(scheduler, 0, 1.0)
     done, actions = chunk_done(scheduler, 0, now=1.0, seconds=1.0)

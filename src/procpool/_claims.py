@@ -24,6 +24,13 @@ locks on every lock call. A region is used again once its worker has ended (its 
 so the file holds a page per live worker. The file has no name, so nothing is left behind,
 even by a killed parent.
 
+The region also says since when the worker has been calling the first item of a chunk that
+reports each item: the chunk's id (the pool's: the worker's numbers skip what was taken back)
+and the time (``time.monotonic``, one clock for every process of the machine), written once
+the function and the items are loaded (``WorkerClaims.calling``, ``Claims.calling_since``).
+A task's timeout counts from then, not from loading: importing the function's module in a
+fresh worker (a second of imports is common) is the pool's start-up, not the task's run.
+
 Record locks belong to a process, not a thread: only workers that are processes of their
 own may take part (the local backend). Owns the file, its regions and the byte arithmetic;
 knows nothing of chunks, schedules or pipes.
@@ -34,13 +41,18 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
+import time
 from multiprocessing import context, reduction
 from typing import Any
 
-# Bytes per worker's region: more chunks than a worker can run (10^12). The first 8 bytes
-# hold its mark (data, where the chunks' bytes are locks: the two never interfere).
+# Bytes per worker's region: more chunks than a worker can run (10^12). The first bytes hold
+# data (where the chunks' bytes are locks: the two never interfere): its mark (8 bytes), then
+# the chunk whose first item it calls and since when (_CALLING).
 REGION = 1 << 40
 _MARK = 8
+_CALLING = struct.Struct("<qd")  # a chunk's id, the time.monotonic() its first call began
+_DATA = _MARK + _CALLING.size
 
 
 def _anonymous_file() -> int:
@@ -86,7 +98,7 @@ class Claims:
             region = self._free.pop()
         else:
             region, self._allocated = self._allocated * REGION, self._allocated + 1
-        os.pwrite(self._fd, bytes(_MARK), region)
+        os.pwrite(self._fd, bytes(_DATA), region)
         self._regions[worker_id] = region
         return WorkerClaims(self._fd, region)
 
@@ -102,6 +114,14 @@ class Claims:
             return True
         _unlock(self._fd, region + first, last - first + 1)
         return False
+
+    def calling_since(self, worker_id: int, chunk_id: int) -> float | None:
+        """Since when (``time.monotonic``) worker ``worker_id`` has been calling the first item
+        of chunk ``chunk_id``; None if it has not begun to (it is still loading the function
+        or the items)."""
+        region = self._regions[worker_id]
+        calling, since = _CALLING.unpack(os.pread(self._fd, _CALLING.size, region + _MARK))
+        return since if calling == chunk_id else None
 
     def release(self, worker_id: int, number: int) -> None:
         """Worker ``worker_id`` skipped its ``number``-th chunk, taken back: the byte can
@@ -143,6 +163,10 @@ class WorkerClaims:
         os.pwrite(self._fd, number.to_bytes(_MARK, "little"), self._region)
         _unlock(self._fd, byte, 1)  # the mark says it from now on
         return True
+
+    def calling(self, chunk_id: int) -> None:
+        """The worker begins to call the first item of chunk ``chunk_id``, now."""
+        os.pwrite(self._fd, _CALLING.pack(chunk_id, time.monotonic()), self._region + _MARK)
 
     def __reduce__(self) -> tuple[Any, ...]:
         if context.get_spawning_popen() is None:

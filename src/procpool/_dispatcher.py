@@ -77,6 +77,7 @@ from ._scheduler_events import (
     DropChunk,
     Event,
     FailChunk,
+    FirstCallBegan,
     ItemFailed,
     ItemFinished,
     KillSpared,
@@ -494,7 +495,13 @@ class Dispatcher:
 
     def _kill(self, action: KillWorker) -> None:
         """Kill a worker, once what is queued behind its running chunk is taken back; spare
-        it if it has started one of those (then the running chunk is done)."""
+        it if it has started one of those (then the running chunk is done). For the timeout
+        of a chunk's first item, only ask since when it has been called: the scheduler
+        orders the kill again if it stands."""
+        if action.first_call_of is not None:
+            since = self._workers.first_call_since(action.worker_id, action.first_call_of)
+            self._tell(FirstCallBegan(action.worker_id, since), self._clock())
+            return
         if action.queued:
             withdrawal = self._workers.withdraw(action.worker_id, action.queued)
             if withdrawal is Withdrawal.STARTED:

@@ -34,14 +34,16 @@ UNSET: Any = _Unset()  # "not given in this call: use the pool's setting"
 class TaskPolicy(NamedTuple):
     """How one task is run; set on the pool, overridable per call.
 
-    ``timeout``: seconds a single item may run, counted from when a worker starts it; past
-    that its worker (and every process in the worker's process group) is killed and the item
-    fails with TaskTimeout. ``retries``: how many more times an item is run after a failure
-    listed in ``retry_on`` (worker death and task timeout by default; add exception classes
-    to retry those too). ``exit_fails_task``: a task's ``SystemExit`` (``sys.exit()`` in the
-    task, or while its result is pickled) is that task's error and the worker goes on, as in
-    ``concurrent.futures`` (the executor's faces); otherwise it ends the worker, as in
-    ``multiprocessing.Pool``, and the task fails with WorkerDied.
+    ``timeout``: seconds a single item may run, counted from when a worker calls it (loading
+    its function and arguments, a fresh worker's import of their modules, does not count, up
+    to the scheduler's LOADING_ALLOWANCE); past that its worker (and every process in the
+    worker's process group) is killed and the item fails with TaskTimeout. ``retries``: how
+    many more times an item is run after a failure listed in ``retry_on`` (worker death and
+    task timeout by default; add exception classes to retry those too). ``exit_fails_task``:
+    a task's ``SystemExit`` (``sys.exit()`` in the task, or while its result is pickled) is
+    that task's error and the worker goes on, as in ``concurrent.futures`` (the executor's
+    faces); otherwise it ends the worker, as in ``multiprocessing.Pool``, and the task fails
+    with WorkerDied.
     """
 
     timeout: float | None = None

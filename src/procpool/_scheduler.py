@@ -34,6 +34,7 @@ from ._scheduler_events import (
     DropChunk,
     Event,
     FailChunk,
+    FirstCallBegan,
     ItemFailed,
     ItemFinished,
     KillSpared,
@@ -76,6 +77,13 @@ QUEUE_MAX_BYTES = 32 * 1024
 # A worker asked to stop that has not exited after this long (a task left a non-daemon thread
 # running, which the interpreter waits for at exit) is killed.
 RETIRE_TIMEOUT = 5.0
+
+# A chunk's first item may take this long to load (its function's module imported by a fresh
+# worker, its arguments unpickled) before its timeout counts the loading too (or as long as
+# the timeout, if longer): an import that hangs must not hang the call. While it loads, the
+# worker is asked again this often (or at its timeout, if sooner).
+LOADING_ALLOWANCE = 60.0
+LOADING_POLL = 0.1
 
 class Scheduler:
     """Keeps ``processes`` workers busy with chunks in submission order (FIFO).
@@ -188,6 +196,8 @@ class Scheduler:
                 return self._on_queued_withdrawn(worker_id, now)
             case KillSpared(worker_id):
                 return self._on_kill_spared(worker_id)
+            case FirstCallBegan(worker_id, since):
+                return self._on_first_call_began(worker_id, since, now)
             case Close(abandon_streams):
                 return self._on_close(now, abandon_streams)
             case Break(error):
@@ -315,6 +325,30 @@ class Scheduler:
             slot.spare()
         return []
 
+    def _on_first_call_began(self, worker_id: int, since: float | None,
+                             now: float) -> list[Action]:
+        """The worker began to call its chunk's first item at ``since`` (None: it has not
+        yet, it is loading the function or the items). The timeout counts from then: the
+        kill ordered at the deadline counted from the chunk's start stands only if the item
+        has run that long, or if loading has taken longer than LOADING_ALLOWANCE (and longer
+        than the timeout); else the deadline moves (``KillWorker.first_call_of``)."""
+        slot = self.workers.get(worker_id)
+        if slot is None or slot.kill_reason is not KillReason.TIMEOUT or slot.running is None:
+            return []
+        timeout = slot.running.policy.timeout
+        assert timeout is not None and slot.busy_since is not None
+        if since is None:
+            if now - slot.busy_since < max(timeout, LOADING_ALLOWANCE):
+                slot.spare()
+                slot.deadline = now + min(timeout, LOADING_POLL)
+                return []
+        elif since + timeout > now:
+            slot.spare()
+            slot.first_call_seen = True
+            slot.deadline = since + timeout
+            return []
+        return [KillWorker(worker_id, len(slot.queued))]
+
     def _on_tick(self, now: float) -> list[Action]:
         """Act on every deadline that has passed."""
         actions: list[Action] = []
@@ -403,9 +437,15 @@ class Scheduler:
         """Kill a worker to stop its running chunk, for ``reason``. The chunks queued behind
         it are taken back first: one the worker started before the kill landed would run
         again elsewhere (with no error or attempt of its own to show for it). If it has
-        started one, the running chunk is done, and the kill is spared (KillSpared)."""
+        started one, the running chunk is done, and the kill is spared (KillSpared). The
+        timeout of a chunk's first item asks first since when it has been called
+        (FirstCallBegan)."""
         slot.doom(reason)
-        return KillWorker(worker_id, len(slot.queued))
+        running = slot.running
+        first_call = (reason is KillReason.TIMEOUT and slot.position == 0
+                      and not slot.first_call_seen and running is not None)
+        return KillWorker(worker_id, len(slot.queued),
+                          running.chunk_id if first_call and running is not None else None)
 
     def _stop(self, worker_id: int, now: float) -> StopWorker:
         """Ask a worker to exit once idle (recycling, closing): its exit is not a death, and it

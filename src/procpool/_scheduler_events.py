@@ -3,11 +3,11 @@
 Owns the records that cross ``Scheduler.handle``: the events (``Started``, ``Submitted``,
 ``StreamOpened``, ``StreamClosed``, ``WorkerReady``, ``ItemFinished``, ``ItemFailed``,
 ``ChunkFinished``, ``WorkerLost`` with its ``Death``, ``Cancel``, ``QueuedWithdrawn``,
-``KillSpared``, ``Close``, ``Break``, ``Tick``: the ``Event`` union), the actions it answers
-with (``StartWorker``, ``SendChunk``, ``StopWorker``, ``KillWorker``, ``WithdrawQueued``,
-``FailChunk``, ``DropChunk``, ``BreakPool``: the ``Action`` union), what it reports for
-``stats()`` (``SchedulerCounts``, ``SlotStats``, ``SchedulerStats``), and the shape of the
-``Splitter`` it is given.
+``KillSpared``, ``FirstCallBegan``, ``Close``, ``Break``, ``Tick``: the ``Event`` union), the
+actions it answers with (``StartWorker``, ``SendChunk``, ``StopWorker``, ``KillWorker``,
+``WithdrawQueued``, ``FailChunk``, ``DropChunk``, ``BreakPool``: the ``Action`` union), what
+it reports for ``stats()`` (``SchedulerCounts``, ``SlotStats``, ``SchedulerStats``), and the
+shape of the ``Splitter`` it is given.
 
 Records only: nothing here decides or remembers anything (``SchedulerCounts`` is mutable, but
 the scheduler owns the one instance and its recovery adds to it). The decisions are made in
@@ -79,10 +79,16 @@ class KillWorker(NamedTuple):
     ``queued``: how many chunks wait in its pipe behind the one the kill is for. They are
     taken back first, so that none runs twice: answered with ``QueuedWithdrawn``, then the
     kill. If the worker has started one of them, the chunk the kill was for is done, and the
-    kill is not carried out: answered with ``KillSpared``."""
+    kill is not carried out: answered with ``KillSpared``.
+
+    ``first_call_of``: the kill is for the timeout of the first item of the chunk with this id,
+    which counts from when the worker began to call it, after loading the function and the
+    items. Nothing is done but to ask since when (answered with ``FirstCallBegan``): the
+    scheduler orders the kill again if it stands."""
 
     worker_id: int
     queued: int = 0
+    first_call_of: int | None = None
 
 
 @_action
@@ -238,6 +244,15 @@ class KillSpared(NamedTuple):
     worker_id: int
 
 
+class FirstCallBegan(NamedTuple):
+    """Since when (``time.monotonic``) a worker has been calling its running chunk's first
+    item (``KillWorker.first_call_of``): None while it is still loading the function or the
+    items; ``-inf`` where that cannot be told (the backend's workers keep no claims file)."""
+
+    worker_id: int
+    since: float | None
+
+
 class Tick(NamedTuple):
     """Time has passed: act on every deadline due by ``now``."""
 
@@ -246,7 +261,7 @@ Action = (StartWorker | SendChunk | StopWorker | KillWorker | WithdrawQueued | F
           | DropChunk | BreakPool)
 Event = (Started | Submitted | StreamOpened | StreamClosed | WorkerReady | StreamLost
          | ItemFinished | ItemFailed | ChunkFinished | WorkerLost | WorkerExited | Cancel
-         | QueuedWithdrawn | KillSpared | Close | Break | Tick)
+         | QueuedWithdrawn | KillSpared | FirstCallBegan | Close | Break | Tick)
 
 
 # ---- statistics -------------------------------------------------------------------------------

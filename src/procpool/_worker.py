@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -177,7 +178,10 @@ def worker_main(
                     and not setup.claims.take(received)):
                 _skip_withdrawn(replies, message, functions, received)
                 continue
-            _run_chunk(replies, message, functions, reports_rss=setup.reports_rss)
+            calling = (None if setup.claims is None or not message.report_each_item
+                       else functools.partial(setup.claims.calling, message.chunk_id))
+            _run_chunk(replies, message, functions, reports_rss=setup.reports_rss,
+                       calling=calling)
         except (EOFError, OSError):
             return  # the parent is gone mid-chunk
 
@@ -279,9 +283,11 @@ def _skip_withdrawn(conn: _Sender, message: RunChunk, functions: FunctionCache,
 
 
 def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,
-               reports_rss: bool = True) -> None:
+               reports_rss: bool = True, calling: Callable[[], None] | None = None) -> None:
     """Run every item; reply with ItemDone per item (when asked) and a closing ChunkDone,
-    with the resident memory now if ``reports_rss`` (else 0)."""
+    with the resident memory now if ``reports_rss`` (else 0). ``calling`` is called once the
+    function and the items are loaded, as the first item is called (its timeout counts from
+    then: procpool._claims)."""
     global _segment_prefix
     started = time.perf_counter()
     results_names = None
@@ -301,6 +307,8 @@ def _run_chunk(conn: _Sender, message: RunChunk, functions: FunctionCache, *,
             # Cannot run any item: the same failure for each, so every waiter gets an answer.
             outcomes, failed = [_failure(exc)] * message.size, list(range(message.size))
         else:
+            if calling is not None:
+                calling()
             if message.report_each_item:
                 for position, item in enumerate(items):
                     payload, _, names = _encode_results(*_run_all(call, [item], caught),

@@ -46,6 +46,7 @@ class WorkerSlot:
         "chunks_done",
         "collateral",
         "deadline",
+        "first_call_seen",
         "index",
         "items_done",
         "kill_reason",
@@ -83,6 +84,9 @@ class WorkerSlot:
         self.overran = False
         # Items of the running chunk already reported (chunks that report each).
         self.position = 0
+        # Whether the worker was seen calling the running chunk's first item (its timeout
+        # then counts from that call, not from the chunk's start: FirstCallBegan).
+        self.first_call_seen = False
         self.deadline: float | None = None  # the running item's timeout, or the initializer's
         self.ready = False
         # Why a kill was ordered: its running chunk timed out, or was cancelled. The worker
@@ -185,6 +189,7 @@ class WorkerSlot:
     def start_chunk(self, now: float) -> None:
         """The running chunk starts at ``now``: the worker is busy from here."""
         self.busy_since = now
+        self.first_call_seen = False
         self.start_item(now)
 
     def start_item(self, now: float) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -194,6 +195,15 @@ class WorkerTable:
         if record.segments is not None:
             record.segments.withdrawn(count)
         return Withdrawal.TAKEN
+
+    def first_call_since(self, worker_id: int, chunk_id: int) -> float | None:
+        """Since when (``time.monotonic``) an active worker has been calling the first item
+        of chunk ``chunk_id``; None if it has not begun to (it is loading the function or the
+        items); ``-inf`` if that cannot be told (it has ended, or this backend's workers keep
+        no claims file): long enough ago."""
+        if worker_id not in self.active or self._claims is None:
+            return -math.inf
+        return self._claims.calling_since(worker_id, chunk_id)
 
     def skipped(self, record: WorkerRecord, number: int) -> None:
         """``record``'s worker skipped its ``number``-th chunk, taken back by ``withdraw``."""
