@@ -177,13 +177,8 @@ def test_short_calls_queued_behind_a_call_that_hangs_run_on_the_free_worker(
 
 def test_a_timeout_in_a_chunk_fails_only_that_item(start_method: str) -> None:
     with procpool.Pool(2, context=start_method) as pool:
-        iterator = pool.imap(mb.hang_if, range(8), chunksize=4, task_timeout=0.5)
-        outcomes = []
-        for _ in range(8):
-            try:
-                outcomes.append(iterator.next(timeout=30))
-            except procpool.TaskTimeout as error:
-                outcomes.append(error)
+        outcomes = _values_or_timeouts(
+            pool.imap(mb.hang_if, range(8), chunksize=4, task_timeout=0.5), 8)
     assert [o for o in outcomes if not isinstance(o, Exception)] == [0, 1, 3, 4, 5, 6, 7]
     assert isinstance(outcomes[2], procpool.TaskTimeout)
     assert "hang_if() item 2" in str(outcomes[2])
@@ -199,15 +194,21 @@ def test_a_first_item_that_hangs_times_out_though_what_was_queued_behind_it_was_
     # running chunk, it never answered, and the item hung for LOADING_ALLOWANCE.
     with procpool.Pool(2, context=method) as pool:
         pool.map(mb.hang_if, [0, 1, 3, 4], chunksize=1)
-        iterator = pool.imap(mb.hang_if, range(8), chunksize=1, task_timeout=0.5)
-        outcomes = []
-        for _ in range(8):
-            try:
-                outcomes.append(iterator.next(timeout=10))
-            except procpool.TaskTimeout as error:
-                outcomes.append(error)
+        outcomes = _values_or_timeouts(
+            pool.imap(mb.hang_if, range(8), chunksize=1, task_timeout=0.5), 8)
     assert [o for o in outcomes if not isinstance(o, Exception)] == [0, 1, 3, 4, 5, 6, 7]
     assert isinstance(outcomes[2], procpool.TaskTimeout)
+
+
+def _values_or_timeouts(iterator: Any, count: int) -> list[Any]:
+    """The next ``count`` outcomes of an imap: values, or the TaskTimeout raised in place."""
+    outcomes = []
+    for _ in range(count):
+        try:
+            outcomes.append(iterator.next(timeout=30))
+        except procpool.TaskTimeout as error:
+            outcomes.append(error)
+    return outcomes
 
 
 def test_terminate_kills_tasks_that_ignore_sigterm(start_method: str, fifos: Any) -> None:
