@@ -85,6 +85,7 @@ RETIRE_TIMEOUT = 5.0
 LOADING_ALLOWANCE = 60.0
 LOADING_POLL = 0.1
 
+
 class Scheduler:
     """Keeps ``processes`` workers busy with chunks in submission order (FIFO).
 
