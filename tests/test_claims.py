@@ -203,6 +203,7 @@ def test_since_when_a_worker_calls_a_chunks_first_item_is_told_by_the_chunks_id(
     try:
         worker = claims.for_worker(3)
         assert claims.calling_since(3, 17) is None  # loading: nothing said yet
+        assert claims.calling_since(3, 0) is None  # the first chunk's id is 0
         before = time.monotonic()
         worker.calling(17)
         since = claims.calling_since(3, 17)

@@ -52,7 +52,7 @@ from typing import Any
 REGION = 1 << 40
 _MARK = 8
 _CALLING = struct.Struct("<qd")  # a chunk's id, the time.monotonic() its first call began
-_DATA = _MARK + _CALLING.size
+_NO_CHUNK = -1  # what a new region says it calls (chunk ids start at 0)
 
 
 def _anonymous_file() -> int:
@@ -98,7 +98,7 @@ class Claims:
             region = self._free.pop()
         else:
             region, self._allocated = self._allocated * REGION, self._allocated + 1
-        os.pwrite(self._fd, bytes(_DATA), region)
+        os.pwrite(self._fd, bytes(_MARK) + _CALLING.pack(_NO_CHUNK, 0.0), region)
         self._regions[worker_id] = region
         return WorkerClaims(self._fd, region)
 
