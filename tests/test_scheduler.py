@@ -7,6 +7,7 @@ actions it answers."""
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from procpool._errors import InitializerFailed, TaskTimeout, WorkerDied, WorkerS
 from procpool._messages import CallMode, Ready
 from procpool._options import TaskPolicy, WorkerPolicy
 from procpool._recovery import startup_deaths_allowed
-from procpool._scheduler import LOADING_ALLOWANCE, LOADING_POLL, QUEUE_MAX_BYTES, Scheduler
+from procpool._scheduler import QUEUE_MAX_BYTES, Scheduler
 from procpool._scheduler_events import (
     Action,
     Break,
@@ -47,7 +48,7 @@ from procpool._scheduler_events import (
 )
 from procpool._shared_memory import SharedSegments
 from procpool._task import Chunk, TaskFunction
-from procpool._worker_slot import WITHDRAW_AFTER
+from procpool._worker_slot import LOADING_ALLOWANCE, LOADING_POLL, WITHDRAW_AFTER
 
 FUNCTION = TaskFunction(0, b"")
 
@@ -336,6 +337,11 @@ def test_loading_longer_than_its_allowance_counts_against_the_first_items_timeou
         assert deadline is not None and deadline > allowance
         assert scheduler.handle(Tick(), deadline) == [KillWorker(0, first_call_of=0)]
         assert scheduler.handle(FirstCallBegan(0, None), deadline) == [KillWorker(0)]
+        failure = lost(scheduler, 0, DEATH, deadline)[0]
+        assert isinstance(failure, FailChunk) and isinstance(failure.error, TaskTimeout)
+        if sys.version_info >= (3, 11):  # the error says the task never ran
+            assert f"after {allowance:g} s its worker was still loading" in "".join(
+                failure.error.__notes__)
 
 
 def test_where_the_first_call_cannot_be_told_the_timeout_counts_from_the_chunks_start(

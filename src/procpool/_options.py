@@ -36,7 +36,7 @@ class TaskPolicy(NamedTuple):
 
     ``timeout``: seconds a single item may run, counted from when a worker calls it (loading
     its function and arguments, a fresh worker's import of their modules, does not count, up
-    to the scheduler's LOADING_ALLOWANCE); past that its worker (and every process in the
+    to ``_worker_slot.LOADING_ALLOWANCE``); past that its worker (and every process in the
     worker's process group) is killed and the item fails with TaskTimeout. ``retries``: how
     many more times an item is run after a failure listed in ``retry_on`` (worker death and
     task timeout by default; add exception classes to retry those too). ``exit_fails_task``:

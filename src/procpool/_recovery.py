@@ -161,6 +161,10 @@ class Recovery:
             assert chunk.policy.timeout is not None
             self.counts.timed_out += 1
             error = TaskTimeout(chunk.policy.timeout, death.pid, lost.description, chunk.attempt)
+            if slot.killed_loading:
+                add_note(error, f"procpool: it never began to run: after "
+                                f"{slot.loading_allowance():g} s its worker was still loading "
+                                f"its function or its arguments (importing their modules)")
         else:
             error = _died(lost, death)
         rest = chunk.size - position - 1

@@ -58,7 +58,7 @@ from ._scheduler_events import (
     WorkerReady,
 )
 from ._task import Chunk
-from ._worker_slot import KillReason, WorkerSlot, pipe_bytes
+from ._worker_slot import LOADING_POLL, KillReason, WorkerSlot, pipe_bytes
 
 # A worker may hold a few chunks queued behind the one it runs (at most QUEUE_MAX_CHUNKS), so
 # it starts the next at once instead of idling for a round trip through the dispatcher, and
@@ -77,13 +77,6 @@ QUEUE_MAX_BYTES = 32 * 1024
 # A worker asked to stop that has not exited after this long (a task left a non-daemon thread
 # running, which the interpreter waits for at exit) is killed.
 RETIRE_TIMEOUT = 5.0
-
-# A chunk's first item may take this long to load (its function's module imported by a fresh
-# worker, its arguments unpickled) before its timeout counts the loading too (or as long as
-# the timeout, if longer): an import that hangs must not hang the call. While it loads, the
-# worker is asked again this often (or at its timeout, if sooner).
-LOADING_ALLOWANCE = 60.0
-LOADING_POLL = 0.1
 
 
 class Scheduler:
@@ -331,18 +324,20 @@ class Scheduler:
         """The worker began to call its chunk's first item at ``since`` (None: it has not
         yet, it is loading the function or the items). The timeout counts from then: the
         kill ordered at the deadline counted from the chunk's start stands only if the item
-        has run that long, or if loading has taken longer than LOADING_ALLOWANCE (and longer
-        than the timeout); else the deadline moves (``KillWorker.first_call_of``)."""
+        has run that long, or if loading has taken longer than its allowance
+        (``WorkerSlot.loading_allowance``); else the deadline moves
+        (``KillWorker.first_call_of``)."""
         slot = self.workers.get(worker_id)
         if slot is None or slot.kill_reason is not KillReason.TIMEOUT or slot.running is None:
             return []
         timeout = slot.running.policy.timeout
         assert timeout is not None and slot.busy_since is not None
         if since is None:
-            if now - slot.busy_since < max(timeout, LOADING_ALLOWANCE):
+            if now - slot.busy_since < slot.loading_allowance():
                 slot.spare()
                 slot.deadline = now + min(timeout, LOADING_POLL)
                 return []
+            slot.killed_loading = True
         elif since + timeout > now:
             slot.spare()
             slot.first_call_seen = True

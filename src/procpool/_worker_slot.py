@@ -33,6 +33,12 @@ QUEUE_MAX_CHUNKS = 8
 # it would start within 20 ms (the scheduler's QUEUE_MAX_SECONDS): an overrun of five times
 # that is no measuring error, and costs the queued chunks little against waiting for ever.
 WITHDRAW_AFTER = 0.1
+# A chunk's first item may take this long to load (its function's module imported by a fresh
+# worker, its arguments unpickled) before its timeout counts the loading too (or as long as
+# the timeout, if longer): an import that hangs must not hang the call. While it loads, the
+# worker is asked again this often (or at its timeout, if sooner).
+LOADING_ALLOWANCE = 60.0
+LOADING_POLL = 0.1
 
 
 class WorkerSlot:
@@ -50,6 +56,7 @@ class WorkerSlot:
         "index",
         "items_done",
         "kill_reason",
+        "killed_loading",
         "overran",
         "overrun_at",
         "position",
@@ -85,8 +92,10 @@ class WorkerSlot:
         # Items of the running chunk already reported (chunks that report each).
         self.position = 0
         # Whether the worker was seen calling the running chunk's first item (its timeout
-        # then counts from that call, not from the chunk's start: FirstCallBegan).
+        # then counts from that call, not from the chunk's start: FirstCallBegan), and
+        # whether its kill stood because it was still loading after its allowance.
         self.first_call_seen = False
+        self.killed_loading = False
         self.deadline: float | None = None  # the running item's timeout, or the initializer's
         self.ready = False
         # Why a kill was ordered: its running chunk timed out, or was cancelled. The worker
@@ -189,7 +198,7 @@ class WorkerSlot:
     def start_chunk(self, now: float) -> None:
         """The running chunk starts at ``now``: the worker is busy from here."""
         self.busy_since = now
-        self.first_call_seen = False
+        self.first_call_seen = self.killed_loading = False
         self.start_item(now)
 
     def start_item(self, now: float) -> None:
@@ -198,6 +207,12 @@ class WorkerSlot:
         timeout = self.running.policy.timeout
         # A doomed worker's kill is on its way: no deadline of its own can matter.
         self.deadline = None if timeout is None or self.doomed else now + timeout
+
+    def loading_allowance(self) -> float:
+        """How long the running chunk (one with a timeout) may load before its first item is
+        called, and before its timeout counts the loading too."""
+        assert self.running is not None and self.running.policy.timeout is not None
+        return max(self.running.policy.timeout, LOADING_ALLOWANCE)
 
     def may_queue(self, policy: WorkerPolicy) -> bool:
         """Whether one more chunk may wait on this worker behind what it has: not on a worker
