@@ -438,10 +438,10 @@ class Scheduler:
         (FirstCallBegan)."""
         slot.doom(reason)
         running = slot.running
-        first_call = (reason is KillReason.TIMEOUT and slot.position == 0
-                      and not slot.first_call_seen and running is not None)
-        return KillWorker(worker_id, len(slot.queued),
-                          running.chunk_id if first_call and running is not None else None)
+        if (reason is KillReason.TIMEOUT and running is not None and slot.position == 0
+                and not slot.first_call_seen):
+            return KillWorker(worker_id, len(slot.queued), running.chunk_id)
+        return KillWorker(worker_id, len(slot.queued))
 
     def _stop(self, worker_id: int, now: float) -> StopWorker:
         """Ask a worker to exit once idle (recycling, closing): its exit is not a death, and it
