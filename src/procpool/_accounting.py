@@ -20,7 +20,8 @@ import os
 import threading
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING
+
+from ._runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._task import Chunk

@@ -44,7 +44,11 @@ import os
 import struct
 import time
 from multiprocessing import context, reduction
-from typing import Any
+
+from ._runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # Bytes per worker's region: more chunks than a worker can run (10^12). The first bytes hold
 # data (where the chunks' bytes are locks: the two never interfere): its mark (8 bytes), then

@@ -17,7 +17,6 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
 from types import TracebackType
-from typing import Any
 
 from . import _accounting as accounting
 from . import _shared_memory as shared_memory
@@ -30,7 +29,11 @@ from ._errors import (
     TaskUnpicklingError,
 )
 from ._messages import ItemFailure
+from ._runtime_typing import TYPE_CHECKING
 from ._task import Chunk
+
+if TYPE_CHECKING:
+    from typing import Any
 
 logger = logging.getLogger("procpool")
 

@@ -38,7 +38,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _janitor as janitor
 from . import _shared_memory as shared_memory
@@ -66,6 +65,7 @@ from ._messages import (
 )
 from ._options import WorkerPolicy, WorkerSetupOptions
 from ._poller import Poller
+from ._runtime_typing import TYPE_CHECKING, NamedTuple
 from ._scheduler import Scheduler
 from ._scheduler_events import (
     Action,
@@ -102,6 +102,8 @@ from ._worker_setup import WorkerSetups
 from ._worker_table import KILL_WAIT, TERMINATE_GRACE, Withdrawal, WorkerRecord, WorkerTable
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._stats import PoolStats
 
 logger = logging.getLogger("procpool")

@@ -14,7 +14,6 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
 
 from . import _shared_memory as shared_memory
 from . import _threads as threads
@@ -26,11 +25,14 @@ from ._messages import CallMode
 from ._options import PoolOptions, TaskPolicy
 from ._pace import ChunkSizer
 from ._queue_bound import QueueBound, QueueTicket, ticket_given_back_on_error
+from ._runtime_typing import TYPE_CHECKING
 from ._streams import Feeder, RangeInput, StreamJob
 from ._task import Chunk, ChunkSink, TaskFunction, next_id
 from ._worker_setup import check_supported
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._stats import PoolStats
 
 # join() and terminate() wait for the last forwarded records to be handled on the callback

@@ -37,7 +37,11 @@ from __future__ import annotations
 import signal
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import TimeoutError as TimeoutError
-from typing import Any
+
+from ._runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # The errors a worker raises live apart, so that a worker need not import concurrent.futures
 # (for BrokenProcessPool) to start: see _worker_errors.py. They belong to this tree all the same.

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures import process as stdlib_process
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _threads as threads
 from ._engine import Engine, WorkerView, name_of
@@ -38,6 +37,7 @@ from ._options import (
 )
 from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
+from ._runtime_typing import TYPE_CHECKING, ParamSpec, TypeVar
 from ._streams import (
     Feeder,
     RangeInput,
@@ -50,6 +50,8 @@ from ._streams import (
 from ._task import Chunk
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from typing_extensions import Unpack  # typing's own from 3.11
 
     from ._stats import PoolStats

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import TYPE_CHECKING
 
 from ._messages import Logged, Printed
+from ._runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._callbacks import CallbackRunner

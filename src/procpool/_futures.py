@@ -20,10 +20,13 @@ from concurrent.futures._base import (
 )
 from concurrent.futures.process import _RemoteTraceback
 from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
-from typing import Any, TypeVar
 
 from . import _threads as threads
+from ._runtime_typing import TYPE_CHECKING, TypeVar
 from ._task import Chunk, OneCallSink
+
+if TYPE_CHECKING:
+    from typing import Any
 
 T = TypeVar("T")
 

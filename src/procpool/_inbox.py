@@ -14,7 +14,8 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+
+from ._runtime_typing import Generic, TypeVar
 
 Command = TypeVar("Command")
 

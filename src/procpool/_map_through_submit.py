@@ -19,12 +19,14 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
 
 from ._options import TaskPolicy
+from ._runtime_typing import TYPE_CHECKING
 from ._streams import read_batch
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._executor import ProcessPoolExecutor
 
 CALLBACK_WAIT = 1.0  # seconds the map waits for a chunk's done-callbacks before delivering it

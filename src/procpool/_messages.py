@@ -2,9 +2,8 @@
 
 Plain data only, as named tuples: quick to define and compact to pickle. A spawned worker
 imports this module first thing, so it imports neither dataclasses nor typing (together about
-25 ms of a worker's start here; the stdlib's worker imports neither). The classes are written
-as typing.NamedTuple classes, which is what type checkers see; at run time ``_Message`` builds
-the same thing with ``collections.namedtuple``.
+25 ms of a worker's start here; the stdlib's worker imports neither): ``_Message`` is
+``NamedTuple`` from procpool._runtime_typing.
 
 At start:         WorkerSetup (an argument of the worker process, not a message on the pipe)
 Parent -> worker:  RunChunk, Stop
@@ -20,36 +19,16 @@ for every message, at about five times the cost of the tuple (two messages per c
 
 from __future__ import annotations
 
-import collections
 import enum
 
 from ._codec import dumps, loads
+from ._runtime_typing import TYPE_CHECKING
+from ._runtime_typing import NamedTuple as _Message
 
-TYPE_CHECKING = False  # not typing's own: importing typing is what this module avoids
 if TYPE_CHECKING:
     from typing import Any
-    from typing import NamedTuple as _Message
 
     from ._claims import WorkerClaims
-else:
-
-    class _MessageType(type):
-        """Turns a class statement into a collections.namedtuple: the annotated names are the
-        fields, in order; class attributes of those names are their defaults."""
-
-        def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, object]):
-            if not bases:
-                return super().__new__(mcs, name, bases, namespace)  # _Message itself
-            fields = list(namespace.get("__annotations__", {}))
-            defaults = [namespace[field] for field in fields if field in namespace]
-            message = collections.namedtuple(name, fields, defaults=defaults,
-                                             module=namespace["__module__"])
-            message.__doc__ = namespace.get("__doc__") or message.__doc__
-            message.__qualname__ = namespace.get("__qualname__", name)
-            return message
-
-    class _Message(metaclass=_MessageType):
-        pass
 
 
 class CallMode(enum.IntEnum):

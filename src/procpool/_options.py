@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import multiprocessing
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 from ._errors import TaskTimeout, WorkerDied
+from ._runtime_typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Any
 
 DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (WorkerDied, TaskTimeout)
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import select
 from collections.abc import Iterable
-from typing import Any
+
+from ._runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # Readable, and what poll reports whether asked or not (hang-up, error): any of them is a
 # reason to look, as multiprocessing.connection.wait reports them too.

@@ -11,7 +11,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._codec import pickled_size
 from ._engine import Engine, WorkerView, name_of
@@ -32,6 +31,7 @@ from ._pace import map_chunksize, stdlib_map_chunksize
 from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
 from ._results import ApplyResult, MapResult, _AsyncResultBase
+from ._runtime_typing import TYPE_CHECKING, TypeVar
 from ._streams import (
     IMapIterator,
     IMapUnorderedIterator,
@@ -43,6 +43,8 @@ from ._streams import (
 )
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from typing_extensions import Unpack  # typing's own from 3.11
 
     from ._stats import PoolStats

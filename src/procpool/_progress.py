@@ -19,9 +19,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from ._runtime_typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._stats import Progress
 
 T = TypeVar("T")

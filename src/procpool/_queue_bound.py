@@ -17,9 +17,9 @@ import contextlib
 import threading
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 from . import _threads as threads
+from ._runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import asyncio

@@ -13,8 +13,6 @@ Like the scheduler, it is pure: no threads, pipes, processes or clocks.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ._codec import add_note
 from ._errors import (
     InitializerFailed,
@@ -25,6 +23,7 @@ from ._errors import (
     how_it_ended,
 )
 from ._options import WorkerPolicy
+from ._runtime_typing import NamedTuple
 from ._scheduler_events import (
     Action,
     BreakPool,

@@ -11,13 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
 
 from . import _threads as threads
 from ._callbacks import CallbackRunner
 from ._errors import TimeoutError
 from ._progress import ProgressTracker
+from ._runtime_typing import TYPE_CHECKING, Generic, TypeVar
 from ._task import Chunk, OneCallSink
+
+if TYPE_CHECKING:
+    from typing import Any
 
 T = TypeVar("T")
 W = TypeVar("W")

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
 
+from ._runtime_typing import TYPE_CHECKING, NamedTuple, TypeVar
 from ._task import Chunk
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # The records are named tuples (SchedulerCounts, which changes, a class with slots): a tenth
 # of a frozen dataclass's cost to define, and no import of dataclasses (with inspect, ast and

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+from ._runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._scheduler_events import SchedulerStats

@@ -32,17 +32,18 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _threads as threads
 from ._errors import TimeoutError
 from ._pace import CHUNKS_PER_WORKER, ChunkSizer
 from ._progress import ProgressTracker
 from ._results import _wait_or_interrupt
+from ._runtime_typing import TYPE_CHECKING, Generic, TypeVar
 from ._task import Chunk
 
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any
 
 T = TypeVar("T")
 logger = logging.getLogger("procpool")

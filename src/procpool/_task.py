@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import TYPE_CHECKING, Any, Protocol
 
 from ._messages import CallMode
 from ._options import TaskPolicy
 from ._pace import Pace
+from ._runtime_typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Any
 
     from ._queue_bound import QueueTicket
     from ._shared_memory import SharedSegments

@@ -33,7 +33,8 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+
+from ._runtime_typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import asyncio

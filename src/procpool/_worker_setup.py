@@ -10,10 +10,10 @@ side is _worker.py, _worker_identity.py and _worker_output.py.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ._messages import LogLevels, WorkerInit, WorkerSetup
 from ._options import WorkerSetupOptions, env_items
+from ._runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._backends import Backend

@@ -20,17 +20,20 @@ import signal
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing.connection import wait
-from typing import Any
 
 from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
 from ._claims import Claims
 from ._framing import CorruptStream, FrameReader, new_scratch, send_to_worker
 from ._messages import RunChunk, Stop, decode, encode
+from ._runtime_typing import TYPE_CHECKING
 from ._scheduler_events import Death
 from ._task import Chunk
 from ._worker import FunctionCache
 from ._worker_setup import WorkerSetups
+
+if TYPE_CHECKING:
+    from typing import Any
 
 logger = logging.getLogger("procpool")
 

@@ -37,7 +37,8 @@ import multiprocessing
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any
+
+from ._runtime_typing import TYPE_CHECKING
 
 try:
     import joblib
@@ -58,6 +59,8 @@ from joblib._parallel_backends import (
 )
 
 if TYPE_CHECKING:
+    from typing import Any
+
     # Imported where the parent starts an executor: a worker imports this module only to
     # unpickle _RunBatch, and needs none of the executor's machinery for that.
     from ._executor import ProcessPoolExecutor

@@ -8,10 +8,13 @@ passed to ``multiprocessing.connection.wait``: the dispatcher waits on all of th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
 
 from .._messages import WorkerSetup
+from .._runtime_typing import TYPE_CHECKING, Protocol
 from .._task import cpu_count
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Backend", "OnThisMachine", "WorkerHandle", "backend_name", "create_backend"]
 

@@ -34,7 +34,6 @@ import threading
 import uuid
 from collections.abc import Sequence
 from multiprocessing import Pipe
-from typing import Any
 
 from .. import _threads as threads
 from .._codec import dumps, loads
@@ -49,7 +48,11 @@ from .._messages import (
     decode,
     encode,
 )
+from .._runtime_typing import TYPE_CHECKING
 from .._worker import FunctionCache, run_detached
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # The exit status a relay reports after it was told to stop a task (timeout, cancel,
 # terminate): the task was as good as killed.

@@ -24,14 +24,17 @@ import threading
 from collections.abc import Sequence
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
-from typing import Any
 
 from .. import _janitor as janitor
 from .. import _shared_memory as shared_memory
 from .._messages import WorkerSetup
+from .._runtime_typing import TYPE_CHECKING
 from .._worker import worker_main
 from .._worker_identity import EnvironmentOnArrival
 from . import OnThisMachine
+
+if TYPE_CHECKING:
+    from typing import Any
 
 # What every worker imports before its first task: its loop, and the handler that forwards
 # its log records (on by default under forkserver) with logging.
