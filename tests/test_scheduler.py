@@ -903,6 +903,26 @@ def test_a_timeout_kill_takes_back_the_queued_chunks_and_a_spared_one_answers_in
     assert scheduler.running[0] is chunks[1] and scheduler.workers[0].deadline == 1.5
 
 
+def test_chunks_queued_behind_a_first_item_that_is_loading_are_still_watched_for_overrun(
+) -> None:
+    # The timeout's kill waits while the worker loads the first item's function (a slow
+    # import): the chunks queued behind it are taken back at the overrun, as they would be
+    # without a timeout, and do not wait for the import.
+    scheduler = started(Scheduler(1))
+    function = TaskFunction(1, b"")
+    function.pace.observe(1, 0.001)
+    chunks = [Chunk(n, function, b"", CallMode.ONE_ARG, n, 1, _NullSink(), f"chunk{n}",
+                    TaskPolicy(timeout=0.05)) for n in range(3)]
+    submit(scheduler, *chunks)
+    assert len(scheduler.workers[0].queued) == 2
+    for now in (0.05, 0.1):
+        assert scheduler.handle(Tick(), now) == [KillWorker(0, queued=2, first_call_of=0)]
+        assert scheduler.handle(FirstCallBegan(0, None), now) == []  # still loading
+    overrun = 0.001 + WITHDRAW_AFTER
+    assert scheduler.next_deadline() == pytest.approx(overrun)
+    assert scheduler.handle(Tick(), overrun) == [WithdrawQueued(0, 2)]
+
+
 def test_an_item_that_raises_is_retried_by_its_policy_then_failed_with_the_attempts_noted(
 ) -> None:
     scheduler = started(Scheduler(1, split=_split))

@@ -334,14 +334,12 @@ class Scheduler:
         assert timeout is not None and slot.busy_since is not None
         if since is None:
             if now - slot.busy_since < slot.loading_allowance():
-                slot.spare()
-                slot.deadline = now + min(timeout, LOADING_POLL)
+                slot.postpone_timeout(now + min(timeout, LOADING_POLL))
                 return []
             slot.killed_loading = True
         elif since + timeout > now:
-            slot.spare()
             slot.first_call_seen = True
-            slot.deadline = since + timeout
+            slot.postpone_timeout(since + timeout)
             return []
         return [KillWorker(worker_id, len(slot.queued))]
 

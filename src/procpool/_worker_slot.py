@@ -134,6 +134,18 @@ class WorkerSlot:
         """Its kill was not carried out: its running chunk turned out to be done."""
         self.kill_reason = None
 
+    def postpone_timeout(self, deadline: float) -> None:
+        """The kill for the running chunk's timeout is not carried out: its first item was
+        called later than the chunk started (the worker loaded the function or the items
+        first), or is not called yet. Its timeout is at ``deadline`` now, and the chunks
+        queued behind it are watched again, as before the kill was ordered (unless that
+        watch has had its one try)."""
+        assert self.running is not None
+        self.spare()
+        self.deadline = deadline
+        if self.queued and not self.overran:
+            self._watch_overrun(self.running.function.pace.seconds_for(self.running.size))
+
     def run(self, chunk: Chunk, now: float) -> None:
         """``chunk`` is sent to the worker: it starts now if the worker is ready, else once
         it is (``become_ready``)."""
