@@ -239,3 +239,25 @@ def test_what_cannot_be_a_worker_or_a_prefix_starts_nothing() -> None:
         _janitor.watch_segments(prefix)
     _janitor.forget_worker(12345)
     assert _janitor.janitor_pid() == before
+
+
+def test_the_janitor_process_imports_only_what_starts_fast() -> None:
+    # A program's first pool waits for the janitor's start beside its workers' on the same
+    # cores: signal's enums, threading and contextlib made the janitor's start three times
+    # the interpreter's own. It is this module, imported by the interpreter procpool starts.
+    read_end, write_end = os.pipe()
+    try:
+        janitor = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-I", "-S", "-c", _janitor._RUN,
+             os.path.dirname(_janitor._SCRIPT), str(os.getpid()), str(read_end)],
+            pass_fds=[read_end], stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(read_end)
+    os.close(write_end)  # EOF: the janitor sees its parent gone, cleans nothing, exits
+    _, report = janitor.communicate(timeout=60)
+    assert janitor.returncode == 0, report
+    imported = {line.rpartition("|")[2].strip() for line in report.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert "_janitor" in imported
+    assert not imported & {"signal", "threading", "contextlib", "enum", "functools",
+                           "logging", "multiprocessing", "procpool"}

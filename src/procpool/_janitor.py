@@ -24,14 +24,18 @@ for nothing. The calls never raise: if the janitor cannot be started or reached,
 debug level and the lifelines remain. The parent remembers what it asked to watch, so a
 janitor that died before it (killed by hand) is replaced and told everything again.
 
-The janitor process is this very file run as a script (the ``__main__`` block at the end) by
-``python -I -S``: isolated from the environment and the user's code, no site, and no import of
-procpool, so it starts in about 10 ms and its code is checked like the rest of the package.
-At module level it imports only os, select, signal, sys, time, contextlib and threading; what
-costs start-up time and only the parent needs (logging, multiprocessing) is imported inside
-the functions that use it. It is started with ``multiprocessing.util.spawnv_passfds``, as
-multiprocessing's resource tracker is: fork and exec in one step (vfork where possible),
-whatever the pool's start method, so a large or multithreaded parent is never forked as such.
+The janitor process is this very module, imported by ``python -I -S -c`` from its own folder
+(``_RUN``): isolated from the environment and the user's code, no site, and no import of
+procpool; its code is checked like the rest of the package, and its bytecode is cached, as
+a script's is not (compiling it took 4-6 ms of every start). At module level it imports only
+os, sys, time, select and the C halves of signal and threading (``_signal``, ``_thread``):
+signal's enums, threading and contextlib took 15-20 ms of the janitor's start, which a
+program's first pool waited for, its workers starting beside it on the same cores. It now
+costs about what the interpreter's own start does (about 12 ms). What only the parent needs
+(logging, multiprocessing) is imported inside the functions that use it. It is started with
+``multiprocessing.util.spawnv_passfds``, as multiprocessing's resource tracker is: fork and
+exec in one step (vfork where possible), whatever the pool's start method, so a large or
+multithreaded parent is never forked as such.
 It makes itself a session leader, so the workers' group kills and a terminal's Ctrl-C (SIGINT
 to the foreground group) never reach it; SIGINT is ignored too, and blocked in the parent while
 it is spawned, so a Ctrl-C before it gets there cannot kill it either.
@@ -53,22 +57,27 @@ the read end is closed in the parent as soon as the janitor is started.
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
 import select
-import signal
 import sys
-import threading
 import time
 
 TYPE_CHECKING = False  # not typing's: the janitor process imports as little as it can
 if TYPE_CHECKING:
+    import signal
     from collections.abc import Callable
+else:
+    import _signal as signal  # signal's own functions and numbers, without its enums
 
 # ---- the parent's side ---------------------------------------------------------------------
 
-# This file, run as the janitor. Resolved now: the program may change directory later.
+# This file, imported by the janitor. Resolved now: the program may change directory later.
 _SCRIPT = os.path.abspath(__file__)
+# What the janitor's interpreter runs, given this file's folder, the parent's pid and the
+# pipe's read end. (-I keeps the working directory off sys.path; the folder goes last, so
+# nothing in it can shadow what the janitor imports.)
+_RUN = "import sys; sys.path.append(sys.argv[1]); import _janitor; _janitor.main(*sys.argv[2:])"
 # A janitor that keeps dying is not started again and again: the lifelines remain.
 _MAX_STARTS = 3
 # How long a call may wait for another thread's (starting a janitor takes milliseconds).
@@ -76,7 +85,7 @@ _LOCK_TIMEOUT = 5.0
 # Writes of at most this many bytes to a pipe are atomic: a replay is cut into such batches.
 _PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # threading.Lock itself
 _owner: int | None = None  # the process the state below belongs to
 _janitor: int | None = None  # the janitor's pid
 _write_fd: int | None = None  # the parent's end of the janitor's pipe
@@ -151,7 +160,7 @@ def janitor_pid() -> int | None:
     return _janitor if _owner == os.getpid() else None
 
 
-def _acquire() -> threading.Lock | None:
+def _acquire() -> _thread.LockType | None:
     """The state's lock, held and adopted, or None after a bounded wait. Bounded: a signal
     handler that ends a pool in the main thread while that thread held the lock here would
     otherwise wait forever for a dispatcher thread that waits for the lock."""
@@ -232,8 +241,9 @@ def _start() -> None:
         # it has ignored SIGINT and left the terminal's process group cannot kill it.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            pid = spawnv_passfds(os.fsencode(executable), [executable, "-I", "-S", _SCRIPT,
-                                              str(os.getpid()), str(read_fd)], [read_fd])
+            pid = spawnv_passfds(os.fsencode(executable), [
+                executable, "-I", "-S", "-c", _RUN, os.path.dirname(_SCRIPT), str(os.getpid()),
+                str(read_fd)], [read_fd])
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     except BaseException:
@@ -267,7 +277,7 @@ def _after_fork_in_child() -> None:
     """In a child forked by this process: the janitor and its pipe are the parent's. Close the
     child's copy of the pipe (a worker must not hold it) and start afresh."""
     global _lock, _spawning
-    _lock = threading.Lock()  # another thread may have held it at the fork
+    _lock = _thread.allocate_lock()  # another thread may have held it at the fork
     if _owner == os.getppid():  # else inherited through a fork that bypassed this hook: the
         for fd in (_write_fd, *(_spawning or ())):  # numbers may name other files by now
             if fd is not None:
@@ -281,8 +291,16 @@ if hasattr(os, "register_at_fork"):
 
 
 def _close(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
+    _quietly(os.close, fd)
+
+
+def _quietly(call: Callable[..., object], *args: object) -> None:
+    """``call(*args)``, an OSError ignored (``contextlib.suppress`` would cost the janitor's
+    start the import of contextlib)."""
+    try:  # noqa: SIM105
+        call(*args)
+    except OSError:
+        pass
 
 
 def _debug(message: str, *args: object, exc_info: bool = False) -> None:
@@ -302,11 +320,15 @@ _ORPHAN_CHECK = 0.5
 _GONE = -1
 
 
+def main(parent_pid: str, read_fd: str) -> None:
+    """The janitor process (``_RUN``): wait for ``parent_pid`` to die, learning what to clean
+    from ``read_fd``; then clean."""
+    _janitor_main(int(parent_pid), int(read_fd))
+
+
 def _janitor_main(parent_pid: int, read_fd: int) -> None:
-    """Wait for ``parent_pid`` to die, learning what to clean from ``read_fd``; then clean."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.setsid()  # the workers' group kills and a terminal's signals stay out
+    _quietly(os.setsid)  # the workers' group kills and a terminal's signals stay out
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the parent
     os.chdir("/")  # hold no directory (a mount) busy
     null = os.open(os.devnull, os.O_RDWR)  # nor the parent's stdin and stdout (stderr stays,
@@ -410,8 +432,7 @@ def _kill_and_wait(workers: dict[int, int | None]) -> None:
 
 
 def _kill(pid: int, fd: int | None) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
+    _quietly(os.killpg, pid, signal.SIGKILL)
     if fd == _GONE:
         return
     if fd is not None:
@@ -422,8 +443,7 @@ def _kill(pid: int, fd: int | None) -> None:
             return
         except (AttributeError, OSError):  # a sandbox that refuses it: by pid, then
             pass
-    with contextlib.suppress(OSError):
-        os.kill(pid, signal.SIGKILL)
+    _quietly(os.kill, pid, signal.SIGKILL)
 
 
 def _exists(pid: int) -> bool:
@@ -452,9 +472,5 @@ def _remove_segments(prefixes: set[bytes]) -> None:
     stems = tuple(prefixes)
     for entry in entries:
         if entry.startswith(stems):
-            with contextlib.suppress(OSError):
-                os.unlink(b"/dev/shm/" + entry)
+            _quietly(os.unlink, b"/dev/shm/" + entry)
 
-
-if __name__ == "__main__":
-    _janitor_main(int(sys.argv[1]), int(sys.argv[2]))
