@@ -17,8 +17,10 @@ the same way. At run time:
 
 Why: a program's first pool paid for importing typing (4-7 ms here) and for defining the
 named tuples through it (about 170 us each, 40 of them; ``collections.namedtuple`` compiles
-their constructor, about 110 us; this module's takes about 15 us). A spawned worker imports
-the messages' named tuples first thing. Nothing here may import typing, or anything that does.
+their constructor, about 110 us; this module's takes about 15 us, and compiles a constructor
+only for a class called with names or defaults, once for each number of fields). A spawned
+worker imports the messages' named tuples first thing. Nothing here may import typing, or
+anything that does.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ else:
 
     def _named_tuple(name, namespace):
         fields = tuple(namespace.get("__annotations__", {}))
+        if "_cls" in fields:  # the constructor's first parameter (_compiled)
+            raise TypeError(f"{name}: no field may be named _cls")
         defaults = tuple(namespace[field] for field in fields if field in namespace)
         body = {key: value for key, value in namespace.items()
                 if key not in fields and key != "__annotations__"}
@@ -80,44 +84,50 @@ else:
             __slots__=(), _fields=fields, __match_args__=fields,
             _field_defaults=dict(zip(fields[len(fields) - len(defaults):], defaults,
                                      strict=True)),
-            __new__=_constructor(name, fields, defaults), __getnewargs__=_values,
+            __new__=_constructor(fields, defaults), __getnewargs__=_values,
             __repr__=_repr, _make=classmethod(_make), _replace=_replace, _asdict=_asdict,
         )
         for index, field in enumerate(fields):
             body[field] = _tuplegetter(index, f"{name}.{field}")
         return type(name, (tuple,), body)
 
-    def _constructor(name, fields, defaults):
+    def _constructor(fields, defaults):
+        """The class's ``__new__`` while it is called with every field in order. Called
+        otherwise (a field by name, or left to its default), it gives way for good to one
+        compiled for these fields, which takes any call a function would (``_compiled``): the
+        classes built only by position never pay for compiling one."""
         count = len(fields)
         new_tuple = tuple.__new__
 
         def __new__(cls, *values, **named):
             if len(values) == count and not named:
                 return new_tuple(cls, values)
-            return new_tuple(cls, _bind(name, fields, defaults, values, named))
+            compiled = _compiled(cls.__qualname__, fields, defaults)
+            cls.__new__ = compiled
+            return compiled(cls, *values, **named)
 
         return __new__
 
-    def _bind(name, fields, defaults, values, named):
-        """Every field's value from a call that named some or left some to their defaults,
-        with the errors a function's own signature would give."""
-        if len(values) > len(fields):
-            raise TypeError(f"{name}() takes {len(fields)} arguments but {len(values)} "
-                            f"were given")
-        first_default = len(fields) - len(defaults)
-        bound = list(values)
-        for place in range(len(values), len(fields)):
-            field = fields[place]
-            if field in named:
-                bound.append(named.pop(field))
-            elif place >= first_default:
-                bound.append(defaults[place - first_default])
-            else:
-                raise TypeError(f"{name}() missing required argument: {field!r}")
-        if named:
-            raise TypeError(f"{name}() got an unexpected or repeated keyword argument "
-                            f"{next(iter(named))!r}")
-        return bound
+    _templates = {}  # number of fields -> a compiled __new__ taking that many
+
+    def _compiled(qualname, fields, defaults):
+        """A ``__new__`` with ``fields`` as its parameters and ``defaults`` for the last of
+        them: a template compiled once for each number of fields (as collections.namedtuple
+        compiles one for each class), with its parameters renamed."""
+        template = _templates.get(len(fields))
+        if template is None:
+            parameters = "".join(f"_{place}, " for place in range(len(fields)))
+            scope = {"_tuple_new": tuple.__new__, "__builtins__": {}}
+            exec(f"def __new__(_cls, {parameters}): return _tuple_new(_cls, ({parameters}))",
+                 scope)
+            template = _templates[len(fields)] = scope["__new__"]
+        names = {"co_varnames": ("_cls", *fields), "co_name": "__new__"}
+        if hasattr(template.__code__, "co_qualname"):  # 3.11+
+            names["co_qualname"] = f"{qualname}.__new__"
+        constructor = types.FunctionType(template.__code__.replace(**names),
+                                         template.__globals__, "__new__", defaults or None)
+        constructor.__qualname__ = f"{qualname}.__new__"
+        return constructor
 
     def _values(self):
         return tuple(self)
