@@ -132,6 +132,16 @@ class _StatsRequest:
 _Command = Submitted | StreamOpened | StreamClosed | Close | Cancel | _Terminate | _StatsRequest
 
 
+def _is_submission(command: _Command) -> bool:
+    return isinstance(command, Submitted)
+
+
+def _one_submission(run: list[_Command]) -> _Command:
+    """Submissions posted one after another, as one (in their order)."""
+    return Submitted(tuple(chunk for command in run if isinstance(command, Submitted)
+                           for chunk in command.chunks))
+
+
 class Dispatcher:
     """Runs one pool: its workers, its queue, its dispatcher thread.
 
@@ -159,7 +169,9 @@ class Dispatcher:
         # terminate (the Pool's).
         self.finish_at_exit = finish_at_exit
         self._scheduler = Scheduler(processes, worker_policy, split=_split_chunk)
-        self._inbox: Inbox[_Command] = Inbox()  # from any thread to the dispatcher thread
+        # From any thread to the dispatcher thread. Submissions posted one after another (a
+        # loop of apply_async, submit) reach the scheduler as one: one dispatch round for all.
+        self._inbox: Inbox[_Command] = Inbox(_is_submission, _one_submission)
         # --- owned by the dispatcher thread
         self._poller = Poller()
         self._segment_prefix = (shared_memory.parent_prefix(os.getpid())

@@ -5,7 +5,9 @@ beside the workers' pipes. A post never blocks: a byte is written only when none
 be unread (``_wake_pending``), so a handful at most wait in the pipe, far below its capacity.
 Once the inbox is closed (the dispatcher is ending), posts are refused, and whatever was
 posted but not handled is handed back, so that the dispatcher can still answer it. Knows
-nothing of what the commands mean.
+nothing of what the commands mean, but which ones may be joined: a run of posts that
+``joinable`` accepts is handed over as one command (``join``), as the dispatcher hands a run
+of submissions to the scheduler in one go.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ Command = TypeVar("Command")
 
 
 class Inbox(Generic[Command]):
-    def __init__(self) -> None:
+    def __init__(self, joinable: Callable[[Command], bool] = lambda command: False,
+                 join: Callable[[list[Command]], Command] | None = None) -> None:
+        self._joinable = joinable
+        self._join = join
         self._lock = threading.Lock()
         self._posted: deque[Command] = deque()  # shared with posting threads, under _lock
         # Taken from _posted by the dispatcher thread and not yet handled: if that thread
@@ -62,11 +67,26 @@ class Inbox(Generic[Command]):
         """The dispatcher thread: every command posted so far, in order, one at a time."""
         os.read(self._wake_read, 4096)
         with self._lock:
-            self._in_hand.extend(self._posted)
+            run: list[Command] = []  # consecutive joinable commands
+            for command in self._posted:
+                if self._joinable(command):
+                    run.append(command)
+                else:
+                    self._hand_over(run)
+                    self._in_hand.append(command)
+            self._hand_over(run)
             self._posted.clear()
             self._wake_pending = False
         while self._in_hand:
             yield self._in_hand.popleft()
+
+    def _hand_over(self, run: list[Command]) -> None:
+        if len(run) > 1:
+            assert self._join is not None
+            self._in_hand.append(self._join(run))
+        elif run:
+            self._in_hand.append(run[0])
+        run.clear()
 
     def close(self) -> list[Command]:
         """Refuse further posts; hand back what was posted and not handled."""
