@@ -884,15 +884,21 @@ def test_a_kill_is_spared_when_the_worker_went_on_to_a_queued_chunk_and_that_one
     assert failed == [chunks[1]] and isinstance(actions[0].error, WorkerDied)
 
 
-def test_a_timeout_kill_takes_back_the_queued_chunks_and_a_spared_one_answers_in_time(
-) -> None:
+def _one_running_two_queued(timeout: float) -> tuple[Scheduler, list[Chunk]]:
+    """One worker running a 1 ms call with ``timeout``, two more queued behind it."""
     scheduler = started(Scheduler(1))
     function = TaskFunction(1, b"")
     function.pace.observe(1, 0.001)
     chunks = [Chunk(n, function, b"", CallMode.ONE_ARG, n, 1, _NullSink(), f"chunk{n}",
-                    TaskPolicy(timeout=0.5)) for n in range(3)]
+                    TaskPolicy(timeout=timeout)) for n in range(3)]
     submit(scheduler, *chunks)
     assert len(scheduler.workers[0].queued) == 2
+    return scheduler, chunks
+
+
+def test_a_timeout_kill_takes_back_the_queued_chunks_and_a_spared_one_answers_in_time(
+) -> None:
+    scheduler, chunks = _one_running_two_queued(timeout=0.5)
     # Its overrun is due too: the kill's own taking back is the only one.
     assert scheduler.handle(Tick(), 1.0) == [KillWorker(0, queued=2, first_call_of=0)]
     assert scheduler.handle(FirstCallBegan(0, 0.0), 1.0) == [KillWorker(0, queued=2)]
@@ -908,13 +914,7 @@ def test_chunks_queued_behind_a_first_item_that_is_loading_are_still_watched_for
     # The timeout's kill waits while the worker loads the first item's function (a slow
     # import): the chunks queued behind it are taken back at the overrun, as they would be
     # without a timeout, and do not wait for the import.
-    scheduler = started(Scheduler(1))
-    function = TaskFunction(1, b"")
-    function.pace.observe(1, 0.001)
-    chunks = [Chunk(n, function, b"", CallMode.ONE_ARG, n, 1, _NullSink(), f"chunk{n}",
-                    TaskPolicy(timeout=0.05)) for n in range(3)]
-    submit(scheduler, *chunks)
-    assert len(scheduler.workers[0].queued) == 2
+    scheduler, _ = _one_running_two_queued(timeout=0.05)
     for now in (0.05, 0.1):
         assert scheduler.handle(Tick(), now) == [KillWorker(0, queued=2, first_call_of=0)]
         assert scheduler.handle(FirstCallBegan(0, None), now) == []  # still loading
