@@ -30,8 +30,8 @@ procpool; its code is checked like the rest of the package, and its bytecode is 
 a script's is not (compiling it took 4-6 ms of every start). At module level it imports only
 os, sys, time, select and the C halves of signal and threading (``_signal``, ``_thread``):
 signal's enums, threading and contextlib took 15-20 ms of the janitor's start, which a
-program's first pool waited for, its workers starting beside it on the same cores. It now
-costs about what the interpreter's own start does (about 12 ms). What only the parent needs
+program's first pool waited for, its workers starting beside it on the same cores. Its start
+now costs 14-18 ms of CPU, the interpreter's own about 11. What only the parent needs
 (logging, multiprocessing) is imported inside the functions that use it. It is started with
 ``multiprocessing.util.spawnv_passfds``, as multiprocessing's resource tracker is: fork and
 exec in one step (vfork where possible), whatever the pool's start method, so a large or
