@@ -70,6 +70,13 @@ def test_a_named_tuple_built_by_position_only_compiles_no_constructor() -> None:
     assert type(Point(1)) is Point
 
 
+def test_a_named_tuple_refuses_a_field_without_a_default_after_one_with_a_default() -> None:
+    with pytest.raises(TypeError, match="a field without a default follows one with a default"):
+        class Wrong(NamedTuple):
+            first: int = 0
+            second: int
+
+
 def test_a_named_tuple_keeps_its_body_and_has_what_namedtuple_gives() -> None:
     pair = Pair(1, 2)
     assert pair.total == 3 and pair.swapped() == Pair(2, 1)

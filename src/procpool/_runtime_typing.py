@@ -78,6 +78,8 @@ else:
         if "_cls" in fields:  # the constructor's first parameter (_compiled)
             raise TypeError(f"{name}: no field may be named _cls")
         defaults = tuple(namespace[field] for field in fields if field in namespace)
+        if any(field not in namespace for field in fields[len(fields) - len(defaults):]):
+            raise TypeError(f"{name}: a field without a default follows one with a default")
         body = {key: value for key, value in namespace.items()
                 if key not in fields and key != "__annotations__"}
         body.update(
