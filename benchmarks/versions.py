@@ -7,9 +7,9 @@ Exports ``src/`` of BASELINE_REV from git into a temporary folder. Then, for eac
 every workload once with the stdlib Pool, the baseline's Pool and executor, and this checkout's
 Pool and executor, each in a fresh interpreter that imports that procpool (PYTHONPATH), in an
 order that rotates from one repeat to the next, so machine noise spreads over all of them.
-Start-up (pool start to first result, after a warm-up pool in the same interpreter) is measured
-the same way for each start method. Reports medians, and this checkout's time as a ratio of the
-baseline's: below 1.00 is faster.
+Each workload runs under each start method of ``--methods``, and start-up (pool start to first
+result, after a warm-up pool in the same interpreter) is measured the same way. Reports medians,
+and this checkout's time as a ratio of the baseline's: below 1.00 is faster.
 """
 
 from __future__ import annotations
@@ -51,21 +51,19 @@ def _child(arguments: list[str], source: Path) -> float:
     return float(done.stdout.split()[-1])
 
 
-def _run_child(kind: str, name: str, library: str, quick: bool, workers: int) -> float:
+def _run_child(kind: str, name: str, library: str, quick: bool, workers: int,
+               method: str) -> float:
     import procpool
 
     assert Path(procpool.__file__).resolve().is_relative_to(
         Path(os.environ["PYTHONPATH"]).resolve()), procpool.__file__
     if kind == "startup":
-        return _startup(name, library)
-    import multiprocessing
-
+        return _startup(method, library)
     from .runners import RUNNERS
     from .workloads import workloads
 
     [workload] = [w for w in workloads(quick) if w.name == name]
     inputs = workload.inputs()
-    method = multiprocessing.get_start_method()  # the platform's default, as before
     started = time.perf_counter()
     result = RUNNERS[library](workload, inputs, workers, method)
     workload.consume(result)
@@ -90,8 +88,8 @@ def _startup(method: str, library: str) -> float:
 
 def main() -> int:
     if sys.argv[1:2] == ["--child"]:
-        kind, name, library, quick, workers = sys.argv[2:7]
-        print(_run_child(kind, name, library, quick == "quick", int(workers)))
+        kind, name, library, quick, workers, method = sys.argv[2:8]
+        print(_run_child(kind, name, library, quick == "quick", int(workers), method))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("baseline", help="a git revision of this repository")
@@ -105,8 +103,9 @@ def main() -> int:
     names = [w.name for w in workloads(args.quick)
              if not args.workloads or w.name in args.workloads.split(",")]
     workers = len(os.sched_getaffinity(0))
-    rows = [("workload", name) for name in names] + [
-        ("startup", method) for method in args.methods.split(",") if method]
+    methods = [method for method in args.methods.split(",") if method]
+    rows = [("workload", name, method) for name in names for method in methods] + [
+        ("startup", "", method) for method in methods]
     with tempfile.TemporaryDirectory() as folder:
         versions = {"before": export_source(args.baseline, Path(folder)), "after": ROOT / "src"}
         for source in versions.values():
@@ -115,15 +114,15 @@ def main() -> int:
         runs.insert(0, ("after", LIBRARIES[0]))  # the stdlib needs one version
         print(f"python {sys.version.split()[0]}, {workers} workers, {args.repeats} repeats, "
               f"baseline {args.baseline}; medians in seconds (start-up: milliseconds)")
-        for kind, name in rows:
+        for kind, name, method in rows:
             times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
             for repeat in range(args.repeats):
                 shift = repeat % len(runs)
                 for version, library in runs[shift:] + runs[:shift]:
                     seconds = _child([kind, name, library, "quick" if args.quick else "full",
-                                      str(workers)], versions[version])
+                                      str(workers), method], versions[version])
                     times[(version, library)].append(seconds)
-            _report(kind, name, times)
+            _report(kind, f"{name} {method}".strip(), times)
     return 0
 
 
