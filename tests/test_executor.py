@@ -135,6 +135,19 @@ def test_a_lazy_map_delivers_every_item_before_the_input_raised(
         next(results)
 
 
+def test_map_results_are_an_iterator_that_closes_like_the_stdlibs_generator(
+        executor: Any) -> None:
+    results = executor.map(mb.square, range(40), chunksize=10)
+    assert iter(results) is results
+    assert next(results) == 0
+    assert [value for value, _ in zip(results, range(12))] == [x * x for x in range(1, 13)]
+    results.close()  # in the middle of a chunk: what is left of it goes too
+    with pytest.raises(StopIteration):
+        next(results)
+    assert list(results) == []
+    assert list(executor.map(mb.square, range(5))) == [0, 1, 4, 9, 16]  # the executor goes on
+
+
 def test_map_with_buffersize_streams_an_endless_input(executor: Any) -> None:
     pulled = itertools.count()
 

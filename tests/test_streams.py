@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import itertools
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -19,7 +19,7 @@ from procpool._codec import dumps
 from procpool._errors import TimeoutError
 from procpool._messages import CallMode
 from procpool._pace import ChunkSizer, Pace
-from procpool._streams import Feeder, StreamJob, Window, stream_sizes
+from procpool._streams import Feeder, IMapIterator, StreamJob, Window, stream_sizes
 from procpool._task import Chunk, TaskFunction
 
 FUNCTION = TaskFunction(1, dumps(abs))
@@ -252,3 +252,74 @@ def test_a_consumer_that_cannot_be_woken_costs_the_deliverer_nothing() -> None:
     chunk = Chunk(1, FUNCTION, b"", CallMode.ONE_ARG, 0, 1, job)
     job.chunk_done(chunk, ["delivered"], {})  # the dispatcher's call: must not raise
     assert job.next(0) == "delivered"
+
+
+# ---- the consumers' iterators ---------------------------------------------------------------
+
+
+def job_with_pieces(*sizes: int, failures: Mapping[int, BaseException] | None = None,
+                    ) -> StreamJob:
+    """An ordered job whose pieces (of these sizes, in order) have all arrived; ``failures``
+    by index in the whole stream."""
+    job = StreamJob(ordered=True, window=Window(chunks=len(sizes)))
+    first = 0
+    for number, size in enumerate(sizes, start=1):
+        chunk = Chunk(number, FUNCTION, b"", CallMode.ONE_ARG, first, size, job)
+        failed = {index - first: error for index, error in (failures or {}).items()
+                  if first <= index < first + size}
+        job.chunk_done(chunk, list(range(first, first + size)), failed)
+        first += size
+    job.input_finished(first, None)
+    return job
+
+
+def test_an_imap_iterator_hands_out_in_order_however_it_is_read() -> None:
+    iterator: IMapIterator[int] = IMapIterator(job_with_pieces(3, 1, 4, 2))
+    assert iter(iterator) is iterator  # an iterator, as the stdlib's
+    assert next(iterator) == 0
+    assert iterator.next(0) == 1  # the stdlib's next(timeout), from the same piece
+    for value in iterator:  # on from there, in C
+        if value == 5:
+            break
+    assert iterator.next(0) == 6
+    assert list(iterator) == [7, 8, 9]
+    assert list(iterator) == []
+    with pytest.raises(StopIteration):
+        iterator.next(0)
+
+
+def test_an_imap_iterator_raises_an_items_error_at_its_place_and_goes_on_after_it() -> None:
+    bad = ValueError("item 4")
+    iterator: IMapIterator[int] = IMapIterator(job_with_pieces(3, 3, 3, failures={4: bad}))
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="item 4") as raised:
+        for value in iterator:
+            seen.append(value)
+    assert raised.value is bad and seen == [0, 1, 2, 3]
+    assert list(iterator) == [5, 6, 7, 8]  # as the stdlib's imap: the next item follows
+
+
+def test_an_imap_iterator_keeps_no_value_it_has_handed_out() -> None:
+    job = StreamJob(ordered=True, window=Window(chunks=2))
+    for number, first in ((1, 0), (2, 3)):
+        chunk = Chunk(number, FUNCTION, b"", CallMode.ONE_ARG, first, 3, job)
+        job.chunk_done(chunk, [Plain() for _ in range(3)], {})
+    iterator: IMapIterator[Plain] = IMapIterator(job)
+    for position in range(5):  # a piece's first value, and the others
+        value = next(iterator)  # the C path a for loop takes
+        ref = weakref.ref(value)
+        del value
+        gc.collect()
+        assert ref() is None, position
+
+
+def test_dropping_an_imap_iterator_in_a_loop_abandons_its_stream() -> None:
+    job = StreamJob(ordered=True, window=Window(chunks=1))  # its input not read to the end
+    job.chunk_done(Chunk(1, FUNCTION, b"", CallMode.ONE_ARG, 0, 2, job), [0, 1], {})
+    abandoned: list[str] = []
+    job.on_abandon = lambda: abandoned.append("abandoned")
+    for value in IMapIterator(job):
+        if value == 1:
+            break
+    gc.collect()
+    assert abandoned == ["abandoned"]

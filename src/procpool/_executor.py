@@ -14,7 +14,7 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures import process as stdlib_process
@@ -39,12 +39,14 @@ from ._progress import length_of, make_tracker
 from ._queue_bound import ticket_given_back_on_error
 from ._runtime_typing import TYPE_CHECKING, ParamSpec, TypeVar
 from ._streams import (
+    ChainedResults,
     Feeder,
     RangeInput,
     StreamJob,
     WaitTimedOut,
     Window,
     next_async,
+    next_piece,
     stream_sizes,
 )
 from ._task import Chunk
@@ -414,23 +416,26 @@ def _leave_the_queue(engine: Engine, chunk: Chunk) -> None:
     engine.cancel(chunk)
 
 
-def _stream_results(job: StreamJob, end_time: float | None) -> Iterator[Any]:
+def _stream_results(job: StreamJob, end_time: float | None) -> ChainedResults:
     """The iterator ``map`` returns: results in order; at a failed item its error is raised
     and the iteration ends. ``end_time`` bounds the whole iteration. However it ends early
     (an error, the timeout, closed by its reader), what is left is cancelled."""
+    return ChainedResults.over(_map_pieces(job, end_time))  # type: ignore[no-any-return]
+
+
+def _map_pieces(job: StreamJob, end_time: float | None) -> Generator[Iterable[Any], None, None]:
     try:
         while True:
-            # The rest of the piece in hand, in C. Then the next value straight from the call:
-            # no local name keeps a result the reader has let go of (gh-14406).
-            yield from job.values_left
+            yield job.values_left
             timeout = None if end_time is None else max(0.0, end_time - time.monotonic())
             try:
-                yield job.next(timeout)
+                piece = next_piece(job, timeout)
             except StopIteration:
                 return
             except WaitTimedOut:  # the map's deadline passed: the executor's own error
                 raise FuturesTimeoutError() from None
             except Exception as error:
                 raise executor_traceback(error) from error.__cause__
+            yield piece
     finally:
         job.abandon()

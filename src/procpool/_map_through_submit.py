@@ -22,7 +22,7 @@ from concurrent.futures import Future
 
 from ._options import TaskPolicy
 from ._runtime_typing import TYPE_CHECKING
-from ._streams import read_batch
+from ._streams import popping, read_batch
 
 if TYPE_CHECKING:
     from typing import Any
@@ -104,7 +104,7 @@ def _results(futures: collections.deque[Future[Any]], more_batches: Iterator[lis
             values = _wait_for(future, end_time)
             submit.callbacks_ran(future)
             del future  # hold no reference to a result the caller has let go of (gh-14406)
-            yield from _popping(values)
+            yield from popping(values)
         if input_error is not None:
             raise input_error
     finally:
@@ -121,13 +121,6 @@ def _wait_for(future: Future[Any], end_time: float | None) -> list[Any]:
     except BaseException:
         future.cancel()
         raise
-
-
-def _popping(values: list[Any]) -> Iterator[Any]:
-    """Yield ``values`` in order, letting go of each as it goes (gh-14406)."""
-    values.reverse()
-    while values:
-        yield values.pop()
 
 
 def _batched(iterable: Iterable[Any], size: int) -> Iterator[list[Any]]:
