@@ -135,12 +135,20 @@ def test_a_lazy_map_delivers_every_item_before_the_input_raised(
         next(results)
 
 
+def test_map_over_one_iterable_passes_each_item_whole(executor: Any) -> None:
+    # One iterable travels without a tuple per item; a tuple item must still arrive whole.
+    items = [(1, 2), (3,), (), [4], None, "ab"]
+    assert list(executor.map(mb.identity, items)) == items
+    assert list(executor.map(mb.identity, iter(items), chunksize=4)) == items
+    assert list(executor.map(mb.identity, items, buffersize=2)) == items
+
+
 def test_map_results_are_an_iterator_that_closes_like_the_stdlibs_generator(
         executor: Any) -> None:
     results = executor.map(mb.square, range(40), chunksize=10)
     assert iter(results) is results
     assert next(results) == 0
-    assert [value for value, _ in zip(results, range(12))] == [x * x for x in range(1, 13)]
+    assert list(itertools.islice(results, 12)) == [x * x for x in range(1, 13)]
     results.close()  # in the middle of a chunk: what is left of it goes too
     with pytest.raises(StopIteration):
         next(results)

@@ -350,11 +350,14 @@ class ProcessPoolExecutor(Executor):
         item runs, read or not). Either way, a stream abandoned (closed, timed out, left)
         cancels its chunks, and so kills the running ones: nobody can read them any more.
         """
-        arguments: Iterator[tuple[Any, ...]] | RangeInput
+        arguments: Iterator[Any] | RangeInput
         if len(iterables) == 1 and type(iterables[0]) is range:
             arguments, mode = RangeInput(iterables[0]), CallMode.ONE_ARG
         else:
-            arguments, mode = zip(*iterables, strict=False), CallMode.STAR_ARGS
+            # fn(item) is fn(*(item,)): the items of one iterable go as they are, without a
+            # tuple each, which the parent would make and pickle and the worker unpickle.
+            arguments, mode = ((iter(iterables[0]), CallMode.ONE_ARG) if len(iterables) == 1
+                               else (zip(*iterables, strict=False), CallMode.STAR_ARGS))
             if eager:
                 arguments = iter(list(arguments))  # read now: its errors raise in map()
         chunksize, bound = stream_sizes(chunksize, buffersize, self._max_workers)
