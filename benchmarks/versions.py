@@ -70,7 +70,7 @@ def _run_child(kind: str, name: str, library: str, quick: bool, workers: int,
     elapsed = time.perf_counter() - started
     if len(result) != len(inputs):
         raise SystemExit(f"WRONG RESULT: {len(result)} results for {len(inputs)} inputs")
-    if workload.name in ("tiny", "tiny-range") and result != [x * x for x in inputs]:
+    if workload.name.startswith("tiny") and result != [x * x for x in inputs]:
         raise SystemExit("WRONG RESULT")
     return elapsed
 

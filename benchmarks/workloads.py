@@ -62,6 +62,11 @@ def workloads(quick: bool) -> list[Workload]:
         # The same calls on the range object itself: the serial answer is tiny's.
         Workload("tiny-range", f"{1_000_000 // scale:,} calls of x*x on a range, map", square,
                  lambda: range(1_000_000 // scale), "map"),
+        # The same calls through each library's streaming call with its default arguments
+        # (imap, the executor's map): what handing out results one by one costs. Fewer items:
+        # the stdlib's defaults send one item per chunk.
+        Workload("tiny-stream", f"{200_000 // scale:,} calls of x*x, streamed with default "
+                 "arguments", square, lambda: list(range(200_000 // scale)), "stream"),
         # What a loop of apply_async or submit costs per call: the pool's own overhead.
         Workload("calls", f"{10_000 // scale:,} calls of x*x, each submitted on its own",
                  square, lambda: list(range(10_000 // scale)), "calls"),

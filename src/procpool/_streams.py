@@ -12,8 +12,9 @@ One engine serves every face: the Pool's ``imap``/``imap_unordered`` (and the ba
   up as it takes results (``top_up``);
 - ``StreamJob``: the chunks' sink and the consumer's side: outcomes put back in input order (or
   not), handed out item by item, with an abandoned stream's work dropped;
-- the consumers: ``IMapIterator`` (the Pool's iterators, also ``async for``) and
-  ``next_async``; the executor's ``map`` and ``amap`` iterate a job directly.
+- the consumers: ``ChainedResults``, which hands out a piece's values in C (the executor's
+  ``map`` returns one), ``IMapIterator`` (the Pool's iterators, also ``async for``) and
+  ``next_async`` (``amap``).
 
 The faces choose, and nothing else: ordered or not; a feeder thread or the consumer feeding;
 credit returned when results are consumed (a bounded stream) or answered (the executor's eager
