@@ -118,6 +118,9 @@ class ProcessPoolExecutor(Executor):
         # The feeders of maps still being read, so a shutdown that cancels can stop them.
         self._feeders: weakref.WeakSet[Feeder] = weakref.WeakSet()
         self._cancelling = False  # a shutdown cancels what has not started
+        # What a future's wait calls on Ctrl-C: one weak reference for all of them (one made
+        # per submit was about a tenth of the parent's CPU in a loop of submits).
+        self._on_interrupt = weakref.WeakMethod(self._interrupted)
         self._shutdown = False
         # A map's per-call options, for the submit calls it makes through an overridden
         # submit (which cannot pass them on): set around each such call, in its thread.
@@ -407,7 +410,7 @@ class ProcessPoolExecutor(Executor):
                 # its arguments) leaves the queue instead of waiting for a worker to skip it.
                 future._cancel_queued = functools.partial(_leave_the_queue, self._engine,
                                                           chunk)
-            future._on_interrupt = weakref.WeakMethod(self._interrupted)
+            future._on_interrupt = self._on_interrupt
             future._defer_callbacks = self._engine.defer_callbacks
             self._pending.add(future)  # weakly: a done future the caller dropped goes
             self._engine.submit_one(chunk)
