@@ -422,11 +422,21 @@ def _leave_the_queue(engine: Engine, chunk: Chunk) -> None:
     engine.cancel(chunk)
 
 
-def _stream_results(job: StreamJob, end_time: float | None) -> ChainedResults:
+class _MapResults(ChainedResults):
+    """What ``map`` returns: an iterator of its results, with the ``close()`` of the stdlib's
+    (a generator)."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        self._close()
+
+
+def _stream_results(job: StreamJob, end_time: float | None) -> _MapResults:
     """The iterator ``map`` returns: results in order; at a failed item its error is raised
     and the iteration ends. ``end_time`` bounds the whole iteration. However it ends early
     (an error, the timeout, closed by its reader), what is left is cancelled."""
-    return ChainedResults.over(_map_pieces(job, end_time))  # type: ignore[no-any-return]
+    return _MapResults.over(_map_pieces(job, end_time))  # type: ignore[no-any-return]
 
 
 def _map_pieces(job: StreamJob, end_time: float | None) -> Generator[Iterable[Any], None, None]:

@@ -554,7 +554,7 @@ class ChainedResults(itertools.chain):  # type: ignore[type-arg]
     each piece: it chains the iterables its ``pieces`` generator yields (the rest of the piece
     in hand, then the next value). A ``__next__`` written in Python would cost a call per
     item, which on a stream of tiny tasks was a third of the parent's time
-    (docs/performance.md, 2026-12-08). ``close()`` closes it as a generator's would."""
+    (docs/performance.md, "2026-12-07 (last)")."""
 
     __slots__ = ("__weakref__", "_pieces")
 
@@ -566,10 +566,11 @@ class ChainedResults(itertools.chain):  # type: ignore[type-arg]
         results._pieces = pieces
         return results
 
-    def close(self) -> None:
-        """End the iteration (the stream is abandoned): next() raises StopIteration."""
+    def _close(self) -> None:
+        """End the iteration: the pieces' generator is closed (its ``finally`` runs), what is
+        left of the piece in hand is dropped, and next() raises StopIteration."""
         self._pieces.close()
-        collections.deque(self, maxlen=0)  # what is left of the piece in hand: dropped
+        collections.deque(self, maxlen=0)
 
 
 def next_piece(job: StreamJob, timeout: float | None) -> Iterator[Any]:
