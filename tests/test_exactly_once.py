@@ -497,3 +497,28 @@ def test_an_imap_racing_terminate_reads_no_more_of_its_input(
     results = pool.imap(mb.square, endless())
     assert list(results) == []  # ends at once: nothing was submitted
     assert next(read) <= 1
+
+
+@pytest.mark.parametrize("results", [None, [1], [1, 2, 3], (1, 2)],
+                         ids=["none", "too-few", "too-many", "not-a-list"])
+def test_a_reply_that_is_not_the_chunks_results_fails_the_chunk(results: Any) -> None:
+    # What a worker of another procpool version might send: its chunk is answered with an
+    # error that names it, never left unanswered (a reply of None used to be skipped).
+    import pickle
+
+    from procpool._codec import dumps
+    from procpool._delivery import Delivery
+    from procpool._messages import CallMode
+    from procpool._task import Chunk, TaskFunction
+    from support import Outcome
+
+    sink = Outcome(2)
+    chunk = Chunk(1, TaskFunction(1, dumps(abs)), b"", CallMode.ONE_ARG, 0, 2, sink, "abs")
+    Delivery().chunk_reply(chunk, pickle.dumps(results), ())
+    error = sink.result()
+    assert isinstance(error, procpool.ResultUnpicklingError)
+    assert "another version of procpool" in str(error) and "abs" in str(error)
+    good = Outcome(2)
+    Delivery().chunk_reply(Chunk(2, chunk.function, b"", CallMode.ONE_ARG, 0, 2, good, "abs"),
+                           pickle.dumps([4, 5]), ())
+    assert good.result() == [4, 5]

@@ -20,7 +20,7 @@ from types import TracebackType
 
 from . import _accounting as accounting
 from . import _shared_memory as shared_memory
-from ._codec import describe_pickle_failure
+from ._codec import describe_pickle_failure, short_repr
 from ._errors import (
     PoolBroken,
     ResultSerializationError,
@@ -137,7 +137,7 @@ class Delivery:
         """Unpickle a reply's results (removing their segments); on failure, fail ``chunk``
         with the reason and return None."""
         try:
-            return shared_memory.loads(results_payload, segments)  # type: ignore[no-any-return]
+            values = shared_memory.loads(results_payload, segments)
         except BaseException as exc:  # unpickling runs the result's code, even sys.exit()
             error = ResultUnpicklingError(
                 "(unreadable)",
@@ -147,6 +147,15 @@ class Delivery:
             error.__cause__ = exc
             self.failed(chunk, error)
             return None
+        if type(values) is not list or len(values) != chunk.size:
+            # Not what a worker of this procpool sends (one of another version, say): the
+            # chunk fails, where a None here would have left its items unanswered.
+            self.failed(chunk, ResultUnpicklingError(
+                "(unreadable)", f"the worker's reply held {short_repr(values, 60)} for "
+                f"{chunk.size} item(s); is the worker running another version of procpool?",
+                task=chunk.description))
+            return None
+        return values
 
 
 _NONE_FAILED: Mapping[int, BaseException] = types.MappingProxyType({})
