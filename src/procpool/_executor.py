@@ -14,6 +14,7 @@ import functools
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
@@ -429,7 +430,11 @@ class _MapResults(ChainedResults):
     __slots__ = ()
 
     def close(self) -> None:
-        self._close()
+        """End the iteration: the pieces' generator is closed (its ``finally`` abandons the
+        stream), what is left of the piece in hand is dropped, and next() raises
+        StopIteration."""
+        self._pieces.close()
+        deque(self, maxlen=0)
 
 
 def _stream_results(job: StreamJob, end_time: float | None) -> _MapResults:

@@ -25,7 +25,6 @@ is handed out as an ``Outcome``. Never blocks the dispatcher thread: it only sto
 
 from __future__ import annotations
 
-import collections
 import functools
 import itertools
 import logging
@@ -565,12 +564,6 @@ class ChainedResults(itertools.chain):  # type: ignore[type-arg]
         results: Any = cls.from_iterable(pieces)  # an instance of cls
         results._pieces = pieces
         return results
-
-    def _close(self) -> None:
-        """End the iteration: the pieces' generator is closed (its ``finally`` runs), what is
-        left of the piece in hand is dropped, and next() raises StopIteration."""
-        self._pieces.close()
-        collections.deque(self, maxlen=0)
 
 
 def next_piece(job: StreamJob, timeout: float | None) -> Iterator[Any]:
