@@ -36,10 +36,12 @@ from . import OnThisMachine
 if TYPE_CHECKING:
     from typing import Any
 
-# What every worker imports before its first task: its loop, and the handler that forwards
-# its log records (on by default under forkserver) with logging.
+# What every worker imports before its first task: its loop. Not the handler that forwards
+# log records, nor logging: a worker sets them up only once something imports logging
+# (_on_import.py), and in a server they would cost every program's first pool the import of
+# logging on its way to the first result, about 10 ms (docs/performance.md, 2026-12-08).
 _PACKAGE = worker_main.__module__.rpartition(".")[0]
-WORKER_MODULES = (f"{_PACKAGE}._worker", f"{_PACKAGE}._worker_logs")
+WORKER_MODULES = (f"{_PACKAGE}._worker",)
 
 # How long reap() may wait for the kernel to report an exit after the sentinel fired; in
 # practice microseconds (the pipe closes just before the process becomes a zombie).
