@@ -48,7 +48,7 @@ from procpool._scheduler_events import (
 )
 from procpool._shared_memory import SharedSegments
 from procpool._task import Chunk, TaskFunction
-from procpool._worker_slot import LOADING_ALLOWANCE, LOADING_POLL, WITHDRAW_AFTER
+from procpool._worker_slot import LOADING_ALLOWANCE, LOADING_POLL, QUEUE_MAX_CHUNKS, WITHDRAW_AFTER
 
 FUNCTION = TaskFunction(0, b"")
 
@@ -567,14 +567,17 @@ def test_short_chunks_are_queued_behind_running_ones_in_turn_and_start_when_it_i
 
 
 def test_queued_chunks_are_about_the_queue_time_and_the_pipe_bytes_at_most() -> None:
-    # 1 ms chunks: QUEUE_MAX_CHUNKS (8) of them; 5 ms ones: 4 (20 ms); chunks of 10 KiB: 3.
-    for chunks, queued in ((quick_chunks(20), 8),
-                           (quick_chunks(20, seconds_per_item=0.005), 4),
-                           (quick_chunks(20, payload=b"x" * 10_000), 3)):
+    # A chunk waits only where it starts within 20 ms, 32 KiB in all, QUEUE_MAX_CHUNKS at
+    # most: of chunks of 0.1 ms, 32 wait; of 0.9 ms, 22 (the 22nd starts after 19.8 ms); of
+    # 5 ms, 4; of 10 KiB, 3.
+    for chunks, queued in ((quick_chunks(50, seconds_per_item=0.0001), QUEUE_MAX_CHUNKS),
+                           (quick_chunks(50, seconds_per_item=0.0009), 22),
+                           (quick_chunks(50, seconds_per_item=0.005), 4),
+                           (quick_chunks(50, payload=b"x" * 10_000), 3)):
         scheduler = started(Scheduler(1))
         submit(scheduler, *chunks)
         assert len(scheduler.workers[0].queued) == queued
-        assert len(scheduler.pending) == 20 - 1 - queued
+        assert len(scheduler.pending) == 50 - 1 - queued
 
 
 def test_a_chunk_of_unknown_pace_long_large_or_with_shared_arguments_is_not_queued() -> None:

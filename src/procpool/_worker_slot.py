@@ -26,8 +26,12 @@ class KillReason(enum.Enum):
     LOST = "lost"  # its reply stream was corrupted (as a death whose cause the table knows)
 
 
-# At most this many chunks wait in a worker's pipe behind the one it runs.
-QUEUE_MAX_CHUNKS = 8
+# At most this many chunks wait in a worker's pipe behind the one it runs. The scheduler's
+# bounds (20 ms of work, 32 KiB) are what keep a queue short; this one binds only on chunks
+# under 0.6 ms, deep enough that a worker of such chunks does not run dry while the
+# dispatcher is busy elsewhere (forking a replacement takes it 1-2 ms here). From 8: a loop
+# of apply_async of x*x took 0.72-0.82x the time (docs/performance.md, 2026-12-08).
+QUEUE_MAX_CHUNKS = 32
 # Chunks queued behind a running one that has overrun its estimate by this much (it may hang:
 # nothing says when it ends) are taken back, to run elsewhere. A chunk is queued only where
 # it would start within 20 ms (the scheduler's QUEUE_MAX_SECONDS): an overrun of five times
