@@ -54,15 +54,18 @@ PARENT = textwrap.dedent("""
         return pid, child
 
     def set_up(who):
-        '''Start a GIL holder, watch it and a prefix, make a segment; report it all.'''
-        holder, child = start_gil_holder()
-        _janitor.watch_worker(holder)
+        '''Watch a prefix, start a GIL holder and watch it, make a segment; report it all.
+        The prefix first, as a pool tells it: that alone starts no janitor.'''
         prefix = f"procpool-{os.getpid()}-"
         _janitor.watch_segments("/" + prefix)  # as _shared_memory.parent_prefix spells it
+        before_worker = _janitor.janitor_pid()
+        holder, child = start_gil_holder()
+        _janitor.watch_worker(holder)
         segment = prefix + "test-r0"
         open("/dev/shm/" + segment, "wb").close()
         return {"who": who, "pid": os.getpid(), "holder": holder, "child": child,
-                "segment": segment, "janitor": _janitor.janitor_pid()}
+                "segment": segment, "janitor": _janitor.janitor_pid(),
+                "janitor_before_worker": before_worker}
 
     def report(info):
         # One write of a whole line: the parent and its forked child report on one pipe, and
@@ -167,6 +170,8 @@ def test_a_killed_parents_gil_holding_worker_its_children_and_segments_go(
         run_parent: Any) -> None:
     parent = run_parent("watch")
     report = parent.read_report()
+    # Started with the first worker, and told the prefix it was told before.
+    assert report["janitor_before_worker"] is None
     assert psutil.Process(report["janitor"]).ppid() == parent.process.pid
     # Ctrl-C in a terminal signals the foreground process group: the parent's (which ignores
     # it here), not its janitor, which may be starting up just now.

@@ -6,10 +6,11 @@ process group. Two things escape them. A task stuck in C code that holds the GIL
 ``ctypes.PyDLL`` call, an extension that never releases it) keeps the lifeline thread from
 running, so the worker outlives the parent for as long as the call lasts. And the lifeline
 sweeps /dev/shm while the worker's main thread may still be creating a result segment, which
-then stays. The janitor is the backstop for both: one process per parent process, started on
-first use, not subject to any worker's GIL, which on the parent's death kills every watched
-worker's process group, waits until those workers have exited (so none is still creating a
-segment), then removes every segment named with a watched prefix, and exits.
+then stays. The janitor is the backstop for both: one process per parent process, started
+with the first worker it is to watch, not subject to any worker's GIL, which on the parent's
+death kills every watched worker's process group, waits until those workers have exited (so
+none is still creating a segment), then removes every segment named with a watched prefix,
+and exits.
 
 The parent's side (the public functions, run by the local backend and the dispatcher):
 
@@ -20,9 +21,10 @@ The parent's side (the public functions, run by the local backend and the dispat
   must not count it, as it does not count multiprocessing's resource tracker).
 
 Each call writes one short line to a pipe (``w <pid>``, ``f <pid>``, ``s <prefix>``) and waits
-for nothing. The calls never raise: if the janitor cannot be started or reached, they log at
-debug level and the lifelines remain. The parent remembers what it asked to watch, so a
-janitor that died before it (killed by hand) is replaced and told everything again.
+for nothing; a prefix told before there is a janitor is remembered, and told when the first
+worker starts one. The calls never raise: if the janitor cannot be started or reached, they
+log at debug level and the lifelines remain. The parent remembers what it asked to watch, so
+a janitor that died before it (killed by hand) is replaced and told everything again.
 
 The janitor process is this very module, imported by ``python -I -S -c`` from its own folder
 (``_RUN``): isolated from the environment and the user's code, no site, and no import of
@@ -195,7 +197,12 @@ def _tell(line: bytes) -> None:
             return
         except OSError:  # it died since we looked
             _drop_janitor()
-    if _workers or _prefixes:
+    # A janitor is started for the first worker, not before: a prefix alone names nothing yet
+    # (segments are made for chunks, which go to workers), and it is remembered and replayed.
+    # A pool tells its prefix as it is made, before its first worker; a janitor started then
+    # started beside a forkserver's own first start and slowed it (the first worker's start
+    # took 68 ms instead of 56; docs/performance.md, 2026-12-08).
+    if _workers:
         _start()
 
 
