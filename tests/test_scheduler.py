@@ -157,6 +157,26 @@ def test_a_chunk_with_shared_arguments_waits_until_its_worker_is_ready() -> None
     assert sends(scheduler.handle(WorkerReady(0), 0.0)) == [(0, 1)]
 
 
+def test_short_chunks_queue_on_a_ready_worker_before_they_wait_for_a_starting_one() -> None:
+    # Worker 0 is ready and runs chunks of 0.9 ms; worker 1 is still starting (a spawned one
+    # takes 40-50 ms). Chunks that start within 20 ms behind worker 0 go there, as the
+    # stdlib's shared queue would let them; only what is left over waits in the starting
+    # worker's pipe.
+    scheduler = Scheduler(2)
+    scheduler.handle(Started(), 0.0)
+    scheduler.handle(WorkerReady(0), 0.0)
+    chunks = quick_chunks(30, seconds_per_item=0.0009)
+    actions = submit(scheduler, *chunks)
+    on_ready = len(scheduler.workers[0].queued) + 1
+    assert on_ready == 23  # the running one, and 22 that start within 20 ms behind it
+    assert sends(actions) == [(0, n) for n in range(on_ready)] + [(1, on_ready)]
+    # Of unknown pace (a pool's first call), nothing is queued: a starting worker gets it.
+    scheduler = Scheduler(2)
+    scheduler.handle(Started(), 0.0)
+    scheduler.handle(WorkerReady(0), 0.0)
+    assert sends(submit(scheduler, chunk(1), chunk(2))) == [(0, 1), (1, 2)]
+
+
 def test_a_worker_whose_stream_is_lost_gets_no_more_work() -> None:
     scheduler = started(Scheduler(2))
     assert scheduler.handle(StreamLost(0), 0.0) == []  # the table kills it
