@@ -28,9 +28,10 @@ class KillReason(enum.Enum):
 
 # At most this many chunks wait in a worker's pipe behind the one it runs. The scheduler's
 # bounds (20 ms of work, 32 KiB) are what keep a queue short; this one binds only on chunks
-# under 0.6 ms, deep enough that a worker of such chunks does not run dry while the
-# dispatcher is busy elsewhere (forking a replacement takes it 1-2 ms here). From 8: a loop
-# of apply_async of x*x took 0.72-0.82x the time (docs/performance.md, 2026-12-08).
+# under 0.6 ms, of which 8 (tens of microseconds of work) left a worker running dry whenever
+# the dispatcher was busy for a moment with other workers' replies or a burst of
+# submissions. From 8 to 32, a loop of apply_async of x*x took 0.81-0.92x the time, of
+# submit 0.78-0.89x (docs/performance.md, 2026-12-08).
 QUEUE_MAX_CHUNKS = 32
 # Chunks queued behind a running one that has overrun its estimate by this much (it may hang:
 # nothing says when it ends) are taken back, to run elsewhere. A chunk is queued only where
