@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,23 @@ def test_worker_env_needs_nothing_the_child_cannot_import_yet(
                           capture_output=True, text=True, timeout=50, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "set"
+
+
+def test_short_calls_do_not_wait_for_a_worker_still_starting(
+        any_start_method: str, fifos: Any) -> None:
+    # Worker 1's initializer blocks until the test releases it, so it stays "starting". Once
+    # worker 0 has answered a call, the function's pace is known, and short calls queue
+    # behind worker 0 instead of waiting in worker 1's pipe for its start (which, for a
+    # spawned worker, takes 40-50 ms on its own; here, until released).
+    with procpool.Pool(2, wt.initializer_blocks_at_place, (1, fifos.release),
+                       context=any_start_method) as pool:
+        first = pool.apply(wt.where)  # a pool's first call goes to worker 0
+        assert first[0] == 0
+        # More calls, so that one slow measurement (a busy machine) cannot make the pace
+        # look long: each halves what is left of it.
+        assert [pool.apply_async(wt.where).get(timeout=10) for _ in range(8)] == [first] * 8
+        calls = pool.map_async(wt.where, range(8), chunksize=1)
+        assert calls.get(timeout=10) == [first] * 8
+        fifos.release_task()
+        pool.close()
+        pool.join()  # nothing waits in worker 1's pipe: it starts, and exits

@@ -195,3 +195,13 @@ def write_bytes_to_stdout(_: object = None) -> int:
     sys.stdout.buffer.write(data[2:])
     sys.stdout.flush()
     return len(data)
+
+
+def initializer_blocks_at_place(index: int, release_fifo: str) -> None:
+    """The worker at place ``index`` stays starting until the test writes to
+    ``release_fifo``; the others start at once."""
+    worker = procpool.current_worker()
+    assert worker is not None
+    if worker.index == index:
+        with open(release_fifo) as fifo:
+            fifo.read()
