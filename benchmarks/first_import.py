@@ -1,6 +1,6 @@
 """A fresh program's first pool: importing the pool, starting it, its first result.
 
-    python -m benchmarks.first_import --repeats 9 [--baseline REV] [--methods fork,spawn]
+    python -m benchmarks.first_import --repeats 9 [--baseline REV] [--methods fork,spawn] [--inline]
 
 The other start-up measures (``benchmarks.startup``, the start-up rows of
 ``benchmarks.versions``) time a pool started after a warm-up pool in the same interpreter: what a
@@ -12,6 +12,13 @@ and one call answered). The stdlib's Pool and ProcessPoolExecutor run beside pro
 checkout's; with ``--baseline``, an earlier revision's too, exported from git as
 ``benchmarks.versions`` does). Bytecode is written first, as an installed package has it.
 Medians, and each time as a ratio of the stdlib face's.
+
+Each case is a program file, written as users write one: the face imported at the top, the
+pool made under ``if __name__ == "__main__":``. Under spawn every worker imports that file
+again as its main module (and so the face), and under forkserver the server does, before it
+forks the first worker: that import is part of what a program's first result waits for.
+``--inline`` runs the same lines with ``python -c`` instead, where there is no main module to
+import (how this benchmark ran before 2026-12-08, for comparison with those records).
 """
 
 from __future__ import annotations
@@ -33,46 +40,57 @@ _STDLIB_POOL = """
 import time; started = time.perf_counter()
 import multiprocessing
 imported = time.perf_counter()
-pool = multiprocessing.get_context({method!r}).Pool(2)
-pool.apply(abs, (-1,))
-print(imported - started, time.perf_counter() - started)
-pool.terminate(); pool.join()
+if __name__ == "__main__":
+    pool = multiprocessing.get_context({method!r}).Pool(2)
+    pool.apply(abs, (-1,))
+    print(imported - started, time.perf_counter() - started)
+    pool.terminate(); pool.join()
 """
 _STDLIB_EXECUTOR = """
 import time; started = time.perf_counter()
-import concurrent.futures, multiprocessing
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 imported = time.perf_counter()
-executor = concurrent.futures.ProcessPoolExecutor(2, multiprocessing.get_context({method!r}))
-executor.submit(abs, -1).result()
-print(imported - started, time.perf_counter() - started)
-executor.shutdown()
+if __name__ == "__main__":
+    executor = ProcessPoolExecutor(2, multiprocessing.get_context({method!r}))
+    executor.submit(abs, -1).result()
+    print(imported - started, time.perf_counter() - started)
+    executor.shutdown()
 """
 _PROCPOOL_POOL = """
 import time; started = time.perf_counter()
-import procpool; procpool.Pool
+from procpool import Pool
 imported = time.perf_counter()
-pool = procpool.Pool(2, context={method!r})
-pool.apply(abs, (-1,))
-print(imported - started, time.perf_counter() - started)
-pool.terminate(); pool.join()
+if __name__ == "__main__":
+    pool = Pool(2, context={method!r})
+    pool.apply(abs, (-1,))
+    print(imported - started, time.perf_counter() - started)
+    pool.terminate(); pool.join()
 """
 _PROCPOOL_EXECUTOR = """
 import time; started = time.perf_counter()
-import procpool; procpool.ProcessPoolExecutor
+from procpool import ProcessPoolExecutor
 imported = time.perf_counter()
-executor = procpool.ProcessPoolExecutor(2, mp_context={method!r})
-executor.submit(abs, -1).result()
-print(imported - started, time.perf_counter() - started)
-executor.shutdown()
+if __name__ == "__main__":
+    executor = ProcessPoolExecutor(2, mp_context={method!r})
+    executor.submit(abs, -1).result()
+    print(imported - started, time.perf_counter() - started)
+    executor.shutdown()
 """
 
 
-def _run(script: str, source: Path | None) -> tuple[float, float]:
+def _run(script: str, source: Path | None, folder: Path, inline: bool) -> tuple[float, float]:
     environment = dict(os.environ)
     if source is not None:
         environment["PYTHONPATH"] = str(source)
-    done = subprocess.run([sys.executable, "-c", script], cwd=tempfile.gettempdir(),
-                          env=environment, capture_output=True, text=True, timeout=120)
+    if inline:
+        command = [sys.executable, "-c", script]
+    else:
+        program = folder / "first_pool.py"  # a folder of its own: nothing else to import
+        program.write_text(script)
+        command = [sys.executable, str(program)]
+    done = subprocess.run(command, cwd=folder, env=environment, capture_output=True,
+                          text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"a run failed:\n{done.stderr[-3000:]}")
     imported, first = (float(word) for word in done.stdout.split())
@@ -84,6 +102,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--methods", default="fork,forkserver,spawn")
     parser.add_argument("--baseline", help="an earlier revision of procpool to run beside")
+    parser.add_argument("--inline", action="store_true",
+                        help="run each case with python -c: no main module for workers to import")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="procpool-first-import-") as folder:
         sources: dict[str, Path] = {"": ROOT / "src"}
@@ -92,6 +112,8 @@ def main() -> None:
                        " (this checkout)": ROOT / "src"}
         for source in sources.values():
             cache_bytecode(source)
+        program_folder = Path(folder) / "program"
+        program_folder.mkdir()
         cases: list[tuple[str, str, str, Path | None]] = []  # face, label, script, source
         for face, stdlib, ours in (("Pool", _STDLIB_POOL, _PROCPOOL_POOL),
                                    ("executor", _STDLIB_EXECUTOR, _PROCPOOL_EXECUTOR)):
@@ -103,7 +125,8 @@ def main() -> None:
             for repeat in range(args.repeats):
                 shift = repeat % len(cases)
                 for _, label, script, source in cases[shift:] + cases[:shift]:
-                    times[label].append(_run(script.format(method=method), source))
+                    times[label].append(_run(script.format(method=method), source,
+                                             program_folder, args.inline))
             print(f"\n{method}: medians of {args.repeats} fresh interpreters (ms), and x the "
                   f"stdlib face's")
             print(f"{'':34} {'import':>8} {'x':>6} {'first result':>13} {'x':>6}")
