@@ -44,6 +44,40 @@ def test_timeout_error_is_the_stdlib_class() -> None:
     assert procpool.TimeoutError is multiprocessing.TimeoutError
 
 
+# What importing a face must not import: the engine, and what only the engine needs. Every
+# spawned worker, and a forkserver before its first fork, imports the program's main module
+# again, and with it ``from procpool import Pool``: these cost each such start about 20 ms
+# (docs/performance.md, "A program's import of the faces").
+_ENGINE_ONLY = ("procpool._engine", "procpool._dispatcher", "procpool._errors",
+                "concurrent.futures.process", "multiprocessing.pool")
+
+
+@pytest.mark.parametrize(("face", "also_not"), [
+    ("Pool", ("logging", "concurrent.futures", "traceback")),
+    # Its base class is concurrent.futures.Executor, whose module imports logging.
+    ("ProcessPoolExecutor", ()),
+])
+def test_importing_a_face_imports_no_engine(face: str, also_not: tuple[str, ...]) -> None:
+    unwanted = (*_ENGINE_ONLY, *also_not)
+    code = (f"import sys\nfrom procpool import {face}\n"
+            f"print(sorted(m for m in sys.modules if m in {unwanted!r}))")
+    assert _in_a_fresh_interpreter(code) == "[]"
+
+
+def test_the_default_retry_on_names_its_classes_and_survives_pickling() -> None:
+    import inspect
+    import pickle
+
+    from procpool._options import DEFAULT_RETRY_ON, TaskPolicy
+
+    for face in (procpool.Pool, procpool.ProcessPoolExecutor):
+        default = inspect.signature(face).parameters["retry_on"].default
+        assert repr(default) == "(procpool.WorkerDied, procpool.TaskTimeout)"
+    assert pickle.loads(pickle.dumps(DEFAULT_RETRY_ON)) is DEFAULT_RETRY_ON
+    assert TaskPolicy().retried_kinds() == (procpool.WorkerDied, procpool.TaskTimeout)
+    assert TaskPolicy(retry_on=(OSError,)).retried_kinds() == (OSError,)
+
+
 def test_import_is_light() -> None:
     # Optional heavy dependencies are imported only where used.
     heavy = "{'cloudpickle', 'numpy', 'tqdm'}"

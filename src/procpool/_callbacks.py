@@ -11,14 +11,12 @@ has ended: the dispatcher stops it as it shuts down, after its last delivery.
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable
 
 from . import _threads as threads
-
-logger = logging.getLogger("procpool")
+from ._log import logger
 
 
 class CallbackRunner:
@@ -44,7 +42,7 @@ class CallbackRunner:
                 try:
                     threads.start(thread)  # with SIGINT blocked (_threads.py)
                 except RuntimeError:  # no new threads (the interpreter is shutting down)
-                    logger.warning("procpool could not start its callback thread; running "
+                    logger().warning("procpool could not start its callback thread; running "
                                    "callbacks in the thread that delivers results")
                     self._stopped = inline = True
                 else:
@@ -74,4 +72,4 @@ def _run_guarded(job: Callable[[], None]) -> None:
     try:
         job()
     except BaseException:  # a callback's SystemExit must not end the thread every later one needs
-        logger.exception("a callback raised; the pool carries on")
+        logger().exception("a callback raised; the pool carries on")

@@ -10,7 +10,6 @@ top; neither talks to the dispatcher, the scheduler or the workers.
 from __future__ import annotations
 
 import copy
-import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +26,7 @@ from ._pace import ChunkSizer
 from ._queue_bound import QueueBound, QueueTicket, ticket_given_back_on_error
 from ._runtime_typing import TYPE_CHECKING
 from ._streams import Feeder, RangeInput, StreamJob
-from ._task import Chunk, ChunkSink, TaskFunction, next_id
+from ._task import Chunk, ChunkSink, TaskFunction, name_of, next_id
 from ._worker_setup import check_supported
 
 if TYPE_CHECKING:
@@ -301,16 +300,6 @@ class Engine:
         return chunk
 
 
-class WorkerView:
-    """What stdlib-era code reads from a pool's private worker list: a pid."""
-
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
-
-    def is_alive(self) -> bool:
-        return self.pid is not None
-
-
 def _argument_error(items: Sequence[Any], first_index: int, exc: Exception) -> BaseException:
     """The pickler's own exception (the type the stdlib raises), with a note naming the item."""
     for offset, item in enumerate(items):
@@ -364,10 +353,3 @@ def start_thread(target: Callable[..., object], name: str, *args: Any) -> None:
             del thread
         finally:
             let_go.release()  # one call: a Ctrl-C lands before or after it, never inside
-
-
-def name_of(func: Callable[..., Any]) -> str:
-    """The name error messages and progress bars give a task's function."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    return getattr(func, "__qualname__", None) or type(func).__qualname__

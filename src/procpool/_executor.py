@@ -18,10 +18,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
-from concurrent.futures import process as stdlib_process
 
 from . import _threads as threads
-from ._engine import Engine, WorkerView, name_of
 from ._futures import FutureSink, ProcessFuture, executor_traceback
 from ._map_through_submit import map_through_submit
 from ._messages import CallMode
@@ -50,13 +48,15 @@ from ._streams import (
     next_piece,
     stream_sizes,
 )
-from ._task import Chunk
+from ._task import Chunk, name_of
+from ._worker_identity import WorkerView
 
 if TYPE_CHECKING:
     from typing import Any
 
     from typing_extensions import Unpack  # typing's own from 3.11
 
+    from ._engine import Engine
     from ._stats import PoolStats
 
 T = TypeVar("T")
@@ -103,6 +103,11 @@ class ProcessPoolExecutor(Executor):
                                               initializer)
         self._mp_context = mp_context
         self._shutdown_lock = threading.Lock()
+        # The engine is imported with a program's first pool, not with this module: every
+        # spawned worker, and a forkserver, imports the program's main module, and with it the
+        # faces, which must stay light (docs/architecture.md, "What importing a face costs").
+        from ._engine import Engine
+
         self._engine = Engine(pool_options(
             processes=max_workers, initializer=initializer, initargs=initargs,
             context=mp_context, backend=backend, max_tasks=max_tasks_per_child,
@@ -334,7 +339,10 @@ class ProcessPoolExecutor(Executor):
 
     def _check_accepting(self) -> None:
         # The stdlib executor's own flag, set by its exit hook (threading's, which runs before
-        # atexit handlers): a submit from then on is refused, as there.
+        # atexit handlers): a submit from then on is refused, as there. Its module is the
+        # engine's import (_errors.py), not the face's.
+        from concurrent.futures import process as stdlib_process
+
         if stdlib_process._global_shutdown:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         error = self._engine.broken_error()

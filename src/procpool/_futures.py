@@ -18,8 +18,6 @@ from concurrent.futures._base import (
     RUNNING,
     InvalidStateError,
 )
-from concurrent.futures.process import _RemoteTraceback
-from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
 
 from . import _threads as threads
 from ._runtime_typing import TYPE_CHECKING, TypeVar
@@ -174,8 +172,12 @@ def executor_traceback(error: BaseException) -> BaseException:
     """Give a task's exception the remote-traceback class the stdlib executor uses.
 
     The engine attaches the Pool's (multiprocessing.pool.RemoteTraceback); code written for
-    concurrent.futures looks for concurrent.futures.process._RemoteTraceback.
+    concurrent.futures looks for concurrent.futures.process._RemoteTraceback. Both modules are
+    imported here, not with the face (_log.py says why); the engine has imported them already.
     """
+    from concurrent.futures.process import _RemoteTraceback
+    from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback  # type: ignore[attr-defined]
+
     cause: Any = error.__cause__
     if type(cause) is PoolRemoteTraceback:
         error.__cause__ = _RemoteTraceback(cause.tb)

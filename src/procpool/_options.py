@@ -14,14 +14,30 @@ import math
 import multiprocessing
 from collections.abc import Callable, Mapping
 
-from ._errors import TaskTimeout, WorkerDied
 from ._runtime_typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
 
-DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (WorkerDied, TaskTimeout)
+
+class _DefaultRetryOn:
+    """``retry_on``'s default: a worker's death and a task's timeout (WorkerDied, TaskTimeout).
+
+    A stand-in rather than those classes, which ``TaskPolicy.retried_kinds`` names when a
+    failure is weighed: WorkerDied derives from concurrent.futures' BrokenProcessPool, and
+    this module is imported with the faces, which must not import concurrent.futures (_log.py
+    says why).
+    """
+
+    def __repr__(self) -> str:
+        return "(procpool.WorkerDied, procpool.TaskTimeout)"
+
+    def __reduce__(self) -> str:
+        return "DEFAULT_RETRY_ON"  # unpickled as this very object
+
+
+DEFAULT_RETRY_ON: Any = _DefaultRetryOn()
 
 
 class _Unset:
@@ -49,8 +65,17 @@ class TaskPolicy(NamedTuple):
 
     timeout: float | None = None
     retries: int = 0
-    retry_on: tuple[type[BaseException], ...] = DEFAULT_RETRY_ON
+    retry_on: tuple[type[BaseException], ...] | _DefaultRetryOn = DEFAULT_RETRY_ON
     exit_fails_task: bool = False
+
+    def retried_kinds(self) -> tuple[type[BaseException], ...]:
+        """The exception classes an item is run again after (while retries are left)."""
+        if self.retry_on is DEFAULT_RETRY_ON:
+            from ._errors import TaskTimeout, WorkerDied  # imported by the engine already
+
+            return (WorkerDied, TaskTimeout)
+        assert isinstance(self.retry_on, tuple)
+        return self.retry_on
 
     @property
     def reports_each_item(self) -> bool:
@@ -240,7 +265,9 @@ def env_items(env: Any, index: int | None = None) -> list[tuple[str, str | None]
     return items
 
 
-def check_retry_on(value: Any) -> tuple[type[BaseException], ...]:
+def check_retry_on(value: Any) -> tuple[type[BaseException], ...] | _DefaultRetryOn:
+    if isinstance(value, _DefaultRetryOn):
+        return value
     classes = value if isinstance(value, tuple) else (value,)
     for cls in classes:
         if not (isinstance(cls, type) and issubclass(cls, BaseException)):

@@ -13,7 +13,6 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 
 from ._codec import pickled_size
-from ._engine import Engine, WorkerView, name_of
 from ._messages import CallMode
 from ._options import (
     DEFAULT_RETRY_ON,
@@ -41,6 +40,8 @@ from ._streams import (
     stream_input,
     stream_sizes,
 )
+from ._task import name_of
+from ._worker_identity import WorkerView
 
 if TYPE_CHECKING:
     from typing import Any
@@ -119,6 +120,11 @@ class Pool:
         self._maxtasksperchild = maxtasksperchild  # the stdlib's, too
         self._streams: weakref.WeakSet[Window] = weakref.WeakSet()
         self._state_lock = threading.Lock()
+        # The engine is imported with a program's first pool, not with this module: every
+        # spawned worker, and a forkserver, imports the program's main module, and with it the
+        # faces, which must stay light (docs/architecture.md, "What importing a face costs").
+        from ._engine import Engine
+
         self._engine = Engine(pool_options(
             processes=processes, initializer=initializer, initargs=initargs, context=context,
             backend=backend, max_tasks=maxtasksperchild, task_timeout=task_timeout,

@@ -15,11 +15,11 @@ count as the consumer takes each result, and draw in the consumer's thread.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 
+from ._log import logger
 from ._runtime_typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from ._stats import Progress
 
 T = TypeVar("T")
-logger = logging.getLogger("procpool")
 
 # Draw at most this often (seconds), besides the final snapshot, which is always drawn.
 DRAW_INTERVAL = 0.1
@@ -192,7 +191,7 @@ class _CallableDisplay:
         try:
             self._callback(progress)
         except Exception:
-            logger.exception("the progress callable raised; no more progress is reported to it")
+            logger().exception("the progress callable raised; no more progress is reported to it")
             self._callback = None
 
     def close(self) -> None:

@@ -70,7 +70,8 @@ class Recovery:
         self._startup_deaths_in_a_row = 0
 
     def should_retry(self, chunk: Chunk, error: BaseException) -> bool:
-        return chunk.attempt <= chunk.policy.retries and isinstance(error, chunk.policy.retry_on)
+        return (chunk.attempt <= chunk.policy.retries
+                and isinstance(error, chunk.policy.retried_kinds()))
 
     def item_failed(self, chunk: Chunk, position: int, error: BaseException) -> Recovered:
         """Item ``position`` of ``chunk`` (one that reports each item) raised ``error``: run

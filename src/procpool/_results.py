@@ -8,30 +8,30 @@ calls live with the stream engine (_streams.py).
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from multiprocessing import TimeoutError
 
 from . import _threads as threads
-from ._callbacks import CallbackRunner
-from ._errors import TimeoutError
-from ._progress import ProgressTracker
+from ._log import logger
 from ._runtime_typing import TYPE_CHECKING, Generic, TypeVar
 from ._task import Chunk, OneCallSink
 
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._callbacks import CallbackRunner
+    from ._progress import ProgressTracker
+
 T = TypeVar("T")
 W = TypeVar("W")
-logger = logging.getLogger("procpool")
 
 
 def _call_user_callback(callback: Callable[[Any], object], argument: Any) -> None:
     try:
         callback(argument)
     except BaseException:  # even SystemExit: the callback thread serves every later result
-        logger.exception("a result callback raised; the pool carries on")
+        logger().exception("a result callback raised; the pool carries on")
 
 
 def _wait_or_interrupt(wait: Callable[[], W], on_interrupt: Callable[[], None] | None) -> W:

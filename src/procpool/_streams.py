@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import CancelledError
+from multiprocessing import TimeoutError
 
 from . import _threads as threads
-from ._errors import TimeoutError
+from ._log import logger
 from ._pace import CHUNKS_PER_WORKER, ChunkSizer
-from ._progress import ProgressTracker
 from ._results import _wait_or_interrupt
 from ._runtime_typing import TYPE_CHECKING, Generic, TypeVar
 from ._task import Chunk
@@ -46,8 +44,17 @@ if TYPE_CHECKING:
     import asyncio
     from typing import Any
 
+    from ._progress import ProgressTracker
+
 T = TypeVar("T")
-logger = logging.getLogger("procpool")
+
+
+def _cancellation() -> BaseException:
+    """The answer of work that was cancelled: concurrent.futures' ``CancelledError``, imported
+    only now (a program's import of the faces must not import concurrent.futures; _log.py)."""
+    from concurrent.futures import CancelledError
+
+    return CancelledError()
 
 
 def stream_sizes(chunksize: int | None, buffersize: int | None,
@@ -266,7 +273,7 @@ class StreamJob:
         if self._abandoned:
             return False  # nobody reads an abandoned stream: do not run its work
         if self._cancelled:
-            self.chunk_failed(chunk, CancelledError())  # its answer: it was cancelled
+            self.chunk_failed(chunk, _cancellation())  # its answer: it was cancelled
             return False
         return True
 
@@ -455,7 +462,7 @@ def _call_listener(listener: Callable[[], object]) -> None:
     try:
         listener()
     except Exception:
-        logger.debug("procpool: a stream's waiting consumer could not be woken", exc_info=True)
+        logger().debug("procpool: a stream's waiting consumer could not be woken", exc_info=True)
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -494,7 +501,7 @@ class Feeder:
                 pass
         except BaseException as exc:  # even SystemExit from the input: the stream says it
             if self._ended:
-                logger.exception("procpool: a stream's feeder failed after its input ended")
+                logger().exception("procpool: a stream's feeder failed after its input ended")
             else:
                 self._end(exc)
 
@@ -517,7 +524,7 @@ class Feeder:
         size = self._sizer.next_size()
         if self._stopped or not self.job.window.acquire(size, block=block):
             if self._stopped or self.job.window.cancelled:
-                self._end(CancelledError() if self._stopped else None)
+                self._end(_cancellation() if self._stopped else None)
             return False
         batch: Sequence[Any]
         if isinstance(self._items, RangeInput):

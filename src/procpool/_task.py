@@ -8,6 +8,7 @@ dataclasses: the first import of a program's first pool would pay for dataclasse
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 
@@ -17,7 +18,7 @@ from ._pace import Pace
 from ._runtime_typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from ._queue_bound import QueueTicket
@@ -186,3 +187,10 @@ class Chunk:
         return Chunk(next_id(), self.function, items_payload, self.mode,
                      self.first_index + position, size, self.sink, self.name, self.policy,
                      self.attempt if attempt is None else attempt, None, self.ticket)
+
+
+def name_of(func: Callable[..., Any]) -> str:
+    """The name error messages and progress bars give a task's function."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return getattr(func, "__qualname__", None) or type(func).__qualname__

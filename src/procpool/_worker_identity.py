@@ -125,3 +125,13 @@ class _Call:
 
     def __call__(self, *args: object) -> object:  # pickle wants a callable where one is called
         raise TypeError("a _Call is only ever unpickled")
+
+
+class WorkerView:
+    """What stdlib-era code reads from a pool's private worker list: a pid."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        return self.pid is not None

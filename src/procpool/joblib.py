@@ -286,7 +286,7 @@ class _RunBatch:
 
 def _run_batch(batch: Callable[[], Any]) -> _RunBatch:
     """The function to send with ``batch``, named after what the batch runs."""
-    from ._engine import name_of  # the parent's only: a worker unpickling this needs none
+    from ._task import name_of  # the parent's only: a worker unpickling this needs none
 
     items = getattr(batch, "items", None)  # joblib's BatchedCalls: (function, args, kwargs)
     if not items:

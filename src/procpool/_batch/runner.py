@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._engine import name_of
 from .._errors import TaskTimeout, WorkerDied
 from .._pool import Pool
 from .._progress import make_tracker
 from .._streams import Outcome
+from .._task import name_of
 from .inputs import InputError, InputRecord, InputSource
 from .item import BatchItem, ItemReport, describe_error, json_text, run_item
 from .journal import Journal, JournalCounts, JournalError, holder_of, now_text
