@@ -1,6 +1,7 @@
 """A fresh program's first pool: importing the pool, starting it, its first result.
 
     python -m benchmarks.first_import --repeats 9 [--baseline REV] [--methods fork,spawn] [--inline]
+    python -m benchmarks.first_import --repeats 9 --respawn [--baseline REV]
 
 The other start-up measures (``benchmarks.startup``, the start-up rows of
 ``benchmarks.versions``) time a pool started after a warm-up pool in the same interpreter: what a
@@ -19,6 +20,12 @@ again as its main module (and so the face), and under forkserver the server does
 forks the first worker: that import is part of what a program's first result waits for.
 ``--inline`` runs the same lines with ``python -c`` instead, where there is no main module to
 import (how this benchmark ran before 2026-12-08, for comparison with those records).
+
+``--respawn``: a program that recycles its workers, the Pools only (the executors'
+``max_tasks_per_child`` exists from 3.11 and refuses fork): ``Pool(2, maxtasksperchild=25)``,
+its first result, then ``map(square, range(500), chunksize=1)`` of the program's own function,
+timed alone: 20 replacements, each of which imports the program again under spawn. Reported:
+the first result and that map, as ratios of the stdlib Pool's.
 """
 
 from __future__ import annotations
@@ -77,6 +84,30 @@ if __name__ == "__main__":
     print(imported - started, time.perf_counter() - started)
     executor.shutdown()
 """
+_RESPAWN = """
+import time; started = time.perf_counter()
+{imports}
+
+
+def square(x):
+    return x * x
+
+
+if __name__ == "__main__":
+    pool = {pool}
+    pool.apply(square, (1,))
+    first = time.perf_counter() - started
+    mapped = time.perf_counter()
+    pool.map(square, range(500), chunksize=1)
+    print(first, time.perf_counter() - mapped)
+    pool.terminate(); pool.join()
+"""
+_STDLIB_RESPAWN = _RESPAWN.format(
+    imports="import multiprocessing",
+    pool="multiprocessing.get_context({method!r}).Pool(2, maxtasksperchild=25)")
+_PROCPOOL_RESPAWN = _RESPAWN.format(
+    imports="from procpool import Pool",
+    pool="Pool(2, maxtasksperchild=25, context={method!r})")
 
 
 def _run(script: str, source: Path | None, folder: Path, inline: bool) -> tuple[float, float]:
@@ -93,8 +124,8 @@ def _run(script: str, source: Path | None, folder: Path, inline: bool) -> tuple[
                           text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"a run failed:\n{done.stderr[-3000:]}")
-    imported, first = (float(word) for word in done.stdout.split())
-    return imported, first
+    earlier, later = (float(word) for word in done.stdout.split())
+    return earlier, later
 
 
 def main() -> None:
@@ -104,6 +135,8 @@ def main() -> None:
     parser.add_argument("--baseline", help="an earlier revision of procpool to run beside")
     parser.add_argument("--inline", action="store_true",
                         help="run each case with python -c: no main module for workers to import")
+    parser.add_argument("--respawn", action="store_true",
+                        help="a program whose Pool recycles its workers (maxtasksperchild=25)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="procpool-first-import-") as folder:
         sources: dict[str, Path] = {"": ROOT / "src"}
@@ -115,8 +148,11 @@ def main() -> None:
         program_folder = Path(folder) / "program"
         program_folder.mkdir()
         cases: list[tuple[str, str, str, Path | None]] = []  # face, label, script, source
-        for face, stdlib, ours in (("Pool", _STDLIB_POOL, _PROCPOOL_POOL),
-                                   ("executor", _STDLIB_EXECUTOR, _PROCPOOL_EXECUTOR)):
+        faces = ((("Pool", _STDLIB_RESPAWN, _PROCPOOL_RESPAWN),) if args.respawn else
+                 (("Pool", _STDLIB_POOL, _PROCPOOL_POOL),
+                  ("executor", _STDLIB_EXECUTOR, _PROCPOOL_EXECUTOR)))
+        columns = ("first result", "recycling map") if args.respawn else ("import", "first result")
+        for face, stdlib, ours in faces:
             cases.append((face, f"stdlib {face}", stdlib, None))
             cases += [(face, f"procpool {face}{suffix}", ours, source)
                       for suffix, source in sources.items()]
@@ -129,15 +165,15 @@ def main() -> None:
                                              program_folder, args.inline))
             print(f"\n{method}: medians of {args.repeats} fresh interpreters (ms), and x the "
                   f"stdlib face's")
-            print(f"{'':34} {'import':>8} {'x':>6} {'first result':>13} {'x':>6}")
+            print(f"{'':34} {columns[0]:>13} {'x':>6} {columns[1]:>13} {'x':>6}")
             for face, label, _, _ in cases:
-                imported = statistics.median(t[0] for t in times[label])
-                first = statistics.median(t[1] for t in times[label])
+                earlier = statistics.median(t[0] for t in times[label])
+                later = statistics.median(t[1] for t in times[label])
                 base = times[f"stdlib {face}"]
-                base_imported = statistics.median(t[0] for t in base)
-                base_first = statistics.median(t[1] for t in base)
-                print(f"{label:34} {1000 * imported:8.1f} {imported / base_imported:6.2f} "
-                      f"{1000 * first:13.1f} {first / base_first:6.2f}", flush=True)
+                base_earlier = statistics.median(t[0] for t in base)
+                base_later = statistics.median(t[1] for t in base)
+                print(f"{label:34} {1000 * earlier:13.1f} {earlier / base_earlier:6.2f} "
+                      f"{1000 * later:13.1f} {later / base_later:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
