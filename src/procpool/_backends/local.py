@@ -22,7 +22,6 @@ import os
 import signal
 import threading
 from collections.abc import Sequence
-from multiprocessing import forkserver
 from multiprocessing.connection import Connection, wait
 
 from .. import _janitor as janitor
@@ -203,6 +202,10 @@ def preload_into_forkserver() -> None:
     the list, only to replace it, so this reads and extends its private one (the same from 3.4
     to 3.15), and does nothing where that is missing.
     """
+    # Imported here: under fork and spawn nothing else needs it (with the modules it imports,
+    # 1-3 ms of a program's first pool).
+    from multiprocessing import forkserver
+
     server = getattr(forkserver, "_forkserver", None)
     preload = getattr(server, "_preload_modules", None)
     if not isinstance(preload, (list, tuple)) or getattr(server, "_forkserver_pid", 0) is not None:
