@@ -28,6 +28,7 @@ from procpool._messages import (
     ItemDone,
     Ready,
     RunChunk,
+    Skipped,
     Stop,
     WorkerSetup,
     decode,
@@ -340,6 +341,31 @@ def test_a_cancel_takes_the_queued_chunk_back_before_the_kill_and_it_runs_elsewh
     assert replacement.receive().chunk_id == queued.chunk_id
     replacement.send(chunk_done(queued, [2]))
     assert queued.sink.result() == [2]  # type: ignore[attr-defined]
+
+
+def test_a_cancel_of_a_queued_chunk_takes_it_back_and_spares_its_worker(harness: Any) -> None:
+    # The worker has not started the queued chunk: it is taken back through the claims file
+    # and dropped, never answered; the worker is not killed, and goes on serving.
+    # (Played from this process, the worker's claim could not see the parent's lock:
+    # ScriptedWorker. It answers its running chunk and skips the queued one, as a worker
+    # whose claim failed does.)
+    h, worker, running, queued = queued_behind(harness)
+    h.dispatcher.cancel(queued)
+    h.settle()
+    assert worker.kills == []
+    worker.send(chunk_done(running, [1]))
+    worker.send(Skipped(3))
+    assert running.sink.result() == [1]  # type: ignore[attr-defined]
+    h.settle()
+    assert worker.kills == []  # not killed when it went on past the cancelled chunk
+    later, outcome = a_chunk([5])
+    h.dispatcher.submit([later])
+    assert worker.receive().chunk_id == later.chunk_id
+    worker.send(chunk_done(later, [5]))
+    assert outcome.result() == [5]
+    h.settle()
+    assert not queued.sink.settled.is_set()  # type: ignore[attr-defined]
+    assert worker.kills == [] and len(h.backend.workers) == 1
 
 
 def test_a_cancel_spares_a_worker_that_went_on_to_the_queued_chunk_which_answers_once(

@@ -270,6 +270,26 @@ def test_shutdown_cancelling_spares_what_the_workers_took_at_once() -> None:
         executor.kill_workers()
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_cancelling_futures_that_wait_in_the_workers_pipes_loses_no_other(method: str) -> None:
+    # After the first result, cancel every future that has started (most wait in a worker's
+    # pipe, behind tiny tasks racing through): each cancel takes queued chunks back, or kills
+    # a worker as it reaches one. Every other future must still be answered, with its value.
+    # (A withdrawal that let go of chunks it had locked made a worker skip one that nobody
+    # then ran: a loop like this one hung, 2026-12-08.)
+    with procpool.ProcessPoolExecutor(2, mp_context=method) as executor:
+        for _ in range(10):
+            futures = [executor.submit(mb.square, n) for n in range(200)]
+            cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for future in futures:
+                if future.running():
+                    future.cancel()
+            not_done = cf.wait(futures, timeout=30).not_done
+            assert not not_done, f"{len(not_done)} futures were never answered"
+            for n, future in enumerate(futures):
+                assert future.cancelled() or future.result() == n * n
+
+
 @pytest.mark.parametrize("method", ["terminate_workers", "kill_workers"])
 def test_terminate_and_kill_workers_stop_everything(method: str, fifos: Any) -> None:
     executor = procpool.ProcessPoolExecutor(1)

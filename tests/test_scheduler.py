@@ -665,7 +665,7 @@ def test_chunks_queued_behind_a_call_that_overruns_are_taken_back_and_run_elsewh
     assert scheduler.handle(Tick(), overrun) == [WithdrawQueued(0, 2)]
     assert scheduler.next_deadline() is None  # one try
     assert scheduler.handle(Tick(), 10.0) == []
-    actions = scheduler.handle(QueuedWithdrawn(0), overrun)
+    actions = scheduler.handle(QueuedWithdrawn(0, 2), overrun)
     assert [(a.worker_id, a.chunk, a.queued) for a in actions] == [
         (1, chunks[2], False), (1, chunks[4], True)]
     assert not scheduler.workers[0].queued and not scheduler.pending
@@ -675,13 +675,44 @@ def test_chunks_queued_behind_a_call_that_overruns_are_taken_back_and_run_elsewh
     assert scheduler.running == {1: chunks[2]}
 
 
-def test_a_chunk_cancelled_while_queued_is_dropped_when_the_queue_is_taken_back() -> None:
+def test_a_chunk_cancelled_while_queued_is_taken_back_and_dropped_without_a_kill() -> None:
+    # Its worker is spared: only what waits in its pipe is taken back, the cancelled chunk
+    # dropped, the others run as usual.
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
     submit(scheduler, *chunks)
-    assert scheduler.handle(Cancel(chunks[1]), 0.0) == []
+    assert scheduler.handle(Cancel(chunks[1]), 0.0) == [WithdrawQueued(0, 2)]
+    assert scheduler.handle(QueuedWithdrawn(0, 2), 0.0) == [DropChunk(chunks[1])]
+    # Nothing is queued again behind the running chunk (its pipe still holds what was taken
+    # back), and nothing is left to watch for an overrun.
+    assert list(scheduler.pending) == [chunks[2]]
+    assert scheduler.next_deadline() is None
+    _, actions = chunk_done(scheduler, 0, now=0.001, seconds=0.001)
+    assert sends(actions) == [(0, 2)]
+    assert not [a for a in actions if isinstance(a, KillWorker)]
+
+
+def test_cancels_while_a_queue_is_being_taken_back_ask_for_nothing_more() -> None:
+    # One taking back per queue: a second would be told a count the first has changed.
+    scheduler = started(Scheduler(1))
+    *chunks, later = quick_chunks(5)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[1]), 0.0) == [WithdrawQueued(0, 3)]
+    assert scheduler.handle(Cancel(chunks[2]), 0.0) == []
+    assert submit(scheduler, later) == []  # the queue is closed: it waits
+    actions = scheduler.handle(QueuedWithdrawn(0, 3), 0.0)
+    assert actions == [DropChunk(chunks[1]), DropChunk(chunks[2])]
+    assert list(scheduler.pending) == [chunks[3], later]
+
+
+def test_a_chunk_cancelled_while_queued_behind_a_call_that_overran_is_dropped() -> None:
+    # The overrun's taking back came first: the cancel then finds the queue closed.
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks)
     assert scheduler.handle(Tick(), 1.0) == [WithdrawQueued(0, 2)]
-    assert scheduler.handle(QueuedWithdrawn(0), 1.0) == [DropChunk(chunks[1])]
+    assert scheduler.handle(Cancel(chunks[1]), 1.0) == []
+    assert scheduler.handle(QueuedWithdrawn(0, 2), 1.0) == [DropChunk(chunks[1])]
     # Nothing is queued again behind the call that overran: it waits for a free worker.
     assert list(scheduler.pending) == [chunks[2]]
     _, actions = chunk_done(scheduler, 0, now=2.0, seconds=2.0)
@@ -713,9 +744,9 @@ def test_nothing_is_queued_behind_a_chunk_that_overran_even_if_its_pace_now_allo
     chunks[0].function.pace.observe(1, 0.2)
     overrun = 0.001 + WITHDRAW_AFTER
     assert scheduler.handle(Tick(), overrun) == [WithdrawQueued(0, 2), WithdrawQueued(1, 2)]
-    assert sends(scheduler.handle(QueuedWithdrawn(0), overrun)) == []
+    assert sends(scheduler.handle(QueuedWithdrawn(0, 2), overrun)) == []
     assert [c.chunk_id for c in scheduler.workers[1].queued] == [3, 5]
-    assert sends(scheduler.handle(QueuedWithdrawn(1), overrun)) == []
+    assert sends(scheduler.handle(QueuedWithdrawn(1, 2), overrun)) == []
     # Each worker's in their order, at the front of the queue (as requeued work goes).
     assert [c.chunk_id for c in scheduler.pending] == [3, 5, 2, 4]
 
@@ -756,12 +787,16 @@ def test_a_death_fails_the_running_chunk_and_requeues_the_queued_ones_in_order()
     assert sorted(c.chunk_id for c in [*everything, *scheduler.pending]) == [3, 4, 5]
 
 
-def test_a_cancelled_queued_chunk_kills_its_worker_when_it_starts_and_fails_nothing() -> None:
+def test_a_cancelled_queued_chunk_that_started_before_it_was_taken_back_kills_its_worker(
+) -> None:
+    # The worker went on to the chunk as the parent tried to take the queue back (no
+    # QueuedWithdrawn, or a backend that cannot): it is killed as the chunk starts, and
+    # nothing fails.
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(3)
     submit(scheduler, *chunks)
     assert list(scheduler.workers[0].queued) == chunks[1:]
-    assert scheduler.handle(Cancel(chunks[1]), 0.0) == []
+    assert scheduler.handle(Cancel(chunks[1]), 0.0) == [WithdrawQueued(0, 2)]
     _, actions = chunk_done(scheduler, 0, 0, 1.0)
     assert actions == [KillWorker(0, queued=1)]  # chunk 2 is taken back first
     actions = lost(scheduler, 0, DEATH, 1.0)
@@ -773,8 +808,8 @@ def test_a_cancelled_chunk_queued_behind_others_is_dropped_when_its_worker_dies(
     scheduler = started(Scheduler(1))
     chunks = quick_chunks(4)
     submit(scheduler, *chunks)
-    assert scheduler.handle(Cancel(chunks[2]), 0.0) == []
-    actions = lost(scheduler, 0, DEATH, 1.0)
+    assert scheduler.handle(Cancel(chunks[2]), 0.0) == [WithdrawQueued(0, 3)]
+    actions = lost(scheduler, 0, DEATH, 1.0)  # before the queue was taken back
     assert DropChunk(chunks[2]) in actions
     assert [a.chunk for a in actions if isinstance(a, FailChunk)] == [chunks[0]]
     assert sends(actions)[0] == (1, 1)  # the first queued one runs again, first
@@ -878,7 +913,7 @@ def test_a_kill_for_a_cancel_takes_back_the_queued_chunks_and_they_run_elsewhere
     chunks = quick_chunks(3)
     submit(scheduler, *chunks)
     assert scheduler.handle(Cancel(chunks[0]), 0.0) == [KillWorker(0, queued=2)]
-    assert sends(scheduler.handle(QueuedWithdrawn(0), 0.0)) == []  # its worker is doomed
+    assert sends(scheduler.handle(QueuedWithdrawn(0, 2), 0.0)) == []  # its worker is doomed
     assert list(scheduler.pending) == chunks[1:]
     actions = lost(scheduler, 0, DEATH, 0.1)
     assert [a for a in actions if isinstance(a, (FailChunk, DropChunk))] == [
@@ -905,6 +940,41 @@ def test_a_kill_is_spared_when_the_worker_went_on_to_a_queued_chunk_and_that_one
     actions = lost(scheduler, 0, DEATH, 0.002)
     failed = [a.chunk for a in actions if isinstance(a, FailChunk)]
     assert failed == [chunks[1]] and isinstance(actions[0].error, WorkerDied)
+
+
+def test_a_kill_spared_takes_back_the_queued_chunks_the_worker_had_not_reached() -> None:
+    # The worker had started chunk 1 (so chunk 0 was done) but not chunk 2 when the kill was
+    # to take them back: chunk 2 is taken back (QueuedWithdrawn for 1 of 2), the kill spared.
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(3)
+    submit(scheduler, *chunks)
+    assert scheduler.handle(Cancel(chunks[0]), 0.0) == [KillWorker(0, queued=2)]
+    assert sends(scheduler.handle(QueuedWithdrawn(0, 1), 0.0)) == []  # it is doomed still
+    assert scheduler.handle(KillSpared(0), 0.0) == []
+    assert list(scheduler.workers[0].queued) == [chunks[1]]
+    assert list(scheduler.pending) == [chunks[2]]
+    done, actions = chunk_done(scheduler, 0, now=0.001, seconds=0.001)
+    assert done is chunks[0] and scheduler.running[0] is chunks[1]
+    assert sends(actions) == [(0, 2)]  # queued again, behind chunk 1
+    assert not [a for a in actions if isinstance(a, (KillWorker, FailChunk, DropChunk))]
+
+
+def test_a_queue_taken_back_in_part_keeps_on_its_worker_what_it_has_started() -> None:
+    # The overrun's taking back found the worker past the running chunk and on the first
+    # queued one: the two after it come back, in their order; the first stays, and runs.
+    scheduler = started(Scheduler(1))
+    chunks = quick_chunks(4)
+    submit(scheduler, *chunks)
+    overrun = 0.001 + WITHDRAW_AFTER
+    assert scheduler.handle(Tick(), overrun) == [WithdrawQueued(0, 3)]
+    assert scheduler.handle(QueuedWithdrawn(0, 2), overrun) == []
+    assert list(scheduler.workers[0].queued) == [chunks[1]]
+    assert list(scheduler.pending) == [chunks[2], chunks[3]]
+    done, actions = chunk_done(scheduler, 0, now=overrun, seconds=overrun)
+    assert done is chunks[0] and scheduler.running[0] is chunks[1]
+    assert not [a for a in actions if isinstance(a, (KillWorker, FailChunk, DropChunk))]
+    done, actions = chunk_done(scheduler, 0, now=overrun + 0.001, seconds=0.001)
+    assert done is chunks[1] and sends(actions)[0] == (0, 2)
 
 
 def _one_running_two_queued(timeout: float) -> tuple[Scheduler, list[Chunk]]:

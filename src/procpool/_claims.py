@@ -13,11 +13,17 @@ sent:
   (``WorkerClaims.take``);
 - the parent takes back chunks ``first`` .. ``last`` by locking their bytes in one call
   (which fails while the worker is between its lock and its mark), then reading the mark:
-  the worker started none of them if the mark is below ``first`` (``Claims.withdraw``).
-  It holds the bytes until the worker says it skipped those chunks (``Claims.release``).
+  the chunks above it are the parent's now, and it lets go at once of the bytes of those at
+  or below it, which the worker has started (``Claims.withdraw``). It holds the others until
+  the worker says it skipped those chunks (``Claims.release``).
 
 The kernel orders the two lock calls, so each chunk is started by the worker or taken back by
-the parent, never both. The mark outlives the worker: a worker that started a chunk and then
+the parent, never both, and never neither: a byte the parent locks it keeps, unless the worker
+has passed it. (Letting go of the whole range when the worker had started one of them, as a
+first version did, left a moment in which the worker, going on to the next chunk, found its
+byte locked and skipped it, while the parent counted on it to run: an answer lost, found by a
+loop of cancels in 2026-12.) So a withdrawal takes back the chunks the worker has not reached,
+all of them or the last few. The mark outlives the worker: a worker that started a chunk and then
 died (its locks died with it) still says so. The parent never waits for a lock, so a stuck
 worker blocks nothing. Few locks exist at any time, which matters: the kernel walks a file's
 locks on every lock call. A region is used again once its worker has ended (its mark reset),
@@ -106,18 +112,21 @@ class Claims:
         self._regions[worker_id] = region
         return WorkerClaims(self._fd, region)
 
-    def withdraw(self, worker_id: int, first: int, last: int) -> bool:
-        """Take chunks ``first`` .. ``last`` back from worker ``worker_id``: True if it has
-        started none of them, and then it never will; False if it has started one."""
+    def withdraw(self, worker_id: int, first: int, last: int) -> int:
+        """Take chunks ``first`` .. ``last`` back from worker ``worker_id``, those it has not
+        started: how many, counted from ``last`` (all of them, the last few, or none). The
+        worker never starts those. ``last`` is the last chunk sent to it, so that it cannot
+        have gone past them: one it skipped while the parent held the bytes is above the
+        mark, and counted as taken back."""
         if last < first:  # a length of 0 would lock to the end of the file: every region
             raise ValueError(f"no chunks to withdraw between {first} and {last}")
         region = self._regions[worker_id]
         if not _lock(self._fd, region + first, last - first + 1):
-            return False  # it is claiming one of them right now
-        if int.from_bytes(os.pread(self._fd, _MARK, region), "little") < first:
-            return True
-        _unlock(self._fd, region + first, last - first + 1)
-        return False
+            return 0  # it is claiming one of them right now: it goes on from there
+        mark = int.from_bytes(os.pread(self._fd, _MARK, region), "little")
+        if mark >= first:  # it has started chunks up to the mark: those bytes are its
+            _unlock(self._fd, region + first, min(mark, last) - first + 1)
+        return max(0, last - max(mark, first - 1))
 
     def calling_since(self, worker_id: int, chunk_id: int) -> float | None:
         """Since when (``time.monotonic``) worker ``worker_id`` has been calling the first item

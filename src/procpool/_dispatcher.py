@@ -99,7 +99,7 @@ from ._scheduler_events import (
 )
 from ._task import Chunk
 from ._worker_setup import WorkerSetups
-from ._worker_table import KILL_WAIT, TERMINATE_GRACE, Withdrawal, WorkerRecord, WorkerTable
+from ._worker_table import KILL_WAIT, TERMINATE_GRACE, WorkerRecord, WorkerTable
 
 if TYPE_CHECKING:
     from typing import Any
@@ -502,10 +502,17 @@ class Dispatcher:
         elif isinstance(action, KillWorker):
             self._kill(action)
         elif isinstance(action, WithdrawQueued):
-            if self._workers.withdraw(action.worker_id, action.queued) is Withdrawal.TAKEN:
-                self._tell(QueuedWithdrawn(action.worker_id), self._clock())
+            self._withdraw(action.worker_id, action.queued)
         elif isinstance(action, BreakPool):
             self._break(action.error)
+
+    def _withdraw(self, worker_id: int, queued: int) -> int | None:
+        """Take back what the worker has not started of the ``queued`` chunks waiting in its
+        pipe, and tell the scheduler how many (counted from the last): the table's answer."""
+        taken = self._workers.withdraw(worker_id, queued)
+        if taken:
+            self._tell(QueuedWithdrawn(worker_id, taken), self._clock())
+        return taken
 
     def _kill(self, action: KillWorker) -> None:
         """Kill a worker, once what is queued behind its running chunk is taken back; spare
@@ -517,12 +524,10 @@ class Dispatcher:
             self._tell(FirstCallBegan(action.worker_id, since), self._clock())
             return
         if action.queued:
-            withdrawal = self._workers.withdraw(action.worker_id, action.queued)
-            if withdrawal is Withdrawal.STARTED:
+            taken = self._withdraw(action.worker_id, action.queued)
+            if taken is not None and taken < action.queued:
                 self._tell(KillSpared(action.worker_id), self._clock())
                 return
-            if withdrawal is Withdrawal.TAKEN:
-                self._tell(QueuedWithdrawn(action.worker_id), self._clock())
         self._workers.kill(action.worker_id)  # its sentinel then reports the death
 
     def _start_worker(self, worker_id: int, index: int) -> None:

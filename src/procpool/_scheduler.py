@@ -186,8 +186,8 @@ class Scheduler:
                 return self._on_worker_lost(worker_id, death, now)
             case Cancel(chunk):
                 return self._on_cancel(chunk)
-            case QueuedWithdrawn(worker_id):
-                return self._on_queued_withdrawn(worker_id, now)
+            case QueuedWithdrawn(worker_id, taken):
+                return self._on_queued_withdrawn(worker_id, taken, now)
             case KillSpared(worker_id):
                 return self._on_kill_spared(worker_id)
             case FirstCallBegan(worker_id, since):
@@ -274,21 +274,25 @@ class Scheduler:
         return actions
 
     def _on_cancel(self, chunk: Chunk) -> list[Action]:
-        """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running
-        (if queued on a worker, as soon as it starts there; ``_kill``). The parts a retry or
-        a death split off it share its sink, and go the same way."""
+        """Nobody wants ``chunk`` any more: drop it if pending, kill its worker if running.
+        If it is queued on a worker, take that queue back (QueuedWithdrawn then drops it);
+        should the worker have gone on to it first, it is killed as it starts there
+        (``_start_queued``). The parts a retry or a death split off it share its sink, and
+        go the same way."""
         sink = chunk.sink
         actions: list[Action] = []
         for waiting in [c for c in self.pending if c.sink is sink]:
             self.pending.remove(waiting)
             actions.append(DropChunk(waiting))
         for worker_id, slot in self.workers.items():
-            slot.cancelled_queued.update(c for c in slot.queued if c.sink is sink)
-            if slot.running is None or slot.running.sink is not sink:
-                continue
-            slot.running_cancelled = True
-            if not slot.doomed:
-                actions.append(self._kill(worker_id, slot, KillReason.CANCEL))
+            cancelled = [c for c in slot.queued if c.sink is sink]
+            slot.cancelled_queued.update(cancelled)
+            if slot.running is not None and slot.running.sink is sink:
+                slot.running_cancelled = True
+                if not slot.doomed:  # (the kill takes the queue back first)
+                    actions.append(self._kill(worker_id, slot, KillReason.CANCEL))
+            elif cancelled and not slot.doomed and not slot.queue_closed:
+                actions.append(WithdrawQueued(worker_id, slot.close_queue()))
         return actions
 
     def _on_item_failed(self, chunk: Chunk, position: int, error: BaseException,
@@ -299,14 +303,14 @@ class Scheduler:
         actions = self._take_back(recovered)
         return actions + self._dispatch(now) if recovered.requeue else actions
 
-    def _on_queued_withdrawn(self, worker_id: int, now: float) -> list[Action]:
-        """The chunks queued on a worker were taken back (WithdrawQueued): they go back to
-        the front of the queue, in their order, and those cancelled while they waited are
-        dropped."""
+    def _on_queued_withdrawn(self, worker_id: int, taken: int, now: float) -> list[Action]:
+        """The last ``taken`` chunks queued on a worker were taken back (WithdrawQueued,
+        KillWorker): they go back to the front of the queue, in their order, and those
+        cancelled while they waited are dropped."""
         slot = self.workers.get(worker_id)
         if slot is None:
             return []
-        wanted, cancelled = slot.withdraw_queued()
+        wanted, cancelled = slot.withdraw_queued(taken)
         self.pending.extendleft(reversed(wanted))
         return [*(DropChunk(chunk) for chunk in cancelled), *self._dispatch(now)]
 
@@ -362,8 +366,7 @@ class Scheduler:
                 actions.append(self._kill(worker_id, slot, KillReason.TIMEOUT))
             elif slot.overrun_at is not None and slot.overrun_at <= now:
                 slot.overrun_at = None  # one try: if one has started, its end says more
-                slot.overran = True
-                actions.append(WithdrawQueued(worker_id, len(slot.queued)))
+                actions.append(WithdrawQueued(worker_id, slot.close_queue()))
         return actions
 
     def _on_worker_lost(self, worker_id: int, death: Death, now: float) -> list[Action]:

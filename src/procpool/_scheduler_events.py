@@ -83,7 +83,8 @@ class KillWorker(NamedTuple):
     ``queued``: how many chunks wait in its pipe behind the one the kill is for. They are
     taken back first, so that none runs twice: answered with ``QueuedWithdrawn``, then the
     kill. If the worker has started one of them, the chunk the kill was for is done, and the
-    kill is not carried out: answered with ``KillSpared``.
+    kill is not carried out: answered with ``QueuedWithdrawn`` for those after it, if any,
+    then ``KillSpared``.
 
     ``first_call_of``: the kill is for the timeout of the first item of the chunk with this id,
     which counts from when the worker began to call it, after loading the function and the
@@ -97,9 +98,9 @@ class KillWorker(NamedTuple):
 
 @_action
 class WithdrawQueued(NamedTuple):
-    """Take back the ``queued`` chunks queued on a worker, unless it has started one of them:
-    the one it runs has overrun its estimate (it may hang), and they would wait behind it.
-    Answered with ``QueuedWithdrawn`` if they were taken back."""
+    """Take back the ``queued`` chunks queued on a worker, those it has not started: the one
+    it runs has overrun its estimate (it may hang), and they would wait behind it; or one of
+    them was cancelled. Answered with ``QueuedWithdrawn`` if any was taken back."""
 
     worker_id: int
     queued: int  # how many (tuple's own ``count`` is taken)
@@ -234,10 +235,12 @@ class WorkerExited(NamedTuple):
 
 
 class QueuedWithdrawn(NamedTuple):
-    """The chunks queued on a worker were taken back before it started any of them
-    (``WithdrawQueued``): they are to run elsewhere."""
+    """The last ``taken`` chunks queued on a worker were taken back before it started them
+    (``WithdrawQueued``, ``KillWorker``): they are to run elsewhere. Those before them, if
+    any, the worker has started or will."""
 
     worker_id: int
+    taken: int
 
 
 class KillSpared(NamedTuple):

@@ -62,9 +62,9 @@ class WorkerSlot:
         "items_done",
         "kill_reason",
         "killed_loading",
-        "overran",
         "overrun_at",
         "position",
+        "queue_closed",
         "queued",
         "queued_bytes",
         "queued_seconds",
@@ -86,14 +86,16 @@ class WorkerSlot:
         # one.
         self.queued_seconds: deque[float] = deque()
         self.queued_work = 0.0
-        # Queued chunks cancelled while they waited: the worker is killed when one starts.
+        # Queued chunks cancelled while they waited: the queue is taken back, and the worker
+        # is killed if one starts all the same.
         self.cancelled_queued: set[Chunk] = set()
         # While chunks are queued: when the running chunk will have overrun its estimate by
-        # WITHDRAW_AFTER, and the queued ones are to be taken back (the scheduler's Tick);
-        # and whether it has, so that nothing more is queued behind it (nor between the Tick
-        # and the taking back, which must find the queue it was told of).
+        # WITHDRAW_AFTER, and the queued ones are to be taken back (the scheduler's Tick).
         self.overrun_at: float | None = None
-        self.overran = False
+        # Whether the queue is being taken back, or was (the running chunk overran, or a
+        # queued one was cancelled: close_queue): nothing more is queued behind the running
+        # chunk, and the taking back finds the queue it was told of.
+        self.queue_closed = False
         # Items of the running chunk already reported (chunks that report each).
         self.position = 0
         # Whether the worker was seen calling the running chunk's first item (its timeout
@@ -148,7 +150,7 @@ class WorkerSlot:
         assert self.running is not None
         self.spare()
         self.deadline = deadline
-        if self.queued and not self.overran:
+        if self.queued and not self.queue_closed:
             self._watch_overrun(self.running.function.pace.seconds_for(self.running.size))
 
     def run(self, chunk: Chunk, now: float) -> None:
@@ -202,14 +204,28 @@ class WorkerSlot:
         else:
             self.overrun_at = self.busy_since + estimate + WITHDRAW_AFTER
 
-    def withdraw_queued(self) -> tuple[list[Chunk], list[Chunk]]:
-        """The queued chunks were taken back before the worker started any: it holds none
-        now. Returns them as ``queued_by_fate`` does."""
-        fates = self.queued_by_fate()
-        self.queued.clear()
-        self.queued_seconds.clear()
-        self.queued_bytes, self.queued_work, self.overrun_at = 0, 0.0, None
-        self.cancelled_queued.clear()
+    def close_queue(self) -> int:
+        """The chunks queued here are to be taken back (WithdrawQueued): nothing more is
+        queued until the running chunk is done. Returns how many there are."""
+        self.queue_closed = True
+        return len(self.queued)
+
+    def withdraw_queued(self, taken: int) -> tuple[list[Chunk], list[Chunk]]:
+        """The last ``taken`` queued chunks were taken back before the worker started them;
+        those before them, it has started or will. Returns the ones taken back as
+        ``queued_by_fate`` does."""
+        kept = len(self.queued) - taken
+        assert kept >= 0, "more chunks taken back than were queued"
+        fates = self.queued_by_fate(first=kept)
+        for _ in range(taken):
+            chunk = self.queued.pop()
+            self.queued_bytes -= pipe_bytes(chunk)
+            self.queued_seconds.pop()
+            self.cancelled_queued.discard(chunk)
+        # (Back to exactly nothing once nothing waits: no rounding error piles up.)
+        self.queued_work = sum(self.queued_seconds) if self.queued else 0.0
+        if not self.queued:
+            self.overrun_at = None
         return fates
 
     def start_chunk(self, now: float) -> None:
@@ -234,10 +250,10 @@ class WorkerSlot:
     def may_queue(self, policy: WorkerPolicy) -> bool:
         """Whether one more chunk may wait on this worker behind what it has: not on a worker
         that is starting, doomed, or to be recycled once its running chunk is done, nor on
-        one that holds QUEUE_MAX_CHUNKS already, nor behind a chunk that overran."""
+        one that holds QUEUE_MAX_CHUNKS already, nor while its queue is closed."""
         queued = len(self.queued)
         return (self.running is not None and queued < QUEUE_MAX_CHUNKS and self.ready
-                and not self.doomed and not self.overran and policy.max_memory is None
+                and not self.doomed and not self.queue_closed and policy.max_memory is None
                 and (policy.max_tasks is None
                      or self.chunks_done + queued + 2 <= policy.max_tasks))
 
@@ -260,7 +276,7 @@ class WorkerSlot:
         self.items_done += self.running.size - self.position
         self.running, self.position, self.deadline = None, 0, None
         self.overrun_at = None  # what is queued starts next (start_queued)
-        self.collateral = self.running_cancelled = self.overran = False
+        self.collateral = self.running_cancelled = self.queue_closed = False
         self.chunks_done += 1
 
     def recycle_cause(self, policy: WorkerPolicy, rss: int) -> str | None:
@@ -272,11 +288,12 @@ class WorkerSlot:
             return "max_memory_per_child exceeded"
         return None
 
-    def queued_by_fate(self) -> tuple[list[Chunk], list[Chunk]]:
-        """The queued chunks still wanted, in order, and those cancelled while they waited
-        (to be dropped)."""
-        wanted = [c for c in self.queued if c not in self.cancelled_queued]
-        return wanted, [c for c in self.queued if c in self.cancelled_queued]
+    def queued_by_fate(self, first: int = 0) -> tuple[list[Chunk], list[Chunk]]:
+        """The queued chunks (from the ``first``-th) still wanted, in order, and those
+        cancelled while they waited (to be dropped)."""
+        chunks = list(self.queued)[first:]
+        wanted = [c for c in chunks if c not in self.cancelled_queued]
+        return wanted, [c for c in chunks if c in self.cancelled_queued]
 
     @property
     def unanswered(self) -> int:

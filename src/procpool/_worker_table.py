@@ -13,7 +13,6 @@ start, stop or kill, and when; what a reply means is the dispatcher's to act on.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import signal
@@ -43,14 +42,6 @@ TERMINATE_GRACE = 1.0
 KILL_WAIT = 5.0
 
 
-class Withdrawal(enum.Enum):
-    """What became of taking back the chunks queued on a worker (``WorkerTable.withdraw``)."""
-
-    TAKEN = "taken back"  # it started none of them, and never will
-    STARTED = "started"  # it started one: so it is done with every chunk before them
-    IMPOSSIBLE = "impossible"  # it has ended, or its backend's workers cannot give chunks back
-
-
 class WorkerRecord:
     """What the dispatcher holds for one worker."""
 
@@ -64,6 +55,7 @@ class WorkerRecord:
         "reader",
         "segments",
         "unsent",
+        "withdrawn_through",
         "worker_id",
     )
 
@@ -84,6 +76,9 @@ class WorkerRecord:
         # Messages of queued chunks not written yet (send_chunk's ``later``), in order.
         self.unsent: list[bytes] = []
         self.chunks_sent = 0  # as the worker counts what it receives (procpool._claims)
+        # Every chunk up to this number is started or taken back: the last one sent when a
+        # withdrawal was last tried. Those queued since are after it.
+        self.withdrawn_through = 0
 
 
 class WorkerTable:
@@ -184,20 +179,28 @@ class WorkerTable:
             return False
         return True
 
-    def withdraw(self, worker_id: int, count: int) -> Withdrawal:
-        """Take back the last ``count`` chunks sent ``later`` to an active worker. TAKEN: it
-        has started none of them, and then it never will (it skips each, saying so:
-        ``skipped``). A message not written yet is still written, to keep the worker's count
-        of what it received in step."""
+    def withdraw(self, worker_id: int, count: int) -> int | None:
+        """Take back those of the last ``count`` chunks sent ``later`` to an active worker that
+        it has not started: how many, counted from the last (all ``count`` if it started none;
+        fewer if it has gone on to the first of them, and so is done with every chunk before
+        them). It never starts those, and skips each, saying so (``skipped``). None where
+        nothing can be taken back: it has ended, or its backend's workers cannot give chunks
+        back. A message not written yet is still written, to keep the worker's count of what
+        it received in step."""
         record = self.active.get(worker_id)
         if record is None or self._claims is None:
-            return Withdrawal.IMPOSSIBLE
+            return None
+        # The queued chunks are the last sent, but for those a withdrawal found started and
+        # left queued, numbered before the ones it took back: none of those can be taken.
         last = record.chunks_sent
-        if not self._claims.withdraw(worker_id, last - count + 1, last):
-            return Withdrawal.STARTED
-        if record.segments is not None:
-            record.segments.withdrawn(count)
-        return Withdrawal.TAKEN
+        first = max(last - count + 1, record.withdrawn_through + 1)
+        record.withdrawn_through = last
+        if first > last:
+            return 0
+        taken = self._claims.withdraw(worker_id, first, last)
+        if taken and record.segments is not None:
+            record.segments.withdrawn(taken)
+        return taken
 
     def first_call_since(self, worker_id: int, chunk_id: int) -> float | None:
         """Since when (``time.monotonic``) an active worker has been calling the first item
