@@ -70,11 +70,10 @@ class TaskPolicy(NamedTuple):
 
     def retried_kinds(self) -> tuple[type[BaseException], ...]:
         """The exception classes an item is run again after (while retries are left)."""
-        if self.retry_on is DEFAULT_RETRY_ON:
+        if isinstance(self.retry_on, _DefaultRetryOn):
             from ._errors import TaskTimeout, WorkerDied  # imported by the engine already
 
             return (WorkerDied, TaskTimeout)
-        assert isinstance(self.retry_on, tuple)
         return self.retry_on
 
     @property

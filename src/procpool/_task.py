@@ -1,5 +1,5 @@
 """The parent's records of work: the Chunk, the unit the scheduler places on one worker, and
-the TaskFunction it runs.
+the TaskFunction it runs (``name_of`` names its function in messages and progress bars).
 
 Plain data only: no threads, pipes or clocks. The messages on a worker's pipe are in
 _messages.py, which the worker imports instead of this module. Classes with slots, not

@@ -1,9 +1,10 @@
 """Which pool worker this is (``procpool.current_worker()``) and the environment it was given.
 
-Owns the worker's identity (its index and pid) and the one way a worker's environment is set
-(``apply_env``). Imported by workers as they start, and under spawn and forkserver even before
-the parent's main module (see ``EnvironmentOnArrival``): standard library only, nothing heavy,
-and nothing of the pool.
+Owns the worker's identity (its index and pid), the one way a worker's environment is set
+(``apply_env``), and what stdlib-era code reads of a pool's workers (``WorkerView``: a pid,
+for ``pool._pool`` and ``executor._processes``). Imported by workers as they start, and
+under spawn and forkserver even before the parent's main module (see
+``EnvironmentOnArrival``): standard library only, nothing heavy, and nothing of the pool.
 """
 
 from __future__ import annotations
