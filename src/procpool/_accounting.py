@@ -15,12 +15,12 @@ holds every accepted item's index, which a production pool need not pay for.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 import weakref
 from collections import deque
 
+from ._log import logger
 from ._runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 ENVIRONMENT_VARIABLE = "PROCPOOL_CHECK_ACCOUNTING"
 
-logger = logging.getLogger("procpool")
 
 _violations: list[str] = []
 _violations_lock = threading.Lock()
@@ -113,7 +112,7 @@ class Ledger:
             problems, self._problems = self._problems, []
         if problems:
             for problem in problems:
-                logger.error("procpool accounting: %s", problem)
+                logger().error("procpool accounting: %s", problem)
             with _violations_lock:
                 _violations.extend(problems)
 

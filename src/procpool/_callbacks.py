@@ -43,7 +43,7 @@ class CallbackRunner:
                     threads.start(thread)  # with SIGINT blocked (_threads.py)
                 except RuntimeError:  # no new threads (the interpreter is shutting down)
                     logger().warning("procpool could not start its callback thread; running "
-                                   "callbacks in the thread that delivers results")
+                                     "callbacks in the thread that delivers results")
                     self._stopped = inline = True
                 else:
                     self._thread = thread

@@ -12,7 +12,6 @@ failing it. It never runs user code beyond unpickling (sinks hand callbacks to a
 
 from __future__ import annotations
 
-import logging
 import types
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.pool import RemoteTraceback  # type: ignore[attr-defined]
@@ -28,6 +27,7 @@ from ._errors import (
     SerializationError,
     TaskUnpicklingError,
 )
+from ._log import logger
 from ._messages import ItemFailure
 from ._runtime_typing import TYPE_CHECKING
 from ._task import Chunk
@@ -35,7 +35,6 @@ from ._task import Chunk
 if TYPE_CHECKING:
     from typing import Any
 
-logger = logging.getLogger("procpool")
 
 
 class Delivery:
@@ -126,8 +125,8 @@ class Delivery:
         return _FailingOnError(self, chunk)
 
     def _failed_to_deliver(self, chunk: Chunk, exc: BaseException) -> None:
-        logger.error("procpool could not deliver the results of %s", chunk.description,
-                     exc_info=exc)
+        logger().error("procpool could not deliver the results of %s", chunk.description,
+                       exc_info=exc)
         error = PoolBroken(f"internal error while delivering {chunk.description}: {exc!r}")
         error.__cause__ = exc
         self.failed(chunk, error)

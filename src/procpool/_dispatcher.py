@@ -31,7 +31,6 @@ reply answers it asks first (``Scheduler.running_on``).
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import sys
 import threading
@@ -53,6 +52,7 @@ from ._errors import (
 )
 from ._forwarding import Forwarded
 from ._inbox import Inbox
+from ._log import logger
 from ._messages import (
     ChunkDone,
     InitFailed,
@@ -106,7 +106,6 @@ if TYPE_CHECKING:
 
     from ._stats import PoolStats
 
-logger = logging.getLogger("procpool")
 
 
 
@@ -308,7 +307,7 @@ class Dispatcher:
             while not self._is_done():
                 self._wait_and_handle()
         except BaseException as exc:  # a bug here must fail the work, never hang it
-            logger.exception("procpool dispatcher crashed; failing all outstanding work")
+            logger().exception("procpool dispatcher crashed; failing all outstanding work")
             error = PoolBroken(f"internal error in the pool's dispatcher: {exc!r}")
             error.__cause__ = exc
             self._break(error)
@@ -463,7 +462,7 @@ class Dispatcher:
         try:
             self._backend.close()  # a Dask cluster the pool started, for one
         except Exception:
-            logger.exception("procpool: closing the %s backend failed", self._backend.name)
+            logger().exception("procpool: closing the %s backend failed", self._backend.name)
         self._delivery.close()
         self.callbacks.stop(wait=False)  # after the callbacks of the last outcomes
         _live_dispatchers.discard(self)

@@ -18,13 +18,13 @@ import logging
 import sys
 import threading
 
+from ._log import logger
 from ._messages import Logged, Printed
 from ._runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._callbacks import CallbackRunner
 
-logger = logging.getLogger("procpool")
 
 MAX_WAITING = 10_000
 
@@ -77,9 +77,9 @@ class Forwarded:
                 if self._waiting == 0:
                     self._all_handled.notify_all()
             if dropped:
-                logger.warning("procpool dropped %d log records or output lines from its "
-                               "workers: the parent's handlers fell behind (more than %d were "
-                               "waiting)", dropped, self._max_waiting)
+                logger().warning("procpool dropped %d log records or output lines from its "
+                                 "workers: the parent's handlers fell behind (more than %d "
+                                 "were waiting)", dropped, self._max_waiting)
 
 
 def _log(fields: dict[str, object]) -> None:

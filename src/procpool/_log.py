@@ -1,4 +1,5 @@
-"""The ``procpool`` logger, for the modules a program imports with procpool's faces.
+"""The ``procpool`` logger: the one place its name is written (but in the janitor, which
+imports nothing of procpool), fetched when something is to be logged.
 
 A program's main module imports a face (``from procpool import Pool``), and under spawn every
 worker imports that module again, as a forkserver does before its first fork. The faces, and

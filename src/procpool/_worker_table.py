@@ -13,7 +13,6 @@ start, stop or kill, and when; what a reply means is the dispatcher's to act on.
 
 from __future__ import annotations
 
-import logging
 import math
 import signal
 import time
@@ -24,6 +23,7 @@ from . import _shared_memory as shared_memory
 from ._backends import Backend, WorkerHandle
 from ._claims import Claims
 from ._framing import CorruptStream, FrameReader, new_scratch, send_to_worker
+from ._log import logger
 from ._messages import RunChunk, Stop, decode, encode
 from ._runtime_typing import TYPE_CHECKING
 from ._scheduler_events import Death
@@ -34,7 +34,6 @@ from ._worker_setup import WorkerSetups
 if TYPE_CHECKING:
     from typing import Any
 
-logger = logging.getLogger("procpool")
 
 # terminate(): how long workers get to exit after SIGTERM before SIGKILL, and how long after
 # SIGKILL before the dispatcher gives up on them (only a thread worker can outlive that).
@@ -257,7 +256,7 @@ class WorkerTable:
         record.listening = False
         if not self._holds(record):
             return  # released (a reply before broke the pool): nothing left to kill
-        logger.error("procpool: killing worker pid %s: %s", record.handle.pid, why)
+        logger().error("procpool: killing worker pid %s: %s", record.handle.pid, why)
         record.lost_because = why
         record.handle.kill(force=True)
 
@@ -303,8 +302,9 @@ class WorkerTable:
             record = self.retiring.get(worker_id)
             if record is None:
                 return  # it has ended already
-            logger.warning("worker pid %s did not exit in time after it was asked to (a "
-                           "non-daemon thread left running?); killing it", record.handle.pid)
+            logger().warning("worker pid %s did not exit in time after it was asked to (a "
+                             "non-daemon thread left running?); killing it",
+                             record.handle.pid)
         record.handle.kill(force=True)
 
     def waitables(self) -> list[Any]:
@@ -348,7 +348,7 @@ class WorkerTable:
         for handle in alive:
             handle.kill(force=True)  # ignored SIGTERM
         for handle in _wait_for_exit(alive, KILL_WAIT):
-            logger.error("worker pid %s did not exit after SIGKILL", handle.pid)
+            logger().error("worker pid %s did not exit after SIGKILL", handle.pid)
         for record in records:
             self.release(record)
 
