@@ -8,9 +8,13 @@ For each start method, one ``procpool.Pool`` and one ``procpool.ProcessPoolExecu
 several submitting threads at once, each picking faces at random (``apply_async``,
 ``map_async``, ``imap``, ``imap_unordered``, executor ``submit`` and ``map``, and asyncio's
 ``await executor.run``, ``async for`` over ``executor.amap`` and over the Pool's ``imap``),
-some calls with ``retries``, some with a ``task_timeout`` (and now and then a task among them
-that hangs until that timeout kills its worker), some tasks carrying numpy arrays of 320 KiB
-(which travel through shared memory); one of the two pools recycles its workers
+and faces that give up on what they asked for: futures cancelled with ``cancel()`` (at once,
+or once the call's first answer is in, when they wait in a worker's pipe or run), asyncio
+tasks of ``executor.run`` cancelled the same way, and streams left part-way (the Pool's
+``imap`` dropped, the executor's ``map`` closed, ``amap`` closed); some calls with
+``retries``, some with a ``chunksize``, some with a ``task_timeout`` (and now and then a task
+among them that hangs until that timeout kills its worker), some tasks carrying numpy arrays
+of 320 KiB (which travel through shared memory); one of the two pools recycles its workers
 (``maxtasksperchild``). A killer thread SIGKILLs a random *busy* worker every 50-200 ms (not
 one running a task that hangs: its timeout is to end it): tasks write ``busy-<pid>`` in the
 run's log directory while they run, and append their id to ``runs-<pid>`` as they start, so
@@ -21,6 +25,9 @@ Checked, not assumed, at the end of each start method:
 - every task answered exactly once, within a bound (a map that fails as a whole answers each
   of its tasks with its error; an executor map, and amap, stop at their first error, as the
   stdlib's map does);
+- a task whose ``cancel()`` said yes (or whose asyncio task ended cancelled) is cancelled and
+  answered by nothing else; one cancelled without being asked to is a violation; a task of
+  a stream left part-way is owed no answer;
 - values right (arrays included), and the only errors are ``WorkerDied``, for a worker the
   killer killed, and ``TaskTimeout``, for a task that hangs (or any task of a call that fails
   as a whole, or that cannot say which task an error answers: ``map_async``,
@@ -29,7 +36,8 @@ Checked, not assumed, at the end of each start method:
 - no task ran more often than 1 + the kills of ours that hit it (+ its retries, for a task
   that hangs: each timeout is a kill too). The pool kills a worker to stop a cancelled task
   or one past its timeout, but takes back what is queued behind it first, or spares a worker
-  that has gone on to it: nothing that started runs again for such a kill;
+  that has gone on to it: nothing that started runs again for such a kill, and no other
+  task fails with ``WorkerDied`` for it;
 - nothing left: no child process, no procpool thread, no /dev/shm segment of this run, and no
   report from procpool's exactly-once ledger (PROCPOOL_CHECK_ACCOUNTING=1).
 
@@ -43,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import importlib
 import multiprocessing
@@ -53,7 +62,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,8 +90,18 @@ TIMEOUT_CHOICES = (None, None, 2.0)
 HANG_SHARE = 0.05  # of calls with a task_timeout have one task that hangs
 HANG_SECONDS = 600.0  # how long it would sleep: its timeout ends it
 MAX_TASKS_PER_CHILD = 100  # of the pool that recycles (picked per start method)
+CHUNKSIZE_CHOICES = (None, None, 1, 4)  # chunksize= of a map-like call, picked at random
 FACE_WEIGHTS = {"apply_async": 2, "map_async": 2, "imap": 2, "imap_unordered": 1,
-                "submit": 2, "executor_map": 2, "run": 1, "amap": 1, "aimap": 1}
+                "submit": 2, "executor_map": 2, "run": 1, "amap": 1, "aimap": 1,
+                "cancel": 1, "acancel": 1, "imap_left": 1, "executor_map_left": 1,
+                "amap_left": 1}
+# Faces that submit one call per task, and take no options (the executor's submit and run
+# take the function's arguments only).
+ONE_CALL_FACES = {"apply_async", "submit", "run", "cancel", "acancel"}
+NO_OPTIONS_FACES = {"submit", "run", "cancel", "acancel"}
+# What a face does to a task besides asking for it (Task.plan), picked at random per task.
+AT_ONCE, AFTER_FIRST, LEFT = "cancelled at once", "cancelled after the first answer", "left"
+CANCEL_PLANS = (None, None, AT_ONCE, AFTER_FIRST)
 
 
 @dataclass
@@ -93,8 +112,11 @@ class Task:
     retries: int
     has_array: bool
     hangs: bool = False  # sleeps until its task_timeout kills it
+    plan: str | None = None  # AT_ONCE, AFTER_FIRST (cancel it then), LEFT (its stream is left)
     answers: list[tuple[bool, Any]] = field(default_factory=list)
-    dropped: bool = False  # an executor map stopped at an earlier error: no answer due
+    # No answer due: an executor map stopped at an earlier error, or its stream was left.
+    dropped: bool = False
+    cancelled: bool = False  # its cancel() said yes, or its asyncio task ended cancelled
 
 
 @dataclass
@@ -123,15 +145,23 @@ class Storm:
             first, self.next_task = self.next_task, self.next_task + size
         hanging = (first + rng.randrange(size)
                    if options.get("task_timeout") and rng.random() < HANG_SHARE else None)
+        if face in ("cancel", "acancel"):
+            plans = [rng.choice(CANCEL_PLANS) for _ in range(size)]
+        elif face.endswith("_left"):  # how many answers are read before the stream is left
+            kept = rng.randrange(size)
+            plans = [None] * kept + [LEFT] * (size - kept)
+        else:
+            plans = [None] * size
         specs = []
-        for task_id in range(first, first + size):
+        for task_id, plan in zip(range(first, first + size), plans, strict=True):
             array = (np.full(ARRAY_ITEMS, float(task_id)) if rng.random() < ARRAY_SHARE
                      else None)
             seconds = HANG_SECONDS if task_id == hanging else rng.uniform(0.001, 0.005)
             specs.append((task_id, self.log_dir, seconds, array))
             with self.lock:
                 self.tasks[task_id] = Task(task_id, call, face, options.get("retries", 0),
-                                           array is not None, hangs=task_id == hanging)
+                                           array is not None, hangs=task_id == hanging,
+                                           plan=plan)
         with self.lock:
             self.calls[call] = [spec[0] for spec in specs]
         return call, specs
@@ -139,6 +169,18 @@ class Storm:
     def answer(self, task_id: int, ok: bool, payload: Any) -> None:
         with self.lock:
             self.tasks[task_id].answers.append((ok, payload))
+
+    def planned(self, task_id: int) -> str | None:
+        with self.lock:
+            return self.tasks[task_id].plan
+
+    def mark(self, task_ids: Iterable[int], *, dropped: bool = False,
+             cancelled: bool = False) -> None:
+        with self.lock:
+            for task_id in task_ids:
+                task = self.tasks[task_id]
+                task.dropped |= dropped
+                task.cancelled |= cancelled
 
     def violation(self, kind: str, text: str) -> None:
         """``kind``: a short name the summary groups by; ``text``: this occurrence."""
@@ -202,6 +244,17 @@ def face_imap(storm: Storm, specs: list[Any], options: dict[str, Any],
     _expect_end(storm, iterator, deadline, "imap")
 
 
+def face_imap_left(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    """The Pool's ``imap``, dropped after some answers: nobody is owed the rest."""
+    iterator = storm.pool.imap(ft.soak_task, specs, **options)
+    kept = _kept(storm, specs)
+    for spec in specs[:kept]:
+        settle(storm, spec[0], lambda i=iterator: i.next(left(deadline)))
+    del iterator  # the pool learns of it when the iterator is collected
+    storm.mark([spec[0] for spec in specs[kept:]], dropped=True)
+
+
 def face_imap_unordered(storm: Storm, specs: list[Any], options: dict[str, Any],
               deadline: float) -> None:
     iterator = storm.pool.imap_unordered(ft.soak_task, specs, **options)
@@ -255,10 +308,86 @@ def face_submit(storm: Storm, specs: list[Any], options: dict[str, Any],
         settle(storm, task_id, lambda f=future: f.result(left(deadline)))
 
 
+def face_cancel(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    """``executor.submit`` per task, then ``cancel()`` for those planned: at once (most still
+    pending in the pool), or once the call's first answer is in (queued in a worker's pipe,
+    or running: the pool then kills the worker, and must take back what waits behind it)."""
+    futures = {spec[0]: storm.executor.submit(ft.soak_task, spec) for spec in specs}
+    _cancel(storm, futures, AT_ONCE)
+    if any(storm.planned(task_id) == AFTER_FIRST for task_id in futures):
+        concurrent.futures.wait([f for f in futures.values() if not f.cancelled()],
+                                timeout=left(deadline),
+                                return_when=concurrent.futures.FIRST_COMPLETED)
+        _cancel(storm, futures, AFTER_FIRST)
+    for task_id, future in futures.items():
+        if storm.tasks[task_id].cancelled:
+            if not future.cancelled():
+                storm.violation("cancel() said yes, the future is not cancelled",
+                                f"task {task_id}: {future!r}")
+            continue
+        settle(storm, task_id, lambda f=future: f.result(left(deadline)))
+
+
+def _cancel(storm: Storm, futures: dict[int, Any], plan: str) -> None:
+    """Cancel the futures of the tasks whose plan is ``plan``; note those that said yes."""
+    storm.mark([task_id for task_id, future in futures.items()
+                if storm.planned(task_id) == plan and future.cancel()], cancelled=True)
+
+
+def face_acancel(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    """``executor.run`` per task as asyncio tasks, those planned cancelled as ``cancel``
+    does; a task that ends cancelled without being asked to is a violation."""
+
+    async def calls() -> list[Any]:
+        runs = {spec[0]: asyncio.ensure_future(storm.executor.run(ft.soak_task, spec))
+                for spec in specs}
+        for task_id, run in runs.items():
+            if storm.planned(task_id) == AT_ONCE:
+                run.cancel()
+        if any(storm.planned(task_id) == AFTER_FIRST for task_id in runs):
+            await asyncio.wait([run for run in runs.values() if not run.cancelled()],
+                               timeout=left(deadline), return_when=asyncio.FIRST_COMPLETED)
+            for task_id, run in runs.items():
+                if storm.planned(task_id) == AFTER_FIRST:
+                    run.cancel()
+        return await asyncio.wait_for(asyncio.gather(*runs.values(), return_exceptions=True),
+                                      left(deadline))
+
+    try:
+        outcomes = asyncio.run(calls())
+    except asyncio.TimeoutError as exc:
+        raise Late("acancel") from exc
+    for spec, outcome in zip(specs, outcomes, strict=True):
+        if isinstance(outcome, asyncio.CancelledError):
+            if storm.planned(spec[0]) is None:
+                storm.violation("cancelled without being asked to", f"task {spec[0]}")
+            storm.mark([spec[0]], cancelled=True)
+        else:
+            storm.answer(spec[0], not isinstance(outcome, BaseException), outcome)
+
+
 def face_executor_map(storm: Storm, specs: list[Any], options: dict[str, Any],
               deadline: float) -> None:
     results = storm.executor.map(ft.soak_task, specs, timeout=left(deadline), **options)
-    for index, spec in enumerate(specs):
+    _read_executor_map(storm, results, specs, len(specs))
+
+
+def face_executor_map_left(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    """The executor's map, closed after some answers: what it has not handed out is
+    cancelled, as the stdlib's map cancels its futures."""
+    results = storm.executor.map(ft.soak_task, specs, timeout=left(deadline), **options)
+    kept = _kept(storm, specs)
+    _read_executor_map(storm, results, specs, kept)
+    results.close()
+    storm.mark([spec[0] for spec in specs[kept:]], dropped=True)
+
+
+def _read_executor_map(storm: Storm, results: Any, specs: list[Any], count: int) -> None:
+    """Record the first ``count`` answers of an executor map of ``specs``."""
+    for index, spec in enumerate(specs[:count]):
         try:
             value = next(results)
         except (TimeoutError, multiprocessing.TimeoutError) as exc:
@@ -270,11 +399,14 @@ def face_executor_map(storm: Storm, specs: list[Any], options: dict[str, Any],
             return
         except Exception as exc:  # raised at its position; the map ends there
             storm.answer(spec[0], False, exc)
-            with storm.lock:
-                for later in specs[index + 1:]:
-                    storm.tasks[later[0]].dropped = True
+            storm.mark([later[0] for later in specs[index + 1:]], dropped=True)
             return
         storm.answer(spec[0], True, value)
+
+
+def _kept(storm: Storm, specs: list[Any]) -> int:
+    """How many of a call's tasks are read before its stream is left (their plan)."""
+    return sum(1 for spec in specs if storm.planned(spec[0]) != LEFT)
 
 
 def face_run(storm: Storm, specs: list[Any], options: dict[str, Any],
@@ -297,27 +429,48 @@ def face_run(storm: Storm, specs: list[Any], options: dict[str, Any],
 def face_amap(storm: Storm, specs: list[Any], options: dict[str, Any],
               deadline: float) -> None:
     """``async for`` over ``executor.amap``: in order; an error ends it at its position."""
+    _amap(storm, specs, options, deadline, len(specs))
+
+
+def face_amap_left(storm: Storm, specs: list[Any], options: dict[str, Any],
+              deadline: float) -> None:
+    """``executor.amap`` closed after some answers (a loop left early): what is still running
+    is cancelled."""
+    kept = _kept(storm, specs)
+    _amap(storm, specs, options, deadline, kept)
+    storm.mark([spec[0] for spec in specs[kept:]], dropped=True)
+
+
+def _amap(storm: Storm, specs: list[Any], options: dict[str, Any], deadline: float,
+          count: int) -> None:
+    """Record the first ``count`` answers of ``executor.amap`` over ``specs``, then close it."""
 
     async def consume() -> None:
+        answers = storm.executor.amap(ft.soak_task, specs, **options)
         answered = 0
         try:
-            async for value in storm.executor.amap(ft.soak_task, specs, **options):
+            while answered < count:
+                value = await anext(answers)
                 storm.answer(specs[answered][0], True, value)
                 answered += 1
+            if count == len(specs):  # nothing may follow the last answer
+                extra = await anext(answers)
+                storm.violation("amap: answers after the last task",
+                                f"amap answered more than its tasks: {extra!r}")
+        except StopAsyncIteration:
+            if answered < count:
+                storm.violation("amap ended early without an error",
+                                f"amap ended after {answered} of {len(specs)} results "
+                                "without an error")
         except Exception as exc:
             if answered == len(specs):
                 storm.violation("amap: an error after the last task",
                                 f"amap raised after all {answered} results: {exc!r}")
                 return
             storm.answer(specs[answered][0], False, exc)
-            with storm.lock:
-                for later in specs[answered + 1:]:
-                    storm.tasks[later[0]].dropped = True
-            return
-        if answered != len(specs):
-            storm.violation("amap ended early without an error",
-                            f"amap ended after {answered} of {len(specs)} results without "
-                            "an error")
+            storm.mark([later[0] for later in specs[answered + 1:]], dropped=True)
+        finally:
+            await answers.aclose()
 
     try:
         asyncio.run(asyncio.wait_for(consume(), left(deadline)))
@@ -368,6 +521,11 @@ FACES: dict[str, Callable[[Storm, list[Any], dict[str, Any], float], None]] = {
     "run": face_run,  # like submit, no options: run's keyword arguments are the function's
     "amap": face_amap,
     "aimap": face_aimap,
+    "cancel": face_cancel,  # submit, then cancel()
+    "acancel": face_acancel,  # run's asyncio tasks, then cancel()
+    "imap_left": face_imap_left,
+    "executor_map_left": face_executor_map_left,
+    "amap_left": face_amap_left,
 }
 
 
@@ -376,14 +534,17 @@ def submitter(storm: Storm, index: int, max_tasks: int | None, names: list[str])
     weights = [FACE_WEIGHTS[name] for name in names]
     while not storm.stop.is_set() and (max_tasks is None or storm.next_task < max_tasks):
         face = rng.choices(names, weights)[0]
-        per_call = face in ("apply_async", "submit", "run")
-        size = rng.randint(1, 10) if per_call else rng.randint(1, 40)
+        size = rng.randint(1, 10) if face in ONE_CALL_FACES else rng.randint(1, 40)
         options: dict[str, Any] = {}
-        if face not in ("submit", "run"):
+        if face not in NO_OPTIONS_FACES:
             options["retries"] = rng.choice(RETRY_CHOICES)
             timeout = rng.choice(TIMEOUT_CHOICES)
             if timeout is not None:
                 options["task_timeout"] = timeout
+        if face not in ONE_CALL_FACES:
+            chunksize = rng.choice(CHUNKSIZE_CHOICES)
+            if chunksize is not None:
+                options["chunksize"] = chunksize
         call, specs = storm.new_call(rng, face, size, options)
         try:
             FACES[face](storm, specs, options, time.monotonic() + CALL_BOUND)
@@ -393,9 +554,7 @@ def submitter(storm: Storm, index: int, max_tasks: int | None, names: list[str])
                             f"not answered within {CALL_BOUND:g} s")
         except Exception as exc:  # the call itself failed: nothing of it was accepted
             storm.violation(f"{face}: call refused", f"call {call} ({face}) refused: {exc!r}")
-            with storm.lock:
-                for spec in specs:
-                    storm.tasks[spec[0]].dropped = True
+            storm.mark([spec[0] for spec in specs], dropped=True)
 
 
 # ---- the killer ------------------------------------------------------------------------------
@@ -418,8 +577,10 @@ def killer(storm: Storm) -> None:
         try:
             if ft.process_token(pid) != token:
                 continue  # ended, and its pid given to another process meanwhile
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                continue  # killed by the pool (a cancel, a timeout): not a kill of ours
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, psutil.NoSuchProcess):
             continue
         storm.kills.append((token, _task_hit(storm.log_dir, token)))
 
@@ -482,6 +643,10 @@ def check(storm: Storm) -> dict[str, int]:
             storm.violation("ran more often than the kills that hit it allow",
                             f"{name} ran {runs[task.task_id]} times, "
                             f"{hits[task.task_id]} kills of ours hit it")
+        if task.cancelled:
+            if task.answers:
+                storm.violation("answered, and cancelled too", f"{name}: {task.answers!r:.200}")
+            continue
         if task.dropped:
             if task.answers:
                 storm.violation("answered after its map stopped", name)
@@ -516,6 +681,8 @@ def check(storm: Storm) -> dict[str, int]:
     timed_out = sum(1 for task in storm.tasks.values() if task.hangs and task.answers
                     and isinstance(task.answers[0][1], procpool.TaskTimeout))
     return {"tasks": len(storm.tasks), "kills": len(storm.kills), "hits": sum(hits.values()),
+            "cancelled": sum(1 for task in storm.tasks.values() if task.cancelled),
+            "left": sum(1 for task in storm.tasks.values() if task.plan == LEFT),
             "reruns": sum(max(0, n - 1) for n in runs.values()),
             "hangs": sum(1 for task in storm.tasks.values() if task.hangs),
             "timed_out": timed_out}
@@ -636,7 +803,8 @@ def run(method: str, seed: int,
     counts["violations"] = len(storm.violations)
     print(f"soak {method} ({recycles} recycles): {counts['tasks']} tasks, {counts['kills']} kills "
           f"({counts['hits']} hit a task), {counts['reruns']} reruns, {counts['hangs']} hung "
-          f"({counts['timed_out']} answered TaskTimeout), "
+          f"({counts['timed_out']} answered TaskTimeout), {counts['cancelled']} cancelled, "
+          f"{counts['left']} in streams left, "
           f"{counts['violations']} violations, {time.monotonic() - started:.1f} s", flush=True)
     return counts, storm.violations
 
@@ -676,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    e.g. {example[:400]}", file=sys.stderr)
     print(f"soak: seed {seed}: {totals['tasks']} tasks, {totals['kills']} kills, "
           f"{totals['reruns']} retries, {totals['timed_out']} timeouts, "
+          f"{totals['cancelled']} cancelled, "
           f"{len(violations)} violations, {time.monotonic() - started:.1f} s", flush=True)
     return 1 if violations else 0
 
