@@ -4,7 +4,9 @@ Owns the executor's API and lifecycle: ``submit`` (one call, one ``ProcessFuture
 _futures.py), ``map`` with the 3.14 signature on every Python (eager, or lazy with
 ``buffersize``), shutdown, ``terminate_workers``/``kill_workers``, and the asyncio spellings
 ``run`` and ``amap``. ``map`` and ``amap`` run on the stream engine (_streams.py), as the Pool's
-imap does; a ``map`` through an overridden ``submit`` is _map_through_submit.py's. Scheduling,
+imap does, and ``map`` returns _executor_map.py's iterator; a ``map`` through an overridden
+``submit`` is _map_through_submit.py's. Those modules, and the others the calls are made of,
+are imported at a program's first call, not with this module (_lazy.py). Scheduling,
 workers and failures belong to the dispatcher, exactly as for the Pool face.
 """
 
@@ -14,41 +16,20 @@ import functools
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from concurrent.futures import TimeoutError as FuturesTimeoutError
 
-from . import _threads as threads
-from ._futures import FutureSink, ProcessFuture, executor_traceback
-from ._map_through_submit import map_through_submit
+from ._lazy import LazyModule
 from ._messages import CallMode
 from ._options import (
     DEFAULT_RETRY_ON,
-    CallOptions,
-    TaskPolicy,
-    WorkerEnv,
     check_executor_arguments,
     check_executor_buffersize,
     check_executor_chunksize,
     check_per_call_options,
     pool_options,
 )
-from ._progress import length_of, make_tracker
-from ._queue_bound import ticket_given_back_on_error
 from ._runtime_typing import TYPE_CHECKING, ParamSpec, TypeVar
-from ._streams import (
-    ChainedResults,
-    Feeder,
-    RangeInput,
-    StreamJob,
-    WaitTimedOut,
-    Window,
-    next_async,
-    next_piece,
-    stream_sizes,
-)
-from ._task import Chunk, name_of
 from ._worker_identity import WorkerView
 
 if TYPE_CHECKING:
@@ -56,8 +37,33 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack  # typing's own from 3.11
 
+    from . import (
+        _executor_map,
+        _futures,
+        _map_through_submit,
+        _progress,
+        _queue_bound,
+        _streams,
+        _task,
+        _threads,
+    )
     from ._engine import Engine
+    from ._futures import ProcessFuture
+    from ._options import CallOptions, TaskPolicy, WorkerEnv
     from ._stats import PoolStats
+    from ._streams import Feeder, RangeInput, StreamJob
+    from ._task import Chunk
+else:
+    # What the calls are made of, imported at a program's first call of each kind: every
+    # spawned worker imports this module again with the program's (_lazy.py).
+    _executor_map = LazyModule("procpool._executor_map")
+    _futures = LazyModule("procpool._futures")
+    _map_through_submit = LazyModule("procpool._map_through_submit")
+    _progress = LazyModule("procpool._progress")
+    _queue_bound = LazyModule("procpool._queue_bound")
+    _streams = LazyModule("procpool._streams")
+    _task = LazyModule("procpool._task")
+    _threads = LazyModule("procpool._threads")
 
 T = TypeVar("T")
 P = ParamSpec("P")  # a submitted call's parameters, which its arguments must match
@@ -164,14 +170,14 @@ class ProcessPoolExecutor(Executor):
         with self._shutdown_lock:
             self._check_accepting()  # as the stdlib's map: at the call, not at the first item
         policy = self._engine.policy.override(**options)
-        lengths = [length_of(iterable) for iterable in iterables]
+        lengths = [_progress.length_of(iterable) for iterable in iterables]
         known = [length for length in lengths if length is not None]
         total = min(known, default=0) if len(known) == len(lengths) else None
-        tracker = make_tracker(progress, total, name_of(fn))
+        tracker = _progress.make_tracker(progress, total, _task.name_of(fn))
         end_time = None if timeout is None else time.monotonic() + timeout
         if self._submit_overridden():
-            through = map_through_submit(self, fn, iterables, chunksize, buffersize, end_time,
-                                         policy)
+            through = _map_through_submit.map_through_submit(self, fn, iterables, chunksize,
+                                                             buffersize, end_time, policy)
             return through if tracker is None else tracker.count(through)
         if buffersize is None:
             # The stdlib reads the input now and runs it all, read or not. A feeder thread
@@ -190,7 +196,7 @@ class ProcessPoolExecutor(Executor):
                 except BaseException:
                     job.abandon()
                     raise
-        results = _stream_results(job, end_time)
+        results = _executor_map.stream_results(job, end_time)
         return results if tracker is None else tracker.count(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -263,7 +269,7 @@ class ProcessPoolExecutor(Executor):
             # shutdown(wait=True) waiting for it.
             future.cancel()
             raise
-        return await threads.await_in_slices(awaitable)
+        return await _threads.await_in_slices(awaitable)
 
     async def amap(self, fn: Callable[..., T], *iterables: Iterable[Any],
                    chunksize: int | None = None,
@@ -286,7 +292,7 @@ class ProcessPoolExecutor(Executor):
                 feeder.top_up()  # here, the input's exception surfaces at its position
             while True:
                 try:
-                    value = await next_async(job)
+                    value = await _streams.next_async(job)
                 except StopAsyncIteration:
                     return
                 yield value
@@ -364,7 +370,7 @@ class ProcessPoolExecutor(Executor):
         """
         arguments: Iterator[Any] | RangeInput
         if len(iterables) == 1 and type(iterables[0]) is range:
-            arguments, mode = RangeInput(iterables[0]), CallMode.ONE_ARG
+            arguments, mode = _streams.RangeInput(iterables[0]), CallMode.ONE_ARG
         else:
             # fn(item) is fn(*(item,)): the items of one iterable go as they are, without a
             # tuple each, which the parent would make and pickle and the worker unpickle.
@@ -372,8 +378,9 @@ class ProcessPoolExecutor(Executor):
                                else (zip(*iterables, strict=False), CallMode.STAR_ARGS))
             if eager:
                 arguments = iter(list(arguments))  # read now: its errors raise in map()
-        chunksize, bound = stream_sizes(chunksize, buffersize, self._max_workers)
-        job = StreamJob(ordered, Window(bound), self._interrupted, credit_on_arrival=eager)
+        chunksize, bound = _streams.stream_sizes(chunksize, buffersize, self._max_workers)
+        job = _streams.StreamJob(ordered, _streams.Window(bound), self._interrupted,
+                                 credit_on_arrival=eager)
 
         def accepting() -> None:
             if not eager and self._shutdown:  # a lazy map reading on, as the stdlib's submits
@@ -405,10 +412,10 @@ class ProcessPoolExecutor(Executor):
         ticket = self._engine.wait_for_queue_room(self._check_accepting)
         # Whatever interrupts the submission (a Ctrl-C while the arguments are pickled) must
         # not keep the place taken: the executor would take one call fewer for ever.
-        with self._shutdown_lock, ticket_given_back_on_error(ticket):
+        with self._shutdown_lock, _queue_bound.ticket_given_back_on_error(ticket):
             self._check_accepting()
-            future: ProcessFuture[Any] = ProcessFuture()
-            sink = FutureSink(future)
+            future: ProcessFuture[Any] = _futures.ProcessFuture()
+            sink = _futures.FutureSink(future)
             chunk = self._engine.single_call(fn, call, sink, future.set_exception, policy,
                                              ticket)
             if chunk is None:
@@ -429,42 +436,3 @@ class ProcessPoolExecutor(Executor):
 def _leave_the_queue(engine: Engine, chunk: Chunk) -> None:
     chunk.left_queue()
     engine.cancel(chunk)
-
-
-class _MapResults(ChainedResults):
-    """What ``map`` returns: an iterator of its results, with the ``close()`` of the stdlib's
-    (a generator)."""
-
-    __slots__ = ()
-
-    def close(self) -> None:
-        """End the iteration: the pieces' generator is closed (its ``finally`` abandons the
-        stream), what is left of the piece in hand is dropped, and next() raises
-        StopIteration."""
-        self._pieces.close()
-        deque(self, maxlen=0)
-
-
-def _stream_results(job: StreamJob, end_time: float | None) -> _MapResults:
-    """The iterator ``map`` returns: results in order; at a failed item its error is raised
-    and the iteration ends. ``end_time`` bounds the whole iteration. However it ends early
-    (an error, the timeout, closed by its reader), what is left is cancelled."""
-    return _MapResults.over(_map_pieces(job, end_time))  # type: ignore[no-any-return]
-
-
-def _map_pieces(job: StreamJob, end_time: float | None) -> Generator[Iterable[Any], None, None]:
-    try:
-        while True:
-            yield job.values_left
-            timeout = None if end_time is None else max(0.0, end_time - time.monotonic())
-            try:
-                piece = next_piece(job, timeout)
-            except StopIteration:
-                return
-            except WaitTimedOut:  # the map's deadline passed: the executor's own error
-                raise FuturesTimeoutError() from None
-            except Exception as error:
-                raise executor_traceback(error) from error.__cause__
-            yield piece
-    finally:
-        job.abandon()

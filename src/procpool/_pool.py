@@ -2,7 +2,9 @@
 
 Owns argument checking, chunking, pickling of functions and arguments (in the caller's thread, so
 a bad argument fails its own task at once), the feeder threads that read imap input lazily, and
-the pool's lifecycle state. Scheduling, workers and failures belong to the dispatcher.
+the pool's lifecycle state. Scheduling, workers and failures belong to the dispatcher. What
+the calls are made of (results, streams, progress) is imported at a program's first call, not
+with this module (_lazy.py).
 """
 
 from __future__ import annotations
@@ -13,34 +15,18 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 
 from ._codec import pickled_size
+from ._lazy import LazyModule
 from ._messages import CallMode
 from ._options import (
     DEFAULT_RETRY_ON,
     UNSET,
-    CallOptions,
-    RetryOn,
-    WorkerEnv,
     check_imap_buffersize,
     check_per_call_options,
     check_pool_arguments,
     check_pool_chunksize,
     pool_options,
 )
-from ._pace import map_chunksize, stdlib_map_chunksize
-from ._progress import length_of, make_tracker
-from ._queue_bound import ticket_given_back_on_error
-from ._results import ApplyResult, MapResult, _AsyncResultBase
 from ._runtime_typing import TYPE_CHECKING, TypeVar
-from ._streams import (
-    IMapIterator,
-    IMapUnorderedIterator,
-    Outcome,
-    StreamJob,
-    Window,
-    stream_input,
-    stream_sizes,
-)
-from ._task import name_of
 from ._worker_identity import WorkerView
 
 if TYPE_CHECKING:
@@ -48,7 +34,20 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack  # typing's own from 3.11
 
+    from . import _pace, _progress, _queue_bound, _results, _streams, _task
+    from ._options import CallOptions, RetryOn, WorkerEnv
+    from ._results import ApplyResult, MapResult, _AsyncResultBase
     from ._stats import PoolStats
+    from ._streams import IMapIterator, Outcome, Window
+else:
+    # What the calls are made of, imported at a program's first call of each kind: every
+    # spawned worker imports this module again with the program's (_lazy.py).
+    _pace = LazyModule("procpool._pace")
+    _progress = LazyModule("procpool._progress")
+    _queue_bound = LazyModule("procpool._queue_bound")
+    _results = LazyModule("procpool._results")
+    _streams = LazyModule("procpool._streams")
+    _task = LazyModule("procpool._task")
 
 T = TypeVar("T")
 S = TypeVar("S")  # a map's items, which its function takes
@@ -165,9 +164,9 @@ class Pool:
         ticket = self._engine.wait_for_queue_room(self._check_accepting)
         # Whatever interrupts the submission (a Ctrl-C while the arguments are pickled) must
         # not keep the place taken: the pool would take one call fewer for ever.
-        with ticket_given_back_on_error(ticket):
-            result: ApplyResult[T] = ApplyResult(self._callbacks, callback, error_callback,
-                                                 self._interrupted)
+        with _queue_bound.ticket_given_back_on_error(ticket):
+            result: ApplyResult[T] = _results.ApplyResult(self._callbacks, callback,
+                                                          error_callback, self._interrupted)
             item = (tuple(args), dict(kwds or {}))
             chunk = self._engine.single_call(func, item, result, result.fail, policy, ticket)
             if chunk is not None:
@@ -252,19 +251,21 @@ class Pool:
             # Four times finer than the stdlib's, large items (arrays) a few at a time
             # (map_chunksize); the stdlib's with maxtasksperchild, which counts chunks.
             if self._maxtasksperchild is not None or not items:
-                chunksize = stdlib_map_chunksize(len(items), self._processes)
+                chunksize = _pace.stdlib_map_chunksize(len(items), self._processes)
             else:
                 item_bytes = 0 if type(items) is range else pickled_size(items[0])
-                chunksize = map_chunksize(len(items), self._processes, item_bytes)
+                chunksize = _pace.map_chunksize(len(items), self._processes, item_bytes)
         else:
             check_pool_chunksize(chunksize)
-        tracker = make_tracker(progress, len(items), name_of(func), self._callbacks.post)
-        result: MapResult[T] = MapResult(len(items), chunksize, self._callbacks, callback,
-                                         error_callback, self._interrupted, tracker)
+        name = _task.name_of(func)
+        tracker = _progress.make_tracker(progress, len(items), name, self._callbacks.post)
+        result: MapResult[T] = _results.MapResult(len(items), chunksize, self._callbacks,
+                                                  callback, error_callback, self._interrupted,
+                                                  tracker)
         function = self._engine.task_function(func, result.fail) if items else None
         if function is None:
             return result  # empty input (already complete), or the function failed it
-        self._engine.submit_all(function, items, mode, chunksize, result, name_of(func), policy)
+        self._engine.submit_all(function, items, mode, chunksize, result, name, policy)
         return result
 
     # ---- streaming maps ----------------------------------------------------------------------
@@ -315,13 +316,14 @@ class Pool:
         if chunksize is not None:
             check_pool_chunksize(chunksize)
         check_imap_buffersize(buffersize)
-        chunksize, buffersize = stream_sizes(chunksize, buffersize, self._processes)
-        tracker = make_tracker(progress, length_of(iterable), name_of(func))
-        window = Window(buffersize)
-        job = StreamJob(ordered, window, self._interrupted, tracker, detailed=detailed)
-        cls = IMapIterator if ordered else IMapUnorderedIterator
-        feeder = self._engine.stream_feeder(func, stream_input(iterable), CallMode.ONE_ARG,
-                                            policy, chunksize, job)
+        chunksize, buffersize = _streams.stream_sizes(chunksize, buffersize, self._processes)
+        tracker = _progress.make_tracker(progress, _progress.length_of(iterable),
+                                         _task.name_of(func))
+        window = _streams.Window(buffersize)
+        job = _streams.StreamJob(ordered, window, self._interrupted, tracker, detailed=detailed)
+        cls = _streams.IMapIterator if ordered else _streams.IMapUnorderedIterator
+        feeder = self._engine.stream_feeder(func, _streams.stream_input(iterable),
+                                            CallMode.ONE_ARG, policy, chunksize, job)
         if feeder is None:
             return cls(job)  # the function cannot be sent: the stream yields that error once
         self._streams.add(window)
