@@ -226,6 +226,43 @@ def test_cancelling_a_pending_future_drops_it(fifos: Any, tmp_path: Path) -> Non
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("max_queued", [None, 2])
+def test_a_future_cancelled_while_it_waits_is_done_for_wait_and_as_completed(
+        fifos: Any, max_queued: int | None) -> None:
+    # wait() and as_completed() count a cancellation only once it is notified, which the
+    # stdlib's executor does as it reaches the call in its queue. Here the only worker is
+    # held, so nothing reaches it (and with max_queued it leaves the queue at once): they
+    # waited until the worker was free, or for ever.
+    with procpool.ProcessPoolExecutor(1, max_queued=max_queued) as executor:
+        blocker = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+        fifos.wait_started()
+        pending = executor.submit(mb.square, 3)
+        try:
+            assert pending.cancel()
+            assert cf.wait([pending], timeout=10).done == {pending}  # at once; 10 s bounds a bug
+            assert list(cf.as_completed([pending], timeout=10)) == [pending]
+        finally:
+            fifos.release_task()
+        assert blocker.result(30) == "released"
+
+
+@pytest.mark.parametrize("max_queued", [None, 8])
+def test_as_completed_sees_what_a_cancelling_shutdown_dropped(
+        fifos: Any, max_queued: int | None) -> None:
+    executor = procpool.ProcessPoolExecutor(1, max_queued=max_queued)
+    blocker = executor.submit(mb.announce_then_block, fifos.started, fifos.release)
+    fifos.wait_started()
+    queued = [executor.submit(mb.square, i) for i in range(5)]
+    executor.shutdown(wait=False, cancel_futures=True)
+    try:
+        assert set(cf.as_completed(queued, timeout=10)) == set(queued)
+        assert all(f.cancelled() for f in queued)
+    finally:
+        fifos.release_task()
+        executor.shutdown(wait=True)
+    assert blocker.result(0) == "released"
+
+
 def test_cancelling_a_running_future_kills_its_worker(fifos: Any) -> None:
     with procpool.ProcessPoolExecutor(1) as executor:
         running = executor.submit(mb.announce_then_block, fifos.started, fifos.release)

@@ -100,6 +100,12 @@ class ProcessFuture(Future[T]):
             if self._state != RUNNING:
                 cancelled = super().cancel()
                 if cancelled:
+                    if self._state == CANCELLED:
+                        # wait() and as_completed() count a cancellation as done only once it
+                        # is notified, which the stdlib's executor does as it reaches the call
+                        # in its queue. The pool may never reach it (with max_queued it leaves
+                        # the queue at once; a shutdown drops it): they would wait for ever.
+                        self.set_running_or_notify_cancel()
                     self._cancel_running = None  # let go of the chunk (and its segments)
                     cancel_queued, self._cancel_queued = self._cancel_queued, None
                     if cancel_queued is not None:
@@ -155,8 +161,9 @@ class FutureSink(OneCallSink):
         future = self.future
         future._cancel_running = None  # nothing left to stop; let go of the chunk
         if future._state == CANCELLED:
-            # Cancelled while pending and failed (terminate) before it was dispatched: tell
-            # as_completed() and wait(), which only count *notified* cancellations as done.
+            # Cancelled without the notice ProcessFuture.cancel() gives (the base class's
+            # cancel() called on it directly): give it, since as_completed() and wait() count
+            # only *notified* cancellations as done.
             future.set_running_or_notify_cancel()
             return
         try:
