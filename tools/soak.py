@@ -15,19 +15,20 @@ tasks of ``executor.run`` cancelled the same way, and streams left part-way (the
 ``retries``, some with a ``chunksize``, some with a ``task_timeout`` (and now and then a task
 among them that hangs until that timeout kills its worker), some tasks carrying numpy arrays
 of 320 KiB (which travel through shared memory); one of the two pools recycles its workers
-(``maxtasksperchild``). A killer thread SIGKILLs a random *busy* worker every 50-200 ms (not
-one running a task that hangs: its timeout is to end it): tasks write ``busy-<pid>`` in the
-run's log directory while they run, and append their id to ``runs-<pid>`` as they start, so
-the soak knows which task each kill hit and how often every task ran.
+(``maxtasksperchild``), and in some runs the executor bounds its queue (``max_queued``). A
+killer thread SIGKILLs a random *busy* worker every 50-200 ms (not one running a task that
+hangs: its timeout is to end it): tasks write ``busy-<pid>`` in the run's log directory while
+they run, and append their id to ``runs-<pid>`` as they start, so the soak knows which task
+each kill hit and how often every task ran.
 
 Checked, not assumed, at the end of each start method:
 
 - every task answered exactly once, within a bound (a map that fails as a whole answers each
   of its tasks with its error; an executor map, and amap, stop at their first error, as the
   stdlib's map does);
-- a task whose ``cancel()`` said yes (or whose asyncio task ended cancelled) is cancelled and
-  answered by nothing else; one cancelled without being asked to is a violation; a task of
-  a stream left part-way is owed no answer;
+- a task whose ``cancel()`` said yes (or whose asyncio task ended cancelled) is cancelled,
+  done for ``concurrent.futures.wait()``, and answered by nothing else; one cancelled without
+  being asked to is a violation; a task of a stream left part-way is owed no answer;
 - values right (arrays included), and the only errors are ``WorkerDied``, for a worker the
   killer killed, and ``TaskTimeout``, for a task that hangs (or any task of a call that fails
   as a whole, or that cannot say which task an error answers: ``map_async``,
@@ -90,6 +91,7 @@ TIMEOUT_CHOICES = (None, None, 2.0)
 HANG_SHARE = 0.05  # of calls with a task_timeout have one task that hangs
 HANG_SECONDS = 600.0  # how long it would sleep: its timeout ends it
 MAX_TASKS_PER_CHILD = 100  # of the pool that recycles (picked per start method)
+MAX_QUEUED = 16  # the executor's max_queued, in the runs that set it (picked per start method)
 CHUNKSIZE_CHOICES = (None, None, 1, 4)  # chunksize= of a map-like call, picked at random
 FACE_WEIGHTS = {"apply_async": 2, "map_async": 2, "imap": 2, "imap_unordered": 1,
                 "submit": 2, "executor_map": 2, "run": 1, "amap": 1, "aimap": 1,
@@ -320,6 +322,11 @@ def face_cancel(storm: Storm, specs: list[Any], options: dict[str, Any],
                                 timeout=left(deadline),
                                 return_when=concurrent.futures.FIRST_COMPLETED)
         _cancel(storm, futures, AFTER_FIRST)
+    cancelled = [future for task_id, future in futures.items()
+                 if storm.tasks[task_id].cancelled]
+    if len(concurrent.futures.wait(cancelled, timeout=left(deadline)).done) < len(cancelled):
+        storm.violation("wait() does not count a cancelled future as done",
+                        f"call of tasks {sorted(futures)}")
     for task_id, future in futures.items():
         if storm.tasks[task_id].cancelled:
             if not future.cancelled():
@@ -779,9 +786,12 @@ def run(method: str, seed: int,
         storm.pool = procpool.Pool(
             args.workers, context=method,
             maxtasksperchild=MAX_TASKS_PER_CHILD if recycles == "pool" else None)
+        # max_queued changes how a cancel leaves the queue: on for some runs.
+        max_queued = random.Random(seed * 1000 + 997).choice([None, MAX_QUEUED])
         storm.executor = procpool.ProcessPoolExecutor(
             args.workers, mp_context=method,
-            max_tasks_per_child=MAX_TASKS_PER_CHILD if recycles == "executor" else None)
+            max_tasks_per_child=MAX_TASKS_PER_CHILD if recycles == "executor" else None,
+            max_queued=max_queued)
         faces = args.faces.split(",")
         threads = [threading.Thread(target=submitter, args=(storm, i, args.max_tasks, faces),
                                     name=f"soak-submitter-{i}") for i in range(args.threads)]
@@ -801,7 +811,8 @@ def run(method: str, seed: int,
         leftovers(storm)
     counts["seconds"] = round(time.monotonic() - started)
     counts["violations"] = len(storm.violations)
-    print(f"soak {method} ({recycles} recycles): {counts['tasks']} tasks, {counts['kills']} kills "
+    print(f"soak {method} ({recycles} recycles, executor max_queued={max_queued}): "
+          f"{counts['tasks']} tasks, {counts['kills']} kills "
           f"({counts['hits']} hit a task), {counts['reruns']} reruns, {counts['hangs']} hung "
           f"({counts['timed_out']} answered TaskTimeout), {counts['cancelled']} cancelled, "
           f"{counts['left']} in streams left, "
