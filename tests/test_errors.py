@@ -16,6 +16,7 @@ EXAMPLES = [
     procpool.WorkerDied(124, 3),
     procpool.InitializerFailed("RuntimeError: no database"),
     procpool.WorkerStartFailed(77, "exit code 1", True),
+    procpool.WorkerStartFailed(78, "killed by SIGKILL", False, in_a_row=7),
     procpool.PoolBroken("could not start a worker"),
     procpool.PoolTerminated("terminated"),
     procpool.SerializationError("arguments of item 3 (<lock>)", "TypeError: cannot pickle"),

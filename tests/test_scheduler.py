@@ -489,8 +489,14 @@ def test_a_worker_killed_while_starting_is_replaced_and_its_chunk_runs_elsewhere
     assert scheduler.counts.replacements == {"killed by SIGKILL": 1}
 
 
-def test_only_a_run_of_deaths_while_starting_breaks_the_pool() -> None:
-    scheduler = Scheduler(1)
+@pytest.mark.parametrize("policy, error, blames_the_initializer", [
+    (WorkerPolicy(has_initializer=True), InitializerFailed, True),
+    (WorkerPolicy(), WorkerStartFailed, False),
+], ids=["initializer", "none"])
+def test_only_a_run_of_deaths_while_starting_breaks_the_pool(
+    policy: WorkerPolicy, error: type[BaseException], blames_the_initializer: bool
+) -> None:
+    scheduler = Scheduler(1, policy)
     scheduler.handle(Started(), 0.0)
     allowed = startup_deaths_allowed(1)
     for worker_id in range(allowed):
@@ -501,9 +507,11 @@ def test_only_a_run_of_deaths_while_starting_breaks_the_pool() -> None:
     for worker_id in range(allowed + 1, 2 * allowed + 1):
         assert lost(scheduler, worker_id, Death(5, -9), 4.0) == [StartWorker(worker_id + 1)]
     (action,) = lost(scheduler, 2 * allowed + 1, Death(6, -9), 5.0)
-    assert isinstance(action, BreakPool)
+    assert isinstance(action, BreakPool) and type(action.error) is error
     assert f"{allowed + 1} workers in a row died during start-up" in str(action.error)
     assert "pid 6" in str(action.error) and "SIGKILL" in str(action.error)
+    # Without an initializer, none is blamed (the message used to say it had failed).
+    assert ("initializer failed" in str(action.error)) is blames_the_initializer
 
 
 def test_breaking_the_pool_fails_only_the_unanswered_items_of_a_reporting_chunk() -> None:

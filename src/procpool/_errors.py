@@ -210,20 +210,31 @@ class InitializerFailed(PoolBroken):
 
 
 class WorkerStartFailed(InitializerFailed):
-    """A worker exited while it started, and no initializer was given to blame.
+    """A worker exited while it started, or too many in a row were killed as they started,
+    and no initializer was given to blame.
 
     Under spawn and forkserver a worker imports the parent's main module before anything
     else; a script that creates its pool at import time, without an
     ``if __name__ == "__main__":`` guard, fails there in every worker (multiprocessing prints
     why in the worker's stderr). An InitializerFailed, so code that catches that still does.
+    ``in_a_row``: how many workers in a row were killed (by a signal) while starting, when
+    the pool gave up replacing them; None for a worker that exited.
     """
 
     __module__ = "procpool"
 
-    def __init__(self, pid: int | None, how: str, imports_main: bool) -> None:
+    def __init__(self, pid: int | None, how: str, imports_main: bool,
+                 in_a_row: int | None = None) -> None:
         self.pid = pid
         self.how = how
         self.imports_main = imports_main
+        self.in_a_row = in_a_row
+        if in_a_row is not None:
+            self.detail = (f"{in_a_row} workers in a row died during start-up, before any "
+                           f"could run a task; the last (pid {pid}) {how}")
+            PoolBroken.__init__(self, f"{self.detail}. The pool gave up replacing them and is "
+                                "broken.")
+            return
         self.detail = f"worker pid {pid} ended ({how}) while starting, before it could run a task"
         if imports_main:
             advice = (
@@ -237,7 +248,7 @@ class WorkerStartFailed(InitializerFailed):
         PoolBroken.__init__(self, f"{self.detail}; the pool is broken. {advice}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.pid, self.how, self.imports_main))
+        return (type(self), (self.pid, self.how, self.imports_main, self.in_a_row))
 
 
 class PoolTerminated(ProcpoolError, BrokenProcessPool):

@@ -134,10 +134,19 @@ class Recovery:
         if not killed:
             return Recovered(requeue, (BreakPool(self._start_failure(death, how, cause)),))
         if self._startup_deaths_in_a_row > allowed:
-            return Recovered(requeue, (BreakPool(InitializerFailed(
-                f"{self._startup_deaths_in_a_row} workers in a row died during start-up, the "
-                f"last (pid {death.pid}) {how}: {cause}; the pool gave up replacing them")),))
+            return Recovered(requeue, (BreakPool(self._gave_up(death, how, cause)),))
         return Recovered(requeue, replacing=_cause_of(slot, death))
+
+    def _gave_up(self, death: Death, how: str, cause: str) -> BaseException:
+        """Why the pool stopped replacing workers killed as they started: blamed on the
+        initializer only if there is one."""
+        in_a_row = self._startup_deaths_in_a_row
+        if self.worker_policy.has_initializer:
+            return InitializerFailed(f"{in_a_row} workers in a row died during start-up, the "
+                                     f"last (pid {death.pid}) {how}: {cause}; the pool gave "
+                                     "up replacing them")
+        return WorkerStartFailed(death.pid, f"{how}: {cause}", self.worker_policy.imports_main,
+                                 in_a_row=in_a_row)
 
     def _start_failure(self, death: Death, how: str, cause: str) -> BaseException:
         """Why a worker that exited while starting broke the pool, as far as we can tell."""
