@@ -15,7 +15,8 @@ tasks of ``executor.run`` cancelled the same way, and streams left part-way (the
 ``retries``, some with a ``chunksize``, some with a ``task_timeout`` (and now and then a task
 among them that hangs until that timeout kills its worker), some tasks carrying numpy arrays
 of 320 KiB (which travel through shared memory); one of the two pools recycles its workers
-(``maxtasksperchild``), and in some runs the executor bounds its queue (``max_queued``). A
+(``maxtasksperchild``); in some runs the executor bounds its queue (``max_queued``), and for
+every other start method its ``submit`` is overridden, which sends its maps through it. A
 killer thread SIGKILLs a random *busy* worker every 50-200 ms (not one running a task that
 hangs: its timeout is to end it): tasks write ``busy-<pid>`` in the run's log directory while
 they run, and append their id to ``runs-<pid>`` as they start, so the soak knows which task
@@ -115,6 +116,9 @@ class Task:
     has_array: bool
     hangs: bool = False  # sleeps until its task_timeout kills it
     plan: str | None = None  # AT_ONCE, AFTER_FIRST (cancel it then), LEFT (its stream is left)
+    # What fails, times out and is retried with it: itself, or (an executor map through an
+    # overridden submit, one call per chunk) its chunk, named by the chunk's first task.
+    unit: int = -1
     answers: list[tuple[bool, Any]] = field(default_factory=list)
     # No answer due: an executor map stopped at an earlier error, or its stream was left.
     dropped: bool = False
@@ -139,6 +143,7 @@ class Storm:
     stop: threading.Event = field(default_factory=threading.Event)
     next_task: int = 0
     next_call: int = 0
+    submit_overridden: bool = False  # the executor's maps go through submit, a call a chunk
 
     def new_call(self, rng: random.Random, face: str, size: int,
                  options: dict[str, Any]) -> tuple[int, list[Any]]:
@@ -154,6 +159,9 @@ class Storm:
             plans = [None] * kept + [LEFT] * (size - kept)
         else:
             plans = [None] * size
+        # A map through an overridden submit runs, fails and retries a chunk as one call.
+        per_chunk = self.submit_overridden and face.startswith("executor_map")
+        chunksize = (options.get("chunksize") or 1) if per_chunk else 1
         specs = []
         for task_id, plan in zip(range(first, first + size), plans, strict=True):
             array = (np.full(ARRAY_ITEMS, float(task_id)) if rng.random() < ARRAY_SHARE
@@ -163,7 +171,8 @@ class Storm:
             with self.lock:
                 self.tasks[task_id] = Task(task_id, call, face, options.get("retries", 0),
                                            array is not None, hangs=task_id == hanging,
-                                           plan=plan)
+                                           plan=plan,
+                                           unit=task_id - (task_id - first) % chunksize)
         with self.lock:
             self.calls[call] = [spec[0] for spec in specs]
         return call, specs
@@ -638,18 +647,22 @@ def check(storm: Storm) -> dict[str, int]:
     for log in Path(storm.log_dir).glob("runs-*"):
         runs.update(int(line) for line in log.read_text().split())
     hits = collections.Counter(task for _, task in storm.kills if task is not None)
+    unit_hits = collections.Counter({storm.tasks[task].unit: 0 for task in hits})
+    for task_id, count in hits.items():
+        unit_hits[storm.tasks[task_id].unit] += count
     killed = {_pid(token) for token, _ in storm.kills}
     calls_that_hang = {task.call for task in storm.tasks.values() if task.hangs}
+    units_that_hang = {task.unit for task in storm.tasks.values() if task.hangs}
     for task in storm.tasks.values():
         name = (f"task {task.task_id} ({task.face} call {task.call}, retries={task.retries}"
                 f"{', hangs' if task.hangs else ''})")
         # At most one extra run per kill that hit it (its retry): ours, and each timeout of
-        # a task that hangs, as many as its retries allow.
-        timeouts = task.retries if task.hangs else 0
-        if runs[task.task_id] > 1 + hits[task.task_id] + timeouts:
+        # a task that hangs, as many as its retries allow; of its unit (above), that is.
+        timeouts = task.retries if task.unit in units_that_hang else 0
+        if runs[task.task_id] > 1 + unit_hits[task.unit] + timeouts:
             storm.violation("ran more often than the kills that hit it allow",
                             f"{name} ran {runs[task.task_id]} times, "
-                            f"{hits[task.task_id]} kills of ours hit it")
+                            f"{unit_hits[task.unit]} kills of ours hit it or its chunk")
         if task.cancelled:
             if task.answers:
                 storm.violation("answered, and cancelled too", f"{name}: {task.answers!r:.200}")
@@ -671,8 +684,9 @@ def check(storm: Storm) -> dict[str, int]:
             elif runs[task.task_id] < 1:
                 storm.violation("a value without a run", f"{name} delivered a value, never ran")
         elif isinstance(payload, procpool.TaskTimeout):
-            if not (task.hangs or (task.call in calls_that_hang
-                                   and task.face in ("map_async", "imap_unordered"))):
+            if not (task.unit in units_that_hang or (
+                    task.call in calls_that_hang and task.face in ("map_async",
+                                                                   "imap_unordered"))):
                 storm.violation("TaskTimeout for a task that does not hang",
                                 f"{name}: {payload}")
             elif task.retries and attempts != task.retries + 1:
@@ -775,11 +789,19 @@ def end_pools(storm: Storm) -> None:
 # ---- one start method ------------------------------------------------------------------------
 
 
+class OverriddenSubmit(procpool.ProcessPoolExecutor):
+    """An executor whose ``submit`` a subclass replaced: its ``map`` must go through it."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return super().submit(fn, *args, **kwargs)
+
+
+
 def run(method: str, seed: int,
         args: argparse.Namespace) -> tuple[dict[str, int], list[tuple[str, str]]]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"procpool-soak-{method}-") as log_dir:
-        storm = Storm(method, log_dir, seed)
+        storm = Storm(method, log_dir, seed, submit_overridden=bool(seed % 2))
         # (The executor refuses max_tasks_per_child under fork, as the stdlib's does.)
         recycles = ("pool" if method == "fork"
                     else random.Random(seed * 1000 + 998).choice(["pool", "executor"]))
@@ -788,7 +810,11 @@ def run(method: str, seed: int,
             maxtasksperchild=MAX_TASKS_PER_CHILD if recycles == "pool" else None)
         # max_queued changes how a cancel leaves the queue: on for some runs.
         max_queued = random.Random(seed * 1000 + 997).choice([None, MAX_QUEUED])
-        storm.executor = procpool.ProcessPoolExecutor(
+        # Every other start method, the executor's submit is overridden (as tqdm's process_map
+        # does), so its maps go through submit, a future per chunk (_map_through_submit.py).
+        executor_class = (OverriddenSubmit if storm.submit_overridden
+                          else procpool.ProcessPoolExecutor)
+        storm.executor = executor_class(
             args.workers, mp_context=method,
             max_tasks_per_child=MAX_TASKS_PER_CHILD if recycles == "executor" else None,
             max_queued=max_queued)
@@ -811,7 +837,8 @@ def run(method: str, seed: int,
         leftovers(storm)
     counts["seconds"] = round(time.monotonic() - started)
     counts["violations"] = len(storm.violations)
-    print(f"soak {method} ({recycles} recycles, executor max_queued={max_queued}): "
+    print(f"soak {method} ({recycles} recycles, executor max_queued={max_queued}"
+          f"{', submit overridden' if executor_class is OverriddenSubmit else ''}): "
           f"{counts['tasks']} tasks, {counts['kills']} kills "
           f"({counts['hits']} hit a task), {counts['reruns']} reruns, {counts['hangs']} hung "
           f"({counts['timed_out']} answered TaskTimeout), {counts['cancelled']} cancelled, "
