@@ -2,6 +2,7 @@
 
     python -m benchmarks.first_import --repeats 9 [--baseline REV] [--methods fork,spawn] [--inline]
     python -m benchmarks.first_import --repeats 9 --respawn [--baseline REV]
+    python -m benchmarks.first_import --repeats 9 --worker [--baseline REV]
 
 The other start-up measures (``benchmarks.startup``, the start-up rows of
 ``benchmarks.versions``) time a pool started after a warm-up pool in the same interpreter: what a
@@ -26,6 +27,12 @@ import (how this benchmark ran before 2026-12-08, for comparison with those reco
 its first result, then ``map(square, range(500), chunksize=1)`` of the program's own function,
 timed alone: 20 replacements, each of which imports the program again under spawn. Reported:
 the first result and that map, as ratios of the stdlib Pool's.
+
+``--worker``: what one worker cost its own process up to its first task, read by that task
+(the Pools only, one worker): its CPU time, and its page faults, which unlike times do not
+vary with the machine's load (a fault is a page the process touched first: memory written,
+modules imported). Under spawn this is the worker's whole start: the interpreter, the
+program's import, the pool's worker modules.
 """
 
 from __future__ import annotations
@@ -110,6 +117,27 @@ _PROCPOOL_RESPAWN = _RESPAWN.format(
     pool="Pool(2, maxtasksperchild=25, context={method!r})")
 
 
+_WORKER = """
+{imports}
+
+
+def cost(_):
+    import resource
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime, used.ru_minflt
+
+
+if __name__ == "__main__":
+    pool = {pool}
+    print(*pool.apply(cost, (None,)))
+    pool.terminate(); pool.join()
+"""
+_STDLIB_WORKER = _WORKER.format(imports="import multiprocessing",
+                                pool="multiprocessing.get_context({method!r}).Pool(1)")
+_PROCPOOL_WORKER = _WORKER.format(imports="from procpool import Pool",
+                                  pool="Pool(1, context={method!r})")
+
+
 def _run(script: str, source: Path | None, folder: Path, inline: bool) -> tuple[float, float]:
     environment = dict(os.environ)
     if source is not None:
@@ -137,6 +165,8 @@ def main() -> None:
                         help="run each case with python -c: no main module for workers to import")
     parser.add_argument("--respawn", action="store_true",
                         help="a program whose Pool recycles its workers (maxtasksperchild=25)")
+    parser.add_argument("--worker", action="store_true",
+                        help="a worker's CPU time and page faults up to its first task")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="procpool-first-import-") as folder:
         sources: dict[str, Path] = {"": ROOT / "src"}
@@ -148,10 +178,17 @@ def main() -> None:
         program_folder = Path(folder) / "program"
         program_folder.mkdir()
         cases: list[tuple[str, str, str, Path | None]] = []  # face, label, script, source
-        faces = ((("Pool", _STDLIB_RESPAWN, _PROCPOOL_RESPAWN),) if args.respawn else
-                 (("Pool", _STDLIB_POOL, _PROCPOOL_POOL),
-                  ("executor", _STDLIB_EXECUTOR, _PROCPOOL_EXECUTOR)))
-        columns = ("first result", "recycling map") if args.respawn else ("import", "first result")
+        if args.respawn:
+            faces: tuple[tuple[str, str, str], ...] = (
+                ("Pool", _STDLIB_RESPAWN, _PROCPOOL_RESPAWN),)
+            columns, units = ("first result", "recycling map"), (1000, 1000)  # ms
+        elif args.worker:
+            faces = (("Pool", _STDLIB_WORKER, _PROCPOOL_WORKER),)
+            columns, units = ("worker CPU ms", "page faults"), (1000, 1)
+        else:
+            faces = (("Pool", _STDLIB_POOL, _PROCPOOL_POOL),
+                     ("executor", _STDLIB_EXECUTOR, _PROCPOOL_EXECUTOR))
+            columns, units = ("import", "first result"), (1000, 1000)
         for face, stdlib, ours in faces:
             cases.append((face, f"stdlib {face}", stdlib, None))
             cases += [(face, f"procpool {face}{suffix}", ours, source)
@@ -163,7 +200,7 @@ def main() -> None:
                 for _, label, script, source in cases[shift:] + cases[:shift]:
                     times[label].append(_run(script.format(method=method), source,
                                              program_folder, args.inline))
-            print(f"\n{method}: medians of {args.repeats} fresh interpreters (ms), and x the "
+            print(f"\n{method}: medians of {args.repeats} fresh interpreters, and x the "
                   f"stdlib face's")
             print(f"{'':34} {columns[0]:>13} {'x':>6} {columns[1]:>13} {'x':>6}")
             for face, label, _, _ in cases:
@@ -172,8 +209,8 @@ def main() -> None:
                 base = times[f"stdlib {face}"]
                 base_earlier = statistics.median(t[0] for t in base)
                 base_later = statistics.median(t[1] for t in base)
-                print(f"{label:34} {1000 * earlier:13.1f} {earlier / base_earlier:6.2f} "
-                      f"{1000 * later:13.1f} {later / base_later:6.2f}", flush=True)
+                print(f"{label:34} {units[0] * earlier:13.1f} {earlier / base_earlier:6.2f} "
+                      f"{units[1] * later:13.1f} {later / base_later:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
