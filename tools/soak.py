@@ -371,11 +371,7 @@ def face_acancel(storm: Storm, specs: list[Any], options: dict[str, Any],
         return await asyncio.wait_for(asyncio.gather(*runs.values(), return_exceptions=True),
                                       left(deadline))
 
-    try:
-        outcomes = asyncio.run(calls())
-    except asyncio.TimeoutError as exc:
-        raise Late("acancel") from exc
-    for spec, outcome in zip(specs, outcomes, strict=True):
+    for spec, outcome in zip(specs, _in_a_loop(calls(), "acancel"), strict=True):
         if isinstance(outcome, asyncio.CancelledError):
             if storm.planned(spec[0]) is None:
                 storm.violation("cancelled without being asked to", f"task {spec[0]}")
@@ -434,12 +430,16 @@ def face_run(storm: Storm, specs: list[Any], options: dict[str, Any],
         return await asyncio.wait_for(asyncio.gather(*runs, return_exceptions=True),
                                       left(deadline))
 
-    try:
-        outcomes = asyncio.run(calls())
-    except asyncio.TimeoutError as exc:
-        raise Late("run") from exc
-    for spec, outcome in zip(specs, outcomes, strict=True):
+    for spec, outcome in zip(specs, _in_a_loop(calls(), "run"), strict=True):
         storm.answer(spec[0], not isinstance(outcome, BaseException), outcome)
+
+
+def _in_a_loop(calls: Any, face: str) -> Any:
+    """Run a face's coroutine in this thread's own event loop; its bound running out is Late."""
+    try:
+        return asyncio.run(calls)
+    except asyncio.TimeoutError as exc:
+        raise Late(face) from exc
 
 
 def face_amap(storm: Storm, specs: list[Any], options: dict[str, Any],
@@ -488,10 +488,7 @@ def _amap(storm: Storm, specs: list[Any], options: dict[str, Any], deadline: flo
         finally:
             await answers.aclose()
 
-    try:
-        asyncio.run(asyncio.wait_for(consume(), left(deadline)))
-    except asyncio.TimeoutError as exc:
-        raise Late("amap") from exc
+    _in_a_loop(asyncio.wait_for(consume(), left(deadline)), "amap")
 
 
 def face_aimap(storm: Storm, specs: list[Any], options: dict[str, Any],
@@ -521,10 +518,7 @@ def face_aimap(storm: Storm, specs: list[Any], options: dict[str, Any],
         storm.violation("aimap: answers after the last task",
                         f"aimap answered more than its tasks: {extra!r}")
 
-    try:
-        asyncio.run(asyncio.wait_for(consume(), left(deadline)))
-    except asyncio.TimeoutError as exc:
-        raise Late("aimap") from exc
+    _in_a_loop(asyncio.wait_for(consume(), left(deadline)), "aimap")
 
 
 FACES: dict[str, Callable[[Storm, list[Any], dict[str, Any], float], None]] = {

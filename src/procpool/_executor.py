@@ -19,7 +19,17 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 
-from ._lazy import LazyModule
+# Stand-ins for these modules, each imported at its first use (_lazy.py).
+from ._lazy import (
+    _executor_map,
+    _futures,
+    _map_through_submit,
+    _progress,
+    _queue_bound,
+    _streams,
+    _task,
+    _threads,
+)
 from ._messages import CallMode
 from ._options import (
     DEFAULT_RETRY_ON,
@@ -37,33 +47,12 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack  # typing's own from 3.11
 
-    from . import (
-        _executor_map,
-        _futures,
-        _map_through_submit,
-        _progress,
-        _queue_bound,
-        _streams,
-        _task,
-        _threads,
-    )
     from ._engine import Engine
     from ._futures import ProcessFuture
     from ._options import CallOptions, TaskPolicy, WorkerEnv
     from ._stats import PoolStats
     from ._streams import Feeder, RangeInput, StreamJob
     from ._task import Chunk
-else:
-    # What the calls are made of, imported at a program's first call of each kind: every
-    # spawned worker imports this module again with the program's (_lazy.py).
-    _executor_map = LazyModule("procpool._executor_map")
-    _futures = LazyModule("procpool._futures")
-    _map_through_submit = LazyModule("procpool._map_through_submit")
-    _progress = LazyModule("procpool._progress")
-    _queue_bound = LazyModule("procpool._queue_bound")
-    _streams = LazyModule("procpool._streams")
-    _task = LazyModule("procpool._task")
-    _threads = LazyModule("procpool._threads")
 
 T = TypeVar("T")
 P = ParamSpec("P")  # a submitted call's parameters, which its arguments must match

@@ -15,7 +15,9 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 
 from ._codec import pickled_size
-from ._lazy import LazyModule
+
+# Stand-ins for these modules, each imported at its first use (_lazy.py).
+from ._lazy import _pace, _progress, _queue_bound, _results, _streams, _task
 from ._messages import CallMode
 from ._options import (
     DEFAULT_RETRY_ON,
@@ -34,20 +36,10 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack  # typing's own from 3.11
 
-    from . import _pace, _progress, _queue_bound, _results, _streams, _task
     from ._options import CallOptions, RetryOn, WorkerEnv
     from ._results import ApplyResult, MapResult, _AsyncResultBase
     from ._stats import PoolStats
     from ._streams import IMapIterator, Outcome, Window
-else:
-    # What the calls are made of, imported at a program's first call of each kind: every
-    # spawned worker imports this module again with the program's (_lazy.py).
-    _pace = LazyModule("procpool._pace")
-    _progress = LazyModule("procpool._progress")
-    _queue_bound = LazyModule("procpool._queue_bound")
-    _results = LazyModule("procpool._results")
-    _streams = LazyModule("procpool._streams")
-    _task = LazyModule("procpool._task")
 
 T = TypeVar("T")
 S = TypeVar("S")  # a map's items, which its function takes
