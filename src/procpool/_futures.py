@@ -147,12 +147,18 @@ class FutureSink(OneCallSink):
         self.future = future
 
     def chunk_starting(self, chunk: Chunk) -> bool:
-        state = self.future._state
-        if state == RUNNING:
-            return True  # a retry
-        if state in (CANCELLED_AND_NOTIFIED, FINISHED):
-            return False
-        return self.future.set_running_or_notify_cancel()  # PENDING, or CANCELLED: notify
+        future = self.future
+        # Under the future's lock: a cancel() in another thread comes before the look or
+        # after the step, never between (it would find the future running, or leave it
+        # cancelled and notified, which set_running_or_notify_cancel() refuses with a
+        # RuntimeError that broke the pool: the soak saw it).
+        with future._condition:
+            state = future._state
+            if state == RUNNING:
+                return True  # a retry
+            if state in (CANCELLED_AND_NOTIFIED, FINISHED):
+                return False
+            return future.set_running_or_notify_cancel()  # PENDING, or CANCELLED: notify
 
     def _settle(self, success: bool, value: Any) -> None:
         # Here, on the dispatcher thread, so that waiters wake at once; the done-callbacks go
@@ -160,12 +166,13 @@ class FutureSink(OneCallSink):
         # deadlock a callback waiting for a future that has callbacks of its own.
         future = self.future
         future._cancel_running = None  # nothing left to stop; let go of the chunk
-        if future._state == CANCELLED:
-            # Cancelled without the notice ProcessFuture.cancel() gives (the base class's
-            # cancel() called on it directly): give it, since as_completed() and wait() count
-            # only *notified* cancellations as done.
-            future.set_running_or_notify_cancel()
-            return
+        with future._condition:  # the look and the step as one, as in chunk_starting
+            if future._state == CANCELLED:
+                # Cancelled without the notice ProcessFuture.cancel() gives (the base class's
+                # cancel() called on it directly): give it, since as_completed() and wait()
+                # count only *notified* cancellations as done.
+                future.set_running_or_notify_cancel()
+                return
         try:
             if success:
                 future.set_result(value)
