@@ -15,8 +15,9 @@ tasks of ``executor.run`` cancelled the same way, and streams left part-way (the
 ``retries``, some with a ``chunksize``, some with a ``task_timeout`` (and now and then a task
 among them that hangs until that timeout kills its worker), some tasks carrying numpy arrays
 of 320 KiB (which travel through shared memory); one of the two pools recycles its workers
-(``maxtasksperchild``); in some runs the executor bounds its queue (``max_queued``), and for
-every other start method its ``submit`` is overridden, which sends its maps through it. A
+(``maxtasksperchild``); in some runs both bound their queues (``max_queued``), and for every
+other start method the executor's ``submit`` is overridden, which sends its maps through it;
+some map-like calls report ``progress=`` to a callable that checks every count. A
 killer thread SIGKILLs a random *busy* worker every 50-200 ms (not one running a task that
 hangs: its timeout is to end it): tasks write ``busy-<pid>`` in the run's log directory while
 they run, and append their id to ``runs-<pid>`` as they start, so the soak knows which task
@@ -92,8 +93,12 @@ TIMEOUT_CHOICES = (None, None, 2.0)
 HANG_SHARE = 0.05  # of calls with a task_timeout have one task that hangs
 HANG_SECONDS = 600.0  # how long it would sleep: its timeout ends it
 MAX_TASKS_PER_CHILD = 100  # of the pool that recycles (picked per start method)
-MAX_QUEUED = 16  # the executor's max_queued, in the runs that set it (picked per start method)
+MAX_QUEUED = 16  # the pools' max_queued, in the runs that set it (picked per start method)
 CHUNKSIZE_CHOICES = (None, None, 1, 4)  # chunksize= of a map-like call, picked at random
+PROGRESS_SHARE = 0.3  # of the calls that take progress= are given a ProgressCheck
+# The map-like faces whose calls take progress= (amap takes none).
+PROGRESS_FACES = {"map_async", "imap", "imap_unordered", "executor_map", "aimap", "imap_left",
+                  "executor_map_left"}
 FACE_WEIGHTS = {"apply_async": 2, "map_async": 2, "imap": 2, "imap_unordered": 1,
                 "submit": 2, "executor_map": 2, "run": 1, "amap": 1, "aimap": 1,
                 "cancel": 1, "acancel": 1, "imap_left": 1, "executor_map_left": 1,
@@ -197,6 +202,31 @@ class Storm:
         """``kind``: a short name the summary groups by; ``text``: this occurrence."""
         with self.lock:
             self.violations.append((kind, f"[{self.method}] {text}"))
+
+
+class ProgressCheck:
+    """A call's ``progress=``: every snapshot must count no more items than the call has, its
+    failures among them, and never fewer than the one before (an item counted twice, or a
+    count that goes back, is a violation)."""
+
+    def __init__(self, storm: Storm, face: str, size: int) -> None:
+        self._storm, self._face, self._size = storm, face, size
+        self._lock = threading.Lock()
+        self._completed = 0
+
+    def __call__(self, snapshot: procpool.Progress) -> None:
+        with self._lock:
+            problem = None
+            if not 0 <= snapshot.failed <= snapshot.completed <= self._size:
+                problem = f"counts {snapshot.completed} done, {snapshot.failed} failed"
+            elif snapshot.total not in (None, self._size):
+                problem = f"total {snapshot.total}"
+            elif snapshot.completed < self._completed:
+                problem = f"completed went back from {self._completed} to {snapshot.completed}"
+            self._completed = max(self._completed, snapshot.completed)
+        if problem:
+            self._storm.violation("progress miscounted",
+                                  f"{self._face} call of {self._size} tasks: {problem}")
 
 
 class Late(Exception):
@@ -555,6 +585,8 @@ def submitter(storm: Storm, index: int, max_tasks: int | None, names: list[str])
             chunksize = rng.choice(CHUNKSIZE_CHOICES)
             if chunksize is not None:
                 options["chunksize"] = chunksize
+        if face in PROGRESS_FACES and rng.random() < PROGRESS_SHARE:
+            options["progress"] = ProgressCheck(storm, face, size)
         call, specs = storm.new_call(rng, face, size, options)
         try:
             FACES[face](storm, specs, options, time.monotonic() + CALL_BOUND)
@@ -799,11 +831,13 @@ def run(method: str, seed: int,
         # (The executor refuses max_tasks_per_child under fork, as the stdlib's does.)
         recycles = ("pool" if method == "fork"
                     else random.Random(seed * 1000 + 998).choice(["pool", "executor"]))
+        # max_queued makes apply_async and submit wait for room, and changes how a cancel
+        # leaves the queue: on for some runs, in both pools.
+        max_queued = random.Random(seed * 1000 + 997).choice([None, MAX_QUEUED])
         storm.pool = procpool.Pool(
             args.workers, context=method,
-            maxtasksperchild=MAX_TASKS_PER_CHILD if recycles == "pool" else None)
-        # max_queued changes how a cancel leaves the queue: on for some runs.
-        max_queued = random.Random(seed * 1000 + 997).choice([None, MAX_QUEUED])
+            maxtasksperchild=MAX_TASKS_PER_CHILD if recycles == "pool" else None,
+            max_queued=max_queued)
         # Every other start method, the executor's submit is overridden (as tqdm's process_map
         # does), so its maps go through submit, a future per chunk (_map_through_submit.py).
         executor_class = (OverriddenSubmit if storm.submit_overridden
@@ -831,7 +865,7 @@ def run(method: str, seed: int,
         leftovers(storm)
     counts["seconds"] = round(time.monotonic() - started)
     counts["violations"] = len(storm.violations)
-    print(f"soak {method} ({recycles} recycles, executor max_queued={max_queued}"
+    print(f"soak {method} ({recycles} recycles, max_queued={max_queued}"
           f"{', submit overridden' if executor_class is OverriddenSubmit else ''}): "
           f"{counts['tasks']} tasks, {counts['kills']} kills "
           f"({counts['hits']} hit a task), {counts['reruns']} reruns, {counts['hangs']} hung "
