@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
 class Delivery:
     """Hands outcomes to sinks, counting each one once."""
 

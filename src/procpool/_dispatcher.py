@@ -107,8 +107,6 @@ if TYPE_CHECKING:
     from ._stats import PoolStats
 
 
-
-
 # ---- commands posted by caller threads ---------------------------------------------------
 # Besides the scheduler's events that callers post as they are (see _Command), two that only
 # the dispatcher acts on.
